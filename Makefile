@@ -1,0 +1,32 @@
+# Set-up and test entry points (README.md). Everything goes into .venv; torch is installed
+# first, pinned, so that pip never resolves a bare `torch` (which pulls GBs of CUDA packages
+# on machines where the CPU wheel is not the default).
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-core test-ros2 venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+demo: venv
+	$(BIN)/sparsebev demo
+
+test: test-core test-ros2
+
+test-core: venv
+	$(BIN)/python -m pytest -q test
+
+test-ros2: venv
+	bash scripts/ros2_tier2.sh
+
+clean:
+	rm -rf $(VENV) .venv-ros .ros2_build build *.egg-info demo_output

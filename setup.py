@@ -1,0 +1,65 @@
+"""Build script: an ament_python ROS 2 package that also installs the ROS-free sparsebev_core.
+
+``colcon build`` on a ROS machine and ``pip install -e .`` on a plain one both use this file.
+The CUDA sampling extension is added by ``sparsebev_core/csrc/build_ext.py`` when a CUDA
+toolkit and a CUDA-enabled torch are present, and skipped with a message otherwise.
+"""
+import os
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'sparsebev_ros'
+
+
+def cuda_extension_kwargs():
+    """ext_modules/cmdclass for the CUDA op, or {} when it cannot be built here."""
+    try:
+        from sparsebev_core.csrc.build_ext import extension_kwargs
+    except ImportError:
+        return {}
+    return extension_kwargs()
+
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(include=['sparsebev_core', 'sparsebev_core.*', 'sparsebev_ros', 'sparsebev_ros.*']),
+    package_data={'sparsebev_core': ['csrc/*.cu', 'csrc/*.cpp', 'csrc/*.h', 'weights/*.pth'],
+                  'sparsebev_ros': ['msg/*.msg']},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        (os.path.join('share', PACKAGE, 'launch'), glob('launch/*.launch.py')),
+        (os.path.join('share', PACKAGE, 'config'), glob('config/*.yaml') + glob('config/*.rviz')),
+    ],
+    python_requires='>=3.10',
+    install_requires=[
+        'numpy>=1.22,<2',          # nuscenes-devkit 1.2 requires numpy < 2
+        'torch>=2.1',
+        'scipy',
+        'tqdm',
+        'pyyaml',
+        'pillow',
+        'simplejpeg',
+        'opencv-python-headless',
+        'matplotlib<3.11',
+        'rosbags>=0.10',
+        'nuscenes-devkit>=1.1',
+        'tensorboard',
+    ],
+    extras_require={'test': ['pytest', 'catkin_pkg', 'mcap-ros2-support']},
+    zip_safe=True,
+    maintainer='sparsebev_ros developers',
+    maintainer_email='sparsebev-ros@example.org',
+    description='SparseBEV camera-only 3D object detection for ROS 2, with offline nuScenes tools',
+    license='Apache-2.0',
+    tests_require=['pytest'],
+    entry_points={
+        'console_scripts': [
+            'sparsebev = sparsebev_core.cli:main',
+            'detector_node = sparsebev_ros.node:main',
+        ],
+    },
+    **cuda_extension_kwargs(),
+)

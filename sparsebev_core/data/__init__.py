@@ -1,0 +1,1 @@
+"""nuScenes infos, multi-frame dataset, transforms and the synthetic nuScenes generator."""

@@ -1,0 +1,1 @@
+"""Training, evaluation (nuscenes-devkit) and timing."""

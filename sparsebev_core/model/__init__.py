@@ -1,0 +1,1 @@
+"""The SparseBEV model: backbones, FPN, sparse query decoder, head, streaming detector."""

@@ -1,0 +1,1 @@
+"""Image backbones (ResNet, VoVNet, EVA02) with official state-dict names."""

@@ -1,0 +1,6 @@
+"""Custom ops of SparseBEV: the multi-scale multi-view sampling front end."""
+from .msmv_sampling import (available_backends, get_backend, msmv_sampling, msmv_sampling_torch,
+                            register_backend, resolve_backend, set_backend)
+
+__all__ = ['available_backends', 'get_backend', 'msmv_sampling', 'msmv_sampling_torch',
+           'register_backend', 'resolve_backend', 'set_backend']

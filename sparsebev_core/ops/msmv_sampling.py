@@ -1,0 +1,115 @@
+"""Multi-scale multi-view sampling: the op the SparseBEV decoder spends its time in.
+
+``msmv_sampling(features_per_level, locations, scale_weights)``:
+
+* ``features_per_level``: one tensor per pyramid level, ``[BTG, C, N, H_l, W_l]`` (the
+  grid_sample layout: BTG = batch * frames * groups rows, C channels of one group, N views).
+* ``locations``: ``[BTG, Q, P, 3]`` = (u / W, v / H, view / (N - 1)), u, v in input-image
+  pixels; (0, 0) is the first pixel centre and (1, 1) the last one (align_corners=True).
+* ``scale_weights``: ``[BTG, Q, P, L]`` per-point weights of the L levels.
+* returns ``[BTG, Q, C, P]``: sum over levels of weight * bilinear sample of the chosen view,
+  zero outside the image (spec/sparsebev.md section 3).
+
+Backends: ``torch`` (pure PyTorch, differentiable through autograd, runs everywhere) and
+``cuda`` (``sparsebev_core/csrc``, when built). ``set_backend('auto' | 'torch' | 'cuda')`` is
+the one global switch; ``auto`` picks CUDA for CUDA inputs when the extension is loaded.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ('auto', 'torch', 'cuda')
+_backend = 'auto'
+
+# name -> callable(features_per_level, locations, scale_weights) -> Tensor; filled below and
+# by the CUDA extension loader (sparsebev_core.ops.cuda_backend) when it imports.
+_implementations: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def msmv_sampling_torch(features_per_level: Sequence[torch.Tensor], locations: torch.Tensor,
+                        scale_weights: torch.Tensor) -> torch.Tensor:
+    """Pure-PyTorch backend: one 5-D ``grid_sample`` per level (trilinear over views).
+
+    The view coordinate ``view / (N - 1)`` maps exactly onto a view index, so the trilinear
+    weight along the view axis is 1 for the chosen view (up to float rounding, spec 3.3).
+    """
+    btg, q, p, _ = locations.shape
+    grid = (locations * 2.0 - 1.0).reshape(btg, q, p, 1, 3)               # [BTG, Q, P, 1, 3]
+    out = None
+    for level, feat in enumerate(features_per_level):                      # feat [BTG, C, N, H, W]
+        sampled = F.grid_sample(feat, grid.to(feat.dtype), mode='bilinear',
+                                padding_mode='zeros', align_corners=True)  # [BTG, C, Q, P, 1]
+        weighted = sampled.squeeze(-1) * scale_weights[..., level].unsqueeze(1).to(feat.dtype)
+        out = weighted if out is None else out + weighted                  # [BTG, C, Q, P]
+    assert out is not None, 'msmv_sampling needs at least one feature level'
+    return out.permute(0, 2, 1, 3).contiguous()                            # [BTG, Q, C, P]
+
+
+_implementations['torch'] = msmv_sampling_torch
+
+
+def _try_load_cuda() -> None:
+    """Register the CUDA backend if the compiled extension can be imported (never raises)."""
+    if 'cuda' in _implementations:
+        return
+    try:
+        from . import cuda_backend  # noqa: F401  (registers itself)
+    except Exception:  # the extension is optional: missing, not built, or no CUDA runtime
+        pass
+
+
+def available_backends() -> list[str]:
+    """Backends that can run here (``torch`` always; ``cuda`` when the extension loaded)."""
+    _try_load_cuda()
+    return [name for name in ('torch', 'cuda') if name in _implementations]
+
+
+def register_backend(name: str, fn: Callable[..., torch.Tensor]) -> None:
+    """Install an implementation for a backend name (used by the CUDA loader)."""
+    if name not in BACKENDS or name == 'auto':
+        raise ValueError(f'unknown msmv_sampling backend {name!r}')
+    _implementations[name] = fn
+
+
+def set_backend(name: str) -> None:
+    """Choose the sampling backend globally: ``'auto'``, ``'torch'`` or ``'cuda'``."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f'unknown msmv_sampling backend {name!r}; choose one of {BACKENDS}')
+    if name == 'cuda':
+        _try_load_cuda()
+        if 'cuda' not in _implementations:
+            raise RuntimeError(
+                "the CUDA msmv_sampling backend is not available: build it with "
+                "`pip install -e .` on a machine with nvcc and a CUDA-enabled torch, or let it "
+                "compile just in time with `python -m sparsebev_core.ops.build`; "
+                "use set_backend('torch') or 'auto' to run without it")
+    _backend = name
+
+
+def get_backend() -> str:
+    """The backend name currently selected (may be ``'auto'``)."""
+    return _backend
+
+
+def resolve_backend(locations: torch.Tensor) -> str:
+    """Concrete backend that ``msmv_sampling`` will use for inputs like ``locations``."""
+    if _backend != 'auto':
+        return _backend
+    if locations.is_cuda:
+        _try_load_cuda()
+        if 'cuda' in _implementations:
+            return 'cuda'
+    return 'torch'
+
+
+def msmv_sampling(features_per_level: Sequence[torch.Tensor], locations: torch.Tensor,
+                  scale_weights: torch.Tensor) -> torch.Tensor:
+    """Sample every (query, point) from its chosen view at all levels and sum the levels.
+
+    Shapes in the module docstring. Dispatches to the selected backend.
+    """
+    return _implementations[resolve_backend(locations)](features_per_level, locations, scale_weights)

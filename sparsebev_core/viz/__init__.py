@@ -1,0 +1,1 @@
+"""BEV plots, camera overlays and sampling-point pictures."""

@@ -1,0 +1,1 @@
+"""sparsebev_ros: the ROS 2 layer around sparsebev_core."""
