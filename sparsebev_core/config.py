@@ -1,0 +1,109 @@
+"""Plain dataclasses that describe a SparseBEV model and its training recipe.
+
+Presets (``sparsebev_core.presets``) are instances of these; models are built from them with
+plain constructors (``build_model(cfg)``), no registry and no dict configs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .geometry import CLASS_NAMES, POINT_CLOUD_RANGE
+
+
+@dataclass
+class ResNetConfig:
+    """mmdet-style ResNet (``style='pytorch'``: stride on the 3x3 conv)."""
+    depth: int = 50                          # 18, 34, 50, 101
+    base_channels: int = 64                  # width of the stem and of layer1 (64 = standard)
+    out_indices: tuple[int, ...] = (0, 1, 2, 3)
+    frozen_stages: int = 1                   # stem + layer1 frozen (requires_grad False, eval)
+    norm_eval: bool = True                   # BN layers kept in eval mode during training
+    with_cp: bool = True                     # activation checkpointing in training
+
+
+@dataclass
+class FPNConfig:
+    """mmdet FPN without extra convs; level ``num_outs - 1`` may be a max-pool of the last."""
+    in_channels: tuple[int, ...] = (256, 512, 1024, 2048)
+    out_channels: int = 256
+    num_outs: int = 4
+
+
+@dataclass
+class HeadConfig:
+    """SparseBEV head and decoder (spec/sparsebev.md section 2.4 - 2.6)."""
+    num_classes: int = 10
+    embed_dims: int = 256
+    num_queries: int = 900                   # must be a perfect square (grid init)
+    num_frames: int = 8                      # T
+    num_points: int = 4                      # P, per group per frame
+    num_levels: int = 4                      # L
+    num_groups: int = 4                      # G
+    num_layers: int = 6                      # iterations of the one shared decoder layer
+    num_heads: int = 8                       # self-attention heads
+    ffn_dims: int = 512
+    mixing_out_points: int = 128
+    dropout: float = 0.1
+    pc_range: tuple[float, ...] = POINT_CLOUD_RANGE
+    post_center_range: tuple[float, ...] = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0)
+    max_num: int = 300                       # top-k of the NMS-free coder
+    score_threshold: float = 0.05
+    code_weights: tuple[float, ...] = (2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    # query denoising (training only)
+    query_denoising: bool = True
+    dn_groups: int = 10
+    dn_box_noise_scale: float = 0.5
+    dn_label_noise_scale: float = 0.5
+    dn_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe (spec/sparsebev.md section 4.3) and data augmentation ranges."""
+    epochs: int = 24
+    total_batch_size: int = 8                # split evenly over processes (>= 1 each)
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    lr_mults: tuple[tuple[str, float], ...] = (('img_backbone', 0.1), ('sampling_offset', 0.1))
+    warmup_iters: int = 500
+    warmup_ratio: float = 1.0 / 3.0
+    min_lr_ratio: float = 1e-3
+    grad_clip: float = 35.0
+    loss_scale: float = 512.0                # static AMP loss scale (image branch only)
+    resize_lim: tuple[float, float] = (0.38, 0.55)
+    flip: bool = True
+    rot_range: tuple[float, float] = (-0.3925, 0.3925)
+    scale_range: tuple[float, float] = (0.95, 1.05)
+    photometric: bool = True
+    grid_mask: bool = True
+    stop_prev_grad: int = 0                  # frames after the first N run under no_grad
+    pretrained: str = ''                     # backbone pretrain file (nuImages / DD3D / EVA02)
+    workers_per_gpu: int = 8
+
+
+FrameLayout = Literal['past', 'future_blocked', 'future_interleaved']
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build one SparseBEV model and feed it."""
+    name: str
+    backbone: object = field(default_factory=ResNetConfig)   # ResNetConfig | VoVNetConfig | EVA02Config
+    neck: FPNConfig | None = field(default_factory=FPNConfig)  # None: the backbone is its own pyramid
+    head: HeadConfig = field(default_factory=HeadConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    input_size: tuple[int, int] = (256, 704)                  # network input (H, W)
+    original_size: tuple[int, int] = (900, 1600)              # camera images the recipe assumes
+    image_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)   # in channel order below
+    image_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    channel_order: Literal['RGB', 'BGR'] = 'RGB'             # what the backbone expects
+    frame_layout: FrameLayout = 'past'
+    num_past_frames: int = 7
+    num_future_frames: int = 0
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    @property
+    def num_frames(self) -> int:
+        """T = 1 current + past + future frames."""
+        return 1 + self.num_past_frames + self.num_future_frames
