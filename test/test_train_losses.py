@@ -134,7 +134,8 @@ def test_loss_falls_as_the_prediction_approaches_the_target():
     assert near < far
 
 
-def test_denoising_losses_against_unnoised_targets():
+@pytest.mark.parametrize('key_style', ['ours', 'official'])
+def test_denoising_losses_against_unnoised_targets(key_style):
     # One sample with 2 GTs, 2 groups -> 4 DN queries in slots (k + 2 g); the predictions are
     # exactly the un-noised targets except slot 3 (GT 1 of group 1), which is 1 m off in y.
     gts = torch.tensor([gravity_box(10, 0), gravity_box(-5, 5)])
@@ -145,10 +146,15 @@ def test_denoising_losses_against_unnoised_targets():
     dn_bbox = head[None, None].expand(2, 1, 4, 10).clone()                    # [L, B, pad, 10]
     dn_cls = torch.zeros(2, 1, 4, 10)
     outputs = _outputs()
-    outputs.update(dn_cls_scores=dn_cls, dn_bbox_preds=dn_bbox, dn_mask_dict={
-        'known_lbs_bboxes': (known_labels, known_boxes), 'batch_idx': torch.tensor([0, 0]),
-        'known_indice': torch.tensor([0, 1, 0, 1]), 'map_known_indice': torch.tensor([0, 1, 2, 3]),
-        'pad_size': 4})
+    if key_style == 'official':
+        mask_dict = {'known_lbs_bboxes': (known_labels, known_boxes),
+                     'batch_idx': torch.tensor([0, 0]), 'known_indice': torch.tensor([0, 1, 0, 1]),
+                     'map_known_indice': torch.tensor([0, 1, 2, 3]), 'pad_size': 4}
+    else:
+        mask_dict = {'labels': known_labels, 'boxes': known_boxes,
+                     'batch_index': torch.tensor([0, 0, 0, 0]),
+                     'slot_index': torch.tensor([0, 1, 2, 3]), 'pad_size': 4}
+    outputs.update(dn_cls_scores=dn_cls, dn_bbox_preds=dn_bbox, dn_mask_dict=mask_dict)
     cls, bbox, lab, box = gather_dn_outputs(outputs)
     assert cls.shape == (2, 4, 10) and torch.equal(lab, known_labels)
     losses = SparseBEVLoss()(outputs, [gts], [labels])

@@ -218,9 +218,10 @@ def gather_dn_outputs(outputs: dict):
     """Denoising predictions next to their un-noised targets, or None without denoising.
 
     Reads the head's ``dn_cls_scores [L, B, pad, C]``, ``dn_bbox_preds [L, B, pad, 10]`` and
-    ``dn_mask_dict`` (official names: ``known_lbs_bboxes`` = (labels [N], gravity boxes [N, 9])
-    tiled group-major, ``batch_idx`` [sum K_b], ``known_indice`` [N], ``map_known_indice`` [N]
-    = the DN slot of each target, ``pad_size``).
+    ``dn_mask_dict``: for each of the N = groups * sum(K_b) repeated GTs (group-major) its
+    un-noised ``labels [N]`` and gravity ``boxes [N, 9]``, ``batch_index [N]`` and
+    ``slot_index [N]`` (its DN slot), and ``pad_size``. The official key names
+    (``known_lbs_bboxes``, ``batch_idx`` + ``known_indice``, ``map_known_indice``) are read too.
     Returns:
         ``(cls [L, N, C], bbox [L, N, 10], known_labels [N], known_boxes [N, 9])``.
     """
@@ -231,9 +232,14 @@ def gather_dn_outputs(outputs: dict):
     dn_bbox = outputs.get('dn_bbox_preds')
     if dn_cls is None:
         dn_cls, dn_bbox = mask_dict['output_known_lbs_bboxes']
-    known_labels, known_boxes = mask_dict['known_lbs_bboxes']
-    slot = mask_dict['map_known_indice'].long()                                       # [N]
-    sample = mask_dict['batch_idx'].long()[mask_dict['known_indice'].long()]          # [N]
+    if 'slot_index' in mask_dict:
+        known_labels, known_boxes = mask_dict['labels'], mask_dict['boxes']
+        slot = mask_dict['slot_index'].long()                                        # [N]
+        sample = mask_dict['batch_index'].long()                                      # [N]
+    else:
+        known_labels, known_boxes = mask_dict['known_lbs_bboxes']
+        slot = mask_dict['map_known_indice'].long()                                   # [N]
+        sample = mask_dict['batch_idx'].long()[mask_dict['known_indice'].long()]      # [N]
     cls = dn_cls[:, sample, slot]                                                      # [L, N, C]
     bbox = dn_bbox[:, sample, slot]                                                    # [L, N, 10]
     return cls, bbox, known_labels.long(), known_boxes

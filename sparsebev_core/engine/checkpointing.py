@@ -1,0 +1,129 @@
+"""Training checkpoints that survive being killed, and exact resumption.
+
+A checkpoint holds everything that decides the rest of a run: model, optimiser, schedule and
+loss-scaler states, the position (epoch, iteration within the epoch, global iteration), and
+the random states of python, numpy and torch (CPU and CUDA). Files are written to a temporary
+name and moved into place with ``os.replace``, so a kill during the write leaves the previous
+checkpoint intact. ``SigtermFlag`` turns SIGTERM into a request to stop at the next iteration
+boundary, where the loop writes a checkpoint and exits.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LATEST = 'latest.pth'
+
+
+@dataclass
+class TrainPosition:
+    """Where a run is: ``epoch`` (0-based) and ``iteration_in_epoch`` batches of it done, and
+    ``global_iteration`` batches done in total."""
+    epoch: int = 0
+    iteration_in_epoch: int = 0
+    global_iteration: int = 0
+
+
+def rng_state() -> dict:
+    """Random states of python, numpy and torch (CPU and every CUDA device)."""
+    state = {'python': random.getstate(), 'numpy': np.random.get_state(),
+             'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` returned."""
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def atomic_save(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    with open(tmp, 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def save_training_state(work_dir: str | os.PathLike, model: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer, schedule, scaler,
+                        position: TrainPosition, meta: dict | None = None,
+                        name: str = LATEST) -> Path:
+    """Write ``work_dir/name`` (default ``latest.pth``) atomically and return its path.
+
+    ``model`` is the bare model (not the DDP wrapper), so the ``state_dict`` keys are the
+    official ones and the file loads with ``checkpoint.load_checkpoint``.
+    """
+    state = {
+        'state_dict': model.state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'schedule': schedule.state_dict(),
+        'scaler': scaler.state_dict(),
+        'position': asdict(position),
+        'rng': rng_state(),
+        'meta': dict(meta or {}),
+    }
+    return atomic_save(state, Path(work_dir) / name)
+
+
+def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer, schedule, scaler,
+                        restore_rng: bool = True) -> tuple[TrainPosition, dict]:
+    """Restore everything ``save_training_state`` wrote; returns (position, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'no checkpoint to resume from at {path}')
+    state = torch.load(path, map_location='cpu', weights_only=False)
+    missing = {'state_dict', 'optimizer', 'schedule', 'scaler', 'position', 'rng'} - set(state)
+    if missing:
+        raise ValueError(f'{path} is not a training checkpoint (missing {sorted(missing)}); '
+                         'to start from model weights only, use --pretrained or load_checkpoint')
+    model.load_state_dict(state['state_dict'])
+    optimizer.load_state_dict(state['optimizer'])
+    schedule.load_state_dict(state['schedule'])
+    scaler.load_state_dict(state['scaler'])
+    if restore_rng:
+        set_rng_state(state['rng'])
+    return TrainPosition(**state['position']), state.get('meta', {})
+
+
+class SigtermFlag:
+    """Context manager: while active, SIGTERM sets ``.requested`` instead of killing the process.
+
+    The training loop polls ``requested`` after each iteration, saves a checkpoint and stops.
+    Only installed in the main thread (signal handlers cannot be set elsewhere).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __enter__(self) -> 'SigtermFlag':
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:          # not the main thread
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
