@@ -1,0 +1,190 @@
+"""``SparseBEVHead``: box-shaped queries, the shared decoder, output assembly, NMS-free decoding.
+
+spec/sparsebev.md sections 2.4, 2.6, 2.7 and 6.1-6.2. Submodule and parameter names match
+the official state dict under ``pts_bbox_head.`` (spec 10.3).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import HeadConfig
+from .boxes import denormalize_bbox, query_to_head_layout
+from .decoder import Transformer, compute_time_diff
+from .denoising import make_denoising_queries
+from .sampling import NUM_CAMERAS
+
+Tensor = torch.Tensor
+
+
+def init_query_boxes(weight: Tensor) -> None:
+    """Official query init (quirk 6) on top of an N(0, 1) embedding ``[Q, 10]``, in place.
+
+    x^, y^ on a sqrt(Q) x sqrt(Q) grid of cell centres (meshgrid 'ij': x is the slow index),
+    z^ = 0 (the bottom of the range), log dz = 1.5, velocity 0; log dx, log dy and sin, cos
+    keep their random values.
+    """
+    num_queries = weight.shape[0]
+    grid = int(math.isqrt(num_queries))
+    if grid * grid != num_queries:
+        raise ValueError(f'num_queries must be a perfect square for the grid init, got {num_queries}')
+    with torch.no_grad():
+        cells = (torch.arange(grid, dtype=weight.dtype) + 0.5) / grid               # [S]
+        xx, yy = torch.meshgrid(cells, cells, indexing='ij')                        # [S, S]
+        weight[:, 0] = xx.reshape(-1)
+        weight[:, 1] = yy.reshape(-1)
+        weight[:, 2] = 0.0
+        weight[:, 5] = 1.5
+        weight[:, 8:10] = 0.0
+
+
+class SparseBEVHead(nn.Module):
+    """Queries + decoder + coder. ``forward`` returns per-layer logits and head-layout boxes."""
+
+    def __init__(self, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.num_queries = cfg.num_queries
+        self.pc_range = tuple(cfg.pc_range)
+        self.code_weights = nn.Parameter(torch.tensor(cfg.code_weights, dtype=torch.float32),
+                                         requires_grad=False)
+        self.init_query_bbox = nn.Embedding(cfg.num_queries, 10)
+        self.label_enc = nn.Embedding(cfg.num_classes + 1, cfg.embed_dims - 1)  # row num_classes: no label
+        self.transformer = Transformer(cfg)
+        self._legacy_yaw_convention = False
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Official initialisation (spec 2.4, 2.5.x, 2.7); everything else keeps PyTorch defaults."""
+        init_query_boxes(self.init_query_bbox.weight)
+        self.transformer.decoder.decoder_layer.init_weights()
+
+    # -- the 0.17.1 box convention (spec 2.7) ------------------------------------------------
+    @property
+    def legacy_yaw_convention(self) -> bool:
+        """True for checkpoints trained with mmdet3d 0.17.1 boxes (``version == 'v0.17.1'``):
+        sampling offsets rotate clockwise and decoding swaps dx/dy and maps yaw -> -yaw - pi/2."""
+        return self._legacy_yaw_convention
+
+    @legacy_yaw_convention.setter
+    def legacy_yaw_convention(self, value: bool) -> None:
+        self._legacy_yaw_convention = bool(value)
+        self.transformer.decoder.decoder_layer.sampling.legacy_yaw_convention = bool(value)
+
+    # -- forward ----------------------------------------------------------------------------
+    def matching_queries(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """The learned queries repeated over the batch: boxes ``[B, Q, 10]``, features ``[B, Q, C]``.
+
+        Every matching query starts from the same feature: the "no label" embedding followed
+        by a 0 "is denoising" indicator.
+        """
+        query_bbox = self.init_query_bbox.weight.clone()                             # [Q, 10]
+        no_label = self.label_enc.weight[self.num_classes].repeat(self.num_queries, 1)  # [Q, C-1]
+        query_feat = torch.cat([no_label, no_label.new_zeros(self.num_queries, 1)], dim=1)  # [Q, C]
+        return query_bbox.repeat(batch_size, 1, 1), query_feat.repeat(batch_size, 1, 1)
+
+    def _check_inputs(self, features: Sequence[Tensor], lidar2img: Tensor) -> None:
+        t_n = self.cfg.num_frames * NUM_CAMERAS
+        if len(features) != self.cfg.num_levels:
+            raise ValueError(f'expected {self.cfg.num_levels} feature levels, got {len(features)}')
+        for level, feat in enumerate(features):
+            if feat.dim() != 5 or feat.shape[1] != t_n or feat.shape[2] != self.cfg.embed_dims:
+                raise ValueError(f'feature level {level} must be [B, {t_n}, {self.cfg.embed_dims}, h, w] '
+                                 f'(T={self.cfg.num_frames} frames x {NUM_CAMERAS} cameras), '
+                                 f'got {list(feat.shape)}')
+        if tuple(lidar2img.shape[1:]) != (t_n, 4, 4):
+            raise ValueError(f'lidar2img must be [B, {t_n}, 4, 4], got {list(lidar2img.shape)}')
+
+    def forward(self, features: Sequence[Tensor], lidar2img: Tensor | np.ndarray,
+                timestamps: Tensor | np.ndarray, image_hw: tuple[int, int],
+                gt_boxes: Sequence[Tensor] | None = None,
+                gt_labels: Sequence[Tensor] | None = None) -> dict:
+        """Run the decoder on FPN features of T frames x 6 cameras.
+
+        features: per level ``[B, T*6, C, h, w]``, frame-major (frame 0 = current);
+        lidar2img ``[B, T*6, 4, 4]`` (model frame -> network-input pixels); timestamps
+        ``[B, T*6]`` float64 seconds; image_hw the padded network-input (H, W);
+        gt_boxes / gt_labels (training with query denoising only): per element ``[K, 9]``
+        gravity boxes and ``[K]`` labels.
+        Returns ``all_cls_scores [L, B, Q, classes]`` (logits) and ``all_bbox_preds [L, B, Q, 10]``
+        (``[x, y, log dx, log dy, z_c, log dz, sin, cos, vx, vy]``); with denoising also
+        ``dn_cls_scores``, ``dn_bbox_preds`` ``[L, B, pad, ...]`` and ``dn_mask_dict``.
+        """
+        device = features[0].device
+        lidar2img = torch.as_tensor(lidar2img).to(device=device, dtype=torch.float32)   # [B, TN, 4, 4]
+        self._check_inputs(features, lidar2img)
+        batch = features[0].shape[0]
+        time_diff = compute_time_diff(timestamps).to(device)                          # [B, T]
+
+        query_bbox, query_feat = self.matching_queries(batch)                         # [B, Q, 10], [B, Q, C]
+        dn = None
+        if self.training and self.cfg.query_denoising and gt_boxes is not None:
+            if gt_labels is None:
+                raise ValueError('query denoising needs gt_labels together with gt_boxes')
+            dn = make_denoising_queries(
+                gt_boxes, gt_labels, self.label_enc, self.num_queries, self.pc_range,
+                self.num_classes, self.cfg.dn_groups, self.cfg.dn_box_noise_scale,
+                self.cfg.dn_label_noise_scale)
+        attn_blocked = None
+        if dn is not None:
+            query_bbox = torch.cat([dn.query_bbox, query_bbox], dim=1)                # [B, pad+Q, 10]
+            query_feat = torch.cat([dn.query_feat, query_feat], dim=1)                # [B, pad+Q, C]
+            attn_blocked = dn.attn_blocked                                            # [pad+Q, pad+Q]
+
+        cls_scores, bbox_preds = self.transformer(query_bbox, query_feat, list(features), lidar2img,
+                                                  time_diff, tuple(image_hw), attn_blocked)
+        bbox_preds = query_to_head_layout(bbox_preds, self.pc_range)                  # [L, B, pad+Q, 10]
+
+        if dn is None:
+            return dict(all_cls_scores=cls_scores, all_bbox_preds=bbox_preds)
+        pad = dn.pad_size
+        return dict(all_cls_scores=cls_scores[:, :, pad:], all_bbox_preds=bbox_preds[:, :, pad:],
+                    dn_cls_scores=cls_scores[:, :, :pad], dn_bbox_preds=bbox_preds[:, :, :pad],
+                    dn_mask_dict=dn.mask_dict())
+
+    # -- NMS-free coder (spec 6.1, 6.2) ---------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, outputs: dict, score_threshold: float | None = None,
+               max_num: int | None = None) -> list[dict]:
+        """Top-k over the last layer's sigmoid scores of all (query, class) pairs, no NMS.
+
+        Keeps boxes whose centre lies in ``post_center_range`` (inclusive) and whose score is
+        above ``score_threshold`` (0 or None in the config disables it). Returns per batch
+        element ``boxes [K, 9]`` ``[x, y, z_bottom, dx, dy, dz, yaw, vx, vy]``, ``scores [K]``,
+        ``labels [K]`` and ``query_index [K]``, in descending score order.
+        """
+        threshold = self.cfg.score_threshold if score_threshold is None else score_threshold
+        max_num = self.cfg.max_num if max_num is None else max_num
+        cls_last = outputs['all_cls_scores'][-1]                                       # [B, Q, classes]
+        bbox_last = outputs['all_bbox_preds'][-1]                                      # [B, Q, 10]
+        limit = torch.tensor(self.cfg.post_center_range, device=cls_last.device)
+        results = []
+        for cls_scores, bbox_preds in zip(cls_last, bbox_last):
+            scores_all = cls_scores.sigmoid().reshape(-1)                              # [Q*classes]
+            scores, index = scores_all.topk(min(max_num, scores_all.numel()))          # [k]
+            labels = index % self.num_classes
+            query_index = torch.div(index, self.num_classes, rounding_mode='trunc')
+            boxes = denormalize_bbox(bbox_preds[query_index])                          # [k, 9] gravity
+            keep = (boxes[:, :3] >= limit[:3]).all(1) & (boxes[:, :3] <= limit[3:]).all(1)
+            if threshold:
+                keep &= scores > threshold
+            boxes = self.to_lidar_boxes(boxes[keep])
+            results.append(dict(boxes=boxes, scores=scores[keep], labels=labels[keep],
+                                query_index=query_index[keep]))
+        return results
+
+    def to_lidar_boxes(self, gravity_boxes: Tensor) -> Tensor:
+        """Gravity boxes ``[K, 9]`` -> bottom-centre boxes, in the mmdet3d >= 1.0 convention."""
+        boxes = gravity_boxes.clone()
+        boxes[:, 2] = boxes[:, 2] - boxes[:, 5] * 0.5                                  # bottom centre
+        if self.legacy_yaw_convention:
+            # spec 2.7: 0.17.1 checkpoints predict (dy, dx) and a yaw measured the other way
+            boxes[:, [3, 4]] = boxes[:, [4, 3]]
+            boxes[:, 6] = -boxes[:, 6] - math.pi / 2
+        return boxes
