@@ -227,3 +227,44 @@ def test_backbone_and_fpn_match_official_fixture():
         _, ch, yy, xx = index[rows].T
         ours = f[0, 0][torch.from_numpy(ch), torch.from_numpy(yy), torch.from_numpy(xx)].numpy()
         np.testing.assert_allclose(ours, ref[f'fpn_l{level}_samples'][0, rows], rtol=1e-4, atol=1e-4)
+
+
+def _tiny_inputs(cfg, batch=1):
+    T, (H, W) = cfg.num_frames, cfg.input_size
+    images = torch.randint(0, 256, (batch, T * 6, 3, H, W), dtype=torch.uint8)
+    K = torch.tensor([[100.0, 0, W / 2, 0], [0, 100.0, H / 2, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    lidar2img = K.expand(batch, T * 6, 4, 4).clone()                       # [B, T*6, 4, 4]
+    timestamps = (1.5e9 - 0.5 * torch.arange(T, dtype=torch.float64)).repeat_interleave(6)
+    return images, lidar2img, timestamps.expand(batch, T * 6).clone()       # [B, T*6] float64
+
+
+def test_tiny_detector_forward_decode_and_backward():
+    cfg = get_preset('tiny')
+    model = build_model(cfg)
+    images, lidar2img, timestamps = _tiny_inputs(cfg)
+    model.eval()
+    with torch.no_grad():
+        out = model(images, lidar2img, timestamps)
+    L, Q = cfg.head.num_layers, cfg.head.num_queries
+    assert out['all_cls_scores'].shape == (L, 1, Q, 10) and out['all_bbox_preds'].shape == (L, 1, Q, 10)
+    dets = model.decode(out, score_threshold=0.0)
+    assert dets[0]['boxes'].shape[1] == 9 and len(dets[0]['scores']) == len(dets[0]['labels'])
+    model.train()
+    gt_boxes = [torch.tensor([[1.0, 10.0, -1.0, 4.0, 2.0, 1.5, 0.3, 1.0, 0.0]])]
+    out = model(images, lidar2img, timestamps, gt_boxes=gt_boxes, gt_labels=[torch.tensor([0])])
+    (out['all_cls_scores'].sum() + out['all_bbox_preds'].sum()).backward()
+    assert model.img_backbone.conv1.weight.grad is not None          # gradients reach the images' branch
+
+
+def test_forward_head_rejects_bad_shapes_and_float32_timestamps():
+    cfg = get_preset('tiny')
+    model = build_model(cfg).eval()
+    images, lidar2img, timestamps = _tiny_inputs(cfg)
+    with torch.no_grad():
+        feats = model.extract_features(images)
+        with pytest.raises(TypeError, match='float64'):
+            model.forward_head(feats, lidar2img, timestamps.float())
+        with pytest.raises(ValueError, match='lidar2img'):
+            model.forward_head(feats, lidar2img[:, :6], timestamps)
+        with pytest.raises(ValueError, match='expects T\\*6 = 24'):
+            model.forward_head([f[:, :6] for f in feats], lidar2img[:, :6], timestamps[:, :6])

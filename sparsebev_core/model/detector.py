@@ -151,8 +151,9 @@ class SparseBEV(nn.Module):
         """
         if self.pts_bbox_head is None:
             raise RuntimeError('this SparseBEV was built without a head (build_model(..., with_head=False))')
+        lidar2img, timestamps = torch.as_tensor(lidar2img), torch.as_tensor(timestamps)
         self._check_head_inputs(features, lidar2img, timestamps)
-        return self.pts_bbox_head(features, lidar2img.float(), timestamps.double(),
+        return self.pts_bbox_head(features, lidar2img.float(), timestamps.double(),   # [B, T*6, 4, 4], [B, T*6]
                                   image_hw=self.input_hw(features),
                                   gt_boxes=gt_boxes, gt_labels=gt_labels)
 

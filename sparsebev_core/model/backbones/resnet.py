@@ -198,6 +198,10 @@ def build_resnet(cfg: ResNetConfig) -> ResNet:
                   norm_eval=cfg.norm_eval, with_cp=cfg.with_cp)
 
 
-# Official / mmdet key names map 1:1 onto ours. Kept as a (empty) table for symmetry with
-# the other backbones: (official prefix, our prefix).
+# Key tables used by sparsebev_core.checkpoint: (regex on the file's key, replacement).
+# Official SparseBEV checkpoints already use our names (mmdet ResNet + FPN): identity.
 OFFICIAL_KEY_MAP: tuple[tuple[str, str], ...] = ()
+OFFICIAL_KEY_MAP_INVERSE: tuple[tuple[str, str], ...] = ()
+# nuImages Cascade Mask R-CNN pretrain files (mmdet3d model zoo): the official config's
+# revise_keys=[('backbone', 'img_backbone')]; neck / rpn_head / roi_head keys are ignored.
+PRETRAIN_KEY_MAP: tuple[tuple[str, str], ...] = ((r'^backbone\.', 'img_backbone.'),)

@@ -1,0 +1,317 @@
+"""Official SparseBEV checkpoints: strict loading, conversion, pretrained backbones.
+
+Official checkpoints are mmcv ``.pth`` files: ``{'meta', 'state_dict', ['optimizer'],
+['version']}`` with the state-dict names of ``sparsebev_core.model.detector.SparseBEV``
+(``img_backbone.*``, ``img_neck.*``, ``pts_bbox_head.*``; spec/sparsebev.md section 10).
+A ``version`` of ``'v0.17.1'`` marks weights trained with the old mmdet3d box convention
+(spec 2.7): loading such a file switches ``model.pts_bbox_head.legacy_yaw_convention`` on.
+
+Loading is always strict unless asked otherwise: a mismatch raises
+``CheckpointMismatchError`` naming every missing, unexpected and wrongly-shaped key, and
+nothing is copied into the model. Files are read with ``torch.load(weights_only=True)``;
+a file that needs arbitrary pickles is refused with a message saying how to allow it.
+
+Key mappings between official files and our modules live beside each backbone
+(``OFFICIAL_KEY_MAP`` / ``PRETRAIN_KEY_MAP`` tables, timm's ``checkpoint_filter_fn`` habit).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+LEGACY_VERSION = 'v0.17.1'          # official VERSION string of the old box convention
+CURRENT_VERSION = 'v1.0.0'
+FORMAT_NAME = 'sparsebev_ros.checkpoint/1'
+
+StateDict = 'OrderedDict[str, torch.Tensor]'
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read or does not describe a SparseBEV model."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's keys or shapes do not match the model; lists all differences."""
+
+    def __init__(self, missing: list[str], unexpected: list[str],
+                 mismatched: list[tuple[str, tuple, tuple]], source: str = '', limit: int = 40):
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+        lines = [f'checkpoint {source or "(state dict)"} does not match the model: '
+                 f'{len(self.missing)} missing, {len(self.unexpected)} unexpected, '
+                 f'{len(self.mismatched)} wrongly shaped keys (nothing was loaded)']
+
+        def section(title: str, items: list[str]) -> None:
+            if items:
+                lines.append(f'{title} ({len(items)}):')
+                lines.extend(f'  {item}' for item in items[:limit])
+                if len(items) > limit:
+                    lines.append(f'  ... and {len(items) - limit} more')
+
+        section('missing keys', self.missing)
+        section('unexpected keys', self.unexpected)
+        section('wrongly shaped keys (checkpoint vs model)',
+                [f'{k}: {list(a)} vs {list(b)}' for k, a, b in self.mismatched])
+        lines.append('hint: check the preset (--preset) matches the checkpoint; '
+                     'strict=False loads the matching part only and returns these lists')
+        super().__init__('\n'.join(lines))
+
+
+# ---------------------------------------------------------------------------- reading
+def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
+    """``torch.load`` a checkpoint on CPU; ``weights_only=True`` unless ``allow_pickle``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint file not found: {path}')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f'{path} contains pickled Python objects that torch.load(weights_only=True) refuses '
+            f'({str(err).splitlines()[0]}). If you trust the file, load it with '
+            f'allow_pickle=True (CLI: --allow-pickle), which runs arbitrary code from it.') from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f'cannot read checkpoint {path}: {err}') from err
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f'{path} holds a {type(obj).__name__}, not a checkpoint dict')
+    return dict(obj)
+
+
+def split_checkpoint(obj: Mapping[str, Any]) -> tuple['OrderedDict[str, torch.Tensor]', dict]:
+    """(state dict with ``module.`` prefixes removed, info) from a checkpoint object.
+
+    Accepts an mmcv checkpoint (``state_dict`` wrapper), a detectron2 one (``model``), our
+    converted format, or a bare state dict. ``info`` has ``box_convention`` ('v1.0.0' or
+    'v0.17.1'), ``version`` (as found, or None) and ``meta``.
+    """
+    if isinstance(obj.get('state_dict'), Mapping):
+        state = obj['state_dict']
+    elif isinstance(obj.get('model'), Mapping):
+        state = obj['model']
+    else:
+        state = obj
+    non_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if non_tensors:
+        raise CheckpointError(f'not a state dict: entries {non_tensors[:5]} are not tensors '
+                              f'(top-level keys: {sorted(obj)[:10]})')
+    if state and all(k.startswith('module.') for k in state):
+        state = {k[len('module.'):]: v for k, v in state.items()}   # DataParallel / DDP wrapper
+    meta = obj.get('meta') if isinstance(obj.get('meta'), Mapping) else {}
+    version = obj.get('version')
+    convention = version if isinstance(version, str) else meta.get('box_convention', CURRENT_VERSION)
+    if convention not in (LEGACY_VERSION, CURRENT_VERSION):
+        log.warning('unknown checkpoint version %r: assuming the mmdet3d >= 1.0 box convention',
+                    convention)
+        convention = CURRENT_VERSION
+    return OrderedDict(state), dict(box_convention=convention, version=version, meta=dict(meta))
+
+
+# ---------------------------------------------------------------------------- key mapping
+def _backbone_module(model_or_cfg: Any):
+    """The backbone module file serving this model / config (holds the key tables)."""
+    from .config import ModelConfig, ResNetConfig
+    cfg = model_or_cfg.cfg if hasattr(model_or_cfg, 'cfg') else model_or_cfg
+    bcfg = cfg.backbone if isinstance(cfg, ModelConfig) else None
+    if bcfg is None or isinstance(bcfg, ResNetConfig):
+        from .model.backbones import resnet as module
+    else:
+        from .model.backbones.eva02 import EVA02Config
+        if isinstance(bcfg, EVA02Config):
+            from .model.backbones import eva02 as module
+        else:
+            from .model.backbones import vovnet as module
+    return module
+
+
+def rename_keys(state: Mapping[str, torch.Tensor], table: tuple[tuple[str, str], ...]
+                ) -> 'OrderedDict[str, torch.Tensor]':
+    """Apply a (pattern, replacement) regex table to every key, first match wins."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    compiled = [(re.compile(p), r) for p, r in table]
+    for key, value in state.items():
+        for pattern, repl in compiled:
+            if pattern.match(key):
+                key = pattern.sub(repl, key, count=1)
+                break
+        out[key] = value
+    return out
+
+
+def official_to_ours(state: Mapping[str, torch.Tensor], model_or_cfg: Any
+                     ) -> 'OrderedDict[str, torch.Tensor]':
+    """Official detector state-dict names -> ours (identity for ResNet + FPN + head)."""
+    table = getattr(_backbone_module(model_or_cfg), 'OFFICIAL_KEY_MAP', ())
+    return rename_keys(state, table)
+
+
+def ours_to_official(state: Mapping[str, torch.Tensor], model_or_cfg: Any
+                     ) -> 'OrderedDict[str, torch.Tensor]':
+    """Inverse of ``official_to_ours`` (used to write official-layout files in tests)."""
+    table = getattr(_backbone_module(model_or_cfg), 'OFFICIAL_KEY_MAP_INVERSE', ())
+    return rename_keys(state, table)
+
+
+# ---------------------------------------------------------------------------- loading
+def compare_state_dicts(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+                        ) -> tuple[list[str], list[str], list[tuple[str, tuple, tuple]]]:
+    """(missing, unexpected, [(key, given shape, expected shape)]) between two state dicts."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    mismatched = [(k, tuple(given[k].shape), tuple(v.shape)) for k, v in expected.items()
+                  if k in given and tuple(given[k].shape) != tuple(v.shape)]
+    return missing, unexpected, mismatched
+
+
+def load_checkpoint(model: nn.Module, path_or_state_dict: str | Path | Mapping[str, Any],
+                    strict: bool = True, allow_pickle: bool = False) -> dict:
+    """Load an official (or converted) SparseBEV checkpoint into ``model``.
+
+    ``path_or_state_dict``: a ``.pth`` path, a checkpoint dict (``state_dict`` wrapper or
+    not, ``module.`` prefixes or not) or a bare state dict. Strict by default: any missing,
+    unexpected or wrongly-shaped key raises ``CheckpointMismatchError`` before anything is
+    copied. With ``strict=False`` the matching keys load and the returned report lists the
+    rest (also logged as a warning). A ``version`` of 'v0.17.1' switches
+    ``model.pts_bbox_head.legacy_yaw_convention`` on (off otherwise).
+
+    Returns ``dict(missing, unexpected, mismatched, box_convention, version, meta)``.
+    """
+    source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else ''
+    obj = read_checkpoint(path_or_state_dict, allow_pickle) if source else path_or_state_dict
+    state, info = split_checkpoint(obj)
+    state = official_to_ours(state, model)
+    missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state)
+    if strict and (missing or unexpected or mismatched):
+        raise CheckpointMismatchError(missing, unexpected, mismatched, source)
+    if missing or unexpected or mismatched:
+        log.warning('%s', CheckpointMismatchError(missing, unexpected, mismatched, source))
+    bad = set(unexpected) | {k for k, _, _ in mismatched}
+    model.load_state_dict({k: v for k, v in state.items() if k not in bad}, strict=strict)
+    legacy = info['box_convention'] == LEGACY_VERSION
+    head = getattr(model, 'pts_bbox_head', None)
+    if head is not None:
+        head.legacy_yaw_convention = legacy
+    elif legacy:
+        log.warning('checkpoint uses the v0.17.1 box convention but the model has no head to tell')
+    return dict(missing=missing, unexpected=unexpected, mismatched=mismatched, **info)
+
+
+def load_pretrained_backbone(model: nn.Module, path: str | Path | Mapping[str, Any],
+                             allow_pickle: bool = False) -> dict:
+    """Initialise ``model.img_backbone`` from an official pretrain file.
+
+    nuImages Cascade Mask R-CNN files (r50/r101 presets): keys ``backbone.*`` become
+    ``img_backbone.*`` (the official ``revise_keys=[('backbone', 'img_backbone')]``); the
+    detector's ``neck.*``, ``rpn_head.*``, ``roi_head.*`` keys are ignored and reported, so
+    the FPN keeps its own Xavier init exactly as in the official training (quirk 21). The
+    table for each backbone is its module's ``PRETRAIN_KEY_MAP``. Within the backbone the
+    load is strict: a missing or wrongly-shaped backbone key raises
+    ``CheckpointMismatchError``.
+
+    Returns ``dict(loaded=[keys], ignored=[keys])``.
+    """
+    source = str(path) if isinstance(path, (str, Path)) else ''
+    obj = read_checkpoint(path, allow_pickle) if source else path
+    state, _ = split_checkpoint(obj)
+    table = getattr(_backbone_module(model), 'PRETRAIN_KEY_MAP', ((r'^backbone\.', 'img_backbone.'),))
+    renamed = rename_keys(state, table)
+    prefix = 'img_backbone.'
+    backbone_state = OrderedDict((k[len(prefix):], v) for k, v in renamed.items() if k.startswith(prefix))
+    ignored = [k for k, k2 in zip(state, renamed) if not k2.startswith(prefix)]
+    missing, unexpected, mismatched = compare_state_dicts(model.img_backbone.state_dict(), backbone_state)
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError([prefix + k for k in missing], [prefix + k for k in unexpected],
+                                      [(prefix + k, a, b) for k, a, b in mismatched], source)
+    model.img_backbone.load_state_dict(backbone_state, strict=True)
+    if ignored:
+        log.info('pretrained backbone %s: %d keys loaded, %d ignored (e.g. %s)', source,
+                 len(backbone_state), len(ignored), ', '.join(ignored[:3]))
+    return dict(loaded=[prefix + k for k in backbone_state], ignored=ignored)
+
+
+# ---------------------------------------------------------------------------- conversion
+def guess_preset(state: Mapping[str, torch.Tensor]) -> str:
+    """The official preset whose architecture fits an official state dict (official key names)."""
+    queries_key = 'pts_bbox_head.init_query_bbox.weight'
+    if queries_key not in state:
+        raise CheckpointError(f'cannot guess the preset: no {queries_key} (is this a SparseBEV checkpoint?)')
+    queries = state[queries_key].shape[0]
+    if any(k.startswith('img_backbone.layer4.') for k in state):
+        depth = 101 if 'img_backbone.layer3.22.conv1.weight' in state else 50
+        if depth == 101:
+            return 'r101_nuimg_1408x512'
+        return 'r50_nuimg_704x256_400q_36ep' if queries == 400 else 'r50_nuimg_704x256'
+    if any(k.startswith('img_backbone.stem.') for k in state):
+        return 'vov99_dd3d_1600x640_trainval_future'
+    if any(k.startswith('img_backbone.net.') for k in state):
+        return 'vit_eva02_1600x640_trainval_future'
+    raise CheckpointError('cannot guess the preset from the backbone keys; pass --preset')
+
+
+def convert_official_checkpoint(in_path: str | Path, out_path: str | Path, preset: str | None = None,
+                                allow_pickle: bool = False, verify: bool = True) -> dict:
+    """Read an official checkpoint, map its keys to ours, write our format, verify it loads.
+
+    Our format: ``{'state_dict': ..., 'version': box convention, 'meta': {'format', 'source',
+    'box_convention', 'preset'}}`` (plain tensors and strings: loads with weights_only=True,
+    and the official tools read it too since the key names are the official ones for R50/R101).
+    With ``verify`` the preset's model is built and the weights loaded strictly.
+    """
+    from .presets import get_preset
+    obj = read_checkpoint(in_path, allow_pickle)
+    state, info = split_checkpoint(obj)
+    if preset is None:
+        preset = guess_preset(state)
+    cfg = get_preset(preset)
+    state = official_to_ours(state, cfg)
+    state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in state.items())
+    report = dict(preset=preset, box_convention=info['box_convention'], num_keys=len(state),
+                  num_elements=sum(v.numel() for v in state.values()), verified=False)
+    if verify:
+        from .model.detector import build_model
+        model = build_model(cfg)
+        load_checkpoint(model, dict(state_dict=state, version=info['box_convention']))
+        report['verified'] = True
+    out = dict(state_dict=state, version=info['box_convention'],
+               meta=dict(format=FORMAT_NAME, source=str(in_path), box_convention=info['box_convention'],
+                         preset=preset))
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, out_path)
+    return report
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``sparsebev convert-checkpoint``."""
+    parser.add_argument('input', help='official SparseBEV checkpoint (.pth)')
+    parser.add_argument('output', help='where to write the converted checkpoint')
+    parser.add_argument('--preset', default=None,
+                        help='preset the checkpoint belongs to (default: guessed from its shapes)')
+    parser.add_argument('--allow-pickle', action='store_true',
+                        help='allow arbitrary pickled objects (only for files you trust)')
+    parser.add_argument('--no-verify', action='store_true',
+                        help='skip building the model and loading the converted weights')
+
+
+def main(args: argparse.Namespace) -> int:
+    """Convert, verify, print a one-paragraph summary; exit status 1 on a clear error."""
+    try:
+        report = convert_official_checkpoint(args.input, args.output, args.preset,
+                                             allow_pickle=args.allow_pickle, verify=not args.no_verify)
+    except (CheckpointError, KeyError) as err:
+        print(f'error: {err}')
+        return 1
+    print(f'converted {args.input} -> {args.output}: preset {report["preset"]}, '
+          f'{report["num_keys"]} tensors ({report["num_elements"]:,} values), '
+          f'box convention {report["box_convention"]}'
+          + (' (legacy yaw: handled by the head)' if report['box_convention'] == LEGACY_VERSION else '')
+          + (', verified: loads strictly into the preset model' if report['verified'] else ''))
+    return 0
