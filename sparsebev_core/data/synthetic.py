@@ -1,0 +1,494 @@
+"""Synthetic scenes written in the nuScenes table layout (``sparsebev make-synthetic``).
+
+``make_synthetic(out_dir, num_scenes=2)`` writes ``OUT/v1.0-mini/*.json`` (the thirteen
+nuScenes tables), rendered JPEG camera images under ``OUT/samples`` / ``OUT/sweeps`` and a
+tiny map mask, so that ``NuScenes(version='v1.0-mini', dataroot=OUT)`` loads it and
+``DetectionEval(eval_set='mini_val')`` runs on it. What it models:
+
+* six cameras with the nuScenes calibration (log n015) and intrinsics scaled to the image
+  size (default 400x225 = 1600x900 / 4), 12 Hz camera sweeps with per-camera trigger
+  offsets, keyframes (samples) at 2 Hz, an ego pose record per sample_data;
+* LIDAR_TOP sample_data at the keyframes only (nuScenes has 20 Hz sweeps); each
+  ``.pcd.bin`` is a small but valid point cloud (a ground ring and the corners of the
+  annotated boxes) that no model reads;
+* a world of a curved road with boxes of the ten detection classes (``synthetic_world``),
+  rendered with correct occlusion (``synthetic_render``);
+* annotations at the keyframes for objects within 60 m of the ego: gravity-centre global
+  boxes, size (w, l, h), yaw quaternion, prev/next chains (the devkit derives velocities),
+  visibility from the rendered id buffers, attributes that follow the official
+  speed-based rule, and ``num_lidar_pts`` = the number of the box's visible pixels in the
+  six cameras (a proxy: 0 when fully occluded or out of view, so the devkit drops it).
+
+Scene names come from the devkit's ``mini_train`` / ``mini_val`` splits (at most 10
+scenes): one validation scene for up to five scenes, two above; the rest are training
+scenes. Everything is deterministic from ``seed``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..geometry import CAMERA_NAMES, CLASS_NAMES, box_corners, invert_transform, rot_to_quat, \
+    transform_from_quat, yaw_to_quat
+from .synthetic_render import CameraModel, box_pixel_area, make_camera, render_camera
+from .synthetic_world import CLASS_CATEGORY, SyntheticWorld, make_world
+
+# nuScenes calibrated_sensor values of log n015-2018-07-24 (1600x900 cameras): rotation is a
+# (w, x, y, z) quaternion sensor -> ego, translation sensor -> ego in metres. Same numbers as
+# test/parity/inputs.py (a test checks that they agree).
+NUSCENES_CAMERAS: dict[str, dict] = {
+    'CAM_FRONT': dict(
+        translation=[1.70079118954, 0.0159456324149, 1.51095763913],
+        rotation=[0.4998015430569128, -0.5030316162024876, 0.4997798114386805, -0.49737083824542755],
+        intrinsic=[[1266.417203046554, 0.0, 816.2670197447984],
+                   [0.0, 1266.417203046554, 491.50706579294757], [0.0, 0.0, 1.0]]),
+    'CAM_FRONT_RIGHT': dict(
+        translation=[1.5508477543, -0.493404796419, 1.49574800619],
+        rotation=[0.2060347966337182, -0.2026940577919598, 0.6824507824531167, -0.6713610884174485],
+        intrinsic=[[1260.8474446004698, 0.0, 807.968244525554],
+                   [0.0, 1260.8474446004698, 495.3344268742088], [0.0, 0.0, 1.0]]),
+    'CAM_FRONT_LEFT': dict(
+        translation=[1.52387798135, 0.494631336551, 1.50932822144],
+        rotation=[0.6757265034669446, -0.6736266522251881, 0.21214015046209478, -0.21122827103904068],
+        intrinsic=[[1272.5979470598488, 0.0, 826.6154927353808],
+                   [0.0, 1272.5979470598488, 479.75165386361925], [0.0, 0.0, 1.0]]),
+    'CAM_BACK': dict(
+        translation=[0.0283260309358, 0.00345136761476, 1.57910346144],
+        rotation=[0.5037872666382278, -0.49740249788611096, -0.4941850223835201, 0.5045496097725578],
+        intrinsic=[[809.2209905677063, 0.0, 829.2196003259838],
+                   [0.0, 809.2209905677063, 481.77842384512485], [0.0, 0.0, 1.0]]),
+    'CAM_BACK_LEFT': dict(
+        translation=[1.03569100218, 0.484795032713, 1.59097014818],
+        rotation=[0.6924185592174665, -0.7031619420114925, -0.11648342771943819, 0.11203317912370753],
+        intrinsic=[[1256.7414812095406, 0.0, 792.1125740759628],
+                   [0.0, 1256.7414812095406, 492.7757465151356], [0.0, 0.0, 1.0]]),
+    'CAM_BACK_RIGHT': dict(
+        translation=[1.0148780988, -0.480568219723, 1.56239545128],
+        rotation=[0.12280980120078765, -0.132400842670559, -0.7004305821388234, 0.690496031265798],
+        intrinsic=[[1259.5137405846733, 0.0, 807.2529053838625],
+                   [0.0, 1259.5137405846733, 501.19579884916527], [0.0, 0.0, 1.0]]),
+}
+NUSCENES_LIDAR_TOP: dict = dict(
+    translation=[0.943713, 0.0, 1.84023],
+    rotation=[0.7077955119163518, -0.006492242056004365, 0.010646214713995808, -0.7063073142877817])
+NUSCENES_IMAGE_WH = (1600, 900)
+
+# camera trigger offsets (s) relative to the LIDAR_TOP keyframe stamp, CAMERA_NAMES order
+CAMERA_TIME_OFFSETS = (0.0, 0.0085, -0.0085, 0.025, -0.017, 0.017)
+CAMERA_PERIOD_US = 83333          # 12 Hz
+SWEEPS_PER_KEYFRAME = 6           # 12 Hz / 2 Hz
+KEYFRAME_PERIOD_US = 500000
+ANNOTATION_RANGE = 60.0           # m, BEV distance from the ego at which objects are annotated
+FIRST_TIMESTAMP_US = 1532402927000000
+
+MINI_TRAIN = ('scene-0061', 'scene-0553', 'scene-0655', 'scene-0757', 'scene-0796',
+              'scene-1077', 'scene-1094', 'scene-1100')
+MINI_VAL = ('scene-0103', 'scene-0916')
+
+NUSCENES_CATEGORIES = (
+    'animal', 'human.pedestrian.adult', 'human.pedestrian.child',
+    'human.pedestrian.construction_worker', 'human.pedestrian.personal_mobility',
+    'human.pedestrian.police_officer', 'human.pedestrian.stroller',
+    'human.pedestrian.wheelchair', 'movable_object.barrier', 'movable_object.debris',
+    'movable_object.pushable_pullable', 'movable_object.trafficcone',
+    'static_object.bicycle_rack', 'vehicle.bicycle', 'vehicle.bus.bendy', 'vehicle.bus.rigid',
+    'vehicle.car', 'vehicle.construction', 'vehicle.emergency.ambulance',
+    'vehicle.emergency.police', 'vehicle.motorcycle', 'vehicle.trailer', 'vehicle.truck',
+)
+NUSCENES_ATTRIBUTES = (
+    'vehicle.moving', 'vehicle.stopped', 'vehicle.parked', 'cycle.with_rider',
+    'cycle.without_rider', 'pedestrian.sitting_lying_down', 'pedestrian.standing',
+    'pedestrian.moving',
+)
+VISIBILITY_LEVELS = (('1', 'v0-40'), ('2', 'v40-60'), ('3', 'v60-80'), ('4', 'v80-100'))
+
+
+def scene_names(num_scenes: int) -> list[tuple[str, str]]:
+    """(name, split) of each scene: training scenes first, then 1 (<= 5 scenes) or 2 val."""
+    if not 1 <= num_scenes <= len(MINI_TRAIN) + len(MINI_VAL):
+        raise ValueError(f'num_scenes must be in 1..{len(MINI_TRAIN) + len(MINI_VAL)} (the '
+                         f'devkit mini splits name that many scenes); got {num_scenes}')
+    n_val = 1 if num_scenes <= 5 else 2
+    n_train = num_scenes - n_val
+    return [(n, 'mini_train') for n in MINI_TRAIN[:n_train]] + \
+        [(n, 'mini_val') for n in MINI_VAL[:n_val]]
+
+
+def scaled_intrinsics(K: np.ndarray, image_wh: tuple[int, int]) -> np.ndarray:
+    """Intrinsics of a 1600x900 nuScenes camera rescaled to an image of size (W, H)."""
+    sx = image_wh[0] / NUSCENES_IMAGE_WH[0]
+    sy = image_wh[1] / NUSCENES_IMAGE_WH[1]
+    return np.diag([sx, sy, 1.0]) @ np.asarray(K, np.float64)
+
+
+def attribute_name(label: str, speed: float) -> str:
+    """Attribute of a box, by the speed rule the official result formatting applies (spec 6.3)."""
+    moving = speed > 0.2
+    if label in ('car', 'construction_vehicle', 'truck', 'trailer'):
+        return 'vehicle.moving' if moving else 'vehicle.parked'
+    if label == 'bus':
+        return 'vehicle.moving' if moving else 'vehicle.stopped'
+    if label in ('bicycle', 'motorcycle'):
+        return 'cycle.with_rider' if moving else 'cycle.without_rider'
+    if label == 'pedestrian':
+        return 'pedestrian.moving' if moving else 'pedestrian.standing'
+    return ''
+
+
+def visibility_token(fraction: float) -> str:
+    """nuScenes visibility bin ('1'..'4') of the visible fraction of a box."""
+    if fraction <= 0.4:
+        return '1'
+    if fraction <= 0.6:
+        return '2'
+    if fraction <= 0.8:
+        return '3'
+    return '4'
+
+
+class _Tokens:
+    """Deterministic 32-hex-digit tokens from (seed, table, key)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, *key: object) -> str:
+        text = '/'.join(str(k) for k in (self.seed,) + key)
+        return hashlib.md5(text.encode('utf-8')).hexdigest()
+
+
+def _pose_record(token: str, timestamp: int, T: np.ndarray) -> dict:
+    return dict(token=token, timestamp=int(timestamp),
+                rotation=[float(v) for v in rot_to_quat(T[:3, :3])],
+                translation=[float(v) for v in T[:3, 3]])
+
+
+def _link(records: list[dict]) -> None:
+    """Fill prev/next of consecutive records."""
+    for a, b in zip(records[:-1], records[1:]):
+        a['next'] = b['token']
+        b['prev'] = a['token']
+
+
+class _SceneWriter:
+    """Builds the records and files of one scene."""
+
+    def __init__(self, out: Path, tables: dict[str, list], token: _Tokens, scene_index: int,
+                 name: str, world: SyntheticWorld, cameras: list[CameraModel],
+                 num_keyframes: int, image_wh: tuple[int, int], jpeg_quality: int,
+                 rng: np.random.Generator) -> None:
+        self.out, self.tables, self.token = out, tables, token
+        self.i, self.name, self.world, self.cameras = scene_index, name, world, cameras
+        self.num_keyframes, self.image_wh, self.quality, self.rng = \
+            num_keyframes, image_wh, jpeg_quality, rng
+        self.logfile = f'n015-2018-07-24-11-22-45+0800-synthetic{scene_index:02d}'
+        self.t0 = FIRST_TIMESTAMP_US + scene_index * 3600 * 1000000
+
+    # ---------------------------------------------------------------- static records
+    def write_log_and_calibration(self) -> None:
+        tk = self.token
+        self.log_token = tk('log', self.i)
+        self.tables['log'].append(dict(token=self.log_token, logfile=self.logfile,
+                                       vehicle='n015', date_captured='2018-07-24',
+                                       location='singapore-onenorth'))
+        self.calib_token = {}
+        for channel in CAMERA_NAMES + ('LIDAR_TOP',):
+            tok = tk('calibrated_sensor', self.i, channel)
+            self.calib_token[channel] = tok
+            if channel == 'LIDAR_TOP':
+                rec = dict(NUSCENES_LIDAR_TOP, camera_intrinsic=[])
+            else:
+                c = NUSCENES_CAMERAS[channel]
+                K = scaled_intrinsics(np.array(c['intrinsic']), self.image_wh)
+                rec = dict(translation=c['translation'], rotation=c['rotation'],
+                           camera_intrinsic=K.tolist())
+            self.tables['calibrated_sensor'].append(
+                dict(token=tok, sensor_token=tk('sensor', channel), **rec))
+
+    # ---------------------------------------------------------------- time line
+    def keyframe_stamps(self) -> np.ndarray:
+        jitter = self.rng.integers(-3000, 3001, size=self.num_keyframes)
+        jitter[0] = 0
+        return self.t0 + np.arange(self.num_keyframes) * KEYFRAME_PERIOD_US + jitter
+
+    def camera_stamps(self, key_stamps: np.ndarray) -> list[list[tuple[int, int, bool]]]:
+        """Per camera: (timestamp, keyframe index of the associated sample, is_key_frame)."""
+        out = []
+        for c, offset in enumerate(CAMERA_TIME_OFFSETS):
+            chain = []
+            for k, t_key in enumerate(key_stamps):
+                sweeps = SWEEPS_PER_KEYFRAME if k + 1 < len(key_stamps) else 1
+                for j in range(sweeps):
+                    t = int(t_key + round(offset * 1e6) + j * CAMERA_PERIOD_US
+                            + int(self.rng.integers(-500, 501)))
+                    nearest = k if j <= SWEEPS_PER_KEYFRAME // 2 else k + 1
+                    chain.append((t, nearest, j == 0))
+            out.append(chain)
+        return out
+
+    def scene_time(self, stamp_us: int) -> float:
+        return (stamp_us - self.t0) * 1e-6
+
+    # ---------------------------------------------------------------- main
+    def write(self, progress) -> None:
+        tk, tables = self.token, self.tables
+        key_stamps = self.keyframe_stamps()
+        scene_token = tk('scene', self.i)
+        samples = [dict(token=tk('sample', self.i, k), timestamp=int(t), prev='', next='',
+                        scene_token=scene_token) for k, t in enumerate(key_stamps)]
+        _link(samples)
+        tables['sample'].extend(samples)
+        tables['scene'].append(dict(
+            token=scene_token, log_token=self.log_token, nbr_samples=len(samples),
+            first_sample_token=samples[0]['token'], last_sample_token=samples[-1]['token'],
+            name=self.name, description=f'synthetic scene {self.i}: curved road, '
+                                        f'{len(self.world.objects)} objects'))
+
+        # cameras: render every sweep; keep id buffers of the keyframes for visibility
+        key_ids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._key_ids = key_ids
+        for c, chain in enumerate(self.camera_stamps(key_stamps)):
+            channel = CAMERA_NAMES[c]
+            records = []
+            for n, (stamp, k, is_key) in enumerate(chain):
+                t = self.scene_time(stamp)
+                T_world_ego = self.world.T_world_ego(t)
+                boxes = self.world.boxes_world(t)
+                image, ids = render_camera(self.cameras[c], self.world, T_world_ego, boxes,
+                                           with_ids=is_key)
+                folder = 'samples' if is_key else 'sweeps'
+                filename = f'{folder}/{channel}/{self.logfile}__{channel}__{stamp}.jpg'
+                _write_jpeg(self.out / filename, image, self.quality)
+                sd_token = tk('sample_data', self.i, channel, n)
+                pose_token = tk('ego_pose', self.i, channel, n)
+                tables['ego_pose'].append(_pose_record(pose_token, stamp, T_world_ego))
+                records.append(dict(
+                    token=sd_token, sample_token=samples[k]['token'], ego_pose_token=pose_token,
+                    calibrated_sensor_token=self.calib_token[channel], timestamp=int(stamp),
+                    fileformat='jpg', is_key_frame=bool(is_key), height=self.image_wh[1],
+                    width=self.image_wh[0], filename=filename, prev='', next=''))
+                if is_key:
+                    key_ids[(k, c)] = (ids, T_world_ego, boxes)
+                progress.update(1)
+            _link(records)
+            tables['sample_data'].extend(records)
+
+        self.write_annotations_and_lidar(samples, key_stamps)
+
+    def write_annotations_and_lidar(self, samples: list[dict], key_stamps: np.ndarray) -> None:
+        tk, tables, world = self.token, self.tables, self.world
+        n_obj = len(world.objects)
+        T_ego_lidar = transform_from_quat(NUSCENES_LIDAR_TOP['rotation'],
+                                          NUSCENES_LIDAR_TOP['translation'])
+        lidar_records = []
+        per_object: list[list[dict]] = [[] for _ in range(n_obj)]
+        last_key: list[int] = [-2] * n_obj
+        for k, stamp in enumerate(key_stamps):
+            t = self.scene_time(int(stamp))
+            T_world_ego = world.T_world_ego(t)
+            boxes = world.boxes_world(t)                                     # (N, 9)
+            ego_xy = T_world_ego[:2, 3]
+            near = np.hypot(*(boxes[:, :2] - ego_xy).T) <= ANNOTATION_RANGE
+            visible_px, full_px = self._pixel_counts(k, near)
+            ann_boxes = []
+            for i in np.flatnonzero(near):
+                label = CLASS_NAMES[int(world.objects.labels[i])]
+                speed = float(np.hypot(boxes[i, 7], boxes[i, 8]))
+                attr = attribute_name(label, speed)
+                fraction = visible_px[i] / full_px[i] if full_px[i] > 0 else 0.0
+                rec = dict(
+                    token=tk('sample_annotation', self.i, k, i), sample_token=samples[k]['token'],
+                    instance_token='', visibility_token=visibility_token(fraction),
+                    attribute_tokens=[tk('attribute', attr)] if attr else [],
+                    translation=[float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 5] / 2)],
+                    size=[float(boxes[i, 4]), float(boxes[i, 3]), float(boxes[i, 5])],
+                    rotation=[float(v) for v in yaw_to_quat(float(boxes[i, 6]))],
+                    prev='', next='', num_lidar_pts=int(visible_px[i]), num_radar_pts=0)
+                if last_key[i] != k - 1 and per_object[i]:
+                    self._write_instance(i, per_object[i])       # a gap ends the instance
+                    per_object[i] = []
+                per_object[i].append(rec)
+                last_key[i] = k
+                if visible_px[i] > 0:
+                    ann_boxes.append(boxes[i])
+            # LIDAR_TOP keyframe record with its own ego pose and a small valid point cloud
+            sd_token = tk('sample_data', self.i, 'LIDAR_TOP', k)
+            pose_token = tk('ego_pose', self.i, 'LIDAR_TOP', k)
+            tables['ego_pose'].append(_pose_record(pose_token, int(stamp), T_world_ego))
+            filename = f'samples/LIDAR_TOP/{self.logfile}__LIDAR_TOP__{int(stamp)}.pcd.bin'
+            T_lidar_world = invert_transform(T_world_ego @ T_ego_lidar)
+            _write_point_cloud(self.out / filename, T_lidar_world, np.array(ann_boxes))
+            lidar_records.append(dict(
+                token=sd_token, sample_token=samples[k]['token'], ego_pose_token=pose_token,
+                calibrated_sensor_token=self.calib_token['LIDAR_TOP'], timestamp=int(stamp),
+                fileformat='pcd', is_key_frame=True, height=0, width=0, filename=filename,
+                prev='', next=''))
+        _link(lidar_records)
+        tables['sample_data'].extend(lidar_records)
+        for i in range(n_obj):
+            if per_object[i]:
+                self._write_instance(i, per_object[i])
+
+    def _pixel_counts(self, k: int, near: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Visible and unoccluded pixel counts of every object over the six keyframe images."""
+        n_obj = len(self.world.objects)
+        visible = np.zeros(n_obj, dtype=np.int64)
+        full = np.zeros(n_obj, dtype=np.int64)
+        for c, cam in enumerate(self.cameras):
+            ids, T_world_ego, boxes = self._key_ids[(k, c)]
+            counts = np.bincount(ids.ravel(), minlength=n_obj + 1)[1:]
+            visible += counts[:n_obj]
+            T_cam_world = invert_transform(T_world_ego @ cam.T_ego_cam)
+            for i in np.flatnonzero(near & (counts > 0)):
+                corners = box_corners(boxes[i:i + 1, :7])[0]
+                full[i] += box_pixel_area(cam, corners @ T_cam_world[:3, :3].T + T_cam_world[:3, 3])
+        return visible, full
+
+    def _write_instance(self, i: int, anns: list[dict]) -> None:
+        label = CLASS_NAMES[int(self.world.objects.labels[i])]
+        tok = self.token('instance', self.i, i, anns[0]['token'])
+        for a in anns:
+            a['instance_token'] = tok
+        _link(anns)
+        self.tables['sample_annotation'].extend(anns)
+        self.tables['instance'].append(dict(
+            token=tok, category_token=self.token('category', CLASS_CATEGORY[label]),
+            nbr_annotations=len(anns), first_annotation_token=anns[0]['token'],
+            last_annotation_token=anns[-1]['token']))
+
+
+def _write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import simplejpeg
+        data = simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=quality,
+                                      colorspace='RGB')
+        path.write_bytes(data)
+    except ImportError:                                   # pragma: no cover
+        Image.fromarray(image).save(path, quality=quality)
+
+
+def _write_point_cloud(path: Path, T_lidar_world: np.ndarray, boxes_world: np.ndarray) -> None:
+    """A small nuScenes-format point cloud (float32 x, y, z, intensity, ring) in LIDAR_TOP."""
+    ang = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    ground = np.stack([10 * np.cos(ang), 10 * np.sin(ang), np.full(64, -1.84)], axis=1)
+    pts = [ground]
+    if len(boxes_world):
+        corners = box_corners(boxes_world[:, :7]).reshape(-1, 3)
+        pts.append(corners @ T_lidar_world[:3, :3].T + T_lidar_world[:3, 3])
+    xyz = np.concatenate(pts, axis=0)
+    cloud = np.concatenate([xyz, np.full((len(xyz), 1), 100.0), np.zeros((len(xyz), 1))], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cloud.astype(np.float32).tobytes())
+
+
+def _static_tables(tables: dict[str, list], token: _Tokens) -> None:
+    for idx, name in enumerate(NUSCENES_CATEGORIES):
+        tables['category'].append(dict(token=token('category', name), name=name,
+                                       description=f'{name} (synthetic)', index=idx + 1))
+    for name in NUSCENES_ATTRIBUTES:
+        tables['attribute'].append(dict(token=token('attribute', name), name=name,
+                                        description=name))
+    for tok, level in VISIBILITY_LEVELS:
+        tables['visibility'].append(dict(token=tok, level=level,
+                                         description=f'visibility of whole object is {level}'))
+    for channel in CAMERA_NAMES + ('LIDAR_TOP',):
+        tables['sensor'].append(dict(token=token('sensor', channel), channel=channel,
+                                     modality='lidar' if channel == 'LIDAR_TOP' else 'camera'))
+
+
+TABLE_NAMES = ('category', 'attribute', 'visibility', 'instance', 'sensor', 'calibrated_sensor',
+               'ego_pose', 'log', 'scene', 'sample', 'sample_data', 'sample_annotation', 'map')
+
+
+def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
+                   keyframes_per_scene: int = 20, image_size: tuple[int, int] = (400, 225),
+                   version: str = 'v1.0-mini', jpeg_quality: int = 90,
+                   progress: bool = True) -> Path:
+    """Write a synthetic dataset in the nuScenes layout and return its root.
+
+    Args:
+        out_dir: dataset root (created); tables go to ``out_dir/version``.
+        num_scenes: 1..10; names from the devkit mini splits (see :func:`scene_names`).
+        seed: everything (world, stamps, tokens) is a function of the seed.
+        keyframes_per_scene: samples per scene (2 Hz; 20 = a 9.5 s scene).
+        image_size: camera image (W, H); intrinsics are the nuScenes ones scaled to it.
+        version: name of the table folder (``v1.0-mini`` for the mini evaluation splits).
+        jpeg_quality: JPEG quality of the camera images.
+        progress: show a tqdm bar.
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    if keyframes_per_scene < 2:
+        raise ValueError('keyframes_per_scene must be >= 2 (velocities need a neighbour)')
+    names = scene_names(num_scenes)
+    out.mkdir(parents=True, exist_ok=True)
+    token = _Tokens(seed)
+    tables: dict[str, list] = {name: [] for name in TABLE_NAMES}
+    _static_tables(tables, token)
+    image_wh = (int(image_size[0]), int(image_size[1]))
+    cameras = []
+    for channel in CAMERA_NAMES:
+        c = NUSCENES_CAMERAS[channel]
+        cameras.append(make_camera(scaled_intrinsics(np.array(c['intrinsic']), image_wh),
+                                   transform_from_quat(c['rotation'], c['translation']),
+                                   image_wh))
+    duration = (keyframes_per_scene - 1) * KEYFRAME_PERIOD_US * 1e-6
+    frames_per_scene = 6 * ((keyframes_per_scene - 1) * SWEEPS_PER_KEYFRAME + 1)
+    start = time.perf_counter()
+    with tqdm(total=frames_per_scene * len(names), desc='make-synthetic', unit='img',
+              disable=not progress) as bar:
+        for i, (name, _split) in enumerate(names):
+            rng = np.random.default_rng([seed, i])
+            world = make_world(rng, duration)
+            writer = _SceneWriter(out, tables, token, i, name, world, cameras,
+                                  keyframes_per_scene, image_wh, jpeg_quality, rng)
+            writer.write_log_and_calibration()
+            writer.write(bar)
+    map_token = token('map', 0)
+    map_file = f'maps/{map_token}.png'
+    (out / 'maps').mkdir(exist_ok=True)
+    Image.fromarray(np.full((20, 20), 255, np.uint8)).save(out / map_file)
+    tables['map'].append(dict(token=map_token, log_tokens=[r['token'] for r in tables['log']],
+                              category='semantic_prior', filename=map_file))
+    table_dir = out / version
+    table_dir.mkdir(exist_ok=True)
+    for name in TABLE_NAMES:
+        with open(table_dir / f'{name}.json', 'w') as f:
+            json.dump(tables[name], f, indent=0)
+    meta = dict(generator='sparsebev_core.data.synthetic', seed=seed, num_scenes=num_scenes,
+                keyframes_per_scene=keyframes_per_scene, image_size=list(image_wh),
+                version=version, scenes=[dict(name=n, split=s) for n, s in names],
+                seconds=round(time.perf_counter() - start, 2))
+    (out / 'synthetic.json').write_text(json.dumps(meta, indent=2))
+    return out
+
+
+# ------------------------------------------------------------------------------------ CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``sparsebev make-synthetic``."""
+    parser.add_argument('out', help='output dataset root (tables go to OUT/v1.0-mini)')
+    parser.add_argument('--scenes', type=int, default=2, help='number of scenes (1..10)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--keyframes', type=int, default=20, help='keyframes (2 Hz) per scene')
+    parser.add_argument('--size', type=int, nargs=2, default=(400, 225), metavar=('W', 'H'),
+                        help='camera image size')
+    parser.add_argument('--version', default='v1.0-mini')
+
+
+def main(args: argparse.Namespace) -> int:
+    """Generate the dataset and print where it went and how long it took."""
+    start = time.perf_counter()
+    out = make_synthetic(args.out, num_scenes=args.scenes, seed=args.seed,
+                         keyframes_per_scene=args.keyframes, image_size=tuple(args.size),
+                         version=args.version)
+    print(f'wrote {args.scenes} synthetic scene(s) to {out} in '
+          f'{time.perf_counter() - start:.1f} s')
+    return 0
