@@ -64,11 +64,12 @@ def atomic_save(obj: object, path: str | os.PathLike) -> Path:
 def save_training_state(work_dir: str | os.PathLike, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer, schedule, scaler,
                         position: TrainPosition, meta: dict | None = None,
-                        name: str = LATEST) -> Path:
+                        name: str = LATEST, rng_states: list[dict] | None = None) -> Path:
     """Write ``work_dir/name`` (default ``latest.pth``) atomically and return its path.
 
     ``model`` is the bare model (not the DDP wrapper), so the ``state_dict`` keys are the
-    official ones and the file loads with ``checkpoint.load_checkpoint``.
+    official ones and the file loads with ``checkpoint.load_checkpoint``. ``rng_states``:
+    one entry per process in rank order (default: this process's only).
     """
     state = {
         'state_dict': model.state_dict(),
@@ -76,7 +77,7 @@ def save_training_state(work_dir: str | os.PathLike, model: torch.nn.Module,
         'schedule': schedule.state_dict(),
         'scaler': scaler.state_dict(),
         'position': asdict(position),
-        'rng': rng_state(),
+        'rng': rng_states if rng_states is not None else [rng_state()],
         'meta': dict(meta or {}),
     }
     return atomic_save(state, Path(work_dir) / name)
@@ -84,8 +85,9 @@ def save_training_state(work_dir: str | os.PathLike, model: torch.nn.Module,
 
 def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer, schedule, scaler,
-                        restore_rng: bool = True) -> tuple[TrainPosition, dict]:
-    """Restore everything ``save_training_state`` wrote; returns (position, meta)."""
+                        restore_rng: bool = True, rank: int = 0) -> tuple[TrainPosition, dict]:
+    """Restore everything ``save_training_state`` wrote (the RNG states of process ``rank``);
+    returns (position, meta)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'no checkpoint to resume from at {path}')
@@ -99,7 +101,11 @@ def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
     schedule.load_state_dict(state['schedule'])
     scaler.load_state_dict(state['scaler'])
     if restore_rng:
-        set_rng_state(state['rng'])
+        states = state['rng']
+        if rank >= len(states):
+            raise ValueError(f'{path} holds RNG states of {len(states)} processes; resuming '
+                             f'rank {rank} needs the same number of processes as the saved run')
+        set_rng_state(states[rank])
     return TrainPosition(**state['position']), state.get('meta', {})
 
 

@@ -1,0 +1,467 @@
+"""Train a SparseBEV preset: ``sparsebev train`` or ``torchrun -m sparsebev_core.engine.train``.
+
+The official recipe (spec/sparsebev.md section 4): Hungarian matching, focal + L1 losses on
+every decoder layer with query denoising, AdamW with lr multipliers, cosine schedule by epoch
+with linear warm-up, fp16 AMP on the image branch with a static loss scale (CUDA only; CPU
+runs in fp32), gradient clipping at 35, DDP with the total batch split over processes.
+
+A run is reproducible and can be killed at any time: the data order comes from a
+``DistributedSampler`` seeded by (seed, epoch), every sample's augmentation from a generator
+seeded by (seed, epoch, index), and checkpoints (every epoch, on SIGTERM, at ``--max-iters``)
+hold the model, optimiser, schedule, scaler, position and RNG states, so that ``--resume``
+continues exactly where the run stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..config import ModelConfig
+from .checkpointing import (LATEST, SigtermFlag, TrainPosition, atomic_save,
+                            load_training_state, rng_state, save_training_state)
+from .losses import SparseBEVLoss
+from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
+
+FINAL_WEIGHTS = 'model_final.pth'
+
+
+# ----------------------------------------------------------------------------- processes
+@dataclass
+class DistInfo:
+    """This process's place in the job (world size 1 without torchrun)."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the torchrun job described by RANK / WORLD_SIZE / LOCAL_RANK (gloo on CPU, nccl
+    on CUDA); a plain process is a job of one."""
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    if world_size <= 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ['RANK']), world_size, int(os.environ.get('LOCAL_RANK', '0')))
+    if not dist.is_initialized():
+        dist.init_process_group(backend='nccl' if device.type == 'cuda' else 'gloo')
+    return info
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    """``auto`` -> CUDA when available; under torchrun each process takes cuda:LOCAL_RANK."""
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name.startswith('cuda'):
+        if not torch.cuda.is_available():
+            raise RuntimeError('--device cuda requested but torch.cuda.is_available() is False')
+        if name == 'cuda':
+            name = f'cuda:{info.local_rank}'
+        torch.cuda.set_device(torch.device(name))
+    return torch.device(name)
+
+
+def per_process_batch_size(total: int, world_size: int) -> int:
+    """The official split of the total batch over processes; at least one sample each."""
+    if total // world_size < 1:
+        raise ValueError(f'total batch size {total} cannot be split over {world_size} processes '
+                         '(each needs >= 1 sample): raise --batch-size or use fewer processes')
+    return total // world_size
+
+
+def set_random_seed(seed: int, deterministic: bool) -> None:
+    """Seed python, numpy and torch; in deterministic mode also force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+# ----------------------------------------------------------------------------- data
+@contextlib.contextmanager
+def seeded_rngs(seed: int):
+    """Run a block with python / numpy / torch global RNGs seeded by ``seed``, then put the
+    previous states back (the training loop's own random stream is left untouched)."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)      # CPU only: CUDA streams stay untouched
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that sample ``i`` of epoch ``e`` is drawn with RNGs seeded by
+    ``(seed, e, i)``: augmentation no longer depends on worker count, order or resumption."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample_seed = (self.seed * 1_000_003 + self.epoch * 100_003 + index) % 2**63
+        with seeded_rngs(sample_seed):
+            return self.dataset[index]
+
+
+def collate_samples(samples: Sequence[dict]) -> dict:
+    """Stack samples into a batch.
+
+    Each sample: ``images [T*6, 3, H, W]`` uint8 RGB, ``lidar2img [T*6, 4, 4]``, ``timestamps
+    [T*6]`` float64 seconds, ``gt_boxes [K, 9]`` gravity centre, ``gt_labels [K]``.
+    Returns ``images [B, T*6, 3, H, W]``, ``lidar2img [B, T*6, 4, 4]`` float32, ``timestamps
+    [B, T*6]`` float64, ``gt_boxes`` / ``gt_labels`` lists.
+    """
+    def tensor(x, dtype=None):
+        t = torch.as_tensor(np.asarray(x)) if not torch.is_tensor(x) else x
+        return t if dtype is None else t.to(dtype)
+
+    return {
+        'images': torch.stack([tensor(s['images']) for s in samples]),
+        'lidar2img': torch.stack([tensor(s['lidar2img'], torch.float32) for s in samples]),
+        'timestamps': torch.stack([tensor(s['timestamps'], torch.float64) for s in samples]),
+        'gt_boxes': [tensor(s['gt_boxes'], torch.float32).reshape(-1, 9) for s in samples],
+        'gt_labels': [tensor(s['gt_labels'], torch.long).reshape(-1) for s in samples],
+    }
+
+
+def epoch_indices(dataset_len: int, info: DistInfo, seed: int, epoch: int) -> list[int]:
+    """This process's sample order for ``epoch`` (``DistributedSampler``, shuffled by seed+epoch)."""
+    sampler = DistributedSampler(range(dataset_len), num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def batches_per_epoch(dataset_len: int, info: DistInfo, batch_size: int) -> int:
+    per_process = math.ceil(dataset_len / info.world_size)
+    return math.ceil(per_process / batch_size)
+
+
+def build_train_dataset(cfg: ModelConfig, data_root: str, version: str):
+    """H-data's multi-frame nuScenes dataset with the training pipeline of the preset."""
+    from ..data.dataset import build_dataset
+    return build_dataset(cfg, data_root, version=version, split='train')
+
+
+def attach_image_augmentations(model: torch.nn.Module, cfg: ModelConfig) -> None:
+    """Photometric distortion and GridMask on the detector's training image hooks."""
+    from ..data import transforms
+    if cfg.train.photometric:
+        model.photometric_aug = transforms.PhotoMetricDistortion()
+    if cfg.train.grid_mask:
+        model.grid_mask = transforms.GridMask()
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass
+class TrainOptions:
+    """Everything about a run that is not the model recipe."""
+    work_dir: str = 'work_dirs/run'
+    epochs: int | None = None                 # None: the preset's
+    max_iters: int | None = None              # stop (and checkpoint) after this many iterations
+    batch_size: int | None = None             # total over processes; None: the preset's
+    seed: int = 0
+    deterministic: bool = False
+    resume: str | None = None                 # path, or 'auto' = work_dir/latest.pth
+    workers: int | None = None
+    log_interval: int = 10
+    progress: bool = True
+    tensorboard: bool = True
+
+
+def move_batch(batch: dict, device: torch.device) -> dict:
+    return {
+        'images': batch['images'].to(device, non_blocking=True),
+        'lidar2img': batch['lidar2img'].to(device),
+        'timestamps': batch['timestamps'].to(device),
+        'gt_boxes': [b.to(device) for b in batch['gt_boxes']],
+        'gt_labels': [l.to(device) for l in batch['gt_labels']],
+    }
+
+
+def reduce_logs(losses: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
+    """Detached loss values averaged over processes (for logging only)."""
+    names = sorted(losses)
+    values = torch.stack([losses[k].detach().float() for k in names])
+    if info.distributed:
+        dist.all_reduce(values)
+        values /= info.world_size
+    return dict(zip(names, values.tolist()))
+
+
+def gather_rng_states(info: DistInfo) -> list[dict]:
+    """Every process's RNG states, in rank order (each rank draws its own DN noise and
+    augmentation, so an exact resume needs all of them)."""
+    if not info.distributed:
+        return [rng_state()]
+    states: list = [None] * info.world_size
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
+def any_process(flag: bool, info: DistInfo) -> bool:
+    """True when ``flag`` is set in any process (all processes must call this together)."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
+def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: torch.device,
+          info: DistInfo | None = None, model: torch.nn.Module | None = None) -> dict:
+    """Train ``model`` (default: ``build_model(cfg)``) on ``dataset``; returns a summary dict.
+
+    Writes ``work_dir/latest.pth`` (training state) every epoch, on SIGTERM and at
+    ``max_iters``, and ``work_dir/model_final.pth`` (weights only) when all epochs are done.
+    """
+    info = info or DistInfo()
+    work_dir = Path(options.work_dir)
+    if info.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    epochs = options.epochs or cfg.train.epochs
+    batch_size = per_process_batch_size(options.batch_size or cfg.train.total_batch_size,
+                                        info.world_size)
+    if model is None:
+        from ..model.detector import build_model
+        model = build_model(cfg, amp=device.type == 'cuda')
+    model.to(device)
+    model.train()
+    ddp_model = model
+    if info.distributed:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == 'cuda' else None,
+            broadcast_buffers=False, find_unused_parameters=False)
+
+    criterion = SparseBEVLoss(num_classes=cfg.head.num_classes, code_weights=cfg.head.code_weights,
+                              dn_weight=cfg.head.dn_weight)
+    optimizer = build_optimizer(model, cfg.train)
+    schedule = CosineWarmupSchedule(optimizer, epochs, cfg.train.warmup_iters,
+                                    cfg.train.warmup_ratio, cfg.train.min_lr_ratio)
+    scaler = build_scaler(device, cfg.train.loss_scale)
+    meta = {'preset': cfg.name, 'seed': options.seed, 'epochs': epochs,
+            'world_size': info.world_size, 'total_batch_size': batch_size * info.world_size}
+
+    position = TrainPosition()
+    if options.resume:
+        resume_path = work_dir / LATEST if options.resume == 'auto' else Path(options.resume)
+        position, _ = load_training_state(resume_path, model, optimizer, schedule, scaler,
+                                          rank=info.rank)
+
+    samples = SeededSamples(dataset, options.seed)
+    iters_per_epoch = batches_per_epoch(len(samples), info, batch_size)
+    total_iters = epochs * iters_per_epoch
+    if options.max_iters is not None:
+        total_iters = min(total_iters, options.max_iters)
+    workers = cfg.train.workers_per_gpu if options.workers is None else options.workers
+    writer = _summary_writer(work_dir) if (info.is_main and options.tensorboard) else None
+    progress = _progress_bar(total_iters, position.global_iteration,
+                             enabled=info.is_main and options.progress)
+    last_logs: dict[str, float] = {}
+    stopped_early = False
+
+    def checkpoint() -> None:
+        rng_states = gather_rng_states(info)
+        if info.is_main:
+            save_training_state(work_dir, model, optimizer, schedule, scaler, position, meta,
+                                rng_states=rng_states)
+        if info.distributed:
+            dist.barrier()
+
+    with SigtermFlag() as sigterm:
+        while position.epoch < epochs and position.global_iteration < total_iters:
+            samples.epoch = position.epoch
+            indices = epoch_indices(len(samples), info, options.seed, position.epoch)
+            indices = indices[position.iteration_in_epoch * batch_size:]
+            loader = DataLoader(samples, batch_size=batch_size, sampler=indices,
+                                num_workers=workers, collate_fn=collate_samples,
+                                generator=torch.Generator().manual_seed(options.seed),
+                                pin_memory=device.type == 'cuda')
+            for batch in loader:
+                schedule.step(position.epoch, position.global_iteration)
+                logs = train_step(ddp_model, criterion, optimizer, scaler, cfg, move_batch(batch, device))
+                position.iteration_in_epoch += 1
+                position.global_iteration += 1
+                if (position.global_iteration % options.log_interval == 0
+                        or position.global_iteration == total_iters):
+                    last_logs = reduce_logs(logs.pop('_losses'), info) | logs
+                    _log(writer, progress, last_logs, optimizer, position.global_iteration)
+                else:
+                    logs.pop('_losses')
+                if progress is not None:
+                    progress.update(1)
+                stop = any_process(sigterm.requested, info)
+                if stop or position.global_iteration >= total_iters:
+                    stopped_early = stop or position.global_iteration < epochs * iters_per_epoch
+                    break
+            if position.iteration_in_epoch >= iters_per_epoch:
+                position.epoch += 1
+                position.iteration_in_epoch = 0
+            checkpoint()
+            if stopped_early:
+                break
+    if progress is not None:
+        progress.close()
+    if writer is not None:
+        writer.close()
+    finished = position.epoch >= epochs
+    if finished and info.is_main:
+        atomic_save({'state_dict': model.state_dict(), 'meta': meta}, work_dir / FINAL_WEIGHTS)
+    return {'position': position, 'finished': finished, 'logs': last_logs,
+            'checkpoint': str(work_dir / LATEST)}
+
+
+def train_step(model: torch.nn.Module, criterion: SparseBEVLoss, optimizer, scaler,
+               cfg: ModelConfig, batch: dict) -> dict:
+    """One optimisation step; returns ``{'loss', 'grad_norm', '_losses': {name: tensor}}``."""
+    outputs = model(batch['images'], batch['lidar2img'], batch['timestamps'],
+                    gt_boxes=batch['gt_boxes'], gt_labels=batch['gt_labels'])
+    losses = criterion(outputs, batch['gt_boxes'], batch['gt_labels'])
+    loss = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    params = [p for group in optimizer.param_groups for p in group['params']]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+    scaler.step(optimizer)                 # skipped when gradients are inf/NaN (fp16)
+    scaler.update(cfg.train.loss_scale)    # static scale: back to 512 after every step
+    losses['loss'] = loss
+    return {'grad_norm': float(grad_norm), '_losses': losses}
+
+
+def _summary_writer(work_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:            # tensorboard missing: train anyway, say so once
+        print('tensorboard is not installed: no scalars will be written', file=sys.stderr)
+        return None
+    return SummaryWriter(str(work_dir / 'tensorboard'))
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc='train', unit='it', dynamic_ncols=True)
+
+
+def _log(writer, progress, logs: dict[str, float], optimizer, step: int) -> None:
+    lr = optimizer.param_groups[0]['lr']
+    if progress is not None:
+        progress.set_postfix(loss=f"{logs['loss']:.3f}", cls=f"{logs.get('loss_cls', 0):.3f}",
+                             bbox=f"{logs.get('loss_bbox', 0):.3f}", lr=f'{lr:.2e}')
+    if writer is not None:
+        for name, value in logs.items():
+            writer.add_scalar(f'train/{name}', value, step)
+        writer.add_scalar('train/lr', lr, step)
+
+
+# ----------------------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``sparsebev train`` (and of ``torchrun -m sparsebev_core.engine.train``)."""
+    parser.add_argument('--preset', default='r50_nuimg_704x256', help='model preset name')
+    parser.add_argument('--data', default='data/nuscenes', help='nuScenes (or synthetic) root')
+    parser.add_argument('--version', default='v1.0-trainval', help='nuScenes version folder')
+    parser.add_argument('--epochs', type=int, default=None, help="default: the preset's")
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help="total batch over all processes (default: the preset's)")
+    parser.add_argument('--work-dir', default=None, help='default: work_dirs/<preset>')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None,
+                        help='continue from WORK_DIR/latest.pth, or from the given file')
+    parser.add_argument('--max-iters', type=int, default=None,
+                        help='stop after this many iterations (checkpoint written)')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--deterministic', action='store_true',
+                        help='deterministic kernels (exact resume, slower on CUDA)')
+    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    parser.add_argument('--pretrained', default=None,
+                        help="backbone pretrain file (default: the preset's; 'none' = scratch)")
+    parser.add_argument('--workers', type=int, default=None, help='data-loader workers per process')
+    parser.add_argument('--log-interval', type=int, default=10)
+    parser.add_argument('--no-progress', action='store_true', help='no tqdm bar')
+
+
+def load_backbone_pretrain(model: torch.nn.Module, cfg: ModelConfig, pretrained: str | None) -> str:
+    """Load the nuImages/DD3D/EVA02 backbone pretrain the preset names (or ``pretrained``)."""
+    path = cfg.train.pretrained if pretrained is None else pretrained
+    if not path or path == 'none':
+        return ''
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f'backbone pretrain file {path} not found: download the official pretrain checkpoint '
+            f"(see README 'Train and evaluate on nuScenes') or pass --pretrained none to train "
+            'from scratch')
+    from ..checkpoint import load_pretrained_backbone
+    load_pretrained_backbone(model, path)
+    return path
+
+
+def main(args: argparse.Namespace) -> int:
+    """``sparsebev train``: build preset, data and model, then run ``train``."""
+    from ..model.detector import build_model
+    from ..presets import get_preset
+    cfg = get_preset(args.preset)
+    info = init_distributed(torch.device('cuda' if args.device.startswith('cuda') or
+                                         (args.device == 'auto' and torch.cuda.is_available())
+                                         else 'cpu'))
+    device = resolve_device(args.device, info)
+    set_random_seed(args.seed + info.rank, args.deterministic)
+    dataset = build_train_dataset(cfg, args.data, args.version)
+    torch.manual_seed(args.seed)                       # same initial weights in every process
+    model = build_model(cfg, amp=device.type == 'cuda')
+    torch.manual_seed(args.seed + info.rank)
+    if args.resume is None:
+        load_backbone_pretrain(model, cfg, args.pretrained)
+    attach_image_augmentations(model, cfg)
+    options = TrainOptions(work_dir=args.work_dir or f'work_dirs/{cfg.name}', epochs=args.epochs,
+                           max_iters=args.max_iters, batch_size=args.batch_size, seed=args.seed,
+                           deterministic=args.deterministic, resume=args.resume,
+                           workers=args.workers, log_interval=args.log_interval,
+                           progress=not args.no_progress)
+    start = time.time()
+    summary = train(cfg, dataset, options, device, info, model)
+    if info.is_main:
+        state = 'finished' if summary['finished'] else 'stopped'
+        print(f"{state} at epoch {summary['position'].epoch}, iteration "
+              f"{summary['position'].global_iteration} after {time.time() - start:.0f} s; "
+              f"checkpoint {summary['checkpoint']}", flush=True)
+    if info.distributed:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == '__main__':                 # torchrun -m sparsebev_core.engine.train ...
+    _parser = argparse.ArgumentParser(prog='torchrun -m sparsebev_core.engine.train')
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))
