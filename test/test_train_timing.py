@@ -1,0 +1,69 @@
+"""``sparsebev timing``: warm-up excluded, per-stage breakdown, official vs end-to-end FPS."""
+import argparse
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sparsebev_core.engine import timing
+from sparsebev_core.frame import CameraView, Detections, Frame
+from sparsebev_core.presets import get_preset
+
+
+def jpeg_bytes():
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((9, 16, 3), np.uint8)).save(buf, format='JPEG')
+    return buf.getvalue()
+
+
+def encoded_frame(stamp):
+    cams = [CameraView(jpeg_bytes(), np.eye(3), np.eye(4), stamp, np.eye(4), name)
+            for name in ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK',
+                         'CAM_BACK_LEFT', 'CAM_BACK_RIGHT')]
+    return Frame(cams, stamp, np.eye(4), np.eye(4))
+
+
+class ScriptedDetector:
+    """Reports fixed stage timings: sample i takes (i + 1) ms in every model stage."""
+    device, cfg = 'cpu', get_preset('tiny')
+
+    def __init__(self):
+        self.steps, self.resets, self.decoded = 0, 0, []
+
+    def reset(self, reason=''):
+        self.resets += 1
+
+    def step(self, frame):
+        self.decoded.append(all(isinstance(c.image, np.ndarray) for c in frame.cameras))
+        self.steps += 1
+        ms = float(self.steps)
+        return Detections(np.zeros((0, 9)), np.zeros(0), np.zeros(0, np.int64),
+                          timings={'preprocess': 0.0, 'backbone': ms, 'head': ms, 'postprocess': ms})
+
+
+def test_warmup_is_not_counted_and_fps_is_per_sample():
+    detector = ScriptedDetector()
+    report = timing.measure(detector, [encoded_frame(1.0), encoded_frame(1.5)], samples=3,
+                            warmup=2, progress=False)
+    assert detector.steps == 5 and report.samples == 3
+    assert report.stages['backbone'] == [3.0, 4.0, 5.0]            # steps 3..5 counted
+    assert report.official_fps() == pytest.approx(1e3 * 3 / (3 * (3 + 4 + 5)))
+    assert all(detector.decoded)                                    # the detector got RGB arrays
+    assert report.end_to_end_fps() < report.official_fps()          # decoding costs time
+    assert detector.resets == 3                                     # each pass over the list
+
+
+def test_timing_command_on_a_synthetic_scene(tmp_path, capsys):
+    from sparsebev_core.data.synthetic import make_synthetic
+    data = make_synthetic(tmp_path / 'syn', num_scenes=1, keyframes_per_scene=3, progress=False)
+    args = argparse.Namespace(preset='tiny', checkpoint=None, data=str(data), version='v1.0-mini',
+                              device='cpu', samples=3, warmup=1, precision='fp32')
+    assert timing.main(args) == 0
+    out = capsys.readouterr().out
+    for stage in timing.STAGES:
+        line = next(l for l in out.splitlines() if l.startswith(stage))
+        assert float(line.split()[1]) >= 0.0
+    assert '3 samples after 1 warm-up' in out
+    fps = [float(l.rsplit(':', 1)[1]) for l in out.splitlines() if l.startswith('FPS')]
+    assert len(fps) == 2 and fps[0] > fps[1] > 0
