@@ -1,0 +1,242 @@
+"""Info records built straight from the nuScenes tables (no mmdet3d converter).
+
+One record per keyframe (sample), sorted by time as the official dataset sorts its infos:
+
+* ``cams``: the six keyframe cameras in ``CAMERA_NAMES`` order, each with its own capture
+  stamp and the ego pose at that stamp (``T_world_ego``), extrinsics ``T_ego_cam``,
+  intrinsics ``K`` and the image path relative to the dataset root;
+* ``sweeps``: spec 5.1 / official ``gen_sweep_info.py``: empty at the first sample of a
+  scene, otherwise exactly 5 entries, entry k holding for each camera the frame k steps back
+  along that camera's 12 Hz ``prev`` chain (not stopping at the previous keyframe); when a
+  camera's chain ends, the whole previous entry is repeated;
+* the LIDAR_TOP keyframe: ``T_ego_model`` (= LIDAR_TOP calibration) and ``T_world_ego`` at
+  the keyframe stamp ``timestamp``; the model frame is the LIDAR_TOP frame;
+* annotations in that frame (mmdet3d >= 1.0 convention, ``sample['anns']`` order):
+  ``gt_boxes (K, 9)`` = ``[x, y, z_center, dx, dy, dz, yaw, vx, vy]`` (dx = length along
+  the heading, yaw from the box rotation expressed in the LIDAR_TOP frame, velocity from the
+  devkit's ``box_velocity`` rotated into the LIDAR_TOP frame; NaN where the devkit cannot
+  estimate it), ``gt_names`` (detection class, or the raw category when it has none),
+  ``gt_labels`` (index into ``CLASS_NAMES`` or -1), ``num_lidar_pts``, ``num_radar_pts``
+  and ``valid_flag`` = lidar + radar points > 0.
+
+Poses stay 4x4 float64 transforms ``T_<to>_<from>`` (geometry.py); stamps are float64
+seconds (integer microseconds / 1e6). Files are pickles of ``{'metadata', 'infos'}``.
+"""
+from __future__ import annotations
+
+import math
+import pickle
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ..frame import CameraView, Frame
+from ..geometry import CAMERA_NAMES, CLASS_NAMES, invert_transform, quat_to_rot, rot_to_quat, \
+    transform_from_quat
+
+INFO_FORMAT = 'sparsebev_infos/1'
+NUM_SWEEPS = 5
+# camera order in which the official gen_sweep_info.py walks the prev chains; it matters only
+# for its quirk (cameras walked before one whose chain ended have already advanced)
+SWEEP_WALK_ORDER = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_RIGHT', 'CAM_BACK',
+                    'CAM_BACK_LEFT', 'CAM_FRONT_LEFT')
+
+# split name per (version, split alias)
+_SPLIT_ALIASES = {
+    'v1.0-mini': {'train': 'mini_train', 'val': 'mini_val'},
+    'v1.0-trainval': {},
+    'v1.0-test': {},
+}
+
+
+def resolve_split(version: str, split: str) -> str:
+    """Devkit split name: ``train``/``val`` map to ``mini_train``/``mini_val`` for v1.0-mini."""
+    return _SPLIT_ALIASES.get(version, {}).get(split, split)
+
+
+def info_path(root: str | Path, version: str, split: str) -> Path:
+    """Where ``prepare-nuscenes`` writes the infos of one split."""
+    return Path(root) / f'sparsebev_infos_{version}_{resolve_split(version, split)}.pkl'
+
+
+def splits_of_version(version: str) -> tuple[str, ...]:
+    """The evaluation splits a version contains."""
+    if version.endswith('mini'):
+        return ('mini_train', 'mini_val')
+    if version.endswith('test'):
+        return ('test',)
+    return ('train', 'val')
+
+
+def _pose(record: dict) -> np.ndarray:
+    return transform_from_quat(record['rotation'], record['translation'])
+
+
+def camera_record(nusc, sample_data: dict) -> dict:
+    """One camera frame: image path, stamp, K, extrinsics and the ego pose at its stamp."""
+    cs = nusc.get('calibrated_sensor', sample_data['calibrated_sensor_token'])
+    pose = nusc.get('ego_pose', sample_data['ego_pose_token'])
+    return dict(
+        name=sample_data['channel'],
+        token=sample_data['token'],
+        filename=sample_data['filename'],
+        stamp=sample_data['timestamp'] / 1e6,
+        K=np.asarray(cs['camera_intrinsic'], dtype=np.float64).reshape(3, 3),
+        T_ego_cam=_pose(cs),
+        T_world_ego=_pose(pose),
+        width=int(sample_data.get('width', 0)),
+        height=int(sample_data.get('height', 0)),
+    )
+
+
+def sweep_chain(nusc, sample: dict, num_sweeps: int = NUM_SWEEPS) -> list[list[dict]]:
+    """The ``sweeps`` of one sample (spec 5.1), each entry six camera records in
+    ``CAMERA_NAMES`` order, newest first."""
+    if sample['prev'] == '':
+        return []
+    current = {cam: nusc.get('sample_data', sample['data'][cam]) for cam in CAMERA_NAMES}
+    entries: list[dict[str, dict]] = []
+    for _ in range(num_sweeps):
+        entry: dict[str, dict] = {}
+        for cam in SWEEP_WALK_ORDER:
+            if current[cam]['prev'] == '':
+                if not entries:
+                    warnings.warn(f'sample {sample["token"]}: {cam} has no previous frame although '
+                                  f'the sample has a previous keyframe; using the keyframe images')
+                    entry = {c: camera_record(nusc, nusc.get('sample_data', sample['data'][c]))
+                             for c in CAMERA_NAMES}
+                else:
+                    entry = entries[-1]
+                break
+            current[cam] = nusc.get('sample_data', current[cam]['prev'])
+            entry[cam] = camera_record(nusc, current[cam])
+        entries.append(entry)
+    return [[e[cam] for cam in CAMERA_NAMES] for e in entries]
+
+
+def pyquaternion_yaw(q_wxyz: np.ndarray) -> float:
+    """Yaw as mmdet3d's converter takes it (``Quaternion.yaw_pitch_roll[0]`` of pyquaternion):
+    ``atan2(2 (w z - x y), 1 - 2 (y^2 + z^2))``. It equals the heading of the box's x axis in
+    the xy plane for rotations about z only; the LIDAR_TOP frame is tilted by ~0.7 deg, which
+    makes the two differ by ~1e-4 rad, and we keep the official number."""
+    w, x, y, z = (float(v) for v in q_wxyz)
+    return math.atan2(2.0 * (w * z - x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def annotations_in_model_frame(nusc, sample: dict, T_world_model: np.ndarray) -> dict:
+    """Annotations of a sample as gravity-centre boxes in the model (LIDAR_TOP) frame."""
+    from nuscenes.eval.detection.utils import category_to_detection_name
+
+    T_model_world = invert_transform(T_world_model)
+    R_model_world = T_model_world[:3, :3]
+    boxes, names, labels, n_lidar, n_radar, tokens, instances = [], [], [], [], [], [], []
+    for token in sample['anns']:
+        ann = nusc.get('sample_annotation', token)
+        centre = T_model_world @ np.append(np.asarray(ann['translation'], np.float64), 1.0)
+        yaw = pyquaternion_yaw(rot_to_quat(R_model_world @ quat_to_rot(ann['rotation'])))
+        w, l, h = ann['size']
+        v_world = np.asarray(nusc.box_velocity(token), np.float64)
+        v_world[2] = 0.0
+        v = R_model_world @ v_world                       # NaN stays NaN
+        boxes.append([centre[0], centre[1], centre[2], l, w, h, yaw, v[0], v[1]])
+        det_name = category_to_detection_name(ann['category_name'])
+        names.append(det_name if det_name is not None else ann['category_name'])
+        labels.append(CLASS_NAMES.index(det_name) if det_name in CLASS_NAMES else -1)
+        n_lidar.append(int(ann['num_lidar_pts']))
+        n_radar.append(int(ann['num_radar_pts']))
+        tokens.append(token)
+        instances.append(ann['instance_token'])
+    n_lidar_a = np.asarray(n_lidar, dtype=np.int64)
+    n_radar_a = np.asarray(n_radar, dtype=np.int64)
+    return dict(
+        gt_boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 9),
+        gt_names=np.asarray(names, dtype=object),
+        gt_labels=np.asarray(labels, dtype=np.int64),
+        num_lidar_pts=n_lidar_a, num_radar_pts=n_radar_a,
+        valid_flag=(n_lidar_a + n_radar_a) > 0,
+        ann_tokens=tokens, instance_tokens=instances)
+
+
+def sample_info(nusc, sample: dict, with_annotations: bool = True) -> dict:
+    """The info record of one keyframe (see the module docstring)."""
+    scene = nusc.get('scene', sample['scene_token'])
+    lidar_sd = nusc.get('sample_data', sample['data']['LIDAR_TOP'])
+    T_ego_model = _pose(nusc.get('calibrated_sensor', lidar_sd['calibrated_sensor_token']))
+    T_world_ego = _pose(nusc.get('ego_pose', lidar_sd['ego_pose_token']))
+    info = dict(
+        token=sample['token'], scene_token=sample['scene_token'], scene_name=scene['name'],
+        prev=sample['prev'], next=sample['next'],
+        timestamp=sample['timestamp'] / 1e6,
+        lidar_token=lidar_sd['token'], lidar_filename=lidar_sd['filename'],
+        lidar_stamp=lidar_sd['timestamp'] / 1e6,
+        T_world_ego=T_world_ego, T_ego_model=T_ego_model,
+        cams=[camera_record(nusc, nusc.get('sample_data', sample['data'][cam]))
+              for cam in CAMERA_NAMES],
+        sweeps=sweep_chain(nusc, sample),
+    )
+    if with_annotations:
+        info.update(annotations_in_model_frame(nusc, sample, T_world_ego @ T_ego_model))
+    return info
+
+
+def build_infos(nusc, split: str | None = None, progress: bool = True) -> list[dict]:
+    """Info records of every keyframe of ``split`` (devkit split name; None = all scenes),
+    sorted by timestamp."""
+    from tqdm import tqdm
+
+    if split is not None:
+        from nuscenes.utils.splits import create_splits_scenes
+        scenes = create_splits_scenes()
+        if split not in scenes:
+            raise ValueError(f'unknown split {split!r}; the devkit knows {", ".join(sorted(scenes))}')
+        names = set(scenes[split])
+        samples = [s for s in nusc.sample
+                   if nusc.get('scene', s['scene_token'])['name'] in names]
+    else:
+        samples = list(nusc.sample)
+    with_annotations = not nusc.version.endswith('test')
+    infos = [sample_info(nusc, s, with_annotations)
+             for s in tqdm(samples, desc=f'infos {split or "all"}', disable=not progress)]
+    infos.sort(key=lambda r: r['timestamp'])
+    return infos
+
+
+def save_infos(path: str | Path, infos: list[dict], **metadata) -> Path:
+    """Write ``{'metadata', 'infos'}`` as a pickle."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'wb') as f:
+        pickle.dump(dict(metadata=dict(format=INFO_FORMAT, **metadata), infos=infos), f,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def load_infos(path: str | Path) -> tuple[list[dict], dict]:
+    """Read an info file written by :func:`save_infos`; returns (infos, metadata)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'info file {path} not found; create it with '
+                                f'`sparsebev prepare-nuscenes --root <dataset root> --version <version>`')
+    with open(path, 'rb') as f:
+        data = pickle.load(f)
+    if not isinstance(data, dict) or data.get('metadata', {}).get('format') != INFO_FORMAT:
+        raise ValueError(f'{path} is not a sparsebev info file (format {INFO_FORMAT}); the '
+                         f'official mmdet3d *_sweep.pkl files are not read; regenerate with '
+                         f'`sparsebev prepare-nuscenes`')
+    return data['infos'], data['metadata']
+
+
+def frame_from_info(info: dict, data_root: str | Path, cams: Iterable[dict] | None = None,
+                    stamp: float | None = None, key: str | None = None) -> Frame:
+    """A core ``Frame`` of the keyframe (or of ``cams``, e.g. a sweep entry) with the encoded
+    JPEG bytes as images; the model frame is the keyframe's LIDAR_TOP."""
+    root = Path(data_root)
+    cams = list(info['cams'] if cams is None else cams)
+    views = [CameraView(image=(root / c['filename']).read_bytes(), K=c['K'],
+                        T_ego_cam=c['T_ego_cam'], stamp=float(c['stamp']),
+                        T_world_ego=c['T_world_ego'], name=c['name']) for c in cams]
+    return Frame(cameras=views, stamp=float(info['timestamp'] if stamp is None else stamp),
+                 T_world_ego=info['T_world_ego'], T_ego_model=info['T_ego_model'],
+                 key=key or info['token'])
