@@ -1,0 +1,215 @@
+"""Message <-> numpy, duck-typed: works for rclpy messages and rosbags dataclasses alike.
+
+Only attribute paths are used (``msg.header.stamp.sec``, ``msg.data``, ``msg.k``), and
+buffers go through ``memoryview`` so that rclpy's ``array.array('B')`` / ``bytes`` and rosbags'
+numpy arrays read the same way.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sparsebev_core.geometry import (make_transform, quat_to_rot, quat_wxyz_to_xyzw,
+                                     quat_xyzw_to_wxyz, rot_to_quat)
+
+
+class CodecError(ValueError):
+    """A message cannot be turned into what we need; ``reason`` is a short machine key."""
+    reason = 'codec_error'
+
+
+class UnsupportedEncodingError(CodecError):
+    """``sensor_msgs/Image`` encoding (or CompressedImage format) we do not decode."""
+    reason = 'unsupported_encoding'
+
+
+class ImageDecodeError(CodecError):
+    """Corrupt or truncated image data."""
+    reason = 'decode_error'
+
+
+class CameraInfoError(CodecError):
+    """CameraInfo without usable intrinsics (all zeros, singular)."""
+    reason = 'zero_camera_info'
+
+
+# --------------------------------------------------------------------------------------------
+# time
+# --------------------------------------------------------------------------------------------
+def stamp_to_ns(stamp: Any) -> int:
+    """``builtin_interfaces/Time`` (``sec``, ``nanosec``) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_seconds(ns: int) -> float:
+    """Integer nanoseconds -> float64 seconds (the core's time unit)."""
+    return ns / 1e9
+
+
+def seconds_to_ns(seconds: float) -> int:
+    """Float seconds -> integer nanoseconds (rounded)."""
+    return int(round(seconds * 1e9))
+
+
+def ns_to_sec_nanosec(ns: int) -> tuple[int, int]:
+    """Integer nanoseconds -> (sec, nanosec) with 0 <= nanosec < 1e9."""
+    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    return sec, nanosec
+
+
+def header_stamp_ns(msg: Any) -> int:
+    """Stamp of a message with a ``header`` in nanoseconds."""
+    return stamp_to_ns(msg.header.stamp)
+
+
+# --------------------------------------------------------------------------------------------
+# buffers
+# --------------------------------------------------------------------------------------------
+def as_uint8(data: Any) -> np.ndarray:
+    """A message's ``uint8[]`` field (numpy, array.array('B'), bytes, list) as a 1-D uint8 array."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 else data.reshape(-1)
+    if isinstance(data, list):
+        return np.asarray(data, dtype=np.uint8)
+    return np.frombuffer(memoryview(data), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------
+_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, '8uc1': 1, '8uc3': 3}
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """``sensor_msgs/Image`` -> (H, W, 3) uint8 RGB.
+
+    Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8 (and 8UC1/8UC3, read as mono/BGR as
+    cv_bridge does). Others raise UnsupportedEncodingError; rows may be padded (``step``).
+    """
+    encoding = str(msg.encoding).lower()
+    if encoding not in _CHANNELS:
+        raise UnsupportedEncodingError(
+            f"image encoding '{msg.encoding}' is not supported; use rgb8, bgr8, rgba8, bgra8 or mono8")
+    channels = _CHANNELS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f'image has size {width}x{height}')
+    data = as_uint8(msg.data)
+    if step < width * channels or len(data) < step * height:
+        raise ImageDecodeError(f'image data too short: {len(data)} bytes for {width}x{height} '
+                               f'{encoding} with step {step}')
+    rows = data[:step * height].reshape(height, step)[:, :width * channels]
+    pixels = rows.reshape(height, width, channels)                       # [H, W, C]
+    if encoding in ('rgb8',):
+        return np.ascontiguousarray(pixels)
+    if encoding in ('bgr8', '8uc3'):
+        return np.ascontiguousarray(pixels[:, :, ::-1])
+    if encoding == 'rgba8':
+        return np.ascontiguousarray(pixels[:, :, :3])
+    if encoding == 'bgra8':
+        return np.ascontiguousarray(pixels[:, :, 2::-1])
+    return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))            # mono8 -> gray RGB
+
+
+def _decode_bytes(data: bytes) -> np.ndarray:
+    """JPEG/PNG bytes -> (H, W, 3) uint8 RGB with the core decoder (the official pixels)."""
+    from sparsebev_core.image import ImageDecodeError as CoreDecodeError, decode_image
+    try:
+        return decode_image(data)
+    except CoreDecodeError as exc:
+        raise ImageDecodeError(str(exc)) from None
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
+    fmt = str(msg.format).lower()
+    data = as_uint8(msg.data).tobytes()
+    if not data:
+        raise ImageDecodeError('compressed image has no data')
+    is_jpeg = data[:3] == b'\xff\xd8\xff'
+    is_png = data[:8] == b'\x89PNG\r\n\x1a\n'
+    if not (is_jpeg or is_png):
+        if any(k in fmt for k in ('jpeg', 'jpg', 'png')) or not fmt:
+            raise ImageDecodeError(f"compressed image (format '{msg.format}') is not a valid "
+                                   'JPEG or PNG stream')
+        raise UnsupportedEncodingError(f"compressed image format '{msg.format}' is not supported; "
+                                       'use jpeg or png')
+    image = _decode_bytes(data)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return image
+
+
+def to_rgb(msg: Any) -> np.ndarray:
+    """Image or CompressedImage -> (H, W, 3) uint8 RGB."""
+    if hasattr(msg, 'encoding'):
+        return image_to_rgb(msg)
+    return compressed_to_rgb(msg)
+
+
+def rgb_to_image_fields(image: np.ndarray, encoding: str = 'rgb8') -> dict[str, Any]:
+    """Field values of a ``sensor_msgs/Image`` for an (H, W, 3) uint8 RGB array."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if encoding == 'bgr8':
+        image = np.ascontiguousarray(image[:, :, ::-1])
+    elif encoding == 'mono8':
+        image = np.ascontiguousarray(image[:, :, 0])
+    elif encoding != 'rgb8':
+        raise UnsupportedEncodingError(f"cannot write encoding '{encoding}'")
+    h, w = image.shape[:2]
+    return dict(height=h, width=w, encoding=encoding, is_bigendian=0,
+                step=image.strides[0], data=image.reshape(-1))
+
+
+# --------------------------------------------------------------------------------------------
+# CameraInfo
+# --------------------------------------------------------------------------------------------
+def camera_info_K(msg: Any, use_projection_matrix: bool = False) -> np.ndarray:
+    """Intrinsics (3, 3) from ``CameraInfo.k``, or from ``p`` (rectified streams)."""
+    if use_projection_matrix:
+        P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
+        K = P[:, :3].copy()
+        source = 'p'
+    else:
+        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy()
+        source = 'k'
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] == 0:
+        raise CameraInfoError(f'CameraInfo.{source} has no usable intrinsics (fx={K[0, 0]}, '
+                              f'fy={K[1, 1]}); the camera driver must publish calibration')
+    return K / K[2, 2]
+
+
+def has_distortion(msg: Any) -> bool:
+    """True when CameraInfo carries non-zero distortion coefficients (images not rectified)."""
+    d = np.asarray(msg.d, dtype=np.float64).reshape(-1)
+    return bool(d.size and np.any(np.abs(d) > 1e-12))
+
+
+def camera_info_size(msg: Any) -> tuple[int, int]:
+    """(H, W) the calibration refers to; (0, 0) when unset."""
+    return int(msg.height), int(msg.width)
+
+
+# --------------------------------------------------------------------------------------------
+# transforms
+# --------------------------------------------------------------------------------------------
+def transform_to_matrix(transform: Any) -> np.ndarray:
+    """``geometry_msgs/Transform`` (or a TransformStamped) -> 4x4 ``T_parent_child``."""
+    if hasattr(transform, 'transform'):
+        transform = transform.transform
+    t, q = transform.translation, transform.rotation
+    R = quat_to_rot(quat_xyzw_to_wxyz((q.x, q.y, q.z, q.w)))
+    return make_transform(R, (t.x, t.y, t.z))
+
+
+def matrix_to_translation_quat(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4x4 -> translation (3,) and ROS-order quaternion (x, y, z, w)."""
+    T = np.asarray(T, dtype=np.float64)
+    return T[:3, 3].copy(), quat_wxyz_to_xyzw(rot_to_quat(T[:3, :3]))
+
+
+def pose_to_matrix(pose: Any) -> np.ndarray:
+    """``geometry_msgs/Pose`` -> 4x4."""
+    p, q = pose.position, pose.orientation
+    return make_transform(quat_to_rot(quat_xyzw_to_wxyz((q.x, q.y, q.z, q.w))), (p.x, p.y, p.z))

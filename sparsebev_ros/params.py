@@ -1,0 +1,424 @@
+"""One parameter schema for the detector: node ``declare_parameter``, YAML check, README table.
+
+Every parameter is one :class:`Param` entry in :data:`PARAMS` (name, type, default,
+description, validation). The rclpy node declares exactly these, ``config/detector.yaml``
+(``/**: ros__parameters:`` layout) is validated against them, the replay tool reads the same
+YAML, and :func:`markdown_table` writes the README table. Nothing here imports ROS.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ,
+                                     NUSCENES_LIDAR_TOP_TRANSLATION, quat_to_rot,
+                                     quat_xyzw_to_wxyz, make_transform)
+
+NODE_NAME = 'sparsebev'
+"""Default node name; outputs are ``~/detections`` and ``~/markers`` under it."""
+DETECTIONS_TOPIC = f'/{NODE_NAME}/detections'
+MARKERS_TOPIC = f'/{NODE_NAME}/markers'
+
+PRESET_NAMES_FALLBACK = ('r50_nuimg_704x256', 'r50_nuimg_704x256_400q_36ep', 'r101_nuimg_1408x512',
+                         'vov99_dd3d_1600x640_trainval_future', 'vit_eva02_1600x640_trainval_future',
+                         'tiny')
+
+
+class ParameterError(ValueError):
+    """A parameter value is invalid; the message names the parameter and what is allowed."""
+
+
+def image_topic(camera: str) -> str:
+    """Default raw image topic of a camera (``image_transport`` base topic)."""
+    return f'/{camera}/image_raw'
+
+
+def camera_info_topic(camera: str) -> str:
+    """Default CameraInfo topic of a camera."""
+    return f'/{camera}/camera_info'
+
+
+def transport_topic(base_topic: str, transport: str) -> str:
+    """The topic actually subscribed for ``image_transport`` (``<base>/compressed``)."""
+    return base_topic if transport == 'raw' else f'{base_topic}/{transport}'
+
+
+def _preset_names() -> tuple[str, ...]:
+    try:
+        from sparsebev_core.presets import PRESET_NAMES
+        return tuple(PRESET_NAMES)
+    except ImportError:  # presets land separately; the agreed names are known
+        return PRESET_NAMES_FALLBACK
+
+
+# --------------------------------------------------------------------------------------------
+# validators: each returns None when fine, or a sentence saying what is allowed
+# --------------------------------------------------------------------------------------------
+Validator = Callable[[Any], 'str | None']
+
+
+def one_of(*choices: str) -> Validator:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f'must be one of {", ".join(map(repr, choices))}'
+    return check
+
+
+def in_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Validator:
+    def check(value: Any) -> str | None:
+        if not math.isfinite(value):
+            return 'must be a finite number'
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            return f'must be {">" if lo_open else ">="} {lo}'
+        if hi is not None and value > hi:
+            return f'must be <= {hi}'
+        return None
+    return check
+
+
+def length(n: int) -> Validator:
+    def check(value: Any) -> str | None:
+        return None if len(value) == n else f'must have exactly {n} entries'
+    return check
+
+
+def all_of(*checks: Validator) -> Validator:
+    def check(value: Any) -> str | None:
+        for c in checks:
+            problem = c(value)
+            if problem:
+                return problem
+        return None
+    return check
+
+
+def _device(value: str) -> str | None:
+    return None if re.fullmatch(r'auto|cpu|cuda(:\d+)?', value) else \
+        "must be 'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def _preset(value: str) -> str | None:
+    names = _preset_names()
+    return None if value in names else f'must be one of {", ".join(names)}'
+
+
+def _classes(value: Sequence[str]) -> str | None:
+    if list(value) == ['all']:
+        return None
+    if not value:
+        return "must name at least one class, or be ['all']"
+    unknown = [c for c in value if c not in CLASS_NAMES]
+    return f'has unknown classes {unknown}; known: {", ".join(CLASS_NAMES)}' if unknown else None
+
+
+def _topics(value: Sequence[str]) -> str | None:
+    problem = length(len(CAMERA_NAMES))(value)
+    if problem:
+        return f'{problem} (one per camera, in the order {", ".join(CAMERA_NAMES)})'
+    bad = [t for t in value if not re.fullmatch(r'[~/]?[A-Za-z_][A-Za-z0-9_/{}~]*', t)]
+    return f'has invalid topic names {bad}' if bad else None
+
+
+def _frame_id(optional: bool) -> Validator:
+    def check(value: str) -> str | None:
+        if not value:
+            return None if optional else 'must not be empty'
+        return None if re.fullmatch(r'[A-Za-z0-9_./-]+', value) else 'is not a valid TF frame id'
+    return check
+
+
+def _unit_quaternion(value: Sequence[float]) -> str | None:
+    if len(value) != 4:
+        return 'must have 4 entries (x, y, z, w)'
+    n = float(np.linalg.norm(value))
+    return None if abs(n - 1.0) < 1e-3 else f'must be a unit quaternion (x, y, z, w); norm is {n:.4f}'
+
+
+# --------------------------------------------------------------------------------------------
+# the schema
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    """One node parameter. ``type`` is one of bool, int, float, str, list[str], list[float]."""
+    name: str
+    type: str
+    default: Any
+    description: str
+    check: Validator | None = None
+
+
+_LIDAR_XYZW = tuple(float(v) for v in (NUSCENES_LIDAR_TOP_ROTATION_WXYZ[1:] + NUSCENES_LIDAR_TOP_ROTATION_WXYZ[:1]))
+
+PARAMS: tuple[Param, ...] = (
+    # model
+    Param('preset', 'str', 'tiny', 'model preset (`sparsebev_core.presets`)', _preset),
+    Param('checkpoint', 'str', '', "checkpoint file; '' = the bundled demo weights for `tiny`, "
+          'required for the other presets'),
+    Param('device', 'str', 'auto', "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'", _device),
+    Param('precision', 'str', 'fp32', 'inference precision', one_of('fp32', 'fp16', 'bf16')),
+    Param('score_threshold', 'float', 0.3, 'drop boxes scoring below this', in_range(0.0, 1.0)),
+    Param('max_detections', 'int', 300, 'at most this many boxes per frame', in_range(1, 10000)),
+    Param('classes', 'list[str]', ['all'], "publish only these classes; ['all'] = all ten "
+          'nuScenes classes (ROS 2 parameter files cannot hold an empty list)', _classes),
+    # inputs
+    Param('image_topics', 'list[str]', [image_topic(c) for c in CAMERA_NAMES],
+          'image base topics, one per camera in the order ' + ', '.join(CAMERA_NAMES)
+          + " (`/compressed` is appended for image_transport 'compressed')", _topics),
+    Param('camera_info_topics', 'list[str]', [camera_info_topic(c) for c in CAMERA_NAMES],
+          'CameraInfo topics, same order', _topics),
+    Param('image_transport', 'str', 'compressed', 'sensor_msgs/Image (raw) or CompressedImage '
+          '(JPEG/PNG)', one_of('raw', 'compressed')),
+    Param('use_projection_matrix', 'bool', False, 'take intrinsics from CameraInfo.p (rectified '
+          'streams) instead of CameraInfo.k'),
+    Param('anchor_camera', 'str', 'CAM_FRONT', 'camera whose stamp is the frame reference stamp',
+          one_of(*CAMERA_NAMES)),
+    # frames
+    Param('world_frame', 'str', 'map', 'fixed frame of the ego poses (world_frame <- base_frame)',
+          _frame_id(False)),
+    Param('base_frame', 'str', 'base_link', 'ego frame; camera extrinsics are base_frame <- camera',
+          _frame_id(False)),
+    Param('model_frame', 'str', '', "TF frame of the model (nuScenes LIDAR_TOP axes); '' = use "
+          'model_translation / model_rotation_xyzw relative to base_frame', _frame_id(True)),
+    Param('model_translation', 'list[float]', list(NUSCENES_LIDAR_TOP_TRANSLATION),
+          'base_frame <- model frame translation (m) when model_frame is empty; default = '
+          'nuScenes LIDAR_TOP calibration', length(3)),
+    Param('model_rotation_xyzw', 'list[float]', list(_LIDAR_XYZW),
+          'base_frame <- model frame rotation (x, y, z, w) when model_frame is empty',
+          _unit_quaternion),
+    Param('output_frame', 'str', 'base_link', 'frame of the published boxes (base_frame, '
+          'world_frame or any TF frame)', _frame_id(False)),
+    Param('tf_timeout', 'float', 0.1, 'seconds to wait for TF before skipping a frame',
+          in_range(0.0, 10.0)),
+    # sync and temporal memory
+    Param('slop', 'float', 0.08, 'ApproximateTimeSynchronizer slop (s)', in_range(0.0, 10.0, lo_open=True)),
+    Param('queue_size', 'int', 10, 'ApproximateTimeSynchronizer queue size per camera',
+          in_range(1, 1000)),
+    Param('max_camera_time_diff', 'float', 0.15, 'skip the frame and reset memory when the six '
+          'stamps spread more than this (s)', in_range(0.0, 10.0, lo_open=True)),
+    Param('history_spacing', 'float', 0.5, 'time between the past frames fed to the model (s)',
+          in_range(0.0, 10.0, lo_open=True)),
+    Param('max_time_gap', 'float', 2.0, 'reset temporal memory when frames are further apart (s)',
+          in_range(0.0, 3600.0, lo_open=True)),
+    # node behaviour and outputs
+    Param('qos_reliability', 'str', 'best_effort', 'reliability of the camera subscriptions',
+          one_of('best_effort', 'reliable')),
+    Param('skip_when_no_subscribers', 'bool', True, 'do no inference while nobody subscribes'),
+    Param('publish_markers', 'bool', True, 'publish ~/markers (visualization_msgs/MarkerArray)'),
+    Param('marker_style', 'str', 'lines', 'box markers as line lists or cubes', one_of('lines', 'cubes')),
+    Param('marker_lifetime', 'float', 0.5, 'marker lifetime (s); 0 = forever', in_range(0.0, 3600.0)),
+    Param('warn_throttle', 'float', 5.0, 'seconds between repeats of the same warning',
+          in_range(0.0, 3600.0)),
+)
+
+PARAMS_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+
+
+@dataclass
+class DetectorParams:
+    """Validated parameter values (attribute per :data:`PARAMS` entry)."""
+    preset: str = 'tiny'
+    checkpoint: str = ''
+    device: str = 'auto'
+    precision: str = 'fp32'
+    score_threshold: float = 0.3
+    max_detections: int = 300
+    classes: list = field(default_factory=lambda: ['all'])
+    image_topics: list = field(default_factory=list)
+    camera_info_topics: list = field(default_factory=list)
+    image_transport: str = 'compressed'
+    use_projection_matrix: bool = False
+    anchor_camera: str = 'CAM_FRONT'
+    world_frame: str = 'map'
+    base_frame: str = 'base_link'
+    model_frame: str = ''
+    model_translation: list = field(default_factory=list)
+    model_rotation_xyzw: list = field(default_factory=list)
+    output_frame: str = 'base_link'
+    tf_timeout: float = 0.1
+    slop: float = 0.08
+    queue_size: int = 10
+    max_camera_time_diff: float = 0.15
+    history_spacing: float = 0.5
+    max_time_gap: float = 2.0
+    qos_reliability: str = 'best_effort'
+    skip_when_no_subscribers: bool = True
+    publish_markers: bool = True
+    marker_style: str = 'lines'
+    marker_lifetime: float = 0.5
+    warn_throttle: float = 5.0
+
+    @property
+    def subscribed_image_topics(self) -> list[str]:
+        """Image topics as subscribed for the chosen ``image_transport``."""
+        return [transport_topic(t, self.image_transport) for t in self.image_topics]
+
+    @property
+    def T_base_model(self) -> np.ndarray:
+        """Default model frame -> base frame transform (used when ``model_frame`` is empty)."""
+        R = quat_to_rot(quat_xyzw_to_wxyz(self.model_rotation_xyzw))
+        return make_transform(R, self.model_translation)
+
+
+def _coerce(p: Param, value: Any) -> Any:
+    """Value converted to the parameter's type, or ParameterError naming the parameter."""
+    def fail(what: str) -> ParameterError:
+        return ParameterError(f"parameter '{p.name}': {what} (got {value!r})")
+    if p.type == 'bool':
+        if isinstance(value, bool):
+            return value
+        raise fail('must be true or false')
+    if p.type == 'int':
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise fail('must be an integer')
+        return int(value)
+    if p.type == 'float':
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise fail('must be a number')
+        return float(value)
+    if p.type == 'str':
+        if not isinstance(value, str):
+            raise fail('must be a string')
+        return value
+    if p.type in ('list[str]', 'list[float]'):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray)):
+            raise fail('must be a list')
+        if p.type == 'list[str]':
+            if not all(isinstance(v, str) for v in value):
+                raise fail('must be a list of strings')
+            return [str(v) for v in value]
+        if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                   for v in value):
+            raise fail('must be a list of numbers')
+        return [float(v) for v in value]
+    raise AssertionError(f'unknown parameter type {p.type}')
+
+
+def validate(values: Mapping[str, Any]) -> DetectorParams:
+    """Defaults overridden by ``values``, each checked; raises ParameterError naming the first
+    unknown or invalid parameter."""
+    unknown = sorted(set(values) - set(PARAMS_BY_NAME))
+    if unknown:
+        raise ParameterError(f'unknown parameter(s) {", ".join(unknown)}; known: '
+                             f'{", ".join(PARAMS_BY_NAME)}')
+    out = {}
+    for p in PARAMS:
+        value = _coerce(p, values[p.name]) if p.name in values else _copy_default(p.default)
+        if p.check is not None:
+            problem = p.check(value)
+            if problem:
+                raise ParameterError(f"parameter '{p.name}' {problem} (got {value!r})")
+        out[p.name] = value
+    params = DetectorParams(**out)
+    if params.slop > params.max_camera_time_diff:
+        raise ParameterError(f"parameter 'slop' ({params.slop}) must not exceed "
+                             f"'max_camera_time_diff' ({params.max_camera_time_diff})")
+    return params
+
+
+def _copy_default(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def defaults() -> DetectorParams:
+    """All parameters at their defaults."""
+    return validate({})
+
+
+def as_dict(params: DetectorParams) -> dict[str, Any]:
+    """Parameter values by name (for ``ros__parameters`` YAML or logging)."""
+    return {f.name: _copy_default(getattr(params, f.name)) for f in fields(params)}
+
+
+# --------------------------------------------------------------------------------------------
+# YAML (`/**: ros__parameters:` layout)
+# --------------------------------------------------------------------------------------------
+def parameters_from_yaml(data: Mapping[str, Any], node_name: str = NODE_NAME) -> dict[str, Any]:
+    """The ``ros__parameters`` mapping for ``node_name`` from a ROS 2 params YAML document.
+
+    Sections ``/**``, ``<node_name>`` and ``/<node_name>`` apply in that order (later wins), as
+    ``ros2 run --params-file`` does for a node without a namespace.
+    """
+    if not isinstance(data, Mapping):
+        raise ParameterError('a ROS 2 parameter file must be a mapping `/**: ros__parameters: ...`')
+    merged: dict[str, Any] = {}
+    found = False
+    for key in ('/**', node_name, f'/{node_name}'):
+        section = data.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, Mapping) or 'ros__parameters' not in section:
+            raise ParameterError(f"section '{key}' has no 'ros__parameters' mapping")
+        params = section['ros__parameters'] or {}
+        if not isinstance(params, Mapping):
+            raise ParameterError(f"'{key}: ros__parameters' must be a mapping")
+        merged.update(params)
+        found = True
+    if not found:
+        raise ParameterError(f"no '/**' or '{node_name}' section with ros__parameters; "
+                             f"sections found: {', '.join(map(str, data))}")
+    return merged
+
+
+def load_yaml(path: str | Path, node_name: str = NODE_NAME) -> DetectorParams:
+    """Read and validate a ``ros__parameters`` YAML file."""
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f'parameter file {path} does not exist')
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    try:
+        return validate(parameters_from_yaml(data, node_name))
+    except ParameterError as exc:
+        raise ParameterError(f'{path}: {exc}') from None
+
+
+def to_yaml(params: DetectorParams | None = None) -> str:
+    """A ``/**: ros__parameters:`` YAML document with every parameter and its description."""
+    params = params or defaults()
+    values = as_dict(params)
+    lines = ['/**:', '  ros__parameters:']
+    for p in PARAMS:
+        lines.append(f'    # {p.description}')
+        lines.append(f'    {p.name}: {_yaml_value(values[p.name])}')
+    return '\n'.join(lines) + '\n'
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, list):
+        return '[' + ', '.join(_yaml_value(v) for v in value) + ']'
+    return repr(value)
+
+
+# --------------------------------------------------------------------------------------------
+# README table and node declarations
+# --------------------------------------------------------------------------------------------
+def markdown_table() -> str:
+    """The parameter table of the README, generated from :data:`PARAMS`."""
+    rows = ['| parameter | type | default | description |', '|---|---|---|---|']
+    for p in PARAMS:
+        default = _yaml_value(_copy_default(p.default))
+        if p.name.endswith('topics'):
+            default = _yaml_value(p.default[0]).replace(CAMERA_NAMES[0], '<CAMERA>') + ' per camera'
+        rows.append(f'| `{p.name}` | {p.type} | `{default}` | {p.description} |')
+    return '\n'.join(rows) + '\n'
+
+
+def declarations() -> list[tuple[str, Any, str]]:
+    """``(name, default, description)`` per parameter, for the node's ``declare_parameter``.
+
+    No default is an empty list, so rclpy can infer every parameter's type from its default.
+    """
+    return [(p.name, _copy_default(p.default), p.description) for p in PARAMS]
+
+
+if __name__ == '__main__':  # python -m sparsebev_ros.params  -> the README table
+    print(markdown_table(), end='')

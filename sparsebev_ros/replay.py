@@ -1,0 +1,216 @@
+"""``sparsebev replay IN_BAG OUT_BAG``: the node's pipeline over a rosbag2 file, without ROS.
+
+Reads a rosbag2 (sqlite3 or MCAP) with ``rosbags.highlevel.AnyReader``; ``/tf`` and
+``/tf_static`` go into :class:`~sparsebev_ros.tf_buffer.TfBuffer`, CameraInfos into the
+pipeline, images through :class:`~sparsebev_ros.sync.ApproximateTimeSynchronizer` into
+:class:`~sparsebev_ros.pipeline.Pipeline` (the same code the node runs). The output bag holds
+every input message unchanged plus ``/sparsebev/detections`` and ``/sparsebev/markers`` (the
+node's topics), so RViz or Foxglove can play it. A synced set waits for TF the way the node
+waits up to ``tf_timeout``: until ``/tf`` has reached its newest image stamp, or until the bag
+clock has moved ``tf_timeout`` past the moment it was synced.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sparsebev_core.geometry import CAMERA_NAMES
+
+from .codecs import header_stamp_ns
+from .frames import tf_buffer_lookup
+from .messages import RosbagsMessages, ros2_typestore
+from .nuscenes_bag import STORAGES, open_writer
+from .params import DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, defaults, load_yaml, validate, as_dict
+from .pipeline import Pipeline, PipelineResult, PipelineStats
+from .sync import ApproximateTimeSynchronizer
+from .tf_buffer import TfBuffer
+
+
+@dataclass
+class ReplayReport:
+    """What happened during a replay."""
+    stats: PipelineStats
+    messages: Counter = field(default_factory=Counter)          # per input topic
+    missing_topics: list[str] = field(default_factory=list)
+    published_stamps: list[int] = field(default_factory=list)   # header stamps of detections
+    tf_rejected: int = 0
+    wall_s: float = 0.0
+
+    def summary(self) -> str:
+        lines = [f'input messages: {sum(self.messages.values())} '
+                 f'({", ".join(f"{t}: {n}" for t, n in sorted(self.messages.items()))})']
+        if self.missing_topics:
+            lines.append('topics not in the bag (no frame can sync without them): '
+                         + ', '.join(self.missing_topics))
+        lines.append(self.stats.summary())
+        if self.tf_rejected:
+            lines.append(f'TF messages rejected as older than the 10 s cache: {self.tf_rejected}')
+        lines.append(f'wall time: {self.wall_s:.1f} s')
+        return '\n'.join(lines)
+
+
+def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, detector: Any,
+           storage: str = 'sqlite3', progress: bool = True,
+           log: Callable[[str], None] = print, distro: str = 'humble',
+           on_result: Callable[[PipelineResult], None] | None = None) -> ReplayReport:
+    """Run the pipeline over ``in_bag`` and write ``out_bag``; returns the report."""
+    from rosbags.highlevel import AnyReader
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    store = ros2_typestore(distro)
+    factory = RosbagsMessages(store)
+    tf = TfBuffer()
+    pipeline = Pipeline(params, detector, tf_buffer_lookup(tf), factory, log=log)
+    report = ReplayReport(stats=pipeline.stats)
+    image_topics = params.subscribed_image_topics
+    info_topics = list(params.camera_info_topics)
+    sync = ApproximateTimeSynchronizer(len(CAMERA_NAMES), params.queue_size, params.slop, logger=log)
+    pending: deque = deque()                      # (synced_log_ns, max_stamp_ns, images)
+    synced: list = []
+    sync.register_callback(lambda *images: synced.append(images))
+    newest_tf_ns = [0]
+
+    in_path = Path(in_bag)
+    if not in_path.exists():
+        raise SystemExit(f'input bag {in_path} does not exist')
+    with AnyReader([in_path], default_typestore=store) as reader:
+        topics = {c.topic for c in reader.connections}
+        report.missing_topics = [t for t in image_topics + info_topics if t not in topics]
+        for t in report.missing_topics:
+            hint = ''
+            if t in image_topics:
+                other = [x for x in topics if x.startswith(t.rsplit('/compressed', 1)[0])]
+                hint = f' (the bag has {", ".join(sorted(other))}: check image_transport)' if other else ''
+            log(f'warning: topic {t} is not in {in_path}{hint}')
+        writer = open_writer(out_bag, storage)
+        try:
+            out_conns = {}
+            for c in reader.connections:
+                if c.topic in out_conns or c.topic in (DETECTIONS_TOPIC, MARKERS_TOPIC):
+                    continue                  # outputs of an earlier run are replaced
+                ext = getattr(c, 'ext', None)
+                out_conns[c.topic] = writer.add_connection(
+                    c.topic, c.msgtype, typestore=reader.typestore if hasattr(reader, 'typestore') else store,
+                    serialization_format=getattr(ext, 'serialization_format', 'cdr'),
+                    offered_qos_profiles=getattr(ext, 'offered_qos_profiles', ()) or ())
+            det_conn = writer.add_connection(DETECTIONS_TOPIC, 'vision_msgs/msg/Detection3DArray', typestore=store)
+            marker_conn = writer.add_connection(MARKERS_TOPIC, 'visualization_msgs/msg/MarkerArray', typestore=store) \
+                if params.publish_markers else None
+
+            def publish(result: PipelineResult, log_ns: int) -> None:
+                writer.write(det_conn, log_ns, store.serialize_cdr(result.detections_msg,
+                                                                    result.detections_msg.__msgtype__))
+                if marker_conn is not None and result.markers_msg is not None:
+                    writer.write(marker_conn, log_ns, store.serialize_cdr(result.markers_msg,
+                                                                           result.markers_msg.__msgtype__))
+                report.published_stamps.append(result.stamp_ns)
+                if on_result is not None:
+                    on_result(result)
+
+            def flush(now_ns: int | None) -> None:
+                while pending:
+                    synced_ns, max_stamp, images = pending[0]
+                    ready = now_ns is None or newest_tf_ns[0] >= max_stamp or \
+                        now_ns - synced_ns >= params.tf_timeout * 1e9
+                    if not ready:
+                        return
+                    pending.popleft()
+                    result = pipeline.process(images)
+                    if isinstance(result, PipelineResult):
+                        publish(result, synced_ns if now_ns is None else max(now_ns, synced_ns))
+
+            inputs = set(image_topics) | set(info_topics) | {'/tf', '/tf_static'}
+            bar = tqdm(total=sum(c.msgcount for c in reader.connections), desc='replay',
+                       unit='msg', disable=not progress)
+            for conn, log_ns, raw in reader.messages():
+                bar.update(1)
+                if conn.topic in out_conns:
+                    writer.write(out_conns[conn.topic], log_ns, raw)
+                if conn.topic not in inputs:
+                    continue
+                report.messages[conn.topic] += 1
+                msg = reader.deserialize(raw, conn.msgtype)
+                if conn.topic in ('/tf', '/tf_static'):
+                    static = conn.topic == '/tf_static'
+                    for t in msg.transforms:
+                        accepted = tf.set_transform_msg(t, static=static)
+                        stamp = header_stamp_ns(t)
+                        if not accepted:              # far older than the cache: a time jump back
+                            tf.clear()
+                            report.tf_rejected += 1
+                            tf.set_transform_msg(t, static=static)
+                            newest_tf_ns[0] = stamp
+                        elif not static:
+                            newest_tf_ns[0] = max(newest_tf_ns[0], stamp)
+                elif conn.topic in info_topics:
+                    pipeline.on_camera_info(info_topics.index(conn.topic), msg)
+                else:
+                    sync.add(msg, image_topics.index(conn.topic))
+                    for images in synced:
+                        pending.append((log_ns, max(header_stamp_ns(m) for m in images), images))
+                    synced.clear()
+                flush(log_ns)
+            flush(None)
+            bar.close()
+        finally:
+            writer.close()
+    report.wall_s = time.perf_counter() - t_start
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('in_bag', help='input rosbag2 folder (sqlite3 or MCAP)')
+    parser.add_argument('out_bag', help='output rosbag2 folder (must not exist)')
+    parser.add_argument('--params', default=None,
+                        help='ROS 2 parameter YAML (/**: ros__parameters:), e.g. config/detector.yaml')
+    parser.add_argument('--checkpoint', default=None, help='overrides the checkpoint parameter')
+    parser.add_argument('--preset', default=None, help='overrides the preset parameter')
+    parser.add_argument('--device', default=None, help='overrides the device parameter')
+    parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='override one parameter (YAML value), as `ros2 run --ros-args -p`')
+    parser.add_argument('--storage', choices=STORAGES, default='sqlite3', help='output storage')
+    parser.add_argument('--distro', choices=('humble', 'jazzy'), default='humble',
+                        help='message definitions for types the input bag does not define')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def params_from_args(args: argparse.Namespace) -> DetectorParams:
+    """Parameters from --params, then --preset/--checkpoint/--device/-p overrides."""
+    import yaml
+    values = as_dict(load_yaml(args.params)) if args.params else as_dict(defaults())
+    for name in ('preset', 'checkpoint', 'device'):
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    for item in args.param:
+        if ':=' not in item:
+            raise SystemExit(f"-p expects NAME:=VALUE, got '{item}'")
+        name, text = item.split(':=', 1)
+        values[name.strip()] = yaml.safe_load(text)
+    return validate(values)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .params import ParameterError
+    from .pipeline import build_detector
+    try:
+        params = params_from_args(args)
+        detector = build_detector(params, log=lambda text: print(f'warning: {text}', file=sys.stderr))
+    except ParameterError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    report = replay(args.in_bag, args.out_bag, params, detector, storage=args.storage,
+                    progress=not args.no_progress, distro=args.distro,
+                    log=lambda text: print(f'warning: {text}', file=sys.stderr))
+    print(report.summary())
+    print(f'wrote {args.out_bag} ({args.storage}): {report.stats.published} Detection3DArray on '
+          f'{DETECTIONS_TOPIC}' + (f' and MarkerArray on {MARKERS_TOPIC}' if params.publish_markers else ''))
+    return 0 if report.stats.published or not report.stats.synced else 1

@@ -1,0 +1,87 @@
+"""One parameter schema: defaults, validation with clear messages, config/detector.yaml, README."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sparsebev_core.geometry import CAMERA_NAMES, nuscenes_lidar_to_ego
+from sparsebev_ros.params import (PARAMS, ParameterError, as_dict, declarations, defaults, load_yaml,
+                                  markdown_table, parameters_from_yaml, to_yaml, validate)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_valid_and_follow_the_nuscenes_topic_layout():
+    p = defaults()
+    assert p.subscribed_image_topics[0] == '/CAM_FRONT/image_raw/compressed'
+    assert p.camera_info_topics == [f'/{c}/camera_info' for c in CAMERA_NAMES]
+    assert validate({'image_transport': 'raw'}).subscribed_image_topics[3] == '/CAM_BACK/image_raw'
+    # the default model frame is the nuScenes LIDAR_TOP calibration
+    assert abs(p.T_base_model - nuscenes_lidar_to_ego()).max() < 1e-12
+    # every default has a type rclpy can infer (no empty lists)
+    assert all(not (isinstance(d, list) and not d) for _, d, _ in declarations())
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('score_threshold', 1.5, "'score_threshold' must be <= 1.0"),
+    ('device', 'gpu', "'device' must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    ('image_transport', 'theora', "'image_transport' must be one of 'raw', 'compressed'"),
+    ('classes', ['car', 'dog'], "'classes' has unknown classes ['dog']"),
+    ('classes', [], "'classes' must name at least one class"),
+    ('image_topics', ['/a'] * 5, "'image_topics' must have exactly 6 entries"),
+    ('queue_size', 'ten', "'queue_size': must be an integer"),
+    ('queue_size', 0, "'queue_size' must be >= 1"),
+    ('publish_markers', 'yes', "'publish_markers': must be true or false"),
+    ('slop', 0.0, "'slop' must be > 0.0"),
+    ('preset', 'r49', "'preset' must be one of"),
+    ('model_rotation_xyzw', [0, 0, 0, 2], "'model_rotation_xyzw' must be a unit quaternion"),
+    ('world_frame', '', "'world_frame' must not be empty"),
+    ('anchor_camera', 'CAM_TOP', "'anchor_camera' must be one of"),
+])
+def test_invalid_values_fail_with_a_message_naming_the_parameter(name, value, message):
+    with pytest.raises(ParameterError) as err:
+        validate({name: value})
+    assert message in str(err.value)
+
+
+def test_unknown_parameters_and_inconsistent_limits_are_refused():
+    with pytest.raises(ParameterError, match='unknown parameter.*slopp'):
+        validate({'slopp': 0.1})
+    with pytest.raises(ParameterError, match="'slop'.*'max_camera_time_diff'"):
+        validate({'slop': 0.2, 'max_camera_time_diff': 0.1})
+
+
+def test_config_file_validates_and_lists_every_parameter():
+    path = ROOT / 'config' / 'detector.yaml'
+    params = load_yaml(path)
+    section = yaml.safe_load(path.read_text())['/**']['ros__parameters']
+    assert sorted(section) == sorted(p.name for p in PARAMS)
+    assert as_dict(params) == as_dict(validate(section))
+
+
+def test_yaml_sections_merge_like_ros2_and_bad_layouts_are_explained(tmp_path):
+    data = {'/**': {'ros__parameters': {'slop': 0.05, 'preset': 'tiny'}},
+            'sparsebev': {'ros__parameters': {'slop': 0.07}}}
+    assert parameters_from_yaml(data) == {'slop': 0.07, 'preset': 'tiny'}
+    with pytest.raises(ParameterError, match='ros__parameters'):
+        parameters_from_yaml({'/**': {'slop': 0.05}})
+    with pytest.raises(ParameterError, match="no '/\\*\\*' or 'sparsebev' section"):
+        parameters_from_yaml({'other_node': {'ros__parameters': {}}})
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text("/**:\n  ros__parameters:\n    score_threshold: high\n")
+    with pytest.raises(ParameterError, match="bad.yaml: parameter 'score_threshold': must be a number"):
+        load_yaml(bad)
+    with pytest.raises(ParameterError, match='does not exist'):
+        load_yaml(tmp_path / 'missing.yaml')
+
+
+def test_generated_yaml_round_trips():
+    p = validate({'classes': ['car', 'pedestrian'], 'output_frame': 'map', 'slop': 0.05})
+    again = validate(parameters_from_yaml(yaml.safe_load(to_yaml(p))))
+    assert as_dict(again) == as_dict(p)
+
+
+def test_readme_parameter_table_is_the_generated_one():
+    table = markdown_table()
+    assert all(f'`{p.name}`' in table for p in PARAMS)
+    assert table in (ROOT / 'README.md').read_text()
