@@ -1,0 +1,370 @@
+"""The rclpy node ``sparsebev``: six cameras + CameraInfo + TF in, 3D boxes out.
+
+Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (DESIGN.md section 4):
+
+* six ``message_filters.Subscriber`` (``Image`` or ``CompressedImage`` by ``image_transport``)
+  grouped by ``message_filters.ApproximateTimeSynchronizer`` (``queue_size``, ``slop``); the
+  latest ``CameraInfo`` of each camera; ``tf2_ros.Buffer`` + ``TransformListener``;
+* each synced set goes into a one-slot :class:`LatestMailbox`; a worker thread takes the latest
+  one, assembles the ``Frame`` (TF lookups at every image stamp, decoding), steps the streaming
+  detector and publishes. When inference is slower than the cameras, older sets are replaced
+  (dropped), never queued;
+* outputs ``~/detections`` (``vision_msgs/Detection3DArray``), ``~/markers``
+  (``visualization_msgs/MarkerArray``), ``~/latency/<stage>_ms`` (``std_msgs/Float64``) and
+  ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, 1 Hz); service ``~/reset``
+  (``std_srvs/Trigger``) clears the temporal memory;
+* no inference while nobody subscribes to ``~/detections`` or ``~/markers``
+  (``skip_when_no_subscribers``).
+
+This is the only module that imports rclpy, tf2_ros and message_filters, and only inside
+functions: ``import sparsebev_ros.node`` works without ROS.
+"""
+from __future__ import annotations
+
+import array
+import sys
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Generic, Sequence, TypeVar
+
+from sparsebev_core.geometry import CLASS_NAMES
+
+from . import codecs
+from .frames import Skip, TransformUnavailable, tf2_exception_reason
+from .params import NODE_NAME, PARAMS, DetectorParams, ParameterError, validate
+
+if TYPE_CHECKING:
+    from rclpy.node import Node
+
+    from .pipeline import Pipeline, PipelineResult
+
+T = TypeVar('T')
+
+NO_SUBSCRIBERS = 'no_subscribers'
+LATENCY_STAGES = ('assemble', 'detector', 'messages', 'total', 'end_to_end')
+
+
+class LatestMailbox(Generic[T]):
+    """A one-slot mailbox: ``put`` replaces what is waiting (counted in ``dropped``), ``take``
+    blocks until something arrives. Inference always works on the newest synced frame."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item: T) -> bool:
+        """Leave ``item``; True when it replaced an item nobody had taken."""
+        with self._cond:
+            replaced = self._item is not None
+            self.dropped += int(replaced)
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """The waiting item (emptying the slot), or None after ``timeout`` s or when closed."""
+        with self._cond:
+            if self._item is None and not self._closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def clear(self) -> None:
+        with self._cond:
+            self._item = None
+
+    def close(self) -> None:
+        """Wake every waiting ``take`` (it returns None from now on)."""
+        with self._cond:
+            self._closed = True
+            self._item = None
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _parameter_type(type_name: str) -> int:
+    from rcl_interfaces.msg import ParameterType
+    return {'bool': ParameterType.PARAMETER_BOOL, 'int': ParameterType.PARAMETER_INTEGER,
+            'float': ParameterType.PARAMETER_DOUBLE, 'str': ParameterType.PARAMETER_STRING,
+            'list[str]': ParameterType.PARAMETER_STRING_ARRAY,
+            'list[float]': ParameterType.PARAMETER_DOUBLE_ARRAY}[type_name]
+
+
+def _plain(value: Any) -> Any:
+    """rclpy parameter values (``array.array`` for numeric arrays) as plain Python values."""
+    return list(value) if isinstance(value, (array.array, tuple)) else value
+
+
+def declare_parameters(node: 'Node') -> DetectorParams:
+    """Declare every parameter of :data:`sparsebev_ros.params.PARAMS` (read-only; ints accepted
+    for floats) and validate the values; raises ParameterError naming the bad one."""
+    from rcl_interfaces.msg import ParameterDescriptor
+    values = {}
+    for p in PARAMS:
+        descriptor = ParameterDescriptor(name=p.name, type=_parameter_type(p.type),
+                                         description=p.description, read_only=True,
+                                         dynamic_typing=True)
+        default = list(p.default) if isinstance(p.default, (list, tuple)) else p.default
+        values[p.name] = _plain(node.declare_parameter(p.name, default, descriptor).value)
+    return validate(values)
+
+
+def input_qos(reliability: str, depth: int = 5) -> Any:
+    """Camera/CameraInfo QoS: the sensor-data profile (best effort, keep last ``depth``), or
+    reliable when ``qos_reliability`` says so (a best-effort subscriber also hears reliable
+    publishers such as ``ros2 bag play``)."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliability == 'reliable'
+                      else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+class DetectorNode:
+    """The detector node. ``DetectorNode().node`` is the rclpy ``Node`` to add to an executor.
+
+    Args:
+        node_name: ROS node name (outputs are ``/<node_name>/detections`` etc.).
+        detector: a ready ``step(frame)/reset(reason)`` detector; None builds one from the
+            ``preset`` / ``checkpoint`` / ``device`` parameters.
+        class_names: the detector's label names (default: those of ``detector.cfg`` or nuScenes).
+        **node_kwargs: passed to ``rclpy.node.Node`` (``context``, ``parameter_overrides``, ...).
+
+    Raises:
+        ParameterError: a parameter is invalid (the node is destroyed again).
+    """
+
+    def __init__(self, node_name: str = NODE_NAME, detector: Any = None,
+                 class_names: Sequence[str] | None = None, **node_kwargs: Any) -> None:
+        from rclpy.node import Node
+        self.node = Node(node_name, **node_kwargs)
+        self._worker: threading.Thread | None = None
+        try:
+            self._setup(detector, class_names)
+        except BaseException:
+            self.node.destroy_node()
+            raise
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self, detector: Any, class_names: Sequence[str] | None) -> None:
+        import message_filters
+        import tf2_ros
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+        from std_msgs.msg import Float64
+        from std_srvs.srv import Trigger
+        from vision_msgs.msg import Detection3DArray
+        from visualization_msgs.msg import MarkerArray
+
+        from .messages import ImportedMessages
+        from .pipeline import Pipeline, build_detector
+
+        node, log = self.node, self.node.get_logger()
+        self.params = p = declare_parameters(node)
+        for name, standin in (('tf2_ros', tf2_ros), ('message_filters', message_filters)):
+            if getattr(standin, 'IS_STANDIN', False):
+                log.warning(f'{name} is a test STAND-IN (test/ros2/standins), not the ROS package')
+
+        if detector is None:
+            detector = build_detector(p, log=log.warning)
+        if class_names is None:
+            cfg = getattr(detector, 'cfg', None)
+            class_names = tuple(cfg.class_names) if cfg is not None else None
+        self.detector = detector
+        self.tf_buffer = tf2_ros.Buffer(node=node)
+        self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, node, spin_thread=False)
+        self.pipeline: Pipeline = Pipeline(p, detector, self._lookup, ImportedMessages(),
+                                           log=log.warning,
+                                           class_names=class_names or CLASS_NAMES)
+        self._pipeline_lock = threading.Lock()
+        self.mailbox: LatestMailbox[tuple[Any, ...]] = LatestMailbox()
+        self.counters: Counter = Counter()
+        self._last_publish: float | None = None
+
+        # outputs (reliable; markers are latched by nobody: they carry a lifetime)
+        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.detections_pub = node.create_publisher(Detection3DArray, '~/detections', out_qos)
+        self.markers_pub = node.create_publisher(MarkerArray, '~/markers', out_qos)
+        self.latency_pubs = {stage: node.create_publisher(Float64, f'~/latency/{stage}_ms', out_qos)
+                             for stage in LATENCY_STAGES}
+        self.diagnostics_pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+        # inputs
+        sensors = MutuallyExclusiveCallbackGroup()
+        qos = input_qos(p.qos_reliability)
+        image_type = Image if p.image_transport == 'raw' else CompressedImage
+        self.image_subscribers = [
+            message_filters.Subscriber(node, image_type, topic, qos_profile=qos, callback_group=sensors)
+            for topic in p.subscribed_image_topics]
+        self.sync = message_filters.ApproximateTimeSynchronizer(self.image_subscribers,
+                                                                p.queue_size, p.slop)
+        self.sync.registerCallback(self._on_synced)
+        self.camera_info_subscriptions = [
+            node.create_subscription(CameraInfo, topic, self._camera_info_callback(i), qos,
+                                     callback_group=sensors)
+            for i, topic in enumerate(p.camera_info_topics)]
+
+        services = MutuallyExclusiveCallbackGroup()
+        self.reset_service = node.create_service(Trigger, '~/reset', self._on_reset,
+                                                 callback_group=services)
+        self.diagnostics_timer = node.create_timer(1.0, self._publish_diagnostics,
+                                                   callback_group=services)
+
+        self._worker = threading.Thread(target=self._work, name='sparsebev-inference', daemon=True)
+        self._worker.start()
+        log.info(f'listening to {p.image_transport} images on '
+                 f'{", ".join(p.subscribed_image_topics)}; publishing {p.output_frame} boxes on '
+                 f'{self.detections_pub.topic_name}')
+
+    def _camera_info_callback(self, camera_index: int) -> Any:
+        def callback(msg: Any) -> None:
+            self.pipeline.on_camera_info(camera_index, msg)
+        return callback
+
+    def _lookup(self, target: str, source: str, stamp_ns: int) -> Any:
+        """tf2 lookup as FrameAssembler wants it: 4x4 or TransformUnavailable (never identity)."""
+        import tf2_ros
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+        try:
+            transform = self.tf_buffer.lookup_transform(
+                target, source, Time(nanoseconds=stamp_ns),
+                timeout=Duration(nanoseconds=int(self.params.tf_timeout * 1e9)))
+        except tf2_ros.TransformException as exc:
+            raise TransformUnavailable(tf2_exception_reason(exc), str(exc)) from None
+        return codecs.transform_to_matrix(transform)
+
+    # ------------------------------------------------------------------ callbacks
+    def has_subscribers(self) -> bool:
+        """Someone listens to ``~/detections`` or ``~/markers``."""
+        return (self.detections_pub.get_subscription_count()
+                + self.markers_pub.get_subscription_count()) > 0
+
+    def _on_synced(self, *images: Any) -> None:
+        """Six synced images (CAMERA_NAMES order): hand them to the worker, newest wins."""
+        if self.params.skip_when_no_subscribers and not self.has_subscribers():
+            self.counters[NO_SUBSCRIBERS] += 1
+            return
+        if self.mailbox.put(images):
+            self.pipeline.warn('dropped', 'inference is slower than the cameras: dropping '
+                               f'older frames ({self.mailbox.dropped} so far)')
+
+    def _on_reset(self, request: Any, response: Any) -> Any:
+        from .pipeline import RESET_EXPLICIT
+        self.mailbox.clear()
+        with self._pipeline_lock:
+            self.pipeline.reset(RESET_EXPLICIT)
+        self.node.get_logger().info('temporal memory reset (~/reset)')
+        response.success = True
+        response.message = 'temporal memory cleared; the next frame starts a new sequence'
+        return response
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while not self.mailbox.closed:
+            images = self.mailbox.take(timeout=0.5)
+            if images is None:
+                continue
+            try:
+                with self._pipeline_lock:
+                    result = self.pipeline.process(images)
+            except Exception as exc:          # a bad frame must not kill the node
+                self.counters['error'] += 1
+                self.pipeline.warn(f'error/{type(exc).__name__}',
+                                   f'frame failed with {type(exc).__name__}: {exc}')
+                continue
+            if not isinstance(result, Skip):       # skips are counted and warned by the pipeline
+                self._publish(result)
+
+    def _publish(self, result: 'PipelineResult') -> None:
+        from std_msgs.msg import Float64
+        self.detections_pub.publish(result.detections_msg)
+        if result.markers_msg is not None:
+            self.markers_pub.publish(result.markers_msg)
+        now_ns = self.node.get_clock().now().nanoseconds
+        timings = dict(result.timings, end_to_end=(now_ns - result.stamp_ns) / 1e6)
+        for stage, publisher in self.latency_pubs.items():
+            if stage in timings:
+                publisher.publish(Float64(data=float(timings[stage])))
+        self._last_publish = time.monotonic()
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostic_status(self) -> Any:
+        """One ``diagnostic_msgs/DiagnosticStatus`` with counters and latency percentiles."""
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+        stats = self.pipeline.stats
+        values: dict[str, Any] = {'synced': stats.synced, 'published': stats.published,
+                  'dropped_by_mailbox': self.mailbox.dropped,
+                  'skipped_no_subscribers': self.counters[NO_SUBSCRIBERS],
+                  'errors': self.counters['error']}
+        values.update({f'skipped_{k}': v for k, v in sorted(stats.skipped.items())})
+        values.update({f'resets_{k}': v for k, v in sorted(stats.resets.items())})
+        for stage in ('assemble', 'detector', 'total'):
+            for q, ms in stats.percentiles(stage).items():
+                values[f'latency_{stage}_p{q}_ms'] = round(ms, 2)
+        recent = self._last_publish is not None and time.monotonic() - self._last_publish < 5.0
+        if recent:
+            level, message = DiagnosticStatus.OK, 'publishing detections'
+        elif stats.synced or stats.skipped:
+            level, message = DiagnosticStatus.WARN, 'frames arrive but none published lately ' \
+                f'(skips: {dict(stats.skipped) or "none"})'
+        else:
+            level, message = DiagnosticStatus.OK, 'waiting for synchronised camera frames'
+        return DiagnosticStatus(level=level, name=f'{self.node.get_name()}: detector',
+                                hardware_id=self.params.preset, message=message,
+                                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        msg = DiagnosticArray(status=[self.diagnostic_status()])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(msg)
+
+    # ------------------------------------------------------------------ teardown
+    def destroy(self) -> None:
+        """Stop the worker and destroy the rclpy node."""
+        self.mailbox.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+        self.node.destroy_node()
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point ``detector_node`` (``ros2 run sparsebev_ros detector_node``)."""
+    try:
+        import rclpy
+        from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    except ImportError as exc:
+        print(f'detector_node needs ROS 2 (rclpy): {exc}. Source your ROS 2 installation '
+              '(e.g. `source /opt/ros/jazzy/setup.bash`), or run without ROS: '
+              '`sparsebev replay IN_BAG OUT_BAG`.', file=sys.stderr)
+        return 2
+    rclpy.init(args=list(args) if args is not None else None)
+    detector_node = None
+    try:
+        detector_node = DetectorNode()
+        executor = MultiThreadedExecutor()
+        executor.add_node(detector_node.node)
+        executor.spin()
+    except ParameterError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f'invalid parameters: {exc}')
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if detector_node is not None:
+            detector_node.destroy()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

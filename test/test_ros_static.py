@@ -1,0 +1,237 @@
+"""Static checks of the ROS packaging that CI cannot run for real (no ROS install here):
+package.xml, the launch file, the parameter file, the RViz layout and setup.py's data files.
+
+The launch file and package.xml are read as data (``ast``, ``catkin_pkg``), never executed.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import yaml
+
+from sparsebev_core.geometry import CAMERA_NAMES
+from sparsebev_ros import params
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = ROOT / 'launch' / 'detector.launch.py'
+RVIZ_FILE = ROOT / 'config' / 'sparsebev.rviz'
+PARAMS_FILE = ROOT / 'config' / 'detector.yaml'
+
+# import name -> ROS package that provides it (Python modules of ROS packages we may import)
+ROS_MODULES = {
+    'rclpy': 'rclpy', 'rcl_interfaces': 'rcl_interfaces', 'builtin_interfaces': 'builtin_interfaces',
+    'std_msgs': 'std_msgs', 'std_srvs': 'std_srvs', 'sensor_msgs': 'sensor_msgs',
+    'geometry_msgs': 'geometry_msgs', 'vision_msgs': 'vision_msgs',
+    'visualization_msgs': 'visualization_msgs', 'diagnostic_msgs': 'diagnostic_msgs',
+    'tf2_ros': 'tf2_ros', 'tf2_msgs': 'tf2_msgs', 'message_filters': 'message_filters',
+    'cv_bridge': 'cv_bridge', 'launch': 'launch', 'launch_ros': 'launch_ros',
+}
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every ``import`` in a Python file (also those inside functions)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split('.')[0])
+    return names
+
+
+def message_type_packages(path: Path) -> set[str]:
+    """Packages named in ``'pkg/msg/Type'`` string literals (message factories import them)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            m = re.fullmatch(r'([a-z][a-z0-9_]*)/(msg|srv)/[A-Z]\w*', node.value)
+            if m:
+                found.add(m.group(1))
+    return found
+
+
+def ros_dependencies_of_code() -> dict[str, set[str]]:
+    """ROS package -> files that need it, over sparsebev_ros/*.py and the launch file."""
+    needed: dict[str, set[str]] = {}
+    for path in sorted((ROOT / 'sparsebev_ros').glob('*.py')) + [LAUNCH_FILE]:
+        for module in imported_modules(path) | message_type_packages(path):
+            if module in ROS_MODULES:
+                needed.setdefault(ROS_MODULES[module], set()).add(path.name)
+    return needed
+
+
+def launch_module() -> ast.Module:
+    return ast.parse(LAUNCH_FILE.read_text(), str(LAUNCH_FILE))
+
+
+def launch_constant(name: str):
+    """Value of a module-level constant assignment in the launch file."""
+    for node in launch_module().body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name
+                                                for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f'{LAUNCH_FILE.name} has no constant {name}')
+
+
+def declared_launch_arguments() -> dict[str, ast.Call]:
+    """``DeclareLaunchArgument`` calls by argument name; f-string names are expanded over
+    the loop over ``CAMERAS`` they sit in."""
+    cameras = launch_constant('CAMERAS')
+    declared: dict[str, ast.Call] = {}
+    for node in ast.walk(launch_module()):
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'DeclareLaunchArgument':
+            first = node.args[0]
+            if isinstance(first, ast.Constant):
+                declared[first.value] = node
+            elif isinstance(first, ast.JoinedStr):
+                template = ''.join(v.value if isinstance(v, ast.Constant) else '{prefix}'
+                                   for v in first.values)
+                for prefix, _, _ in cameras:
+                    declared[template.format(prefix=prefix)] = node
+    return declared
+
+
+def setup_kwargs() -> dict:
+    """The keyword arguments setup.py passes to ``setuptools.setup`` (run with setup mocked)."""
+    with mock.patch('setuptools.setup') as setup:
+        cwd = Path.cwd()
+        try:
+            os.chdir(ROOT)
+            runpy.run_path(str(ROOT / 'setup.py'), run_name='__main__')
+        finally:
+            os.chdir(cwd)
+    return setup.call_args.kwargs
+
+
+# --------------------------------------------------------------------------------------------
+# package.xml
+# --------------------------------------------------------------------------------------------
+def test_package_xml_parses_and_lists_every_ros_dependency_the_code_imports():
+    catkin_pkg = pytest.importorskip('catkin_pkg.package')
+    package = catkin_pkg.parse_package(str(ROOT / 'package.xml'))
+    package.validate()
+    assert package.name == 'sparsebev_ros'
+    assert any(e.tagname == 'build_type' and e.content == 'ament_python' for e in package.exports)
+    run_deps = {d.name for d in package.exec_depends + package.build_export_depends
+                + package.buildtool_depends}
+    run_deps |= {d.name for d in getattr(package, 'depends', [])}
+    needed = ros_dependencies_of_code()
+    assert {'rclpy', 'tf2_ros', 'message_filters', 'vision_msgs'} <= set(needed), \
+        'the scan of the node found no ROS imports: is node.py there?'
+    missing = {pkg: sorted(files) for pkg, files in needed.items() if pkg not in run_deps}
+    assert not missing, f'package.xml lacks <exec_depend> for {missing}'
+    launch_needs = {'launch', 'launch_ros', 'rviz2'}
+    assert launch_needs <= run_deps
+
+
+def test_package_xml_version_matches_setup_py():
+    catkin_pkg = pytest.importorskip('catkin_pkg.package')
+    package = catkin_pkg.parse_package(str(ROOT / 'package.xml'))
+    assert package.version == setup_kwargs()['version']
+
+
+# --------------------------------------------------------------------------------------------
+# launch file
+# --------------------------------------------------------------------------------------------
+def test_launch_file_declares_the_documented_arguments():
+    declared = declared_launch_arguments()
+    for name in ('params_file', 'checkpoint', 'preset', 'use_sim_time', 'image_transport', 'rviz'):
+        assert name in declared, f'launch argument {name} is not declared'
+    for camera in CAMERA_NAMES:
+        assert f'{camera.lower()}_image' in declared
+        assert f'{camera.lower()}_camera_info' in declared
+
+
+def test_launch_remaps_default_to_the_parameter_defaults_in_camera_order():
+    cameras = launch_constant('CAMERAS')
+    defaults = params.defaults()
+    assert [prefix for prefix, _, _ in cameras] == [c.lower() for c in CAMERA_NAMES]
+    assert [image for _, image, _ in cameras] == defaults.image_topics
+    assert [info for _, _, info in cameras] == defaults.camera_info_topics
+    # the compressed remap follows image_transport's topic naming
+    assert params.transport_topic(defaults.image_topics[0], 'compressed') == \
+        defaults.image_topics[0] + '/compressed'
+    assert "f'{image_topic}/compressed'" in LAUNCH_FILE.read_text()
+
+
+def test_launch_overrides_name_real_parameters_and_the_installed_node():
+    for name in launch_constant('OVERRIDES'):
+        assert name in params.PARAMS_BY_NAME, f'launch overrides unknown parameter {name}'
+    assert launch_constant('NODE_NAME') == params.NODE_NAME
+    assert launch_constant('PACKAGE') == 'sparsebev_ros'
+    scripts = setup_kwargs()['entry_points']['console_scripts']
+    executable = launch_constant('EXECUTABLE')
+    assert f'{executable} = sparsebev_ros.node:main' in scripts
+
+
+def test_launch_file_references_files_that_exist():
+    text = LAUNCH_FILE.read_text()
+    for name in re.findall(r"'config',\s*'([^']+)'", text):
+        assert (ROOT / 'config' / name).is_file(), f'launch file refers to config/{name}'
+    assert "'sparsebev.rviz'" in text and "'detector.yaml'" in text
+    compile(text, str(LAUNCH_FILE), 'exec')
+
+
+# --------------------------------------------------------------------------------------------
+# parameter file, RViz, setup.py
+# --------------------------------------------------------------------------------------------
+def test_config_yaml_validates_against_the_parameter_schema():
+    loaded = params.load_yaml(PARAMS_FILE)
+    data = yaml.safe_load(PARAMS_FILE.read_text())
+    written = params.parameters_from_yaml(data)
+    assert set(written) == set(params.PARAMS_BY_NAME), \
+        f'config/detector.yaml should list every parameter; missing ' \
+        f'{sorted(set(params.PARAMS_BY_NAME) - set(written))}'
+    assert loaded.image_topics == params.defaults().image_topics
+
+
+def test_rviz_layout_shows_six_cameras_tf_markers_and_detections():
+    layout = yaml.safe_load(RVIZ_FILE.read_text())
+    displays = layout['Visualization Manager']['Displays']
+    by_class: dict[str, list] = {}
+    for d in displays:
+        by_class.setdefault(d['Class'], []).append(d)
+    assert 'rviz_default_plugins/TF' in by_class
+    marker_topics = [d['Topic']['Value'] for d in by_class['rviz_default_plugins/MarkerArray']]
+    assert marker_topics == [params.MARKERS_TOPIC]
+    detection_topics = [d['Topic']['Value']
+                        for d in by_class['vision_msgs_rviz_plugins/Detection3DArray']]
+    assert detection_topics == [params.DETECTIONS_TOPIC]
+    image_topics = sorted(d['Topic']['Value'] for d in by_class['rviz_default_plugins/Image'])
+    assert image_topics == sorted(params.transport_topic(t, 'compressed')
+                                  for t in params.defaults().image_topics)
+    assert layout['Visualization Manager']['Global Options']['Fixed Frame'] == \
+        params.defaults().output_frame
+
+
+def test_setup_py_installs_launch_config_and_ament_resource():
+    kwargs = setup_kwargs()
+    data_files = {dest: sorted(files) for dest, files in kwargs['data_files']}
+    assert 'resource/sparsebev_ros' in data_files['share/ament_index/resource_index/packages']
+    assert (ROOT / 'resource' / 'sparsebev_ros').is_file()
+    assert 'package.xml' in data_files['share/sparsebev_ros']
+    assert 'launch/detector.launch.py' in data_files['share/sparsebev_ros/launch']
+    assert {'config/detector.yaml', 'config/sparsebev.rviz'} <= \
+        set(data_files['share/sparsebev_ros/config'])
+    cfg = (ROOT / 'setup.cfg').read_text()
+    assert 'install_scripts=$base/lib/sparsebev_ros' in cfg     # where `ros2 run` looks
+
+
+def test_node_module_imports_without_ros_and_main_says_what_is_missing():
+    code = ('import sys; sys.modules["rclpy"] = None; import sparsebev_ros.node as n; '
+            'sys.exit(n.main([]))')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert 'needs ROS 2 (rclpy)' in result.stderr and 'sparsebev replay' in result.stderr
