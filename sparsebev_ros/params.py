@@ -312,11 +312,7 @@ def validate(values: Mapping[str, Any]) -> DetectorParams:
             if problem:
                 raise ParameterError(f"parameter '{p.name}' {problem} (got {value!r})")
         out[p.name] = value
-    params = DetectorParams(**out)
-    if params.slop > params.max_camera_time_diff:
-        raise ParameterError(f"parameter 'slop' ({params.slop}) must not exceed "
-                             f"'max_camera_time_diff' ({params.max_camera_time_diff})")
-    return params
+    return DetectorParams(**out)
 
 
 def _copy_default(value: Any) -> Any:
