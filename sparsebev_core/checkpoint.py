@@ -27,6 +27,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from .config import ModelConfig
+
 log = logging.getLogger(__name__)
 
 LEGACY_VERSION = 'v0.17.1'          # official VERSION string of the old box convention
@@ -223,14 +225,21 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path | Mapping[str, A
     state, _ = split_checkpoint(obj)
     table = getattr(_backbone_module(model), 'PRETRAIN_KEY_MAP', ((r'^backbone\.', 'img_backbone.'),))
     renamed = rename_keys(state, table)
+    derived = [re.compile(p) for p in getattr(_backbone_module(model), 'DERIVED_KEY_PATTERNS', ())]
+
+    def is_derived(key: str) -> bool:                 # buffers computed from the config
+        return any(p.search(key) for p in derived)
+
     prefix = 'img_backbone.'
-    backbone_state = OrderedDict((k[len(prefix):], v) for k, v in renamed.items() if k.startswith(prefix))
-    ignored = [k for k, k2 in zip(state, renamed) if not k2.startswith(prefix)]
-    missing, unexpected, mismatched = compare_state_dicts(model.img_backbone.state_dict(), backbone_state)
+    backbone_state = OrderedDict((k[len(prefix):], v) for k, v in renamed.items()
+                                 if k.startswith(prefix) and not is_derived(k))
+    ignored = [k for k, k2 in zip(state, renamed) if not k2.startswith(prefix) or is_derived(k2)]
+    expected = OrderedDict((k, v) for k, v in model.img_backbone.state_dict().items() if not is_derived(k))
+    missing, unexpected, mismatched = compare_state_dicts(expected, backbone_state)
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError([prefix + k for k in missing], [prefix + k for k in unexpected],
                                       [(prefix + k, a, b) for k, a, b in mismatched], source)
-    model.img_backbone.load_state_dict(backbone_state, strict=True)
+    model.img_backbone.load_state_dict(backbone_state, strict=not derived)
     if ignored:
         log.info('pretrained backbone %s: %d keys loaded, %d ignored (e.g. %s)', source,
                  len(backbone_state), len(ignored), ', '.join(ignored[:3]))
@@ -251,12 +260,13 @@ def guess_preset(state: Mapping[str, torch.Tensor]) -> str:
         return 'r50_nuimg_704x256_400q_36ep' if queries == 400 else 'r50_nuimg_704x256'
     if any(k.startswith('img_backbone.stem.') for k in state):
         return 'vov99_dd3d_1600x640_trainval_future'
-    if any(k.startswith('img_backbone.net.') for k in state):
+    if any(k.startswith('img_backbone.backbone.net.') for k in state):
         return 'vit_eva02_1600x640_trainval_future'
     raise CheckpointError('cannot guess the preset from the backbone keys; pass --preset')
 
 
-def convert_official_checkpoint(in_path: str | Path, out_path: str | Path, preset: str | None = None,
+def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
+                                preset: 'str | ModelConfig | None' = None,
                                 allow_pickle: bool = False, verify: bool = True) -> dict:
     """Read an official checkpoint, map its keys to ours, write our format, verify it loads.
 
@@ -270,7 +280,8 @@ def convert_official_checkpoint(in_path: str | Path, out_path: str | Path, prese
     state, info = split_checkpoint(obj)
     if preset is None:
         preset = guess_preset(state)
-    cfg = get_preset(preset)
+    cfg = get_preset(preset) if isinstance(preset, str) else preset
+    preset = cfg.name
     state = official_to_ours(state, cfg)
     state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in state.items())
     report = dict(preset=preset, box_convention=info['box_convention'], num_keys=len(state),

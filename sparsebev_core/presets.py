@@ -152,6 +152,28 @@ FUTURE_PRESET_NAMES: tuple[str, ...] = tuple(
     n for n in PRESET_NAMES if _PRESETS[n]().num_future_frames > 0)
 
 
+def frame_offsets(cfg: ModelConfig) -> tuple[int, ...]:
+    """Frame slot -> frame offset from the current frame (0), in frame steps (-k past, +k future).
+
+    ``past``: (0, -1, ..., -P). ``future_blocked`` (vov99): (0, -1..-P, +1..+F).
+    ``future_interleaved`` (EVA02): (0, -1, +1, -2, +2, ...). Slot 1 is always the newest past
+    frame, so the velocity divisor (time to slot 1) stays positive.
+    """
+    past = [-k for k in range(1, cfg.num_past_frames + 1)]
+    future = [k for k in range(1, cfg.num_future_frames + 1)]
+    if cfg.frame_layout == 'past':
+        if future:
+            raise ValueError(f'frame_layout "past" with num_future_frames={cfg.num_future_frames}')
+        return (0, *past)
+    if cfg.frame_layout == 'future_blocked':
+        return (0, *past, *future)
+    if cfg.frame_layout == 'future_interleaved':
+        if len(past) != len(future):
+            raise ValueError('future_interleaved needs as many past as future frames')
+        return (0, *[o for pair in zip(past, future) for o in pair])
+    raise ValueError(f'unknown frame_layout {cfg.frame_layout!r}')
+
+
 def get_preset(name: str) -> ModelConfig:
     """A fresh ``ModelConfig`` for preset ``name`` (see ``PRESET_NAMES``)."""
     try:
