@@ -201,6 +201,10 @@ def params_from_args(args: argparse.Namespace) -> DetectorParams:
 def main(args: argparse.Namespace) -> int:
     from .params import ParameterError
     from .pipeline import build_detector
+    if not Path(args.in_bag).exists():
+        raise SystemExit(f'input bag {args.in_bag} does not exist')
+    if Path(args.out_bag).exists():
+        raise SystemExit(f'output bag {args.out_bag} already exists; remove it or choose another name')
     try:
         params = params_from_args(args)
         detector = build_detector(params, log=lambda text: print(f'warning: {text}', file=sys.stderr))

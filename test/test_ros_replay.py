@@ -237,3 +237,37 @@ def test_cli_replay_runs_the_tiny_model_end_to_end(tmp_path, capsys):
     assert 'published: 3' in out and 'latency detector' in out
     dets = read_topic(tmp_path / 'out', DETECTIONS_TOPIC)
     assert len(dets) == 3 and all(len(m.detections) == 5 for _, m in dets)
+
+
+def test_cli_nuscenes_to_bag_writes_the_node_topics(tmp_path, synthetic, capsys):
+    from sparsebev_core.cli import main
+    scene = synthetic.scene[0]['name']
+    rc = main(['nuscenes-to-bag', '--root', synthetic.dataroot, '--scene', scene,
+               str(tmp_path / 'bag'), '--storage', 'mcap'])
+    assert rc == 0 and 'images' in capsys.readouterr().out
+    counts = topics(tmp_path / 'bag')
+    n = counts['/CAM_FRONT/image_raw/compressed']
+    assert n > 0 and all(counts[f'/{c}/camera_info'] == counts[f'/{c}/image_raw/compressed']
+                         for c in ('CAM_FRONT', 'CAM_BACK_LEFT'))
+    assert counts['/tf_static'] == 1 and counts['/tf'] >= n
+    static = read_topic(tmp_path / 'bag', '/tf_static')[0][1]
+    assert {t.child_frame_id for t in static.transforms} == {
+        'CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK', 'CAM_BACK_LEFT',
+        'CAM_BACK_RIGHT', 'LIDAR_TOP'}
+    with AnyReader([tmp_path / 'bag']) as reader:
+        qos = [c.ext.offered_qos_profiles for c in reader.connections if c.topic == '/tf_static'][0]
+    assert 'TRANSIENT_LOCAL' in str(qos[0].durability)
+    with pytest.raises(SystemExit, match='scene-9999'):
+        main(['nuscenes-to-bag', '--root', synthetic.dataroot, '--scene', 'scene-9999',
+              str(tmp_path / 'bag2')])
+
+
+def test_cli_replay_reports_bad_parameters_and_missing_bags(tmp_path, capsys):
+    from sparsebev_core.cli import main
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=1)
+    rc = main(['replay', bag.path, str(tmp_path / 'out'), '-p', 'slop:=-1'])
+    assert rc == 2 and "parameter 'slop' must be > 0.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match='does not exist'):
+        main(['replay', str(tmp_path / 'nothing'), str(tmp_path / 'out')])
+    with pytest.raises(SystemExit, match='already exists'):
+        main(['replay', bag.path, bag.path])
