@@ -1,0 +1,77 @@
+"""setup.py hook: the CUDA extension ``sparsebev_core._msmv_sampling_cuda`` when it can be built.
+
+``setup.py`` calls :func:`extension_kwargs` and passes the result to ``setup()``. The extension
+is built when torch is importable with CUDA support (``torch.version.cuda``) and a CUDA toolkit
+is found (``CUDA_HOME`` / ``nvcc``); otherwise a message says why it was skipped and the package
+installs without it (the torch backend is always there). pip's build isolation hides the
+installed torch from setup.py, so the CUDA build needs::
+
+    pip install --no-build-isolation -e .
+
+``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures (default ``8.0;8.6;8.9;9.0``: A100, RTX 30xx,
+RTX 40xx/L4/L40, H100/H200). ``SPARSEBEV_NO_CUDA=1`` skips the build on purpose.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+CSRC_DIR = Path(__file__).resolve().parent
+EXTENSION_NAME = 'sparsebev_core._msmv_sampling_cuda'
+SOURCES = ('msmv_sampling.cpp', 'msmv_sampling_kernels.cu')
+HEADERS = ('msmv_sampling.h', 'msmv_sampling_launch.h')
+DEFAULT_ARCH_LIST = '8.0;8.6;8.9;9.0'
+CXX_FLAGS = ['-O3', '-std=c++17']
+NVCC_FLAGS = ['-O3', '-std=c++17', '-lineinfo']
+
+
+def source_paths() -> list[Path]:
+    """Absolute paths of the sources compiled into the extension."""
+    return [CSRC_DIR / name for name in SOURCES]
+
+
+def cuda_build_unavailable_reason() -> str | None:
+    """Why the CUDA extension cannot be built here, or None when it can."""
+    if os.environ.get('SPARSEBEV_NO_CUDA', '') not in ('', '0'):
+        return 'SPARSEBEV_NO_CUDA is set'
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError as error:
+        return (f'torch is not importable in the build environment ({error}); pip build isolation '
+                'hides it: use `pip install --no-build-isolation -e .`')
+    if torch.version.cuda is None:
+        return f'torch {torch.__version__} is a CPU-only build'
+    if cpp_extension.CUDA_HOME is None:
+        return 'no CUDA toolkit found (set CUDA_HOME or put nvcc on PATH)'
+    return None
+
+
+def extension_kwargs() -> dict:
+    """``{'ext_modules': [...], 'cmdclass': {'build_ext': BuildExtension}}``, or ``{}`` with a message.
+
+    Never raises: a CPU install must not break because of the optional CUDA op.
+    """
+    try:
+        reason = cuda_build_unavailable_reason()
+        if reason is not None:
+            print(f'sparsebev_core: not building the CUDA sampling op ({reason}); the torch '
+                  'backend will be used. Build it later with `python -m sparsebev_core.ops.build`.',
+                  file=sys.stderr)
+            return {}
+        from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+        os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_ARCH_LIST)
+        extension = CUDAExtension(
+            name=EXTENSION_NAME,
+            sources=[os.path.relpath(path) for path in source_paths()],
+            include_dirs=[str(CSRC_DIR)],
+            extra_compile_args={'cxx': CXX_FLAGS, 'nvcc': NVCC_FLAGS},
+        )
+        print(f'sparsebev_core: building the CUDA sampling op for TORCH_CUDA_ARCH_LIST='
+              f'{os.environ["TORCH_CUDA_ARCH_LIST"]}', file=sys.stderr)
+        return {'ext_modules': [extension], 'cmdclass': {'build_ext': BuildExtension}}
+    except Exception as error:  # noqa: BLE001 -- the CUDA op is optional, the install is not
+        print(f'sparsebev_core: not building the CUDA sampling op ({type(error).__name__}: {error})',
+              file=sys.stderr)
+        return {}
