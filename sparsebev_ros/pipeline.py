@@ -35,6 +35,7 @@ RESET_CAMERA_SPREAD = 'camera_time_spread'
 RESET_IMAGE_SIZE = 'image_size_changed'
 RESET_EXPLICIT = 'explicit'
 DUPLICATE_FRAME = 'duplicate_frame'
+INVALID_FRAME = 'invalid_frame'          # the detector refused the frame (e.g. a non-rigid pose)
 
 
 class Detector(Protocol):
@@ -201,7 +202,11 @@ class Pipeline:
         self._last_stamp_ns = stamp_ns
         self._last_shapes = shapes
         t2 = time.perf_counter()
-        detections = self.detector.step(frame)
+        try:
+            detections = self.detector.step(frame)
+        except ValueError as exc:                 # StreamingDetector's InvalidFrameError
+            self.reset(INVALID_FRAME)
+            return self._skip(Skip(INVALID_FRAME, f'the detector refused the frame: {exc}'))
         t3 = time.perf_counter()
         boxes, scores, labels = self._select(detections)
         boxes = gravity_to_bottom_center(transform_boxes(bottom_to_gravity_center(boxes), T_out_model)) \

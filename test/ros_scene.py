@@ -76,7 +76,7 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
                 skip_camera: dict | None = None, late_camera: dict | None = None,
                 time_jump_at: int | None = None, corrupt: dict | None = None,
                 size_change_at: int | None = None, with_tf: bool = True,
-                distortion: bool = False) -> WrittenBag:
+                distortion: bool = False, distro: str = 'humble') -> WrittenBag:
     """Write the drive as a rosbag2.
 
     Args:
@@ -89,7 +89,7 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
     from sparsebev_ros.nuscenes_bag import CameraBagWriter
     skip_camera, late_camera, corrupt = skip_camera or {}, late_camera or {}, corrupt or {}
     bag = WrittenBag(str(path))
-    with CameraBagWriter(path, storage, transport) as w:
+    with CameraBagWriter(path, storage, transport, distro=distro) as w:
         w.write_tf([('base_link', name, T_ego_cam(i), T0_NS) for i, name in enumerate(CAMERA_NAMES)]
                    + [('base_link', 'LIDAR_TOP', nuscenes_lidar_to_ego(), T0_NS)], static=True,
                    log_ns=T0_NS - 1)

@@ -258,3 +258,13 @@ def test_stamp_and_frame_of_outputs_are_the_anchor_stamp():
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == stamp
     assert out.markers_msg.markers[0].action == 3
     assert FRAME_PERIOD_NS > 5 * CAMERA_OFFSET_NS
+
+
+def test_frame_the_detector_refuses_is_skipped_and_memory_reset():
+    class Refusing(PerfectDriveDetector):
+        def step(self, frame):
+            raise ValueError('T_world_ego is not a rigid transform')
+    pipe, det = pipeline(detector=Refusing())
+    out = pipe.process(frame_images(0))
+    assert isinstance(out, Skip) and out.reason == 'invalid_frame' and 'rigid' in out.detail
+    assert det.resets == ['invalid_frame'] and pipe.stats.published == 0

@@ -29,11 +29,11 @@ def topics(bag):
         return {c.topic: c.msgcount for c in reader.connections}
 
 
-@pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
-def test_replay_writes_one_detection_array_per_synced_frame(tmp_path, storage):
-    bag = write_drive(tmp_path / 'in', storage, num_frames=8)
+@pytest.mark.parametrize('storage, distro', [('sqlite3', 'humble'), ('mcap', 'jazzy')])
+def test_replay_writes_one_detection_array_per_synced_frame(tmp_path, storage, distro):
+    bag = write_drive(tmp_path / 'in', storage, num_frames=8, distro=distro)
     report = replay(bag.path, tmp_path / 'out', validate({}), PerfectDriveDetector(),
-                    storage=storage, progress=False)
+                    storage=storage, progress=False, distro=distro)
     assert report.stats.synced == 8 and report.stats.published == 8 and not report.stats.skipped
     dets = read_topic(tmp_path / 'out', DETECTIONS_TOPIC)
     markers = read_topic(tmp_path / 'out', MARKERS_TOPIC)
