@@ -291,3 +291,48 @@ def test_no_inference_without_subscribers(ros):
     wait_for(lambda: detector.counters['no_subscribers'] > skipped_before, 20.0,
              'the frame to be skipped for lack of subscribers')
     assert detector.pipeline.stats.synced == synced_before
+
+
+def test_corrupt_jpeg_and_time_going_backwards_are_survived(ros):
+    detector, rig, listener = ros
+    listener.subscriptions = [     # subscribe again (the previous test removed them)
+        listener.node.create_subscription(Detection3DArray, '/sparsebev/detections',
+                                          listener._on_det, QoSProfile(depth=50)),
+        listener.node.create_subscription(MarkerArray, '/sparsebev/markers',
+                                          listener._on_markers, QoSProfile(depth=50))]
+    wait_for(detector.has_subscribers, 10.0, 'the listener to subscribe again')
+    stats = detector.pipeline.stats
+    t_good = T0 + 70.0
+    rig.publish_pose(t_good - PERIOD)
+    publish_and_wait(rig, listener, t_good)
+
+    # a truncated JPEG on CAM_FRONT_LEFT: skipped with a decode error, nothing published
+    decode_errors = stats.skipped['decode_error']
+    t_corrupt = t_good + PERIOD
+    rig.jpegs[2], good_jpeg = rig.jpegs[2][:200], rig.jpegs[2]
+    try:
+        rig.publish_frame(t_corrupt)
+        wait_for(lambda: stats.skipped['decode_error'] > decode_errors, 30.0, 'the decode error')
+    finally:
+        rig.jpegs[2] = good_jpeg
+
+    # a bag loop: time jumps back 1 s; the node resets its memory and goes on publishing
+    backwards = stats.resets['time_backwards']
+    t_back = t_good - 1.0
+    rig.publish_pose(t_back - PERIOD)
+    publish_and_wait(rig, listener, t_back)
+    assert stats.resets['time_backwards'] == backwards + 1
+    assert codecs.seconds_to_ns(t_corrupt) not in listener.stamps_ns()
+
+
+@pytest.mark.parametrize('name, value, expected', [
+    ('slop', -0.1, "'slop'"),
+    ('preset', 'r50_nuimg', "'preset' must be one of"),
+    ('image_topics', ['/a', '/b'], "'image_topics' must have exactly 6"),
+])
+def test_invalid_parameters_fail_at_start_up_naming_the_parameter(ros, name, value, expected):
+    from sparsebev_ros.params import ParameterError
+    context = ros[0].node.context
+    with pytest.raises(ParameterError, match=expected):
+        DetectorNode(node_name='sparsebev_bad', context=context,
+                     parameter_overrides=[Parameter(name, value=value)])
