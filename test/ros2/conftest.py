@@ -10,3 +10,10 @@ if os.environ.get('SPARSEBEV_TIER2'):
     collect_ignore = ['standins', 'typings', 'interfaces']
 else:
     collect_ignore_glob = ['*']
+
+
+def pytest_report_header(config):
+    if os.environ.get('SPARSEBEV_TIER2'):
+        return ['tier 2: real rclpy 7.1.6 (Jazzy wheels) + Fast DDS on loopback; tf2_ros and '
+                'message_filters are STAND-INS from test/ros2/standins (no wheels exist)']
+    return []
