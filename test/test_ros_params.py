@@ -83,3 +83,9 @@ def test_readme_parameter_table_is_the_generated_one():
     table = markdown_table()
     assert all(f'`{p.name}`' in table for p in PARAMS)
     assert table in (ROOT / 'README.md').read_text()
+
+
+def test_preset_names_known_without_torch_are_the_real_presets():
+    from sparsebev_core.presets import PRESET_NAMES
+    from sparsebev_ros.params import PRESET_NAMES_FALLBACK
+    assert set(PRESET_NAMES_FALLBACK) <= set(PRESET_NAMES)
