@@ -17,7 +17,8 @@ One record per keyframe (sample), sorted by time as the official dataset sorts i
   devkit's ``box_velocity`` rotated into the LIDAR_TOP frame; NaN where the devkit cannot
   estimate it), ``gt_names`` (detection class, or the raw category when it has none),
   ``gt_labels`` (index into ``CLASS_NAMES`` or -1), ``num_lidar_pts``, ``num_radar_pts``
-  and ``valid_flag`` = lidar + radar points > 0.
+  ``valid_flag`` = lidar + radar points > 0, ``visibility`` (nuScenes level 1..4, 0 if
+  unknown), ``ann_tokens`` and ``instance_tokens``.
 
 Poses stay 4x4 float64 transforms ``T_<to>_<from>`` (geometry.py); stamps are float64
 seconds (integer microseconds / 1e6). Files are pickles of ``{'metadata', 'infos'}``.
@@ -131,7 +132,8 @@ def annotations_in_model_frame(nusc, sample: dict, T_world_model: np.ndarray) ->
 
     T_model_world = invert_transform(T_world_model)
     R_model_world = T_model_world[:3, :3]
-    boxes, names, labels, n_lidar, n_radar, tokens, instances = [], [], [], [], [], [], []
+    boxes, names, labels, n_lidar, n_radar, tokens, instances, visibility = \
+        [], [], [], [], [], [], [], []
     for token in sample['anns']:
         ann = nusc.get('sample_annotation', token)
         centre = T_model_world @ np.append(np.asarray(ann['translation'], np.float64), 1.0)
@@ -148,6 +150,8 @@ def annotations_in_model_frame(nusc, sample: dict, T_world_model: np.ndarray) ->
         n_radar.append(int(ann['num_radar_pts']))
         tokens.append(token)
         instances.append(ann['instance_token'])
+        vis = str(ann.get('visibility_token', ''))
+        visibility.append(int(vis) if vis.isdigit() else 0)
     n_lidar_a = np.asarray(n_lidar, dtype=np.int64)
     n_radar_a = np.asarray(n_radar, dtype=np.int64)
     return dict(
@@ -156,7 +160,8 @@ def annotations_in_model_frame(nusc, sample: dict, T_world_model: np.ndarray) ->
         gt_labels=np.asarray(labels, dtype=np.int64),
         num_lidar_pts=n_lidar_a, num_radar_pts=n_radar_a,
         valid_flag=(n_lidar_a + n_radar_a) > 0,
-        ann_tokens=tokens, instance_tokens=instances)
+        ann_tokens=tokens, instance_tokens=instances,
+        visibility=np.asarray(visibility, dtype=np.int64))
 
 
 def sample_info(nusc, sample: dict, with_annotations: bool = True) -> dict:
