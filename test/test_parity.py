@@ -1,0 +1,227 @@
+"""Parity with the official SparseBEV implementation (the acceptance test of issue 2).
+
+Follows the contract of ``test/parity/README.md``: for every fixture named in
+``SPARSEBEV_PARITY_FIXTURES`` (``:``-separated paths; default every
+``test/parity/ref_seed*_704x256.npz``), rebuild the deterministic inputs and weights from the
+fixture's ``meta_json`` (checksums first), save the weights as an official mmcv-style
+checkpoint and load it through ``sparsebev_core.checkpoint.load_checkpoint`` (strict), run the
+``r50_nuimg_704x256`` preset on CPU in float32 (one forward per fixture), and apply the
+README's checks 1 (per-layer logits and boxes), 3 (decoded boxes) and 4 (intermediate
+checkpoints). A failure names the first pipeline stage, layer and quantity out of tolerance.
+
+The teacher-forced check 2 (each decoder layer fed the official inputs of that layer) runs
+too when the fixture's ``*_layer_io.npz`` sits beside it: it tells a broken layer from error
+accumulation.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparsebev_core.checkpoint import load_checkpoint
+from sparsebev_core.model import sampling as sampling_module
+from sparsebev_core.model.decoder import compute_time_diff
+from sparsebev_core.model.detector import build_model
+from sparsebev_core.model.sampling import group_features_for_sampling
+from sparsebev_core.presets import get_preset
+
+PARITY_DIR = Path(__file__).parent / 'parity'
+MANIFEST = PARITY_DIR / 'official_r50_nuimg_704x256_manifest.json'
+PRESET = 'r50_nuimg_704x256'
+
+
+def _load_helper(name: str):
+    """The fixture's own helper scripts (``inputs.py``, ``fill.py``, ``check_reference.py``)."""
+    spec = importlib.util.spec_from_file_location(f'parity_{name}', PARITY_DIR / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+inputs_lib = _load_helper('inputs')
+fill_lib = _load_helper('fill')
+check_lib = _load_helper('check_reference')
+
+
+def fixture_paths() -> list[Path]:
+    env = os.environ.get('SPARSEBEV_PARITY_FIXTURES', '').strip()
+    if env:
+        return [Path(p) for p in env.split(':') if p]
+    return sorted(PARITY_DIR.glob('ref_seed*_704x256.npz'))
+
+
+FIXTURES = fixture_paths()
+_RUNS: dict[Path, dict] = {}          # one forward per fixture, shared by the tests below
+
+
+def _sha256_mismatches(expected: dict, actual: dict) -> list[str]:
+    return [f'{k}: fixture {expected[k][:16]}... ours {actual.get(k, "missing")[:16]}...'
+            for k in expected if expected[k] != actual.get(k)]
+
+
+def _stats_per_image(levels: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(mean, std) over (C, h, w) of each image, float64, per level ``[N_img, C, h, w]``."""
+    out = []
+    for x in levels:
+        x = x.detach().double().flatten(1)                                     # [N_img, C*h*w]
+        out.append((x.mean(1).numpy(), x.std(1, unbiased=False).numpy()))
+    return out
+
+
+def run_fixture(path: Path, tmp_dir: Path) -> dict:
+    """Rebuild inputs and weights, load through the converter, run one forward with probes."""
+    if path in _RUNS:
+        return _RUNS[path]
+    assert path.is_file(), f'parity fixture {path} not found (SPARSEBEV_PARITY_FIXTURES?)'
+    ref = dict(np.load(path))
+    meta = json.loads(str(ref['meta_json']))
+    width, height, frames = int(meta['width']), int(meta['height']), int(meta['num_frames'])
+
+    # inputs and weights, checksums first (README check 5)
+    inp = inputs_lib.build_inputs(int(meta['seed']), width=width, height=height, num_frames=frames)
+    bad = _sha256_mismatches(meta['input_sha256'], inputs_lib.inputs_checksums(inp))
+    assert not bad, f'{path.name}: our rebuilt inputs differ from the fixture: {bad}'
+    manifest = json.loads(MANIFEST.read_text())
+    weights = fill_lib.fill_state_dict(manifest, seed=int(meta.get('weights_seed', 0)))
+    weights_sha = fill_lib.state_dict_checksum(weights)
+    assert weights_sha == meta['weights_sha256'], \
+        f'{path.name}: filled weights checksum {weights_sha} != fixture {meta["weights_sha256"]}'
+
+    # the model, loaded the way a user loads an official checkpoint
+    cfg = get_preset(PRESET)
+    cfg.input_size = (height, width)
+    model = build_model(cfg).float().eval()
+    ckpt = tmp_dir / f'{path.stem}_official.pth'
+    torch.save({'meta': {'source': 'parity fill.py'}, 'state_dict': weights}, ckpt)
+    load_checkpoint(model, ckpt)
+    del weights
+
+    images = torch.from_numpy(np.ascontiguousarray(
+        inp['img_bgr_uint8'][..., ::-1].transpose(0, 3, 1, 2)))[None]         # [1, T*6, 3, H, W] RGB
+    lidar2img = torch.from_numpy(inp['lidar2img'])[None]                        # [1, T*6, 4, 4] f32
+    timestamps = torch.from_numpy(inp['img_timestamp'])[None]                   # [1, T*6] f64
+
+    probes: dict = {}
+
+    def record_first(name):
+        def hook(module, args, out):                  # returns None: never replaces the output
+            if name not in probes:
+                probes[name] = list(out.values()) if isinstance(out, dict) else out
+        return hook
+
+    backbone_hook = model.img_backbone.register_forward_hook(record_first('backbone'))
+    sampling_hook = model.pts_bbox_head.transformer.decoder.decoder_layer.sampling.register_forward_hook(
+        record_first('sampled'))
+    op = sampling_module.msmv_sampling
+
+    def recording_op(features, locations, scale_weights):
+        out = op(features, locations, scale_weights)
+        if 'msmv' not in probes:
+            probes['msmv'] = (locations, scale_weights, out)
+        return out
+
+    sampling_module.msmv_sampling = recording_op
+    try:
+        with torch.no_grad():
+            features = model.extract_features(images)                         # [1, T*6, 256, h, w]
+            outputs = model.forward_head(features, lidar2img, timestamps)
+            decoded = model.decode(outputs)[0]
+    finally:
+        sampling_module.msmv_sampling = op
+        backbone_hook.remove()
+        sampling_hook.remove()
+
+    cand = dict(all_cls_scores=outputs['all_cls_scores'].numpy(),
+                all_bbox_preds=outputs['all_bbox_preds'].numpy(),
+                decoded_boxes=decoded['boxes'].numpy(), decoded_scores=decoded['scores'].numpy(),
+                decoded_labels=decoded['labels'].numpy(),
+                topk_query_index=decoded['query_index'].numpy(), topk_labels=decoded['labels'].numpy())
+    for i, (mean, std) in enumerate(_stats_per_image(probes['backbone'])):
+        cand[f'backbone_c{i + 2}_mean_per_img'], cand[f'backbone_c{i + 2}_std_per_img'] = mean, std
+    fpn = [f[0] for f in features]                                              # [T*6, 256, h, w]
+    for lvl, (mean, std) in enumerate(_stats_per_image(fpn)):
+        cand[f'fpn_l{lvl}_mean_per_img'], cand[f'fpn_l{lvl}_std_per_img'] = mean, std
+        index = ref[f'fpn_l{lvl}_sample_index']                                 # [S, (cam, chan, y, x)]
+        per_frame = fpn[lvl].reshape(frames, 6, *fpn[lvl].shape[1:]).numpy()  # [T, 6, 256, h, w]
+        cand[f'fpn_l{lvl}_samples'] = per_frame[:, index[:, 0], index[:, 1], index[:, 2], index[:, 3]]
+    cand['fpn_mean'] = np.array([f.double().mean().item() for f in fpn])
+    cand['fpn_std'] = np.array([f.double().std(unbiased=False).item() for f in fpn])
+    qsub = ref['qsub_index']
+    locations, _, msmv_out = probes['msmv']
+    cand['layer0_sampled_feat_qsub'] = probes['sampled'][0, qsub].numpy()     # [q, G, T*P, C]
+    cand['layer0_msmv_locations_qsub'] = locations[:, qsub].numpy()            # [BTG, q, P, 3]
+    cand['layer0_msmv_out_qsub'] = msmv_out[:, qsub].numpy()                   # [BTG, q, C, P]
+
+    run = dict(ref=ref, meta=meta, cand=cand, features=features, model=model,
+               lidar2img=lidar2img, timestamps=timestamps, image_hw=(height, width))
+    _RUNS[path] = run
+    return run
+
+
+def ordered_report(cand: dict, ref: dict) -> tuple[bool, list[str]]:
+    """README checks 4, 1, 3 in pipeline order: backbone, FPN, layer-0 sampling, decoder
+    layers 0..L-1 (logits, then boxes), decoded boxes."""
+    lines: list[str] = []
+    ok = True
+    stages = [('backbone', [k for k in cand if k.startswith('backbone_')]),
+              ('fpn', [k for k in cand if k.startswith('fpn_')]),
+              ('layer0 sampling', [k for k in cand if k.startswith('layer0_')])]
+    for stage, keys in stages:
+        rep: list[str] = []
+        ok &= check_lib.check_misc({k: cand[k] for k in keys}, ref, rep)
+        lines += [f'[{stage}] {r}' for r in rep]
+    rep = []
+    ok &= check_lib.check_decoder(cand, ref, rep)
+    layer_of = lambda line: int(re.search(r'\[(\d+)\]', line).group(1))  # noqa: E731
+    lines += [f'[decoder layer {layer_of(r)}] {r}' for r in sorted(rep, key=layer_of)]
+    rep = []
+    ok &= check_lib.check_decoded(cand, ref, rep)
+    lines += [f'[decoded] {r}' for r in rep]
+    return bool(ok), lines
+
+
+def failure_message(name: str, lines: list[str]) -> str:
+    first = next(line for line in lines if 'FAIL' in line)
+    return f'{name}: first quantity out of tolerance: {first}\nfull report:\n' + '\n'.join(lines)
+
+
+@pytest.mark.parametrize('fixture', FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_parity_with_official_outputs(fixture, tmp_path):
+    run = run_fixture(fixture, tmp_path)
+    ok, lines = ordered_report(run['cand'], run['ref'])
+    assert ok, failure_message(fixture.name, lines)
+    checked = sum(1 for line in lines if line.endswith('ok'))
+    assert checked >= 12 + 2 + 20, f'too few quantities compared:\n' + '\n'.join(lines)
+
+
+@pytest.mark.parametrize('fixture', FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_parity_teacher_forced_decoder_layers(fixture, tmp_path):
+    layer_io_path = fixture.with_name(fixture.stem + '_layer_io.npz')
+    if not layer_io_path.is_file():
+        pytest.skip(f'no {layer_io_path.name} beside the fixture')
+    run = run_fixture(fixture, tmp_path)
+    ref, layer_io = run['ref'], dict(np.load(layer_io_path))
+    head = run['model'].pts_bbox_head
+    layer = head.transformer.decoder.decoder_layer
+    grouped = group_features_for_sampling(run['features'], head.cfg.num_groups)
+    time_diff = compute_time_diff(run['timestamps'])
+    _, init_feat = head.matching_queries(1)
+    outs = []
+    with torch.no_grad():
+        for i in range(ref['layer_query_bbox_in'].shape[0]):
+            query_bbox = torch.from_numpy(ref['layer_query_bbox_in'][i])[None]                # [1, Q, 10]
+            query_feat = init_feat if i == 0 else \
+                torch.from_numpy(layer_io['query_feat_in_layers1to5'][i - 1])[None]         # [1, Q, C]
+            feat, cls, bbox = layer(query_bbox, query_feat, grouped, run['lidar2img'], time_diff,
+                                    run['image_hw'])
+            outs.append(dict(cls=cls[0].numpy(), bbox=bbox[0].numpy(), query_feat_out=feat[0].numpy()))
+    rep: list[str] = []
+    ok = check_lib.check_teacher_forced(outs, ref, layer_io, rep)
+    assert ok, failure_message(fixture.name, rep)
