@@ -383,3 +383,57 @@ def test_invalid_parameters_fail_at_start_up_naming_the_parameter(ros, name, val
     with pytest.raises(ParameterError, match=expected):
         DetectorNode(node_name='sparsebev_bad', context=context,
                      parameter_overrides=[Parameter(name, value=value)])
+
+
+def test_raw_images_with_the_default_best_effort_qos(ros):
+    """``image_transport: raw`` (sensor_msgs/Image, bgr8) and the default sensor-data QoS: a
+    second node on the same graph detects from uncompressed images. Best effort may lose a
+    large message on a busy machine, so the rig streams frames until one is answered, as a
+    live camera would."""
+    from sensor_msgs.msg import Image
+
+    detector, rig, listener = ros
+    executor = detector.node.executor
+    raw = DetectorNode(node_name='sparsebev_raw', context=detector.node.context,
+                       parameter_overrides=[Parameter('preset', value='tiny'),
+                                            Parameter('device', value='cpu'),
+                                            Parameter('image_transport', value='raw'),
+                                            Parameter('tf_timeout', value=1.0),
+                                            Parameter('score_threshold', value=0.0),
+                                            Parameter('max_detections', value=5),
+                                            Parameter('skip_when_no_subscribers', value=False)])
+    assert raw.params.qos_reliability == 'best_effort'
+    received: list[Detection3DArray] = []
+    sub = listener.node.create_subscription(Detection3DArray, '/sparsebev_raw/detections',
+                                            received.append, QoSProfile(depth=10))
+    image_pubs = [rig.node.create_publisher(Image, image_topic(c), 10) for c in CAMERA_NAMES]
+    executor.add_node(raw.node)
+    try:
+        wait_for(lambda: all(p.get_subscription_count() for p in image_pubs), 20.0,
+                 'the raw node to subscribe')
+        rgb = [simplejpeg.decode_jpeg(j, colorspace='RGB') for j in rig.jpegs]
+        t = T0 + 80.0
+        rig.publish_pose(t - PERIOD)
+        sent = []
+        for attempt in range(10):
+            rig.publish_pose(t + PERIOD)
+            rig.publish_camera_infos()
+            for i, pub in enumerate(image_pubs):
+                msg = Image(**codecs.rgb_to_image_fields(rgb[i], 'bgr8'))
+                msg.header.stamp = stamp(t + CAMERA_OFFSETS[i])
+                msg.header.frame_id = f'{CAMERA_NAMES[i].lower()}_optical'
+                pub.publish(msg)
+            sent.append(codecs.seconds_to_ns(t))
+            try:
+                wait_for(lambda: bool(received), 5.0, 'detections from raw images')
+                break
+            except AssertionError:
+                t += PERIOD
+        assert received, f'no detections from raw images after {len(sent)} frames'
+        msg = received[0]
+        assert codecs.header_stamp_ns(msg) in sent
+        assert msg.header.frame_id == 'base_link' and len(msg.detections) == 5
+    finally:
+        executor.remove_node(raw.node)
+        raw.destroy()
+        listener.node.destroy_subscription(sub)
