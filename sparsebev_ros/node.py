@@ -341,6 +341,7 @@ def main(args: Sequence[str] | None = None) -> int:
     """Entry point ``detector_node`` (``ros2 run sparsebev_ros detector_node``)."""
     try:
         import rclpy
+        import rclpy.logging
         from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
     except ImportError as exc:
         print(f'detector_node needs ROS 2 (rclpy): {exc}. Source your ROS 2 installation '
@@ -348,15 +349,20 @@ def main(args: Sequence[str] | None = None) -> int:
               '`sparsebev replay IN_BAG OUT_BAG`.', file=sys.stderr)
         return 2
     rclpy.init(args=list(args) if args is not None else None)
+    logger = rclpy.logging.get_logger(NODE_NAME)
     detector_node = None
     try:
-        detector_node = DetectorNode()
+        try:
+            detector_node = DetectorNode()
+        except ParameterError as exc:
+            logger.fatal(f'invalid parameters: {exc}')
+            return 1
+        except Exception as exc:          # checkpoint missing or mismatched, CUDA, ...
+            logger.fatal(f'cannot start: {type(exc).__name__}: {exc}')
+            return 1
         executor = MultiThreadedExecutor()
         executor.add_node(detector_node.node)
         executor.spin()
-    except ParameterError as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f'invalid parameters: {exc}')
-        return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

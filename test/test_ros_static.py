@@ -228,6 +228,22 @@ def test_setup_py_installs_launch_config_and_ament_resource():
     assert 'install_scripts=$base/lib/sparsebev_ros' in cfg     # where `ros2 run` looks
 
 
+def test_only_node_py_imports_the_ros_client_libraries():
+    client_libraries = {'rclpy', 'tf2_ros', 'message_filters', 'cv_bridge'}
+    for path in sorted((ROOT / 'sparsebev_ros').glob('*.py')):
+        if path.name != 'node.py':
+            assert not imported_modules(path) & client_libraries, f'{path.name} imports ROS'
+    for path in sorted((ROOT / 'sparsebev_core').rglob('*.py')):
+        assert not imported_modules(path) & (client_libraries | set(ROS_MODULES)), \
+            f'{path.relative_to(ROOT)} imports ROS'
+    node_py = ast.parse((ROOT / 'sparsebev_ros' / 'node.py').read_text())
+    top_level = {alias.name.split('.')[0] for stmt in node_py.body
+                 if isinstance(stmt, (ast.Import, ast.ImportFrom))
+                 for alias in (stmt.names if isinstance(stmt, ast.Import) else
+                               [ast.alias(stmt.module or '')])}
+    assert not top_level & client_libraries, 'node.py must import ROS inside functions'
+
+
 def test_node_module_imports_without_ros_and_main_says_what_is_missing():
     code = ('import sys; sys.modules["rclpy"] = None; import sparsebev_ros.node as n; '
             'sys.exit(n.main([]))')

@@ -49,6 +49,13 @@ class Buffer:
         seconds = _tf.DEFAULT_CACHE_TIME if cache_time is None else _timeout_s(cache_time)
         self._buffer = _tf.TfBuffer(cache_time=seconds)
         self._new_data = threading.Condition()
+        if node is not None:      # as tf2_ros: a jump back in time (a bag loop) clears the buffer
+            from rclpy.clock import JumpThreshold
+            from rclpy.duration import Duration
+            threshold = JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1),
+                                      on_clock_change=True)
+            self.jump_handle = node.get_clock().create_jump_callback(
+                threshold, post_callback=lambda jump: self.clear())
 
     def set_transform(self, transform: Any, authority: str) -> bool:
         ok = self._buffer.set_transform_msg(transform, static=False)
