@@ -30,9 +30,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .geometry import (CAMERA_NAMES, CLASS_NAMES, bottom_to_gravity_center, box_corners,
+from .geometry import (CAMERA_NAMES, CLASS_NAMES, box_corners,
                        gravity_to_bottom_center, invert_transform, transform_boxes,
-                       transform_from_quat, yaw_to_quat)
+                       transform_from_quat)
 
 DEMO_SEED = 20231001                 # world seed of the demo scene; training uses other seeds
 DEMO_KEYFRAMES = 20                  # 2 Hz keyframes: a 9.5 s scene
@@ -47,15 +47,6 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     'traffic_cone': (47, 79, 79),
 }
 GT_COLOR = (0, 200, 0)
-
-# mmdet3d's attribute rule for submitted boxes (spec/sparsebev.md 6.3)
-_DEFAULT_ATTRIBUTE = {
-    'car': 'vehicle.parked', 'pedestrian': 'pedestrian.moving', 'trailer': 'vehicle.parked',
-    'truck': 'vehicle.parked', 'bus': 'vehicle.moving', 'motorcycle': 'cycle.without_rider',
-    'construction_vehicle': 'vehicle.parked', 'bicycle': 'cycle.without_rider', 'barrier': '',
-    'traffic_cone': '',
-}
-
 
 @dataclass
 class DemoReport:
@@ -133,37 +124,15 @@ def ground_truth_boxes(nusc: Any, sample_token: str) -> tuple[np.ndarray, np.nda
 # --------------------------------------------------------------------------------------------
 # evaluation (nuscenes-devkit, restricted to the scene's samples)
 # --------------------------------------------------------------------------------------------
-def _attribute(name: str, velocity: np.ndarray) -> str:
-    speed = float(np.hypot(*velocity[:2]))
-    if speed > 0.2:
-        if name in ('car', 'construction_vehicle', 'bus', 'truck', 'trailer'):
-            return 'vehicle.moving'
-        if name in ('bicycle', 'motorcycle'):
-            return 'cycle.with_rider'
-        return _DEFAULT_ATTRIBUTE[name]
-    if name == 'pedestrian':
-        return 'pedestrian.standing'
-    if name == 'bus':
-        return 'vehicle.stopped'
-    return _DEFAULT_ATTRIBUTE[name]
-
-
 def submission_boxes(keyframe: Keyframe, class_names: Sequence[str]) -> list[dict]:
-    """Keyframe detections as nuScenes submission records (global frame, gravity centre)."""
+    """Keyframe detections as nuScenes submission records (global frame, gravity centre, the
+    official class-range filter and attribute rule: ``engine.evaluate.boxes_to_submission``)."""
+    from .engine.evaluate import boxes_to_submission
     if keyframe.frame is None or keyframe.boxes is None or not len(keyframe.boxes):
         return []
-    T_world_model = keyframe.frame.T_world_ego @ keyframe.frame.T_ego_model
-    world = transform_boxes(bottom_to_gravity_center(keyframe.boxes), T_world_model)
-    records = []
-    for box, score, label in zip(world, keyframe.scores, keyframe.labels):
-        name = class_names[int(label)]
-        records.append(dict(
-            sample_token=keyframe.sample_token, translation=box[:3].tolist(),
-            size=[float(box[4]), float(box[3]), float(box[5])],                 # (w, l, h)
-            rotation=yaw_to_quat(float(box[6])).tolist(), velocity=box[7:9].tolist(),
-            detection_name=name, detection_score=float(score),
-            attribute_name=_attribute(name, box[7:9])))
-    return records
+    return boxes_to_submission(keyframe.boxes, keyframe.scores, keyframe.labels,
+                               keyframe.sample_token, keyframe.frame.T_ego_model,
+                               keyframe.frame.T_world_ego, class_names)
 
 
 def evaluate_keyframes(nusc: Any, keyframes: Sequence[Keyframe], class_names: Sequence[str],
@@ -180,11 +149,10 @@ def evaluate_keyframes(nusc: Any, keyframes: Sequence[Keyframe], class_names: Se
     from nuscenes.eval.detection.data_classes import DetectionBox
     from nuscenes.eval.detection.evaluate import DetectionEval
 
+    from .engine.evaluate import write_submission
+
     results = {k.sample_token: submission_boxes(k, class_names) for k in keyframes}
-    submission = dict(meta=dict(use_camera=True, use_lidar=False, use_radar=False,
-                                use_map=False, use_external=False), results=results)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / 'results_nusc.json').write_text(json.dumps(submission))
+    write_submission(results, out_dir / 'results_nusc.json')
 
     cfg = config_factory('detection_cvpr_2019')
     evaluation = DetectionEval.__new__(DetectionEval)          # devkit evaluate(), our subset
@@ -213,19 +181,11 @@ def _filter(nusc: Any, boxes: Any, class_range: dict) -> Any:
 
 
 def metrics_text(metrics: dict[str, Any]) -> str:
-    """Human summary: mAP, NDS, TP errors and per-class AP."""
-    lines = [f"mAP: {metrics['mean_ap']:.4f}", f"NDS: {metrics['nd_score']:.4f}"]
-    errors = metrics.get('tp_errors', {})
-    for key, label in (('trans_err', 'mATE'), ('scale_err', 'mASE'), ('orient_err', 'mAOE'),
-                       ('vel_err', 'mAVE'), ('attr_err', 'mAAE')):
-        if key in errors:
-            lines.append(f'{label}: {errors[key]:.4f}')
-    lines.append('per-class AP:')
-    for name, ap in metrics.get('mean_dist_aps', {}).items():
-        lines.append(f'  {name:<22s} {ap:.4f}')
-    lines.append(f"samples: {metrics.get('num_samples')}, ground-truth boxes: "
-                 f"{metrics.get('num_gt_boxes')}, predicted boxes: {metrics.get('num_pred_boxes')}")
-    return '\n'.join(lines)
+    """Human summary: mAP, TP errors, NDS, per-class AP (``engine.evaluate.metrics_table``)."""
+    from .engine.evaluate import metrics_table
+    return (metrics_table(metrics) + f"\n\nsamples: {metrics.get('num_samples')}, "
+            f"ground-truth boxes: {metrics.get('num_gt_boxes')}, "
+            f"predicted boxes: {metrics.get('num_pred_boxes')}")
 
 
 # --------------------------------------------------------------------------------------------
