@@ -1,0 +1,145 @@
+"""Evaluation: our box conversion feeds the real devkit; online and offline inference agree."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from nuscenes import NuScenes
+
+from sparsebev_core import cli
+from sparsebev_core.data.dataset import build_dataset
+from sparsebev_core.data.synthetic import make_synthetic
+from sparsebev_core.engine import evaluate as ev
+from sparsebev_core.geometry import gravity_to_bottom_center
+from sparsebev_core.model.detector import build_model
+from sparsebev_core.presets import get_preset
+
+KEYFRAMES = 4
+
+
+@pytest.fixture(scope='module')
+def root(tmp_path_factory):
+    # one scene = the mini_val scene-0103
+    return make_synthetic(tmp_path_factory.mktemp('syn'), num_scenes=1, seed=21,
+                          keyframes_per_scene=KEYFRAMES, progress=False)
+
+
+@pytest.fixture(scope='module')
+def nusc(root):
+    return NuScenes('v1.0-mini', str(root), verbose=False)
+
+
+@pytest.fixture(scope='module')
+def infos(root):
+    return build_dataset(get_preset('tiny'), root, version='v1.0-mini', split='val',
+                         load_images=False).infos
+
+
+def _gt_as_detections(infos, yaw_offset=0.0):
+    """Ground truth of each keyframe as if a detector had returned it (bottom-centre boxes)."""
+    out = {}
+    for info in infos:
+        keep = info['valid_flag'] & (info['gt_labels'] >= 0)
+        boxes = gravity_to_bottom_center(info['gt_boxes'][keep])
+        boxes[:, 7:9] = np.nan_to_num(boxes[:, 7:9])
+        boxes[:, 6] += yaw_offset
+        out[info['token']] = (boxes, np.ones(len(boxes)), info['gt_labels'][keep])
+    return out
+
+
+def _evaluate(detections, infos, nusc, tmp_path, ego_from_model=None):
+    if ego_from_model is not None:
+        infos = [dict(i, T_ego_model=ego_from_model) for i in infos]
+    path = ev.write_submission(ev.to_submission(detections, infos), tmp_path / 'results.json')
+    return ev.run_detection_eval(nusc, path, 'mini_val', tmp_path / 'eval')
+
+
+def test_ground_truth_through_our_conversion_gets_perfect_scores(infos, nusc, tmp_path):
+    """Guards every frame and convention: model -> ego -> global, gravity centre, (w, l, h),
+    yaw quaternion, velocity rotation, class ranges, attribute rule."""
+    m = _evaluate(_gt_as_detections(infos), infos, nusc, tmp_path)
+    assert m['mean_ap'] > 0.99 and m['nd_score'] > 0.99, ev.metrics_table(m)
+    tp = m['tp_errors']
+    assert tp['trans_err'] < 0.01 and tp['scale_err'] < 0.01 and tp['orient_err'] < 0.01
+    assert tp['vel_err'] < 0.05 and tp['attr_err'] < 0.05
+    assert (tmp_path / 'eval' / 'metrics_summary.json').exists()
+
+
+def test_a_broken_convention_is_caught_by_the_same_check(infos, nusc, tmp_path):
+    turned = _evaluate(_gt_as_detections(infos, yaw_offset=np.pi / 2), infos, nusc, tmp_path / 'a')
+    assert turned['tp_errors']['orient_err'] > 1.0 and turned['nd_score'] < 0.9
+    no_calibration = _evaluate(_gt_as_detections(infos), infos, nusc, tmp_path / 'b',
+                               ego_from_model=np.eye(4))            # lidar axes taken as ego
+    assert no_calibration['mean_ap'] < 0.3
+
+
+def test_official_attribute_rule():
+    assert ev.official_attribute('car', 3.0) == 'vehicle.moving'
+    assert ev.official_attribute('car', 0.1) == 'vehicle.parked'
+    assert ev.official_attribute('bus', 0.1) == 'vehicle.stopped'
+    assert ev.official_attribute('bicycle', 1.0) == 'cycle.with_rider'
+    assert ev.official_attribute('motorcycle', 0.0) == 'cycle.without_rider'
+    assert ev.official_attribute('pedestrian', 1.0) == 'pedestrian.moving'
+    assert ev.official_attribute('pedestrian', 0.0) == 'pedestrian.standing'
+    assert ev.official_attribute('traffic_cone', 5.0) == ''
+
+
+def test_class_range_is_applied_in_the_ego_frame():
+    # model frame = ego frame shifted 10 m forward: a car 45 m ahead of the model origin is
+    # 55 m from the ego origin and falls outside the 50 m car range
+    T_ego_model = np.eye(4)
+    T_ego_model[0, 3] = 10.0
+    boxes = np.array([[45.0, 0, 0, 4, 2, 1.5, 0, 0, 0], [35.0, 0, 0, 4, 2, 1.5, 0, 0, 0],
+                      [35.0, 0, 0, 0.5, 0.5, 1.7, 0, 0, 0]])
+    labels = np.array([0, 0, 8])                                     # car, car, pedestrian
+    out = ev.boxes_to_submission(boxes, np.ones(3), labels, 'tok', T_ego_model, np.eye(4))
+    assert [(r['detection_name'], round(r['translation'][0])) for r in out] == [('car', 45)]
+    assert out[0]['size'] == pytest.approx([2, 4, 1.5])                # (w, l, h)
+    assert out[0]['translation'][2] == pytest.approx(0.75)             # gravity centre
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+    torch.manual_seed(0)
+    cfg = get_preset('tiny')
+    cfg.head.score_threshold = 0.0                                     # keep the top-k boxes
+    return build_model(cfg).eval(), cfg
+
+
+def test_online_and_offline_inference_agree(tiny_model, infos, root):
+    model, cfg = tiny_model
+    online = ev.infer_online(model, cfg, infos, root, progress=False)
+    offline = ev.infer_offline(model, cfg, infos, root, batch_size=2, progress=False)
+    assert online.keys() == offline.keys() == {i['token'] for i in infos}
+    for token in online:
+        (b_on, s_on, l_on), (b_off, s_off, l_off) = online[token], offline[token]
+        assert len(s_on) == len(s_off) > 50
+        np.testing.assert_allclose(s_on, s_off, atol=1e-5)
+        np.testing.assert_array_equal(l_on[:20], l_off[:20])
+        np.testing.assert_allclose(b_on[:20], b_off[:20], atol=1e-3)
+
+
+def test_eval_cli_writes_results_and_metrics(tiny_model, root, tmp_path, capsys):
+    model, _ = tiny_model
+    ckpt = tmp_path / 'tiny.pth'
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    rc = cli.main(['eval', '--checkpoint', str(ckpt), '--data', str(root), '--preset', 'tiny',
+                   '--version', 'v1.0-mini', '--mode', 'offline', '--out', str(tmp_path / 'out'),
+                   '--device', 'cpu'])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert 'NDS:' in printed and 'mAP:' in printed
+    summary = json.loads((tmp_path / 'out' / 'metrics_summary.json').read_text())
+    assert 0.0 <= summary['nd_score'] <= 1.0
+    assert summary['inference'] == dict(mode='offline', samples=KEYFRAMES, seconds=summary['inference']['seconds'],
+                                        processes=1)
+    results = json.loads((tmp_path / 'out' / 'results_nusc.json').read_text())
+    assert len(results['results']) == KEYFRAMES and results['meta']['use_camera']
+
+
+def test_a_submission_without_boxes_scores_zero_instead_of_crashing(infos, nusc, tmp_path):
+    empty = {i['token']: (np.zeros((0, 9)), np.zeros(0), np.zeros(0, np.int64)) for i in infos}
+    m = _evaluate(empty, infos, nusc, tmp_path)
+    assert m['mean_ap'] == 0.0 and m['nd_score'] == 0.0 and m['tp_errors']['trans_err'] == 1.0
