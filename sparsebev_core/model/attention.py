@@ -22,8 +22,8 @@ class ResidualMultiheadAttention(nn.Module):
     """``x + MHA(x, x, x, attn_mask)`` over batch-first inputs (mmcv ``MultiheadAttention``).
 
     The state-dict names are those of the official wrapper (``attn.in_proj_weight`` ...). The
-    ``nn.MultiheadAttention`` runs sequence-first, as mmcv 1.x calls it, so the same
-    (non-fused) kernel path computes the same numbers.
+    ``nn.MultiheadAttention`` runs sequence-first and with ``need_weights=True``, as mmcv 1.x
+    calls it, so the same (non-fused) kernel path computes the same numbers.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, dropout: float) -> None:
@@ -32,8 +32,10 @@ class ResidualMultiheadAttention(nn.Module):
 
     def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
         x_seq = x.transpose(0, 1)                                              # [Q, B, C]
+        # need_weights=True as mmcv calls it: the explicit softmax(QK^T + mask) V path, not the
+        # fused scaled_dot_product_attention one, so the parity numbers match to the last bit
         out = self.attn(x_seq, x_seq, x_seq, attn_mask=attn_mask,
-                        need_weights=False)[0]                                 # [Q, B, C]
+                        need_weights=True)[0]                                  # [Q, B, C]
         return x + out.transpose(0, 1)                                         # [B, Q, C]
 
 

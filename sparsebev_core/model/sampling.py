@@ -78,6 +78,19 @@ def warp_points_by_velocity(points: Tensor, velocity: Tensor, time_diff: Tensor)
     return torch.cat([points[..., 0:2] - shift, points[..., 2:3]], dim=-1)   # [B, Q, T, G, P, 3]
 
 
+def apply_homogeneous(matrix: Tensor, xyz: Tensor) -> Tensor:
+    """``matrix @ [x, y, z, 1]`` for broadcastable ``matrix [..., 4, 4]`` and ``xyz [..., 3]``.
+
+    Row by row as ``((m0 x + m1 y) + m2 z) + m3``: the summation order of the official
+    batched 4x4 matmul (so the parity numbers match bitwise) without materialising one
+    4x4 matrix per point and camera.
+    """
+    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
+    rows = [matrix[..., i, 0] * x + matrix[..., i, 1] * y + matrix[..., i, 2] * z + matrix[..., i, 3]
+            for i in range(4)]
+    return torch.stack(rows, dim=-1)                                         # [..., 4]
+
+
 def project_points(points: Tensor, lidar2img: Tensor, image_hw: tuple[int, int],
                    num_cameras: int = NUM_CAMERAS) -> tuple[Tensor, Tensor]:
     """Project points ``[B, Q, T, K, 3]`` into every camera of their frame.
@@ -89,9 +102,9 @@ def project_points(points: Tensor, lidar2img: Tensor, image_hw: tuple[int, int],
     """
     b, q, t, k, _ = points.shape
     image_h, image_w = image_hw
-    homogeneous = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)  # [B, Q, T, K, 4]
-    lidar2img = lidar2img.reshape(b, t, num_cameras, 4, 4)                   # [B, T, N, 4, 4]
-    cam = torch.einsum('btnij,bqtkj->btnqki', lidar2img, homogeneous)        # [B, T, N, Q, K, 4]
+    lidar2img = lidar2img.reshape(b, t, num_cameras, 1, 1, 4, 4)             # [B, T, N, 1, 1, 4, 4]
+    xyz = points.permute(0, 2, 1, 3, 4)[:, :, None]                          # [B, T, 1, Q, K, 3]
+    cam = apply_homogeneous(lidar2img, xyz)                                  # [B, T, N, Q, K, 4]
     depth = cam[..., 2:3]                                                    # [B, T, N, Q, K, 1]
     uv = cam[..., 0:2] / torch.clamp(depth, min=DEPTH_EPS)                   # [B, T, N, Q, K, 2]
     uv = uv / uv.new_tensor([image_w, image_h])                              # [B, T, N, Q, K, 2]
