@@ -87,3 +87,21 @@ def test_ground_truth_fed_back_as_predictions_scores_perfectly(demo_run):
             assert errors['orient_err'] < 1e-3, (name, errors)
         if name not in ('traffic_cone', 'barrier'):   # planar velocity through the ~0.7 deg
             assert errors['vel_err'] < 1e-2, (name, errors)   # lidar tilt: mm/s, not exact
+
+
+def test_demo_command_runs_on_a_nuscenes_root(demo_run, tmp_path, capsys):
+    """The real-data path (``--nuscenes ROOT --scene NAME``) on the demo's nuScenes-format
+    dataset, first second only, through the ``sparsebev`` command line."""
+    from sparsebev_core.cli import main
+    out = tmp_path / 'real'
+    code = main(['demo', '--nuscenes', str(demo_run.out_dir / 'dataset'), '--scene', demo_run.scene,
+                 '--max-seconds', '0.6', '--out', str(out), '--device', 'cpu', '--no-progress',
+                 '--no-gif'])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert f'SparseBEV demo on {demo_run.scene}: 2/2 keyframes' in printed
+    assert 'mAP' in printed and str(out / 'metrics.txt') in printed
+    assert sorted(p.name for p in (out / 'keyframes').iterdir()) == ['keyframe_00.png', 'keyframe_01.png']
+    assert not (out / 'dataset').exists() and not (out / 'keyframes.gif').exists()
+    with pytest.raises(SystemExit, match='--scene is required'):
+        demo.run_demo(out, nuscenes_root=str(demo_run.out_dir / 'dataset'), progress=False)
