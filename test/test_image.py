@@ -123,3 +123,16 @@ def test_transform_image_zero_fills_outside_the_resized_image():
     image = np.full((100, 100, 3), 200, np.uint8)
     out, _ = transform_image(image, resize=0.5, crop_left_top=(0, 0), final_hw=(60, 80))
     assert (out[:50, :50] == 200).all() and (out[:, 50:] == 0).all() and (out[50:] == 0).all()
+
+
+def test_torch_resize_is_within_one_grey_level_of_pil():
+    image = _scene_image(900, 1600)
+    pil, ida_pil = resize_crop(image, (256, 704), method='pil')
+    fast, ida_fast = resize_crop(image, (256, 704), method='torch')
+    np.testing.assert_array_equal(ida_pil, ida_fast)
+    diff = np.abs(pil.astype(int) - fast)
+    assert diff.max() <= 1 and diff.mean() < 0.01
+    small, _ = resize_crop(image[:225, :400], (256, 704), method="torch")   # upscaling too
+    small_pil, _ = resize_crop(image[:225, :400], (256, 704), method="pil")
+    upscaled = np.abs(small.astype(int) - small_pil)
+    assert upscaled.max() <= 2 and upscaled.mean() < 0.01
