@@ -23,7 +23,7 @@ import numpy as np
 
 from sparsebev_core.geometry import CAMERA_NAMES
 
-from .codecs import matrix_to_translation_quat, ns_to_sec_nanosec
+from .codecs import matrix_to_translation_quat
 from .messages import RosbagsMessages, header, ros2_typestore
 from .params import defaults, transport_topic
 

@@ -25,7 +25,8 @@ from .codecs import header_stamp_ns
 from .frames import tf_buffer_lookup
 from .messages import RosbagsMessages, ros2_typestore
 from .nuscenes_bag import STORAGES, open_writer
-from .params import DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, defaults, load_yaml, validate, as_dict
+from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, as_dict, defaults, load_yaml,
+                     validate)
 from .pipeline import Pipeline, PipelineResult, PipelineStats
 from .sync import ApproximateTimeSynchronizer
 from .tf_buffer import TfBuffer
@@ -54,114 +55,148 @@ class ReplayReport:
         return '\n'.join(lines)
 
 
+class _TfGate:
+    """Synced image sets waiting for TF, released in order (the node's ``tf_timeout`` wait)."""
+
+    def __init__(self, tf_timeout: float):
+        self.timeout_ns = int(tf_timeout * 1e9)
+        self.pending: deque = deque()             # (synced_log_ns, newest image stamp, images)
+        self.newest_tf_ns = 0
+
+    def add(self, log_ns: int, images: tuple) -> None:
+        self.pending.append((log_ns, max(header_stamp_ns(m) for m in images), images))
+
+    def ready(self, now_ns: int | None) -> list[tuple[int, tuple]]:
+        """Sets whose TF has arrived or whose wait is over (all of them when ``now_ns`` is None)."""
+        out = []
+        while self.pending:
+            synced_ns, newest_stamp, images = self.pending[0]
+            if now_ns is not None and self.newest_tf_ns < newest_stamp and \
+                    now_ns - synced_ns < self.timeout_ns:
+                break
+            self.pending.popleft()
+            out.append((synced_ns if now_ns is None else max(now_ns, synced_ns), images))
+        return out
+
+
+def _feed_tf(tf: TfBuffer, gate: _TfGate, msg: Any, static: bool, report: 'ReplayReport') -> None:
+    for transform in msg.transforms:
+        stamp = header_stamp_ns(transform)
+        if tf.set_transform_msg(transform, static=static):
+            if not static:
+                gate.newest_tf_ns = max(gate.newest_tf_ns, stamp)
+            continue
+        # more than the cache length older than the newest data: time jumped back (bag loop)
+        report.tf_rejected += 1
+        tf.clear()
+        tf.set_transform_msg(transform, static=static)
+        gate.newest_tf_ns = stamp
+
+
 def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, detector: Any,
            storage: str = 'sqlite3', progress: bool = True,
            log: Callable[[str], None] = print, distro: str = 'humble',
            on_result: Callable[[PipelineResult], None] | None = None) -> ReplayReport:
-    """Run the pipeline over ``in_bag`` and write ``out_bag``; returns the report."""
+    """Run the pipeline over ``in_bag`` and write ``out_bag``; returns the report.
+
+    ``on_result`` sees every published :class:`PipelineResult` (the demo draws from it).
+    """
     from rosbags.highlevel import AnyReader
     from tqdm import tqdm
 
     t_start = time.perf_counter()
-    store = ros2_typestore(distro)
-    factory = RosbagsMessages(store)
-    tf = TfBuffer()
-    pipeline = Pipeline(params, detector, tf_buffer_lookup(tf), factory, log=log)
-    report = ReplayReport(stats=pipeline.stats)
-    image_topics = params.subscribed_image_topics
-    info_topics = list(params.camera_info_topics)
-    sync = ApproximateTimeSynchronizer(len(CAMERA_NAMES), params.queue_size, params.slop, logger=log)
-    pending: deque = deque()                      # (synced_log_ns, max_stamp_ns, images)
-    synced: list = []
-    sync.register_callback(lambda *images: synced.append(images))
-    newest_tf_ns = [0]
-
     in_path = Path(in_bag)
     if not in_path.exists():
         raise SystemExit(f'input bag {in_path} does not exist')
+    store = ros2_typestore(distro)
+    tf = TfBuffer()
+    pipeline = Pipeline(params, detector, tf_buffer_lookup(tf), RosbagsMessages(store), log=log)
+    report = ReplayReport(stats=pipeline.stats)
+    image_topics = params.subscribed_image_topics
+    info_topics = list(params.camera_info_topics)
+    inputs = set(image_topics) | set(info_topics) | {'/tf', '/tf_static'}
+    sync = ApproximateTimeSynchronizer(len(CAMERA_NAMES), params.queue_size, params.slop, logger=log)
+    synced: list[tuple] = []
+    sync.register_callback(lambda *images: synced.append(images))
+    gate = _TfGate(params.tf_timeout)
+
     with AnyReader([in_path], default_typestore=store) as reader:
-        topics = {c.topic for c in reader.connections}
-        report.missing_topics = [t for t in image_topics + info_topics if t not in topics]
-        for t in report.missing_topics:
-            hint = ''
-            if t in image_topics:
-                other = [x for x in topics if x.startswith(t.rsplit('/compressed', 1)[0])]
-                hint = f' (the bag has {", ".join(sorted(other))}: check image_transport)' if other else ''
-            log(f'warning: topic {t} is not in {in_path}{hint}')
+        report.missing_topics = _missing_topics(reader, image_topics, info_topics, in_path, log)
         writer = open_writer(out_bag, storage)
         try:
-            out_conns = {}
-            for c in reader.connections:
-                if c.topic in out_conns or c.topic in (DETECTIONS_TOPIC, MARKERS_TOPIC):
-                    continue                  # outputs of an earlier run are replaced
-                ext = getattr(c, 'ext', None)
-                out_conns[c.topic] = writer.add_connection(
-                    c.topic, c.msgtype, typestore=reader.typestore if hasattr(reader, 'typestore') else store,
-                    serialization_format=getattr(ext, 'serialization_format', 'cdr'),
-                    offered_qos_profiles=getattr(ext, 'offered_qos_profiles', ()) or ())
-            det_conn = writer.add_connection(DETECTIONS_TOPIC, 'vision_msgs/msg/Detection3DArray', typestore=store)
-            marker_conn = writer.add_connection(MARKERS_TOPIC, 'visualization_msgs/msg/MarkerArray', typestore=store) \
-                if params.publish_markers else None
+            copies = _copy_connections(reader, writer, store)
+            det_conn = writer.add_connection(DETECTIONS_TOPIC, 'vision_msgs/msg/Detection3DArray',
+                                             typestore=store)
+            marker_conn = writer.add_connection(MARKERS_TOPIC, 'visualization_msgs/msg/MarkerArray',
+                                                typestore=store) if params.publish_markers else None
 
-            def publish(result: PipelineResult, log_ns: int) -> None:
-                writer.write(det_conn, log_ns, store.serialize_cdr(result.detections_msg,
-                                                                    result.detections_msg.__msgtype__))
-                if marker_conn is not None and result.markers_msg is not None:
-                    writer.write(marker_conn, log_ns, store.serialize_cdr(result.markers_msg,
-                                                                           result.markers_msg.__msgtype__))
-                report.published_stamps.append(result.stamp_ns)
-                if on_result is not None:
-                    on_result(result)
-
-            def flush(now_ns: int | None) -> None:
-                while pending:
-                    synced_ns, max_stamp, images = pending[0]
-                    ready = now_ns is None or newest_tf_ns[0] >= max_stamp or \
-                        now_ns - synced_ns >= params.tf_timeout * 1e9
-                    if not ready:
-                        return
-                    pending.popleft()
+            def run(ready: list[tuple[int, tuple]]) -> None:
+                for log_ns, images in ready:
                     result = pipeline.process(images)
-                    if isinstance(result, PipelineResult):
-                        publish(result, synced_ns if now_ns is None else max(now_ns, synced_ns))
+                    if not isinstance(result, PipelineResult):
+                        continue
+                    for conn, msg in ((det_conn, result.detections_msg), (marker_conn, result.markers_msg)):
+                        if conn is not None and msg is not None:
+                            writer.write(conn, log_ns, store.serialize_cdr(msg, msg.__msgtype__))
+                    report.published_stamps.append(result.stamp_ns)
+                    if on_result is not None:
+                        on_result(result)
 
-            inputs = set(image_topics) | set(info_topics) | {'/tf', '/tf_static'}
             bar = tqdm(total=sum(c.msgcount for c in reader.connections), desc='replay',
                        unit='msg', disable=not progress)
             for conn, log_ns, raw in reader.messages():
                 bar.update(1)
-                if conn.topic in out_conns:
-                    writer.write(out_conns[conn.topic], log_ns, raw)
+                if conn.topic in copies:
+                    writer.write(copies[conn.topic], log_ns, raw)
                 if conn.topic not in inputs:
                     continue
                 report.messages[conn.topic] += 1
                 msg = reader.deserialize(raw, conn.msgtype)
                 if conn.topic in ('/tf', '/tf_static'):
-                    static = conn.topic == '/tf_static'
-                    for t in msg.transforms:
-                        accepted = tf.set_transform_msg(t, static=static)
-                        stamp = header_stamp_ns(t)
-                        if not accepted:              # far older than the cache: a time jump back
-                            tf.clear()
-                            report.tf_rejected += 1
-                            tf.set_transform_msg(t, static=static)
-                            newest_tf_ns[0] = stamp
-                        elif not static:
-                            newest_tf_ns[0] = max(newest_tf_ns[0], stamp)
+                    _feed_tf(tf, gate, msg, conn.topic == '/tf_static', report)
                 elif conn.topic in info_topics:
                     pipeline.on_camera_info(info_topics.index(conn.topic), msg)
                 else:
                     sync.add(msg, image_topics.index(conn.topic))
                     for images in synced:
-                        pending.append((log_ns, max(header_stamp_ns(m) for m in images), images))
+                        gate.add(log_ns, images)
                     synced.clear()
-                flush(log_ns)
-            flush(None)
+                run(gate.ready(log_ns))
+            run(gate.ready(None))
             bar.close()
         finally:
             writer.close()
     report.wall_s = time.perf_counter() - t_start
     return report
+
+
+def _missing_topics(reader: Any, image_topics: list[str], info_topics: list[str], path: Path,
+                    log: Callable[[str], None]) -> list[str]:
+    """Subscribed topics the bag does not have, each with a warning (and a transport hint)."""
+    topics = {c.topic for c in reader.connections}
+    missing = [t for t in image_topics + info_topics if t not in topics]
+    for t in missing:
+        hint = ''
+        if t in image_topics:
+            other = sorted(x for x in topics if x.startswith(t.rsplit('/compressed', 1)[0]))
+            hint = f' (the bag has {", ".join(other)}: check image_transport)' if other else ''
+        log(f'warning: topic {t} is not in {path}{hint}')
+    return missing
+
+
+def _copy_connections(reader: Any, writer: Any, store: Any) -> dict[str, Any]:
+    """An output connection per input topic (same type, serialization and offered QoS), except
+    the detector outputs of an earlier run, which this run replaces."""
+    copies: dict[str, Any] = {}
+    for c in reader.connections:
+        if c.topic in copies or c.topic in (DETECTIONS_TOPIC, MARKERS_TOPIC):
+            continue
+        ext = getattr(c, 'ext', None)
+        copies[c.topic] = writer.add_connection(
+            c.topic, c.msgtype, typestore=getattr(reader, 'typestore', store),
+            serialization_format=getattr(ext, 'serialization_format', 'cdr'),
+            offered_qos_profiles=getattr(ext, 'offered_qos_profiles', ()) or ())
+    return copies
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Codecs and output messages with rosbags message classes standing in for rclpy messages
 (same attribute paths), plus ``array.array('B')`` / ``bytes`` buffers as rclpy uses."""
 import array
-import math
 
 import cv2
 import numpy as np
