@@ -76,7 +76,7 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
                 skip_camera: dict | None = None, late_camera: dict | None = None,
                 time_jump_at: int | None = None, corrupt: dict | None = None,
                 size_change_at: int | None = None, with_tf: bool = True,
-                distortion: bool = False, distro: str = 'humble') -> WrittenBag:
+                distortion: bool = False, distro: str = 'humble', tf_delay_ns: int = 0) -> WrittenBag:
     """Write the drive as a rosbag2.
 
     Args:
@@ -85,6 +85,7 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
         time_jump_at: from this frame on, stamps restart at T0 (a bag loop).
         corrupt: {frame: camera index} JPEG truncated to garbage.
         size_change_at: from this frame on, images (and CameraInfo) are twice as large.
+        tf_delay_ns: /tf messages are recorded this much after their stamp (a slow localizer).
     """
     from sparsebev_ros.nuscenes_bag import CameraBagWriter
     skip_camera, late_camera, corrupt = skip_camera or {}, late_camera or {}, corrupt or {}
@@ -106,7 +107,7 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
                     stamp += late_camera[f][1]
                 log_ns = stamp + log_offset
                 if with_tf:
-                    w.write_tf([('map', 'base_link', T_world_ego(stamp), stamp)], log_ns=log_ns)
+                    w.write_tf([('map', 'base_link', T_world_ego(stamp), stamp)], log_ns=log_ns + tf_delay_ns)
                 if skip_camera.get(f) == i:
                     continue
                 Ks = K().copy()

@@ -77,6 +77,16 @@ def test_replay_boxes_land_on_the_truth_of_the_drive(tmp_path):
                 assert (d.bbox.size.x, d.bbox.size.y, d.bbox.size.z) == pytest.approx(box[3:6])
 
 
+def test_frames_wait_for_late_tf_up_to_tf_timeout(tmp_path):
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=4, tf_delay_ns=40_000_000)
+    report = replay(bag.path, tmp_path / 'ok', validate({'tf_timeout': 0.1}), PerfectDriveDetector(),
+                    progress=False)
+    assert report.stats.published == 4 and not report.stats.skipped
+    report = replay(bag.path, tmp_path / 'late', validate({'tf_timeout': 0.01}), PerfectDriveDetector(),
+                    progress=False)
+    assert report.stats.skipped['tf_extrapolation'] >= 3
+
+
 def test_raw_bgr8_images_replay_like_compressed(tmp_path):
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=3, transport='raw')
     det = PerfectDriveDetector()
