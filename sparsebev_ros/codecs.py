@@ -124,6 +124,9 @@ def _decode_bytes(data: bytes) -> np.ndarray:
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
     fmt = str(msg.format).lower()
+    if 'compresseddepth' in fmt:
+        raise UnsupportedEncodingError(f"compressed image format '{msg.format}' is a depth image; "
+                                       'the detector needs colour images')
     data = as_uint8(msg.data).tobytes()
     if not data:
         raise ImageDecodeError('compressed image has no data')

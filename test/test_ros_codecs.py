@@ -89,6 +89,8 @@ def test_corrupt_jpeg_and_unknown_format_raise_specific_errors():
         codecs.to_rgb(compressed(b'not an image', 'jpeg'))
     with pytest.raises(codecs.UnsupportedEncodingError, match='theora'):
         codecs.to_rgb(compressed(b'\x00\x01\x02', 'theora'))
+    with pytest.raises(codecs.UnsupportedEncodingError, match='depth'):
+        codecs.to_rgb(compressed(b'\x00' * 12 + b'\x89PNG\r\n\x1a\n', '16UC1; compressedDepth png'))
 
 
 def camera_info(k=None, p=None, d=(0.0,) * 5):
