@@ -183,3 +183,30 @@ def test_empty_detections_still_clear_the_markers():
     msg = marker_array(F, np.zeros((0, 9)), np.zeros(0), np.zeros(0, int), ['car'], 1, 'base_link')
     assert [m.action for m in msg.markers] == [3]
     assert len(detection_array(F, np.zeros((0, 9)), [], [], ['car'], 1, 'map').detections) == 0
+
+
+def test_builders_work_with_generated_python_message_classes(monkeypatch):
+    """ImportedMessages imports `<pkg>.msg` classes as rclpy's generated code provides them;
+    here stand-in modules whose classes only take keyword fields (as rclpy's do)."""
+    import sys
+    import types
+    from sparsebev_ros.messages import ImportedMessages
+
+    def package(name, classes):
+        module = types.ModuleType(f'{name}.msg')
+        for cls in classes:
+            setattr(module, cls, type(cls, (types.SimpleNamespace,), {}))
+        monkeypatch.setitem(sys.modules, f'{name}.msg', module)
+
+    package('std_msgs', ['Header', 'ColorRGBA'])
+    package('builtin_interfaces', ['Time', 'Duration'])
+    package('geometry_msgs', ['Point', 'Pose', 'Quaternion', 'Vector3', 'PoseWithCovariance'])
+    package('vision_msgs', ['ObjectHypothesis', 'ObjectHypothesisWithPose', 'BoundingBox3D',
+                            'Detection3D', 'Detection3DArray'])
+    package('visualization_msgs', ['Marker', 'MarkerArray'])
+    factory = ImportedMessages()
+    det = detection_array(factory, BOXES, [0.8, 0.4], [0, 8], ['car'] * 8 + ['pedestrian'], 7, 'map')
+    assert type(det).__name__ == 'Detection3DArray' and det.header.stamp.nanosec == 7
+    assert det.detections[1].results[0].hypothesis.class_id == 'pedestrian'
+    markers = marker_array(factory, BOXES, [0.8, 0.4], [0, 8], ['car'] * 8 + ['pedestrian'], 7, 'map')
+    assert markers.markers[0].action == 3 and isinstance(markers.markers[1].id, int)
