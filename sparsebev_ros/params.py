@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -221,37 +221,41 @@ PARAMS_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
 
 @dataclass
 class DetectorParams:
-    """Validated parameter values (attribute per :data:`PARAMS` entry)."""
-    preset: str = 'tiny'
-    checkpoint: str = ''
-    device: str = 'auto'
-    precision: str = 'fp32'
-    score_threshold: float = 0.3
-    max_detections: int = 300
-    classes: list = field(default_factory=lambda: ['all'])
-    image_topics: list = field(default_factory=list)
-    camera_info_topics: list = field(default_factory=list)
-    image_transport: str = 'compressed'
-    use_projection_matrix: bool = False
-    anchor_camera: str = 'CAM_FRONT'
-    world_frame: str = 'map'
-    base_frame: str = 'base_link'
-    model_frame: str = ''
-    model_translation: list = field(default_factory=list)
-    model_rotation_xyzw: list = field(default_factory=list)
-    output_frame: str = 'base_link'
-    tf_timeout: float = 0.1
-    slop: float = 0.08
-    queue_size: int = 10
-    max_camera_time_diff: float = 0.15
-    history_spacing: float = 0.5
-    max_time_gap: float = 2.0
-    qos_reliability: str = 'best_effort'
-    skip_when_no_subscribers: bool = True
-    publish_markers: bool = True
-    marker_style: str = 'lines'
-    marker_lifetime: float = 0.5
-    warn_throttle: float = 5.0
+    """Validated parameter values, one attribute per :data:`PARAMS` entry.
+
+    Made by :func:`validate` / :func:`defaults` / :func:`load_yaml`; the defaults live only in
+    :data:`PARAMS`.
+    """
+    preset: str
+    checkpoint: str
+    device: str
+    precision: str
+    score_threshold: float
+    max_detections: int
+    classes: list
+    image_topics: list
+    camera_info_topics: list
+    image_transport: str
+    use_projection_matrix: bool
+    anchor_camera: str
+    world_frame: str
+    base_frame: str
+    model_frame: str
+    model_translation: list
+    model_rotation_xyzw: list
+    output_frame: str
+    tf_timeout: float
+    slop: float
+    queue_size: int
+    max_camera_time_diff: float
+    history_spacing: float
+    max_time_gap: float
+    qos_reliability: str
+    skip_when_no_subscribers: bool
+    publish_markers: bool
+    marker_style: str
+    marker_lifetime: float
+    warn_throttle: float
 
     @property
     def subscribed_image_topics(self) -> list[str]:
