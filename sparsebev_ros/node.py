@@ -165,7 +165,7 @@ class DetectorNode:
         from visualization_msgs.msg import MarkerArray
 
         from .messages import ImportedMessages
-        from .pipeline import Pipeline, build_detector
+        from .pipeline import Pipeline, ThrottledLogger, build_detector
 
         node, log = self.node, self.node.get_logger()
         self.params = p = declare_parameters(node)
@@ -188,8 +188,9 @@ class DetectorNode:
         self.mailbox: LatestMailbox[tuple[Any, ...]] = LatestMailbox()
         self.counters: Counter = Counter()
         self._last_publish: float | None = None
+        self._note = ThrottledLogger(log.info, p.warn_throttle)    # expected events, throttled
 
-        # outputs (reliable; markers are latched by nobody: they carry a lifetime)
+        # outputs: reliable, volatile (markers expire by their lifetime, nothing is latched)
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.detections_pub = node.create_publisher(Detection3DArray, '~/detections', out_qos)
         self.markers_pub = node.create_publisher(MarkerArray, '~/markers', out_qos)
@@ -254,8 +255,8 @@ class DetectorNode:
             self.counters[NO_SUBSCRIBERS] += 1
             return
         if self.mailbox.put(images):
-            self.pipeline.warn('dropped', 'inference is slower than the cameras: dropping '
-                               f'older frames ({self.mailbox.dropped} so far)')
+            self._note('dropped', 'inference is slower than the cameras: working on the newest '
+                       f'frame, {self.mailbox.dropped} older ones dropped so far')
 
     def _on_reset(self, request: Any, response: Any) -> Any:
         from .pipeline import RESET_EXPLICIT
