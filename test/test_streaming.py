@@ -342,3 +342,17 @@ def test_reduced_precision_changes_only_the_image_branch_slightly(tiny):
     assert 0 < difference < 0.1
     with pytest.raises(ValueError, match='precision'):
         detector(tiny, precision='int8')
+
+
+def test_parallel_and_fast_preprocessing_keep_the_pixels(tiny):
+    frame = make_frame(0, T0, encode=True)
+    records = {}
+    for name, options in (('serial', {}), ('threads', dict(preprocess_workers=3)),
+                          ('torch', dict(resize_method='torch'))):
+        stream = detector(tiny, max_detections=5, **options)
+        stream.step(frame)
+        records[name] = stream.last_step.outputs['all_cls_scores']
+    assert torch.equal(records['serial'], records['threads'])
+    torch.testing.assert_close(records['torch'], records['serial'], rtol=0, atol=5e-2)
+    with pytest.raises(ValueError, match='resize_method'):
+        detector(tiny, resize_method='lanczos')

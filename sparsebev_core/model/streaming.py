@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -37,7 +38,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..frame import Detections, Frame
 from ..geometry import CAMERA_NAMES, compose_lidar2img
-from ..image import ResizeMethod, as_rgb_image, resize_crop
+from ..image import RESIZE_METHODS, ResizeMethod, as_rgb_image, resize_crop
 
 Precision = Literal['fp32', 'fp16', 'bf16']
 _AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -142,13 +143,15 @@ class StreamingDetector:
         max_cached_frames: hard cap on cached frames (FIFO), a guard against memory growth on
             high-rate streams; the selection rule alone keeps about
             (T-1) * history_spacing * frame rate + 1 frames.
+        preprocess_workers: threads that decode and resize the six images in parallel
+            (0: in the calling thread). Same pixels either way.
     """
 
     def __init__(self, model: nn.Module, cfg: ModelConfig, device: str | torch.device = 'cpu',
                  history_spacing: float = 0.5, max_time_gap: float = 2.0,
                  score_threshold: float | None = None, max_detections: int | None = None,
                  precision: Precision = 'fp32', resize_method: ResizeMethod = 'pil',
-                 max_cached_frames: int = 64) -> None:
+                 max_cached_frames: int = 64, preprocess_workers: int = 0) -> None:
         if cfg.num_future_frames > 0 or cfg.frame_layout != 'past':
             raise ValueError(
                 f'preset {cfg.name!r} uses {cfg.num_future_frames} future frames '
@@ -172,6 +175,10 @@ class StreamingDetector:
         self.precision = precision
         self.resize_method = resize_method
         self.max_cached_frames = int(max_cached_frames)
+        if resize_method not in RESIZE_METHODS:
+            raise ValueError(f'resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}')
+        self._pool = ThreadPoolExecutor(int(preprocess_workers), 'sparsebev-preprocess') \
+            if preprocess_workers > 0 else None
         self.num_frames = cfg.num_frames                         # T
         self.input_hw = tuple(cfg.input_size)
         self._cache: OrderedDict[str, CachedFrame] = OrderedDict()
@@ -264,21 +271,27 @@ class StreamingDetector:
 
     def _preprocess(self, frame: Frame) -> tuple[torch.Tensor, tuple[CameraGeometry, ...]]:
         """Decode, resize and crop the six images; returns [1, 6, 3, H, W] uint8 + geometry."""
-        images, cameras = [], []
-        for index, camera in enumerate(frame.cameras):
-            try:
-                rgb = as_rgb_image(camera.image)
-            except ValueError as err:
-                raise InvalidFrameError(f'{_camera_label(camera, index)} at {camera.stamp:.6f} s: '
-                                        f'{err}') from err
-            image, ida = resize_crop(rgb, self.input_hw, method=self.resize_method)
-            images.append(image)                                         # [H, W, 3]
-            cameras.append(CameraGeometry(
-                np.asarray(camera.K, np.float64), np.asarray(camera.T_ego_cam, np.float64),
-                np.asarray(camera.T_world_ego, np.float64), ida, float(camera.stamp)))
+        indexed = list(enumerate(frame.cameras))
+        if self._pool is not None:                       # decoders and resizers release the GIL
+            prepared = list(self._pool.map(lambda item: self._prepare_camera(*item), indexed))
+        else:
+            prepared = [self._prepare_camera(*item) for item in indexed]
+        images = [image for image, _ in prepared]                         # 6 x [H, W, 3]
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [6, 3, H, W] uint8
         batch = batch[None].to(self.device, non_blocking=True)           # [1, 6, 3, H, W]
-        return batch, tuple(cameras)
+        return batch, tuple(geometry for _, geometry in prepared)
+
+    def _prepare_camera(self, index: int, camera) -> tuple[np.ndarray, CameraGeometry]:
+        """One camera: network-input pixels (H, W, 3) uint8 and its geometry."""
+        try:
+            rgb = as_rgb_image(camera.image)
+        except ValueError as err:
+            raise InvalidFrameError(f'{_camera_label(camera, index)} at {camera.stamp:.6f} s: '
+                                    f'{err}') from err
+        image, ida = resize_crop(rgb, self.input_hw, method=self.resize_method)
+        return image, CameraGeometry(
+            np.asarray(camera.K, np.float64), np.asarray(camera.T_ego_cam, np.float64),
+            np.asarray(camera.T_world_ego, np.float64), ida, float(camera.stamp))
 
     def _projections(self, used: Sequence[CachedFrame], T_world_ego_ref: np.ndarray,
                      T_ego_model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
