@@ -6,12 +6,14 @@ measured in the same run (speed claims are ratios to an in-run baseline, never a
 numbers from another machine). Also reports how far each method's pixels are from PIL's.
 
     .venv/bin/python bench/preprocess.py [--repeats 10] [--size 1600 900] [--input 704 256]
+                                         [--workers 6]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -32,14 +34,21 @@ def camera_jpegs(width: int, height: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def time_frame(jpegs: list[bytes], final_hw: tuple[int, int], method: str, repeats: int) -> float:
-    """Median seconds for decode + resize/crop of the six images."""
+def time_frame(jpegs: list[bytes], final_hw: tuple[int, int], method: str, repeats: int,
+               workers: int = 0) -> float:
+    """Median seconds for decode + resize/crop of the six images (``workers`` threads, as
+    ``StreamingDetector(preprocess_workers=...)``; 0 = one thread)."""
+    def prepare(data: bytes):
+        return resize_crop(decode_image(data), final_hw, method=method)
+
+    pool = ThreadPoolExecutor(workers) if workers else None
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for data in jpegs:
-            resize_crop(decode_image(data), final_hw, method=method)
+        list(pool.map(prepare, jpegs)) if pool else [prepare(d) for d in jpegs]
         times.append(time.perf_counter() - start)
+    if pool:
+        pool.shutdown()
     return statistics.median(times)
 
 
@@ -48,6 +57,8 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--size', type=int, nargs=2, default=(1600, 900), metavar=('W', 'H'))
     parser.add_argument('--input', type=int, nargs=2, default=(704, 256), metavar=('W', 'H'))
+    parser.add_argument('--workers', type=int, default=0,
+                        help='also time each method with this many preprocessing threads')
     args = parser.parse_args()
     import torch
     torch.set_num_threads(1)                         # one core, like one preprocessing worker
@@ -72,6 +83,9 @@ def main() -> None:
         diffs = [np.abs(resize_crop(im, final_hw, method)[0] - ref) for im, ref in zip(decoded, reference)]
         print(f'{method:<8} {seconds / baseline:>16.2f} {np.mean(diffs):>12.4f} '
               f'{max(int(d.max()) for d in diffs):>11d}')
+        if args.workers:
+            threaded = time_frame(jpegs, final_hw, method, args.repeats, args.workers)
+            print(f'{method + f" x{args.workers}":<8} {threaded / baseline:>16.2f}')
 
 
 if __name__ == '__main__':
