@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import ModelConfig
-from ..geometry import CAMERA_NAMES, POINT_CLOUD_RANGE, compose_lidar2img
+from ..geometry import compose_lidar2img
 from . import transforms as T
 from .infos import info_path, load_infos, resolve_split
 
@@ -154,7 +154,7 @@ class NuScenesMultiFrameDataset(Dataset):
 
         if 'gt_boxes' in info:
             boxes, labels, gt_index = T.filter_gt(info['gt_boxes'], info['gt_labels'],
-                                                  info['valid_flag'], POINT_CLOUD_RANGE)
+                                                  info['valid_flag'], tuple(cfg.head.pc_range))
         else:
             boxes, labels, gt_index = np.zeros((0, 9)), np.zeros((0,), np.int64), np.zeros(0, int)
         bev = (0.0, 1.0)
