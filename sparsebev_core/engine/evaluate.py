@@ -256,6 +256,9 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
 
     if mode not in ('online', 'offline'):
         raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+    if mode == 'online' and cfg.num_future_frames > 0:
+        raise ValueError(f'preset {cfg.name!r} looks at future frames, which a feature cache '
+                         f'cannot provide: evaluate it with --mode offline')
     eval_set = resolve_split(version, split)
     infos = build_dataset(cfg, data_root, version=version, split=eval_set, training=False,
                           load_images=False).infos
