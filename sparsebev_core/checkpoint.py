@@ -35,8 +35,6 @@ LEGACY_VERSION = 'v0.17.1'          # official VERSION string of the old box con
 CURRENT_VERSION = 'v1.0.0'
 FORMAT_NAME = 'sparsebev_ros.checkpoint/1'
 
-StateDict = 'OrderedDict[str, torch.Tensor]'
-
 
 class CheckpointError(RuntimeError):
     """A checkpoint file cannot be read or does not describe a SparseBEV model."""

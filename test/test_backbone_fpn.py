@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sparsebev_core.config import FPNConfig, ResNetConfig
+from sparsebev_core.config import ResNetConfig
 from sparsebev_core.model.backbones.resnet import ResNet, build_resnet
 from sparsebev_core.model.detector import build_model, pad_to_multiple
 from sparsebev_core.model.fpn import FPN
