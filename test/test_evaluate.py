@@ -117,8 +117,10 @@ def test_online_and_offline_inference_agree(tiny_model, infos, root):
         (b_on, s_on, l_on), (b_off, s_off, l_off) = online[token], offline[token]
         assert len(s_on) == len(s_off) > 50
         np.testing.assert_allclose(s_on, s_off, atol=1e-5)
-        np.testing.assert_array_equal(l_on[:20], l_off[:20])
-        np.testing.assert_allclose(b_on[:20], b_off[:20], atol=1e-3)
+        for i in range(20):                        # order-free: near-equal scores may swap
+            same = (np.abs(s_off - s_on[i]) < 1e-5) & (l_off == l_on[i]) & \
+                np.all(np.abs(b_off - b_on[i]) < 1e-3, axis=1)
+            assert same.any(), (token, i)
 
 
 def test_eval_cli_writes_results_and_metrics(tiny_model, root, tmp_path, capsys):
