@@ -101,6 +101,7 @@ def run_fixture(path: Path, tmp_dir: Path) -> dict:
     ckpt = tmp_dir / f'{path.stem}_official.pth'
     torch.save({'meta': {'source': 'parity fill.py'}, 'state_dict': weights}, ckpt)
     load_checkpoint(model, ckpt)
+    ckpt.unlink()                                     # 180 MB: do not leave it in pytest's tmp
     del weights
 
     images = torch.from_numpy(np.ascontiguousarray(
