@@ -80,6 +80,7 @@ class TrainConfig:
     stop_prev_grad: int = 0                  # frames after the first N run under no_grad
     pretrained: str = ''                     # backbone pretrain file (nuImages / DD3D / EVA02)
     workers_per_gpu: int = 8
+    train_splits: tuple[str, ...] = ('train',)   # ('train', 'val') for the test-server presets
 
 
 FrameLayout = Literal['past', 'future_blocked', 'future_interleaved']

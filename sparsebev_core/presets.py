@@ -89,6 +89,7 @@ def _vov99_dd3d_1600x640_trainval_future() -> ModelConfig:
     cfg.train.resize_lim = (0.94, 1.25)
     cfg.train.lr_mults = (('img_backbone', 0.1), ('sampling_offset', 0.1))
     cfg.train.pretrained = DD3D_V99_PRETRAIN
+    cfg.train.train_splits = ('train', 'val')
     return cfg
 
 
@@ -108,6 +109,7 @@ def _vit_eva02_1600x640_trainval_future() -> ModelConfig:
     cfg.train.resize_lim = (0.94, 1.25)
     cfg.train.stop_prev_grad = 4
     cfg.train.pretrained = EVA02_L_PRETRAIN
+    cfg.train.train_splits = ('train', 'val')
     return cfg
 
 

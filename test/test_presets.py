@@ -73,6 +73,7 @@ def test_official_preset_matches_config_matrix(name):
     assert cfg.channel_order == order
     assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.total_batch_size) == (2e-4, 0.01, 8)
     assert cfg.head.num_layers == 6 and cfg.head.embed_dims == 256
+    assert cfg.train.train_splits == (('train', 'val') if 'trainval' in name else ('train',))
 
 
 def test_normalisation_constants_follow_channel_order():
