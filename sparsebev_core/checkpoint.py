@@ -297,6 +297,28 @@ def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
     return report
 
 
+def convert_pretrained_backbone(in_path: str | Path, out_path: str | Path,
+                                preset: 'str | ModelConfig', allow_pickle: bool = False) -> dict:
+    """Map a backbone pretrain file (nuImages / DD3D / EVA02) to ``img_backbone.*`` names.
+
+    The keys go through the backbone's ``PRETRAIN_KEY_MAP`` and are checked strictly against
+    the preset's backbone (``load_pretrained_backbone``); the written file holds only
+    ``img_backbone.*`` tensors and loads again with ``load_pretrained_backbone``.
+    """
+    from .model.detector import SparseBEV, build_backbone
+    from .presets import get_preset
+    cfg = get_preset(preset) if isinstance(preset, str) else preset
+    model = SparseBEV(cfg, build_backbone(cfg), None, None)
+    report = load_pretrained_backbone(model, read_checkpoint(in_path, allow_pickle))
+    state = OrderedDict(('img_backbone.' + k, v.detach().cpu().contiguous())
+                        for k, v in model.img_backbone.state_dict().items())
+    out = dict(state_dict=state, meta=dict(format=FORMAT_NAME, source=str(in_path), kind='backbone',
+                                           preset=cfg.name))
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, out_path)
+    return dict(preset=cfg.name, num_keys=len(report['loaded']), ignored=report['ignored'])
+
+
 # ---------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sparsebev convert-checkpoint``."""
@@ -308,10 +330,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='allow arbitrary pickled objects (only for files you trust)')
     parser.add_argument('--no-verify', action='store_true',
                         help='skip building the model and loading the converted weights')
+    parser.add_argument('--backbone-only', action='store_true',
+                        help='INPUT is a backbone pretrain file (nuImages Cascade Mask R-CNN, DD3D, '
+                             'EVA02); needs --preset')
 
 
 def main(args: argparse.Namespace) -> int:
     """Convert, verify, print a one-paragraph summary; exit status 1 on a clear error."""
+    if args.backbone_only:
+        if not args.preset:
+            print('error: --backbone-only needs --preset (the backbone to map the file onto)')
+            return 1
+        try:
+            report = convert_pretrained_backbone(args.input, args.output, args.preset,
+                                                 allow_pickle=args.allow_pickle)
+        except (CheckpointError, KeyError) as err:
+            print(f'error: {err}')
+            return 1
+        print(f'converted backbone {args.input} -> {args.output}: preset {report["preset"]}, '
+              f'{report["num_keys"]} backbone tensors loaded strictly, {len(report["ignored"])} other '
+              f'keys ignored' + (f' (e.g. {", ".join(report["ignored"][:3])})' if report['ignored'] else ''))
+        return 0
     try:
         report = convert_official_checkpoint(args.input, args.output, args.preset,
                                              allow_pickle=args.allow_pickle, verify=not args.no_verify)

@@ -278,3 +278,29 @@ def test_eva02_pretrain_loads_trunk_and_pyramid_and_skips_rope_tables():
     assert torch.equal(model.img_backbone.backbone.net.rope_glb.freqs_cos, rope_before)
     assert 'roi_heads.box_predictor.cls_score.weight' in report['ignored']
     assert any(k.endswith('rope_glb.freqs_cos') for k in report['ignored'])
+
+
+def test_convert_checkpoint_backbone_only_maps_a_dd3d_file(tmp_path, monkeypatch, capsys):
+    """``sparsebev convert-checkpoint --backbone-only``: DD3D layout in, ``img_backbone.*`` out."""
+    from sparsebev_core import cli, presets
+    cfg = tiny_preset_with('vovnet')
+    cfg.name = 'tiny_vovnet'
+    monkeypatch.setitem(presets._PRESETS, 'tiny_vovnet', lambda: tiny_preset_with('vovnet'))
+    torch.manual_seed(0)
+    backbone = VoVNet(cfg.backbone).state_dict()
+    src = tmp_path / 'dd3d_det_final.pth'
+    file = OrderedDict(('backbone.bottom_up.' + k, v) for k, v in backbone.items())
+    file['backbone.fpn_output3.weight'] = torch.zeros(2)
+    torch.save(dict(model=file, iteration=1), src)
+    out = tmp_path / 'vov_backbone.pth'
+    assert cli.main(['convert-checkpoint', str(src), str(out), '--backbone-only', '--preset', 'tiny_vovnet']) == 0
+    assert '1 other keys ignored' in capsys.readouterr().out
+    converted = torch.load(out, weights_only=True)['state_dict']
+    assert set(converted) == {'img_backbone.' + k for k in backbone}
+    model = build_model(cfg)
+    load_pretrained_backbone(model, out)
+    for k, v in backbone.items():
+        assert torch.equal(model.img_backbone.state_dict()[k], v), k
+    # a file for another backbone is refused with the key report
+    assert cli.main(['convert-checkpoint', str(src), str(out), '--backbone-only', '--preset', 'tiny']) == 1
+    assert 'missing keys' in capsys.readouterr().out
