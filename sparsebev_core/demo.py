@@ -30,23 +30,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .geometry import (CAMERA_NAMES, CLASS_NAMES, box_corners,
-                       gravity_to_bottom_center, invert_transform, transform_boxes,
-                       transform_from_quat)
+from .geometry import (CAMERA_NAMES, CLASS_NAMES, compose_lidar2img, gravity_to_bottom_center,
+                       invert_transform, transform_boxes, transform_from_quat)
 
 DEMO_SEED = 20231001                 # world seed of the demo scene; training uses other seeds
 DEMO_KEYFRAMES = 20                  # 2 Hz keyframes: a 9.5 s scene
 EVAL_SCORE_THRESHOLD = 0.05          # official test-time threshold (boxes scored for mAP)
 EVAL_MAX_BOXES = 300                 # official top-k
-
-# (B, G, R)-free RGB colours per class for the pictures
-CLASS_COLORS: dict[str, tuple[int, int, int]] = {
-    'car': (255, 158, 0), 'truck': (255, 99, 71), 'construction_vehicle': (233, 150, 70),
-    'bus': (255, 69, 0), 'trailer': (255, 140, 0), 'barrier': (112, 128, 144),
-    'motorcycle': (255, 61, 99), 'bicycle': (220, 20, 60), 'pedestrian': (0, 0, 230),
-    'traffic_cone': (47, 79, 79),
-}
-GT_COLOR = (0, 200, 0)
 
 @dataclass
 class DemoReport:
@@ -191,111 +181,32 @@ def metrics_text(metrics: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 # pictures
 # --------------------------------------------------------------------------------------------
-_BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4),
-              (0, 4), (1, 5), (2, 6), (3, 7))
+def keyframe_picture(frame: Any, pred_boxes: np.ndarray, pred_labels: np.ndarray,
+                     pred_scores: np.ndarray, gt_boxes: np.ndarray, class_names: Sequence[str],
+                     title: str = '') -> np.ndarray:
+    """Six cameras with predictions (class colours) and ground truth, plus a BEV panel
+    (``viz.draw.detections_figure``, the official figure layout), as an RGB array.
 
-
-def _draw_boxes_on_camera(image: np.ndarray, boxes_model: np.ndarray, colors: Sequence,
-                          K: np.ndarray, T_cam_model: np.ndarray, thickness: int = 1) -> None:
-    """Draw boxes (model frame, bottom centre) with edges clipped at 0.1 m depth."""
-    import cv2
-    if not len(boxes_model):
-        return
-    corners = box_corners(boxes_model)                                   # (N, 8, 3)
-    cam = corners @ T_cam_model[:3, :3].T + T_cam_model[:3, 3]           # (N, 8, 3)
-    near = 0.1
-    H, W = image.shape[:2]
-    for points, color in zip(cam, colors):
-        if (points[:, 2] < near).all():
-            continue
-        for a, b in _BOX_EDGES:
-            p, q = points[a], points[b]
-            if p[2] < near and q[2] < near:
-                continue
-            if p[2] < near:
-                p = p + (q - p) * (near - p[2]) / (q[2] - p[2])
-            elif q[2] < near:
-                q = q + (p - q) * (near - q[2]) / (p[2] - q[2])
-            uv = [(K @ x)[:2] / x[2] for x in (p, q)]
-            if max(abs(uv[0][0]), abs(uv[1][0])) > 4 * W or max(abs(uv[0][1]), abs(uv[1][1])) > 4 * H:
-                continue
-            cv2.line(image, tuple(int(round(v)) for v in uv[0]),
-                     tuple(int(round(v)) for v in uv[1]), color, thickness, cv2.LINE_AA)
-        # front face marker: a cross on the +x face
-        f = points[[0, 3, 4, 7]]
-        if (f[:, 2] > near).all():
-            uv = [(K @ x)[:2] / x[2] for x in f]
-            for i, j in ((0, 3), (1, 2)):
-                cv2.line(image, tuple(int(round(v)) for v in uv[i]),
-                         tuple(int(round(v)) for v in uv[j]), color, thickness, cv2.LINE_AA)
-
-
-def _bev_panel(size: int, pred: np.ndarray, pred_colors: Sequence, gt: np.ndarray,
-               view_range: float = 51.2) -> np.ndarray:
-    """Bird's-eye view of the model frame (x right, y forward/up), ego at the centre."""
-    import cv2
-    panel = np.full((size, size, 3), 255, np.uint8)
-    scale = size / (2 * view_range)
-
-    def to_px(xy: np.ndarray) -> np.ndarray:
-        return np.stack([size / 2 + xy[..., 0] * scale, size / 2 - xy[..., 1] * scale], -1)
-
-    for r in (10, 20, 30, 40, 50):
-        cv2.circle(panel, (size // 2, size // 2), int(r * scale), (225, 225, 225), 1, cv2.LINE_AA)
-    cv2.line(panel, (size // 2, 0), (size // 2, size), (235, 235, 235), 1)
-    cv2.line(panel, (0, size // 2), (size, size // 2), (235, 235, 235), 1)
-    ego = to_px(np.array([[-0.9, -2.2], [0.9, -2.2], [0.9, 2.2], [-0.9, 2.2]]))
-    cv2.fillPoly(panel, [np.round(ego).astype(np.int32)], (60, 60, 60))
-    for boxes, colors, thickness in ((gt, [GT_COLOR] * len(gt), 2), (pred, pred_colors, 1)):
-        if not len(boxes):
-            continue
-        corners = box_corners(boxes)[:, :4, :2]                          # (N, 4, 2) bottom
-        for box, quad, color in zip(boxes, corners, colors):
-            px = np.round(to_px(quad)).astype(np.int32)
-            cv2.polylines(panel, [px], True, color, thickness, cv2.LINE_AA)
-            front = to_px((quad[0] + quad[3]) / 2)
-            centre = to_px(box[:2])
-            cv2.line(panel, tuple(np.round(centre).astype(int)), tuple(np.round(front).astype(int)),
-                     color, thickness, cv2.LINE_AA)
-    cv2.putText(panel, 'BEV (model frame), 10 m rings', (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                (80, 80, 80), 1, cv2.LINE_AA)
-    return panel
-
-
-def draw_keyframe(frame: Any, pred_boxes: np.ndarray, pred_labels: np.ndarray,
-                  pred_scores: np.ndarray, gt_boxes: np.ndarray, class_names: Sequence[str],
-                  title: str = '') -> np.ndarray:
-    """Six cameras (2 x 3 grid) with predictions (class colours) and ground truth (green),
-    plus a BEV panel on the right; boxes in the model frame (bottom centre). RGB uint8."""
-    import cv2
+    Boxes are model-frame (bottom centre); each camera image is the original one, projected
+    into with its own ``lidar2img`` (no resize), so boxes land on the pixels the camera saw.
+    """
+    import matplotlib.pyplot as plt
 
     from .image import as_rgb_image
-    colors = [CLASS_COLORS.get(class_names[int(l)], (255, 0, 255)) for l in pred_labels]
-    tiles = []
-    T_world_model = frame.T_world_ego @ frame.T_ego_model
-    for name, camera in zip(CAMERA_NAMES, frame.cameras):
-        image = np.array(as_rgb_image(camera.image), copy=True)
-        T_cam_model = invert_transform(camera.T_world_ego @ camera.T_ego_cam) @ T_world_model
-        K = np.asarray(camera.K, np.float64)
-        _draw_boxes_on_camera(image, gt_boxes, [GT_COLOR] * len(gt_boxes), K, T_cam_model, 2)
-        _draw_boxes_on_camera(image, pred_boxes, colors, K, T_cam_model, 1)
-        cv2.putText(image, name, (5, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
-                    cv2.LINE_AA)
-        tiles.append(image)
-    h = max(t.shape[0] for t in tiles)
-    w = max(t.shape[1] for t in tiles)
-    tiles = [cv2.resize(t, (w, h)) if t.shape[:2] != (h, w) else t for t in tiles]
-    # FRONT_LEFT FRONT FRONT_RIGHT over BACK_LEFT BACK BACK_RIGHT, as a driver would look
-    order = [2, 0, 1, 4, 3, 5]
-    grid = np.concatenate([np.concatenate([tiles[i] for i in order[:3]], 1),
-                           np.concatenate([tiles[i] for i in order[3:]], 1)], 0)
-    panel = _bev_panel(grid.shape[0], pred_boxes, colors, gt_boxes)
-    canvas = np.concatenate([grid, panel], 1)
-    legend = np.full((22, canvas.shape[1], 3), 255, np.uint8)
-    text = (f'{title}   green: ground truth ({len(gt_boxes)})   colour by class: '
-            f'predictions ({len(pred_boxes)}, score >= threshold)')
-    cv2.putText(legend, text, (6, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([legend, canvas], 0)
+    from .viz.draw import detections_figure
+
+    images = [as_rgb_image(camera.image) for camera in frame.cameras]
+    lidar2img = [compose_lidar2img(camera.K, camera.T_ego_cam, camera.T_world_ego,
+                                   frame.T_world_ego, frame.T_ego_model)
+                 for camera in frame.cameras]
+    figure = detections_figure(images, lidar2img, pred_boxes, pred_labels, pred_scores,
+                               gt_boxes=gt_boxes, class_names=class_names, title=title,
+                               extent=55.0)
+    try:
+        figure.canvas.draw()
+        return np.asarray(figure.canvas.buffer_rgba())[:, :, :3].copy()
+    finally:
+        plt.close(figure)
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,8 +339,10 @@ def run_demo(out_dir: str | Path = 'demo_output', *, preset: str = 'tiny',
         gt = gravity_to_bottom_center(transform_boxes(gt_world, T_model_world)) if len(gt_world) \
             else np.zeros((0, 9))
         keep = k.scores >= score_threshold
-        picture = draw_keyframe(k.frame, k.boxes[keep], k.labels[keep], k.scores[keep], gt,
-                                class_names, title=f'{scene} keyframe {k.index:02d}')
+        picture = keyframe_picture(
+            k.frame, k.boxes[keep], k.labels[keep], k.scores[keep], gt, class_names,
+            title=f'{scene} keyframe {k.index:02d}: predictions with score >= {score_threshold} '
+                  f'(class colours), ground truth (white)')
         path = picture_dir / f'keyframe_{k.index:02d}.png'
         Image.fromarray(picture).save(path, optimize=True)
         pictures.append(path)
