@@ -119,6 +119,7 @@ export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 export SPARSEBEV_TIER2=1
 say "pytest test/ros2 (ROS_DOMAIN_ID=$ROS_DOMAIN_ID, loopback only)"
 "$ROS_VENV/bin/python" -m pytest -q -p no:cacheprovider -W "ignore::DeprecationWarning:lark.utils" \
+  -W error::pytest.PytestUnhandledThreadExceptionWarning \
   test/ros2 "$@"
 
 say "mypy sparsebev_ros against the real rclpy (stubs for the stand-ins in test/ros2/typings)"

@@ -168,13 +168,22 @@ class DetectorNode:
         from .pipeline import Pipeline, ThrottledLogger, build_detector
 
         node, log = self.node, self.node.get_logger()
+        # rclpy ties each logging call site to one severity ("Logger severity cannot be changed
+        # between calls"): shared helpers such as ThrottledLogger log through these wrappers,
+        # one call site per severity.
+        def warn_log(text: str) -> None:
+            log.warning(text)
+
+        def info_log(text: str) -> None:
+            log.info(text)
+
         self.params = p = declare_parameters(node)
         for name, standin in (('tf2_ros', tf2_ros), ('message_filters', message_filters)):
             if getattr(standin, 'IS_STANDIN', False):
                 log.warning(f'{name} is a test STAND-IN (test/ros2/standins), not the ROS package')
 
         if detector is None:
-            detector = build_detector(p, log=log.warning)
+            detector = build_detector(p, log=warn_log)
         if class_names is None:
             cfg = getattr(detector, 'cfg', None)
             class_names = tuple(cfg.class_names) if cfg is not None else None
@@ -182,13 +191,13 @@ class DetectorNode:
         self.tf_buffer = tf2_ros.Buffer(node=node)
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, node, spin_thread=False)
         self.pipeline: Pipeline = Pipeline(p, detector, self._lookup, ImportedMessages(),
-                                           log=log.warning,
+                                           log=warn_log,
                                            class_names=class_names or CLASS_NAMES)
         self._pipeline_lock = threading.Lock()
         self.mailbox: LatestMailbox[tuple[Any, ...]] = LatestMailbox()
         self.counters: Counter = Counter()
         self._last_publish: float | None = None
-        self._note = ThrottledLogger(log.info, p.warn_throttle)    # expected events, throttled
+        self._note = ThrottledLogger(info_log, p.warn_throttle)    # expected events, throttled
 
         # outputs: reliable, volatile (markers expire by their lifetime, nothing is latched)
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -270,6 +279,7 @@ class DetectorNode:
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
+        """Inference loop: nothing that happens to one frame may end it."""
         while not self.mailbox.closed:
             images = self.mailbox.take(timeout=0.5)
             if images is None:
@@ -277,13 +287,15 @@ class DetectorNode:
             try:
                 with self._pipeline_lock:
                     result = self.pipeline.process(images)
-            except Exception as exc:          # a bad frame must not kill the node
+                if not isinstance(result, Skip):   # skips are counted and warned by the pipeline
+                    self._publish(result)
+            except Exception as exc:
                 self.counters['error'] += 1
-                self.pipeline.warn(f'error/{type(exc).__name__}',
-                                   f'frame failed with {type(exc).__name__}: {exc}')
-                continue
-            if not isinstance(result, Skip):       # skips are counted and warned by the pipeline
-                self._publish(result)
+                try:
+                    self.pipeline.warn(f'error/{type(exc).__name__}',
+                                       f'frame failed with {type(exc).__name__}: {exc}')
+                except Exception:                  # even logging failed: diagnostics count it
+                    pass
 
     def _publish(self, result: 'PipelineResult') -> None:
         from std_msgs.msg import Float64
