@@ -135,7 +135,7 @@ def host(tmp_path_factory) -> HostKernels:
     if compiler is None:
         pytest.skip('no C++ compiler (g++) to build the CPU harness of the CUDA kernels')
     library = tmp_path_factory.mktemp('msmv_host') / 'libmsmv_host.so'
-    subprocess.run([compiler, '-O2', '-std=c++17', '-Wall', '-Werror', '-shared', '-fPIC',
+    subprocess.run([compiler, '-O2', '-std=c++17', '-Wall', '-shared', '-fPIC',
                     str(CSRC / 'host_harness.cpp'), '-o', str(library)], check=True)
     return HostKernels(library)
 
@@ -342,7 +342,7 @@ def test_extension_kwargs_skips_with_a_message_when_cuda_cannot_be_built(capsys,
     assert 'not building the CUDA sampling op' in capsys.readouterr().err
 
 
-def test_setup_py_runs_without_a_cuda_build():
+def test_setup_py_runs_whether_or_not_the_cuda_op_can_be_built():
     result = subprocess.run([sys.executable, 'setup.py', '--version'], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
