@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict
 
 import pytest
@@ -156,6 +157,19 @@ def test_rope_attention_logits_depend_only_on_relative_position():
             if i % 4 < 3 and j % 4 < 3:                                       # shift both one column right
                 torch.testing.assert_close(logits[i + 1, j + 1], logits[i, j], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(logits[0, 1], logits[0, 4])                     # rows and columns differ
+
+
+def test_rope_table_angles_follow_the_eva02_formula():
+    """Token (r, c), channel j of a 2*d table: angle = (r if j < d else c) * (pt/ft) * theta^(-2*floor((j mod d)/2)/d)."""
+    d, pt, ft = 8, 16, 4
+    rope = VisionRotaryEmbedding(d, pt_seq_len=pt, ft_seq_len=ft)
+    for r in range(ft):
+        for c in range(ft):
+            for j in range(2 * d):
+                position = (r if j < d else c) * pt / ft
+                angle = position * 10000.0 ** (-2 * ((j % d) // 2) / d)
+                assert abs(rope.freqs_cos[r * ft + c, j].item() - math.cos(angle)) < 1e-6
+                assert abs(rope.freqs_sin[r * ft + c, j].item() - math.sin(angle)) < 1e-6
 
 
 def test_window_partition_round_trip_with_padding():
