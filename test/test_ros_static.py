@@ -175,6 +175,78 @@ def test_launch_overrides_name_real_parameters_and_the_installed_node():
     assert f'{executable} = sparsebev_ros.node:main' in scripts
 
 
+class _Recorded:
+    """A launch action or substitution of the fakes below: keeps its arguments."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration(_Recorded):
+    def perform(self, context):
+        return context[self.args[0]]
+
+
+def fake_launch_modules() -> dict:
+    """Recording stand-ins for the ``launch`` / ``launch_ros`` names the launch file uses
+    (those packages are not installable without ROS)."""
+    import types
+    modules = {name: types.ModuleType(name) for name in (
+        'launch', 'launch.actions', 'launch.conditions', 'launch.launch_context',
+        'launch.substitutions', 'launch_ros', 'launch_ros.actions', 'launch_ros.substitutions')}
+    modules['launch'].LaunchDescription = _Recorded
+    modules['launch.actions'].DeclareLaunchArgument = _Recorded
+    modules['launch.actions'].OpaqueFunction = _Recorded
+    modules['launch.conditions'].IfCondition = _Recorded
+    modules['launch.launch_context'].LaunchContext = dict
+    modules['launch.substitutions'].LaunchConfiguration = _LaunchConfiguration
+    modules['launch.substitutions'].PathJoinSubstitution = _Recorded
+    modules['launch_ros.actions'].Node = _Recorded
+    modules['launch_ros.substitutions'].FindPackageShare = _Recorded
+    return modules
+
+
+def run_launch_file(**arguments: str) -> tuple[list, dict]:
+    """(declared argument actions, {executable: Node kwargs}) for ``ros2 launch ... k:=v``."""
+    with mock.patch.dict(sys.modules, fake_launch_modules()):
+        namespace = runpy.run_path(str(LAUNCH_FILE))
+        description = namespace['generate_launch_description']()
+    actions = description.args[0]
+    declared = [a for a in actions if 'default_value' in a.kwargs]
+    context = {a.args[0]: a.kwargs['default_value'] for a in declared}
+    context.update(arguments)
+    opaque = [a for a in actions if a not in declared]
+    assert len(opaque) == 1
+    nodes = opaque[0].kwargs['function'](context)
+    return declared, {n.kwargs['executable']: n.kwargs for n in nodes}
+
+
+def test_launch_file_runs_and_passes_only_the_given_overrides():
+    _, nodes = run_launch_file()
+    detector = nodes['detector_node']
+    assert detector['package'] == 'sparsebev_ros' and detector['name'] == params.NODE_NAME
+    params_file, overrides = detector['parameters']
+    assert overrides == {'use_sim_time': False}          # nothing else overrides the file
+    remaps = dict(detector['remappings'])
+    for topic in params.defaults().image_topics + params.defaults().camera_info_topics:
+        assert remaps[topic] == topic                       # defaults: identity remaps
+    assert nodes['rviz2']['condition'].args[0].args[0] == 'rviz'
+
+    _, nodes = run_launch_file(preset='r50_nuimg_704x256', checkpoint='/m.pth',
+                               use_sim_time='true', cam_back_image='/car/back/image',
+                               cam_back_camera_info='/car/back/info')
+    detector = nodes['detector_node']
+    assert detector['parameters'][1] == {'preset': 'r50_nuimg_704x256', 'checkpoint': '/m.pth',
+                                         'use_sim_time': True}
+    params.validate({k: v for k, v in detector['parameters'][1].items() if k != 'use_sim_time'})
+    remaps = dict(detector['remappings'])
+    assert remaps['/CAM_BACK/image_raw'] == '/car/back/image'
+    assert remaps['/CAM_BACK/image_raw/compressed'] == '/car/back/image/compressed'
+    assert remaps['/CAM_BACK/camera_info'] == '/car/back/info'
+    assert remaps['/CAM_FRONT/image_raw'] == '/CAM_FRONT/image_raw'
+    assert nodes['rviz2']['parameters'] == [{'use_sim_time': True}]
+
+
 def test_launch_file_references_files_that_exist():
     text = LAUNCH_FILE.read_text()
     for name in re.findall(r"'config',\s*'([^']+)'", text):
