@@ -174,6 +174,10 @@ def test_feature_groups_are_contiguous_channel_blocks_in_row_order_b_t_g():
     assert grouped.shape == (2 * T * G, C, N, 5, 7)
     b, t, g, c, n = 1, 1, 2, 1, 4
     assert torch.equal(grouped[(b * T + t) * G + g, c, n], feat[b, t * N + n, g * C + c])
+    # the CUDA kernel's memory layout: same values, channels innermost
+    last = group_features_for_sampling([feat], G, channels_last=True)[0]
+    assert torch.equal(last, grouped) and last.is_contiguous(memory_format=torch.channels_last_3d)
+    assert group_features_for_sampling([feat], G)[0].is_contiguous()   # CPU: the torch backend's layout
 
 
 # ---------------------------------------------------------------- time and velocity (2.5.0, 2.5.1)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..geometry import CAMERA_NAMES
-from ..ops import msmv_sampling
+from ..ops import msmv_sampling, resolve_backend
 from .boxes import decode_bbox
 
 Tensor = torch.Tensor
@@ -26,19 +26,29 @@ DEPTH_EPS = 1e-5                      # projections with depth <= eps are invali
 
 
 def group_features_for_sampling(features: Sequence[Tensor], num_groups: int,
-                                num_cameras: int = NUM_CAMERAS) -> list[Tensor]:
+                                num_cameras: int = NUM_CAMERAS,
+                                channels_last: bool | None = None) -> list[Tensor]:
     """FPN levels ``[B, T*N, G*C, H, W]`` -> the sampling op's layout ``[B*T*G, C, N, H, W]``.
 
     Channel ``g*C + c`` of a level belongs to sampling group g (quirk 11: contiguous groups);
-    row ``(b*T + t)*G + g``. This is the one place that knows the op's feature layout.
+    row ``(b*T + t)*G + g``. This is the one place that knows the op's feature layout: done
+    once per forward, reused by every decoder layer. ``channels_last`` (default: when the
+    CUDA backend will run) lays the memory out as ``[B*T*G, N, H, W, C]``, what the CUDA
+    kernel reads, with the same logical shape.
     """
     grouped = []
     for feat in features:
         b, tn, gc, h, w = feat.shape
         t, c = tn // num_cameras, gc // num_groups
+        use_channels_last = (resolve_backend(feat) == 'cuda') if channels_last is None else channels_last
         feat = feat.reshape(b, t, num_cameras, num_groups, c, h, w)          # [B, T, N, G, C, H, W]
-        feat = feat.permute(0, 1, 3, 4, 2, 5, 6)                             # [B, T, G, C, N, H, W]
-        grouped.append(feat.reshape(b * t * num_groups, c, num_cameras, h, w))  # [BTG, C, N, H, W]
+        if use_channels_last:
+            feat = feat.permute(0, 1, 3, 2, 5, 6, 4)                         # [B, T, G, N, H, W, C]
+            feat = feat.reshape(b * t * num_groups, num_cameras, h, w, c)    # [BTG, N, H, W, C] memory
+            grouped.append(feat.permute(0, 4, 1, 2, 3))                      # [BTG, C, N, H, W] view
+        else:
+            feat = feat.permute(0, 1, 3, 4, 2, 5, 6)                         # [B, T, G, C, N, H, W]
+            grouped.append(feat.reshape(b * t * num_groups, c, num_cameras, h, w))  # [BTG, C, N, H, W]
     return grouped
 
 
@@ -189,7 +199,7 @@ class SpatioTemporalSampling(nn.Module):
     def _forward(self, query_bbox: Tensor, query_feat: Tensor, features: list[Tensor],
                  lidar2img: Tensor, time_diff: Tensor, image_hw: tuple[int, int]) -> Tensor:
         b, q = query_bbox.shape[:2]
-        t, g, p, l = self.num_frames, self.num_groups, self.num_points, self.num_levels
+        t, g, p, levels = self.num_frames, self.num_groups, self.num_points, self.num_levels
 
         offsets = self.sampling_offset(query_feat).view(b, q, g * p, 3)      # [B, Q, GP, 3]
         points = make_sample_points(query_bbox, offsets, self.pc_range,
@@ -198,7 +208,7 @@ class SpatioTemporalSampling(nn.Module):
         velocity = query_bbox[..., 8:10].detach()                            # [B, Q, 2] m/s
         points = warp_points_by_velocity(points, velocity, time_diff)        # [B, Q, T, G, P, 3]
 
-        weights = self.scale_weights(query_feat).view(b, q, g, p, l)         # [B, Q, G, P, L]
+        weights = self.scale_weights(query_feat).view(b, q, g, p, levels)    # [B, Q, G, P, L]
         weights = torch.softmax(weights, dim=-1)                             # [B, Q, G, P, L]
 
         uv, valid = project_points(points.reshape(b, q, t, g * p, 3), lidar2img,
