@@ -10,7 +10,8 @@
 // (r, c, n, h, w) at (((r * N + n) * H_l + h) * W_l + w) * C + c. float32, float64, float16 or
 // bfloat16, all levels the same. locations [R, Q, P, 3] and scale_weights [R, Q, P, L],
 // contiguous, in the accumulation dtype: float64 for float64 features, float32 otherwise.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 with at::Tensor casters (lighter than torch/extension.h)
 
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
