@@ -307,6 +307,19 @@ def test_kernels_compile_for_hopper_without_local_memory(tmp_path):
     assert all(line.split()[0] == '0' and '0 bytes spill stores' in line for line in report), report
 
 
+def test_vectorized_forward_kernels_read_features_with_16_byte_loads(tmp_path):
+    ptx = tmp_path / 'kernels.ptx'
+    subprocess.run([_nvcc(), '-std=c++17', '-O3', '-arch=sm_90', '-ptx',
+                    str(CSRC / 'msmv_sampling_kernels.cu'), '-o', str(ptx)], check=True)
+    entries = {entry.split('(')[0]: entry for entry in ptx.read_text().split('.entry ')[1:]}
+    vectorized = {name: body for name, body in entries.items()
+                  if re.search(r'msmv_forward_kernelILi(4Eff|2Edd|8E6__half|8E13__nv_bfloat16)', name)}
+    assert len(vectorized) == 4, list(entries)
+    for name, body in vectorized.items():
+        assert re.search(r'ld\.global(\.nc)?\.v(4\.f32|4\.u32|4\.b32|2\.f64)', body), name
+        assert '.local' not in body, name
+
+
 def test_binding_compiles_against_torch_headers(tmp_path):
     """The torch binding compiles (syntax and types) against the installed torch's headers."""
     compiler = shutil.which('g++') or shutil.which('c++')
