@@ -67,6 +67,9 @@ def build_dir() -> Path:
 def load_cached() -> ModuleType | None:
     """Import a finished JIT build for the current sources, or return None when there is none."""
     directory = build_dir()
+    loaded = sys.modules.get(MODULE_NAME)  # torch.utils.cpp_extension.load registers it there
+    if loaded is not None and Path(getattr(loaded, '__file__', '')).parent == directory:
+        return loaded
     candidates = sorted(directory.glob(f'{MODULE_NAME}*.so')) + sorted(directory.glob(f'{MODULE_NAME}*.pyd'))
     if not candidates:
         return None
