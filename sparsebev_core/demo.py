@@ -388,6 +388,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
 
 
+def summary_text(report: DemoReport, seconds: float) -> str:
+    """What ran, the metrics, and where to look."""
+    out = report.out_dir
+    return '\n'.join([
+        f'SparseBEV demo on {report.scene}: {report.keyframes_detected}/{report.keyframes} '
+        f'keyframes detected in {seconds:.0f} s '
+        f'({", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())})',
+        report.replay_summary, '', metrics_text(report.metrics), '', 'Look at:',
+        f'  pictures   {out / "keyframes"}/keyframe_*.png'
+        + (f'  (animated: {report.animation})' if report.animation else ''),
+        f'  metrics    {out / "metrics.txt"}  ({report.metrics_json}, devkit input in '
+        f'{out / "evaluation"})',
+        f'  bags       {report.input_bag} (cameras, TF)  ->  {report.output_bag} '
+        '(+ /sparsebev/detections, /sparsebev/markers)'])
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the demo and print where its outputs are."""
     start = time.perf_counter()
@@ -398,20 +414,9 @@ def main(args: argparse.Namespace) -> int:
                       max_seconds=args.max_seconds, gif=not args.no_gif,
                       progress=not args.no_progress,
                       log=lambda text: print(text, file=sys.stderr))
-    out = report.out_dir
+    text = summary_text(report, time.perf_counter() - start)
+    (report.out_dir / 'summary.txt').write_text(text + '\n')
     print()
-    print(f'SparseBEV demo on {report.scene}: {report.keyframes_detected}/{report.keyframes} '
-          f'keyframes detected in {time.perf_counter() - start:.0f} s '
-          f'({", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())})')
-    print(report.replay_summary)
-    print()
-    print(metrics_text(report.metrics))
-    print()
-    print('Look at:')
-    print(f'  pictures   {out / "keyframes"}/keyframe_*.png'
-          + (f'  (animated: {report.animation})' if report.animation else ''))
-    print(f'  metrics    {out / "metrics.txt"}  ({report.metrics_json}, devkit input in '
-          f'{out / "evaluation"})')
-    print(f'  bags       {report.input_bag} (cameras, TF)  ->  {report.output_bag} '
-          '(+ /sparsebev/detections, /sparsebev/markers)')
+    print(text)
+    print(f'  this text  {report.out_dir / "summary.txt"}')
     return 0
