@@ -84,7 +84,8 @@ def set_backend(name: str) -> None:
         if 'cuda' not in _implementations:
             raise RuntimeError(
                 "the CUDA msmv_sampling backend is not available: build it with "
-                "`pip install -e .` on a machine with nvcc and a CUDA-enabled torch, or let it "
+                "`pip install --no-build-isolation -e .` on a machine with nvcc and a CUDA-enabled "
+                "torch, or let it "
                 "compile just in time with `python -m sparsebev_core.ops.build`; "
                 "use set_backend('torch') or 'auto' to run without it")
     _backend = name
