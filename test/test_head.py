@@ -187,6 +187,8 @@ def test_time_diff_is_the_camera_mean_in_float64():
     ts = torch.cat([base + offsets, base - 0.5 + offsets + 0.001, base - 1.0 + offsets])[None]
     td = compute_time_diff(ts)
     assert td.dtype == torch.float32
+    with pytest.raises(TypeError, match='float64'):
+        compute_time_diff(ts.float())
     assert torch.allclose(td, torch.tensor([[0.0, 0.499, 1.0]]), atol=1e-6)
 
 

@@ -57,8 +57,15 @@ def fixture_paths() -> list[Path]:
     return sorted(PARITY_DIR.glob('ref_seed*_704x256.npz'))
 
 
-FIXTURES = fixture_paths()
-_RUNS: dict[Path, dict] = {}          # one forward per fixture, shared by the tests below
+FIXTURES = fixture_paths() or [PARITY_DIR / 'ref_seed*_704x256.npz']   # none found: fail loudly
+
+
+@pytest.fixture(scope='module')
+def parity_runs():
+    """One forward per fixture, shared by the tests below, freed (~1 GB) after this module."""
+    runs: dict[Path, dict] = {}
+    yield runs
+    runs.clear()
 
 
 def _sha256_mismatches(expected: dict, actual: dict) -> list[str]:
@@ -75,10 +82,10 @@ def _stats_per_image(levels: list[torch.Tensor]) -> list[tuple[np.ndarray, np.nd
     return out
 
 
-def run_fixture(path: Path, tmp_dir: Path) -> dict:
+def run_fixture(path: Path, runs: dict, tmp_dir: Path) -> dict:
     """Rebuild inputs and weights, load through the converter, run one forward with probes."""
-    if path in _RUNS:
-        return _RUNS[path]
+    if path in runs:
+        return runs[path]
     assert path.is_file(), f'parity fixture {path} not found (SPARSEBEV_PARITY_FIXTURES?)'
     ref = dict(np.load(path))
     meta = json.loads(str(ref['meta_json']))
@@ -162,7 +169,7 @@ def run_fixture(path: Path, tmp_dir: Path) -> dict:
 
     run = dict(ref=ref, meta=meta, cand=cand, features=features, model=model,
                lidar2img=lidar2img, timestamps=timestamps, image_hw=(height, width))
-    _RUNS[path] = run
+    runs[path] = run
     return run
 
 
@@ -194,8 +201,8 @@ def failure_message(name: str, lines: list[str]) -> str:
 
 
 @pytest.mark.parametrize('fixture', FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_parity_with_official_outputs(fixture, tmp_path):
-    run = run_fixture(fixture, tmp_path)
+def test_parity_with_official_outputs(fixture, parity_runs, tmp_path):
+    run = run_fixture(fixture, parity_runs, tmp_path)
     ok, lines = ordered_report(run['cand'], run['ref'])
     assert ok, failure_message(fixture.name, lines)
     checked = sum(1 for line in lines if line.endswith('ok'))
@@ -203,11 +210,11 @@ def test_parity_with_official_outputs(fixture, tmp_path):
 
 
 @pytest.mark.parametrize('fixture', FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_parity_teacher_forced_decoder_layers(fixture, tmp_path):
+def test_parity_teacher_forced_decoder_layers(fixture, parity_runs, tmp_path):
     layer_io_path = fixture.with_name(fixture.stem + '_layer_io.npz')
     if not layer_io_path.is_file():
         pytest.skip(f'no {layer_io_path.name} beside the fixture')
-    run = run_fixture(fixture, tmp_path)
+    run = run_fixture(fixture, parity_runs, tmp_path)
     ref, layer_io = run['ref'], dict(np.load(layer_io_path))
     head = run['model'].pts_bbox_head
     layer = head.transformer.decoder.decoder_layer

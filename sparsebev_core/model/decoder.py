@@ -22,6 +22,7 @@ from .sampling import NUM_CAMERAS, SpatioTemporalSampling, group_features_for_sa
 Tensor = torch.Tensor
 
 MIN_TIME_DIFF = 1e-5        # smaller time gaps (duplicated frames) count as 1 s for velocity
+_LOW_PRECISION_TIME_DTYPES = (torch.float16, torch.bfloat16, torch.float32, np.float16, np.float32)
 
 
 def compute_time_diff(timestamps: Tensor | np.ndarray, num_cameras: int = NUM_CAMERAS) -> Tensor:
@@ -31,6 +32,9 @@ def compute_time_diff(timestamps: Tensor | np.ndarray, num_cameras: int = NUM_CA
     float32 (quirk 13: absolute stamps ~1.5e9 s would lose the milliseconds in float32).
     Returns ``[B, T]`` float32 (0 for frame 0, positive for past frames).
     """
+    if getattr(timestamps, 'dtype', None) in _LOW_PRECISION_TIME_DTYPES:
+        raise TypeError(f'timestamps must be float64 seconds, got {timestamps.dtype}: float32 '
+                        'cannot resolve milliseconds at Unix-epoch magnitudes (~1.5e9 s)')
     ts = torch.as_tensor(timestamps, dtype=torch.float64)
     ts = ts.reshape(ts.shape[0], -1, num_cameras)                                # [B, T, N]
     return (ts[:, :1, :] - ts).mean(dim=-1).to(torch.float32)                     # [B, T]
