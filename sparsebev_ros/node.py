@@ -197,6 +197,7 @@ class DetectorNode:
         self.mailbox: LatestMailbox[tuple[Any, ...]] = LatestMailbox()
         self.counters: Counter = Counter()
         self._last_publish: float | None = None
+        self._last_synced: float | None = None
         self._note = ThrottledLogger(info_log, p.warn_throttle)    # expected events, throttled
 
         # outputs: reliable, volatile (markers expire by their lifetime, nothing is latched)
@@ -260,6 +261,7 @@ class DetectorNode:
 
     def _on_synced(self, *images: Any) -> None:
         """Six synced images (CAMERA_NAMES order): hand them to the worker, newest wins."""
+        self._last_synced = time.monotonic()
         if self.params.skip_when_no_subscribers and not self.has_subscribers():
             self.counters[NO_SUBSCRIBERS] += 1
             return
@@ -323,14 +325,19 @@ class DetectorNode:
         for stage in ('assemble', 'detector', 'total'):
             for q, ms in stats.percentiles(stage).items():
                 values[f'latency_{stage}_p{q}_ms'] = round(ms, 2)
-        recent = self._last_publish is not None and time.monotonic() - self._last_publish < 5.0
-        if recent:
+        now = time.monotonic()
+        published_lately = self._last_publish is not None and now - self._last_publish < 5.0
+        arrived_lately = self._last_synced is not None and now - self._last_synced < 5.0
+        if published_lately:
             level, message = DiagnosticStatus.OK, 'publishing detections'
-        elif stats.synced or stats.skipped:
-            level, message = DiagnosticStatus.WARN, 'frames arrive but none published lately ' \
-                f'(skips: {dict(stats.skipped) or "none"})'
+        elif arrived_lately and not self.has_subscribers() and self.params.skip_when_no_subscribers:
+            level, message = DiagnosticStatus.OK, 'idle: nobody subscribes to the outputs'
+        elif arrived_lately:
+            level, message = DiagnosticStatus.WARN, 'camera frames arrive but none was ' \
+                f'published in 5 s (skipped so far: {dict(stats.skipped) or "none"})'
         else:
-            level, message = DiagnosticStatus.OK, 'waiting for synchronised camera frames'
+            level, message = DiagnosticStatus.WARN, 'no synchronised camera frames in 5 s ' \
+                '(check the image topics, their stamps and slop)'
         return DiagnosticStatus(level=level, name=f'{self.node.get_name()}: detector',
                                 hardware_id=self.params.preset, message=message,
                                 values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

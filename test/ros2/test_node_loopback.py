@@ -20,11 +20,13 @@ import pytest
 import rclpy
 import simplejpeg
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage
+from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
@@ -146,6 +148,11 @@ class Listener:
             self.node.create_subscription(Detection3DArray, '/sparsebev/detections', self._on_det, qos),
             self.node.create_subscription(MarkerArray, '/sparsebev/markers', self._on_markers, qos)]
         self.reset_client = self.node.create_client(Trigger, '/sparsebev/reset')
+        self.latency_ms: list[float] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.node.create_subscription(Float64, '/sparsebev/latency/total_ms',
+                                      lambda m: self.latency_ms.append(m.data), qos)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, qos)
 
     def _on_det(self, msg: Detection3DArray) -> None:
         with self.lock:
@@ -158,6 +165,25 @@ class Listener:
     def stamps_ns(self) -> list[int]:
         with self.lock:
             return [codecs.header_stamp_ns(m) for m in self.detections]
+
+
+class Spinning:
+    """Spin ``nodes`` in their own MultiThreadedExecutor thread; on exit stop the executor and
+    wait for its callbacks before the nodes may be destroyed (no callback on a dead node)."""
+
+    def __init__(self, context: Any, *nodes: Any) -> None:
+        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        for node in nodes:
+            self.executor.add_node(node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+
+    def __enter__(self) -> 'Spinning':
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.executor.shutdown(timeout_sec=30.0)
+        self.thread.join(30.0)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = WAIT, what: str = '') -> None:
@@ -290,6 +316,27 @@ def test_node_publishes_what_the_offline_pipeline_computes_from_the_same_message
                 assert abs(getattr(e.bbox.size, field) - getattr(o.bbox.size, field)) < 1e-4
 
 
+def test_diagnostics_and_latency_topics_report_what_happened(ros):
+    detector, rig, listener = ros
+    assert len(listener.latency_ms) >= 4 and all(ms > 0 for ms in listener.latency_ms)
+
+    def latest_status() -> DiagnosticStatus | None:
+        for msg in reversed(list(listener.diagnostics)):
+            for status in msg.status:
+                if status.name == 'sparsebev: detector':
+                    return status
+        return None
+
+    wait_for(lambda: latest_status() is not None
+             and {kv.key: kv.value for kv in latest_status().values}.get('published') == '4',
+             10.0, 'a diagnostics message counting the four published frames')
+    status = latest_status()
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.hardware_id == 'tiny'
+    assert values['synced'] == '4' and values['errors'] == '0'
+    assert float(values['latency_total_p50_ms']) > 0
+
+
 def test_reset_service_clears_temporal_memory(ros):
     detector, rig, listener = ros
     assert listener.reset_client.wait_for_service(timeout_sec=10.0)
@@ -398,7 +445,6 @@ def test_raw_images_with_the_default_best_effort_qos(ros):
     from sensor_msgs.msg import Image
 
     detector, rig, listener = ros
-    executor = detector.node.executor
     raw = DetectorNode(node_name='sparsebev_raw', context=detector.node.context,
                        parameter_overrides=[Parameter('preset', value='tiny'),
                                             Parameter('device', value='cpu'),
@@ -414,34 +460,33 @@ def test_raw_images_with_the_default_best_effort_qos(ros):
     sub = listener.node.create_subscription(Detection3DArray, '/sparsebev_raw/detections',
                                             received.append, QoSProfile(depth=10))
     image_pubs = [rig.node.create_publisher(Image, topic, 10) for topic in RIG_IMAGE_TOPICS]
-    executor.add_node(raw.node)
     try:
-        wait_for(lambda: all(p.get_subscription_count() for p in image_pubs), 20.0,
-                 'the raw node to subscribe')
-        rgb = [simplejpeg.decode_jpeg(j, colorspace='RGB') for j in rig.jpegs]
-        t = T0 + 80.0
-        rig.publish_pose(t - PERIOD)
-        sent = []
-        for attempt in range(10):
-            rig.publish_pose(t + PERIOD)
-            rig.publish_camera_infos()
-            for i, pub in enumerate(image_pubs):
-                msg = Image(**codecs.rgb_to_image_fields(rgb[i], 'bgr8'))
-                msg.header.stamp = stamp(t + CAMERA_OFFSETS[i])
-                msg.header.frame_id = f'{CAMERA_NAMES[i].lower()}_optical'
-                pub.publish(msg)
-            sent.append(codecs.seconds_to_ns(t))
-            try:
-                wait_for(lambda: bool(received), 5.0, 'detections from raw images')
-                break
-            except AssertionError:
-                t += PERIOD
-        assert received, f'no detections from raw images after {len(sent)} frames'
-        msg = received[0]
-        assert codecs.header_stamp_ns(msg) in sent
-        assert msg.header.frame_id == 'base_link' and len(msg.detections) == 5
+        with Spinning(detector.node.context, raw.node):
+            wait_for(lambda: all(p.get_subscription_count() for p in image_pubs), 20.0,
+                     'the raw node to subscribe')
+            rgb = [simplejpeg.decode_jpeg(j, colorspace='RGB') for j in rig.jpegs]
+            t = T0 + 80.0
+            rig.publish_pose(t - PERIOD)
+            sent = []
+            for attempt in range(10):
+                rig.publish_pose(t + PERIOD)
+                rig.publish_camera_infos()
+                for i, pub in enumerate(image_pubs):
+                    msg = Image(**codecs.rgb_to_image_fields(rgb[i], 'bgr8'))
+                    msg.header.stamp = stamp(t + CAMERA_OFFSETS[i])
+                    msg.header.frame_id = f'{CAMERA_NAMES[i].lower()}_optical'
+                    pub.publish(msg)
+                sent.append(codecs.seconds_to_ns(t))
+                try:
+                    wait_for(lambda: bool(received), 5.0, 'detections from raw images')
+                    break
+                except AssertionError:
+                    t += PERIOD
+            assert received, f'no detections from raw images after {len(sent)} frames'
+            msg = received[0]
+            assert codecs.header_stamp_ns(msg) in sent
+            assert msg.header.frame_id == 'base_link' and len(msg.detections) == 5
     finally:
-        executor.remove_node(raw.node)
         raw.destroy()
         listener.node.destroy_subscription(sub)
 
@@ -548,30 +593,26 @@ def test_a_nuscenes_to_bag_scene_played_into_the_node_with_default_topics(ros, t
     received: list[Detection3DArray] = []
     sub = listener.node.create_subscription(Detection3DArray, '/sparsebev_bag/detections',
                                             received.append, QoSProfile(depth=100))
-    executor = listener.node.executor
-    executor.add_node(node.node)
-    executor.add_node(player.node)
     try:
-        wait_for(node.has_subscribers, 20.0, 'the listener')
-        wait_for(lambda: all(pub.get_subscription_count()
-                             for topic, (_, pub) in player.publishers.items()
-                             if topic.endswith('/compressed')), 20.0, 'the node to subscribe')
-        stats = node.pipeline.stats
-        player.play(lambda n: wait_for(
-            lambda: stats.published + sum(stats.skipped.values()) >= n, WAIT,
-            f'camera set {n} to be processed'))
-        # As with `ros2 bag play`, the first images may beat their CameraInfo (other topic):
-        # such sets are skipped; every later one must be published.
-        assert set(stats.skipped) <= {'missing_camera_info'}, stats.summary()
-        n_published = len(front_stamps) - sum(stats.skipped.values())
-        assert n_published >= len(front_stamps) - 2, stats.summary()
-        wait_for(lambda: len(received) >= n_published, 10.0, 'all detection arrays')
-        assert [codecs.header_stamp_ns(m) for m in received] == front_stamps[-n_published:]
-        assert {m.header.frame_id for m in received} == {'base_link'}
-        assert all(len(m.detections) == 3 for m in received)
+        with Spinning(context, node.node, player.node):
+            wait_for(node.has_subscribers, 20.0, 'the listener')
+            wait_for(lambda: all(pub.get_subscription_count()
+                                 for topic, (_, pub) in player.publishers.items()
+                                 if topic.endswith('/compressed')), 20.0, 'the node to subscribe')
+            stats = node.pipeline.stats
+            player.play(lambda n: wait_for(
+                lambda: stats.published + sum(stats.skipped.values()) >= n, WAIT,
+                f'camera set {n} to be processed'))
+            # As with `ros2 bag play`, the first images may beat their CameraInfo (other topic):
+            # such sets are skipped; every later one must be published.
+            assert set(stats.skipped) <= {'missing_camera_info'}, stats.summary()
+            n_published = len(front_stamps) - sum(stats.skipped.values())
+            assert n_published >= len(front_stamps) - 2, stats.summary()
+            wait_for(lambda: len(received) >= n_published, 10.0, 'all detection arrays')
+            assert [codecs.header_stamp_ns(m) for m in received] == front_stamps[-n_published:]
+            assert {m.header.frame_id for m in received} == {'base_link'}
+            assert all(len(m.detections) == 3 for m in received)
     finally:
-        executor.remove_node(node.node)
-        executor.remove_node(player.node)
         node.destroy()
         player.node.destroy_node()
         listener.node.destroy_subscription(sub)
