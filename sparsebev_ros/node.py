@@ -112,6 +112,13 @@ def declare_parameters(node: 'Node') -> DetectorParams:
                                          dynamic_typing=True)
         default = list(p.default) if isinstance(p.default, (list, tuple)) else p.default
         values[p.name] = _plain(node.declare_parameter(p.name, default, descriptor).value)
+    # rclpy silently ignores overrides nobody declares: a typo in the YAML would go unnoticed
+    overrides = getattr(node, '_parameter_overrides', {})
+    unknown = sorted(name for name in overrides if name not in values
+                     and not node.has_parameter(name) and not name.startswith('qos_overrides.'))
+    if unknown:
+        raise ParameterError(f'unknown parameter(s) {", ".join(unknown)}; known: '
+                             f'{", ".join(values)}')
     return validate(values)
 
 
