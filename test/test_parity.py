@@ -11,10 +11,12 @@ checkpoints). A failure names the first pipeline stage, layer and quantity out o
 
 The teacher-forced check 2 (each decoder layer fed the official inputs of that layer) runs
 too when the fixture's ``*_layer_io.npz`` sits beside it: it tells a broken layer from error
-accumulation.
+accumulation. Where CUDA is available both tests also run on the GPU (TF32 off, whatever
+sampling backend ``auto`` picks), with the same tolerances.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -58,12 +60,16 @@ def fixture_paths() -> list[Path]:
 
 
 FIXTURES = fixture_paths() or [PARITY_DIR / 'ref_seed*_704x256.npz']   # none found: fail loudly
+# the contract runs on CPU; where a GPU is present the same checks run there too (GPU tier)
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+CASES = [(f, d) for f in FIXTURES for d in DEVICES]
+CASE_IDS = [f'{f.stem}-{d}' for f, d in CASES]
 
 
 @pytest.fixture(scope='module')
 def parity_runs():
     """One forward per fixture, shared by the tests below, freed (~1 GB) after this module."""
-    runs: dict[Path, dict] = {}
+    runs: dict[tuple[Path, str], dict] = {}
     yield runs
     runs.clear()
 
@@ -77,15 +83,15 @@ def _stats_per_image(levels: list[torch.Tensor]) -> list[tuple[np.ndarray, np.nd
     """(mean, std) over (C, h, w) of each image, float64, per level ``[N_img, C, h, w]``."""
     out = []
     for x in levels:
-        x = x.detach().double().flatten(1)                                     # [N_img, C*h*w]
+        x = x.detach().cpu().double().flatten(1)                               # [N_img, C*h*w]
         out.append((x.mean(1).numpy(), x.std(1, unbiased=False).numpy()))
     return out
 
 
-def run_fixture(path: Path, runs: dict, tmp_dir: Path) -> dict:
+def run_fixture(path: Path, device: str, runs: dict, tmp_dir: Path) -> dict:
     """Rebuild inputs and weights, load through the converter, run one forward with probes."""
-    if path in runs:
-        return runs[path]
+    if (path, device) in runs:
+        return runs[(path, device)]
     assert path.is_file(), f'parity fixture {path} not found (SPARSEBEV_PARITY_FIXTURES?)'
     ref = dict(np.load(path))
     meta = json.loads(str(ref['meta_json']))
@@ -110,11 +116,12 @@ def run_fixture(path: Path, runs: dict, tmp_dir: Path) -> dict:
     load_checkpoint(model, ckpt)
     ckpt.unlink()                                     # 180 MB: do not leave it in pytest's tmp
     del weights
+    model.to(device)
 
     images = torch.from_numpy(np.ascontiguousarray(
-        inp['img_bgr_uint8'][..., ::-1].transpose(0, 3, 1, 2)))[None]         # [1, T*6, 3, H, W] RGB
-    lidar2img = torch.from_numpy(inp['lidar2img'])[None]                        # [1, T*6, 4, 4] f32
-    timestamps = torch.from_numpy(inp['img_timestamp'])[None]                   # [1, T*6] f64
+        inp['img_bgr_uint8'][..., ::-1].transpose(0, 3, 1, 2)))[None].to(device)  # [1, T*6, 3, H, W] RGB
+    lidar2img = torch.from_numpy(inp['lidar2img'])[None].to(device)             # [1, T*6, 4, 4] f32
+    timestamps = torch.from_numpy(inp['img_timestamp'])[None].to(device)        # [1, T*6] f64
 
     probes: dict = {}
 
@@ -137,7 +144,7 @@ def run_fixture(path: Path, runs: dict, tmp_dir: Path) -> dict:
 
     sampling_module.msmv_sampling = recording_op
     try:
-        with torch.no_grad():
+        with torch.no_grad(), full_fp32_matmuls():
             features = model.extract_features(images)                         # [1, T*6, 256, h, w]
             outputs = model.forward_head(features, lidar2img, timestamps)
             decoded = model.decode(outputs)[0]
@@ -146,6 +153,8 @@ def run_fixture(path: Path, runs: dict, tmp_dir: Path) -> dict:
         backbone_hook.remove()
         sampling_hook.remove()
 
+    outputs = {k: v.cpu() for k, v in outputs.items()}
+    decoded = {k: v.cpu() for k, v in decoded.items()}
     cand = dict(all_cls_scores=outputs['all_cls_scores'].numpy(),
                 all_bbox_preds=outputs['all_bbox_preds'].numpy(),
                 decoded_boxes=decoded['boxes'].numpy(), decoded_scores=decoded['scores'].numpy(),
@@ -157,20 +166,31 @@ def run_fixture(path: Path, runs: dict, tmp_dir: Path) -> dict:
     for lvl, (mean, std) in enumerate(_stats_per_image(fpn)):
         cand[f'fpn_l{lvl}_mean_per_img'], cand[f'fpn_l{lvl}_std_per_img'] = mean, std
         index = ref[f'fpn_l{lvl}_sample_index']                                 # [S, (cam, chan, y, x)]
-        per_frame = fpn[lvl].reshape(frames, 6, *fpn[lvl].shape[1:]).numpy()  # [T, 6, 256, h, w]
+        per_frame = fpn[lvl].reshape(frames, 6, *fpn[lvl].shape[1:]).cpu().numpy()  # [T, 6, 256, h, w]
         cand[f'fpn_l{lvl}_samples'] = per_frame[:, index[:, 0], index[:, 1], index[:, 2], index[:, 3]]
     cand['fpn_mean'] = np.array([f.double().mean().item() for f in fpn])
     cand['fpn_std'] = np.array([f.double().std(unbiased=False).item() for f in fpn])
-    qsub = ref['qsub_index']
+    qsub = torch.from_numpy(ref['qsub_index']).to(device)
     locations, _, msmv_out = probes['msmv']
-    cand['layer0_sampled_feat_qsub'] = probes['sampled'][0, qsub].numpy()     # [q, G, T*P, C]
-    cand['layer0_msmv_locations_qsub'] = locations[:, qsub].numpy()            # [BTG, q, P, 3]
-    cand['layer0_msmv_out_qsub'] = msmv_out[:, qsub].numpy()                   # [BTG, q, C, P]
+    cand['layer0_sampled_feat_qsub'] = probes['sampled'][0, qsub].cpu().numpy()   # [q, G, T*P, C]
+    cand['layer0_msmv_locations_qsub'] = locations[:, qsub].cpu().numpy()          # [BTG, q, P, 3]
+    cand['layer0_msmv_out_qsub'] = msmv_out[:, qsub].cpu().numpy()                 # [BTG, q, C, P]
 
     run = dict(ref=ref, meta=meta, cand=cand, features=features, model=model,
                lidar2img=lidar2img, timestamps=timestamps, image_hw=(height, width))
-    runs[path] = run
+    runs[(path, device)] = run
     return run
+
+
+@contextlib.contextmanager
+def full_fp32_matmuls():
+    """No TF32 on GPUs (cuDNN convolutions default to it): the reference is plain float32."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def ordered_report(cand: dict, ref: dict) -> tuple[bool, list[str]]:
@@ -200,21 +220,21 @@ def failure_message(name: str, lines: list[str]) -> str:
     return f'{name}: first quantity out of tolerance: {first}\nfull report:\n' + '\n'.join(lines)
 
 
-@pytest.mark.parametrize('fixture', FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_parity_with_official_outputs(fixture, parity_runs, tmp_path):
-    run = run_fixture(fixture, parity_runs, tmp_path)
+@pytest.mark.parametrize('fixture, device', CASES, ids=CASE_IDS)
+def test_parity_with_official_outputs(fixture, device, parity_runs, tmp_path):
+    run = run_fixture(fixture, device, parity_runs, tmp_path)
     ok, lines = ordered_report(run['cand'], run['ref'])
     assert ok, failure_message(fixture.name, lines)
     checked = sum(1 for line in lines if line.endswith('ok'))
     assert checked >= 12 + 2 + 20, f'too few quantities compared:\n' + '\n'.join(lines)
 
 
-@pytest.mark.parametrize('fixture', FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_parity_teacher_forced_decoder_layers(fixture, parity_runs, tmp_path):
+@pytest.mark.parametrize('fixture, device', CASES, ids=CASE_IDS)
+def test_parity_teacher_forced_decoder_layers(fixture, device, parity_runs, tmp_path):
     layer_io_path = fixture.with_name(fixture.stem + '_layer_io.npz')
     if not layer_io_path.is_file():
         pytest.skip(f'no {layer_io_path.name} beside the fixture')
-    run = run_fixture(fixture, parity_runs, tmp_path)
+    run = run_fixture(fixture, device, parity_runs, tmp_path)
     ref, layer_io = run['ref'], dict(np.load(layer_io_path))
     head = run['model'].pts_bbox_head
     layer = head.transformer.decoder.decoder_layer
@@ -222,14 +242,15 @@ def test_parity_teacher_forced_decoder_layers(fixture, parity_runs, tmp_path):
     time_diff = compute_time_diff(run['timestamps'])
     _, init_feat = head.matching_queries(1)
     outs = []
-    with torch.no_grad():
+    with torch.no_grad(), full_fp32_matmuls():
         for i in range(ref['layer_query_bbox_in'].shape[0]):
-            query_bbox = torch.from_numpy(ref['layer_query_bbox_in'][i])[None]                # [1, Q, 10]
+            query_bbox = torch.from_numpy(ref['layer_query_bbox_in'][i])[None].to(device)     # [1, Q, 10]
             query_feat = init_feat if i == 0 else \
-                torch.from_numpy(layer_io['query_feat_in_layers1to5'][i - 1])[None]         # [1, Q, C]
+                torch.from_numpy(layer_io['query_feat_in_layers1to5'][i - 1])[None].to(device)  # [1, Q, C]
             feat, cls, bbox = layer(query_bbox, query_feat, grouped, run['lidar2img'], time_diff,
                                     run['image_hw'])
-            outs.append(dict(cls=cls[0].numpy(), bbox=bbox[0].numpy(), query_feat_out=feat[0].numpy()))
+            outs.append(dict(cls=cls[0].cpu().numpy(), bbox=bbox[0].cpu().numpy(),
+                             query_feat_out=feat[0].cpu().numpy()))
     rep: list[str] = []
     ok = check_lib.check_teacher_forced(outs, ref, layer_io, rep)
     assert ok, failure_message(fixture.name, rep)
