@@ -356,3 +356,19 @@ def test_parallel_and_fast_preprocessing_keep_the_pixels(tiny):
     torch.testing.assert_close(records['torch'], records['serial'], rtol=0, atol=5e-2)
     with pytest.raises(ValueError, match='resize_method'):
         detector(tiny, resize_method='lanczos')
+
+
+def test_12hz_stream_at_a_keyframe_equals_offline_over_the_previous_keyframes(tiny):
+    model, cfg = tiny
+    stamps = [T0 + k / 12.0 for k in range(19)]                       # 1.5 s of a 12 Hz rig
+    frames = [make_frame(k, s) for k, s in enumerate(stamps)]
+    stream = detector(tiny, max_detections=5)
+    for frame in frames:
+        stream.step(frame)
+    history = [frames[18 - 6 * k] for k in range(cfg.num_frames)]    # keyframes 0.5 s apart
+    assert stream.last_step.keys == [f.key for f in history]
+    images, lidar2img, stamps_t = offline_inputs(history, cfg)
+    with torch.no_grad():
+        offline = model(images, lidar2img, stamps_t)
+    torch.testing.assert_close(stream.last_step.outputs['all_bbox_preds'],
+                               offline['all_bbox_preds'], rtol=1e-4, atol=1e-4)
