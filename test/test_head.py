@@ -73,7 +73,8 @@ def test_inverse_sigmoid_clamps():
     x = torch.tensor([-0.5, 0.0, 0.25, 1.0, 2.0])
     y = B.inverse_sigmoid(x)
     assert torch.allclose(y[2], torch.tensor(math.log(1 / 3)))
-    assert torch.allclose(y[[0, 1]], torch.tensor(math.log(1e-5))) and torch.allclose(y[[3, 4]], torch.tensor(-math.log(1e-5)))
+    assert torch.allclose(y[[0, 1]], torch.tensor(math.log(1e-5)))
+    assert torch.allclose(y[[3, 4]], torch.tensor(-math.log(1e-5)))
 
 
 # ---------------------------------------------------------------- queries (spec 2.4)
@@ -153,7 +154,8 @@ def test_first_valid_camera_wins_and_camera_zero_when_none_is_valid():
     valid[0, 0, 5, 0, 1] = True               # point 1: only camera 5; point 2: nowhere
     chosen, camera = select_first_valid_camera(uv, valid)
     assert camera[0, 0, 0].tolist() == [2, 5, 0]
-    assert torch.equal(chosen[0, 0, 0], torch.stack([uv[0, 0, 2, 0, 0], uv[0, 0, 5, 0, 1], uv[0, 0, 0, 0, 2]]))
+    expected = torch.stack([uv[0, 0, 2, 0, 0], uv[0, 0, 5, 0, 1], uv[0, 0, 0, 0, 2]])
+    assert torch.equal(chosen[0, 0, 0], expected)
 
 
 @pytest.mark.parametrize('frames', [1, 8, 15])
