@@ -220,7 +220,8 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _bundled_checkpoint(preset: str) -> str | None:
+def bundled_checkpoint(preset: str) -> str | None:
+    """The weights shipped in ``sparsebev_core/weights`` for ``preset`` (None if there are none)."""
     folder = Path(__file__).with_name('weights')
     files = sorted(folder.glob(f'{preset}*.pth')) if folder.is_dir() else []
     return str(files[0]) if files else None
@@ -244,7 +245,7 @@ def build_streaming_detector(preset: str, checkpoint: str | None, device: str,
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     model = build_model(cfg)
-    checkpoint = checkpoint or _bundled_checkpoint(preset)
+    checkpoint = checkpoint or bundled_checkpoint(preset)
     if checkpoint:
         load_checkpoint(model, checkpoint)
     elif preset == 'tiny':
