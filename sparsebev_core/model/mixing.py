@@ -46,10 +46,10 @@ class AdaptiveMixing(nn.Module):
 
         # channel mixing, then a LayerNorm over (points, channels) jointly, no affine (quirk 12)
         x = torch.matmul(x, m)                                         # [BQ, G, P_in, C]
-        x = F.relu(F.layer_norm(x, [x.size(-2), x.size(-1)]))
+        x = F.relu(F.layer_norm(x, [x.size(-2), x.size(-1)]), inplace=True)
         # point mixing
         x = torch.matmul(s, x)                                         # [BQ, G, P_out, C]
-        x = F.relu(F.layer_norm(x, [x.size(-2), x.size(-1)]))
+        x = F.relu(F.layer_norm(x, [x.size(-2), x.size(-1)]), inplace=True)
 
         x = x.reshape(b, q, -1)                                        # [B, Q, G*P_out*C] (g, p, c)
         return query_feat + self.out_proj(x)                           # [B, Q, C_query]
