@@ -257,9 +257,20 @@ def build_streaming_detector(preset: str, checkpoint: str | None, device: str,
                              max_detections=EVAL_MAX_BOXES), cfg, checkpoint
 
 
+def table_version(root: Path) -> str:
+    """The nuScenes table folder under ``root``: v1.0-trainval if present, else v1.0-mini."""
+    for version in ('v1.0-trainval', 'v1.0-mini'):
+        if (root / version).is_dir():
+            return version
+    found = sorted(p.name for p in root.glob('v1.0-*')) if root.is_dir() else []
+    raise SystemExit(f'{root} holds no v1.0-trainval or v1.0-mini tables'
+                     + (f' (found {", ".join(found)}: pass --version)' if found else
+                        ': --nuscenes must be a nuScenes dataset root'))
+
+
 def run_demo(out_dir: str | Path = 'demo_output', *, preset: str = 'tiny',
              checkpoint: str | None = None, nuscenes_root: str | None = None,
-             version: str = 'v1.0-mini', scene: str | None = None,
+             version: str | None = None, scene: str | None = None,
              keyframes: int = DEMO_KEYFRAMES, seed: int = DEMO_SEED, device: str = 'auto',
              score_threshold: float = 0.3, storage: str = 'sqlite3',
              max_seconds: float | None = None, gif: bool = True, progress: bool = True,
@@ -289,6 +300,7 @@ def run_demo(out_dir: str | Path = 'demo_output', *, preset: str = 'tiny',
         root = Path(nuscenes_root)
         if scene is None:
             raise SystemExit('--scene is required with --nuscenes (e.g. --scene scene-0103)')
+        version = version or table_version(root)
     nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
     frames = scene_keyframes(nusc, scene, max_seconds)
 
@@ -372,7 +384,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='model weights (default: the bundled tiny model)')
     parser.add_argument('--nuscenes', default=None, metavar='ROOT',
                         help='run on a real nuScenes scene from this dataset root instead')
-    parser.add_argument('--version', default='v1.0-mini', help='nuScenes table version')
+    parser.add_argument('--version', default=None,
+                        help='nuScenes table version (default: v1.0-trainval if ROOT has it, '
+                             'else v1.0-mini)')
     parser.add_argument('--scene', default=None, help='scene name with --nuscenes, e.g. scene-0103')
     parser.add_argument('--keyframes', type=int, default=DEMO_KEYFRAMES,
                         help=f'keyframes of the synthetic scene (2 Hz; default {DEMO_KEYFRAMES})')
