@@ -289,6 +289,7 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
     progress = _progress_bar(total_iters, position.global_iteration,
                              enabled=info.is_main and options.progress)
     last_logs: dict[str, float] = {}
+    loss_history: list[float] = []            # this process's total loss per iteration
     stopped_early = False
 
     def checkpoint() -> None:
@@ -311,6 +312,7 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
             for batch in loader:
                 schedule.step(position.epoch, position.global_iteration)
                 logs = train_step(ddp_model, criterion, optimizer, scaler, cfg, move_batch(batch, device))
+                loss_history.append(float(logs['_losses']['loss'].detach()))
                 position.iteration_in_epoch += 1
                 position.global_iteration += 1
                 if (position.global_iteration % options.log_interval == 0
@@ -339,7 +341,7 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
     if finished and info.is_main:
         atomic_save({'state_dict': model.state_dict(), 'meta': meta}, work_dir / FINAL_WEIGHTS)
     return {'position': position, 'finished': finished, 'logs': last_logs,
-            'checkpoint': str(work_dir / LATEST)}
+            'loss_history': loss_history, 'checkpoint': str(work_dir / LATEST)}
 
 
 def train_step(model: torch.nn.Module, criterion: SparseBEVLoss, optimizer, scaler,
@@ -408,6 +410,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--pretrained', default=None,
                         help="backbone pretrain file (default: the preset's; 'none' = scratch)")
     parser.add_argument('--workers', type=int, default=None, help='data-loader workers per process')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads per process (1 is fastest on a shared CPU)')
     parser.add_argument('--log-interval', type=int, default=10)
     parser.add_argument('--no-progress', action='store_true', help='no tqdm bar')
 
@@ -432,6 +436,8 @@ def main(args: argparse.Namespace) -> int:
     from ..model.detector import build_model
     from ..presets import get_preset
     cfg = get_preset(args.preset)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     info = init_distributed(torch.device('cuda' if args.device.startswith('cuda') or
                                          (args.device == 'auto' and torch.cuda.is_available())
                                          else 'cpu'))
