@@ -60,6 +60,11 @@ CLASS_COLOR: dict[str, tuple[int, int, int]] = {
     'traffic_cone': (255, 90, 0),
 }
 
+# classes by evaluation range (devkit detection_cvpr_2019: 30 / 40 / 50 m): the guaranteed
+# objects of the first ones stand nearest to the ego
+NEAREST_FIRST = ('traffic_cone', 'barrier', 'pedestrian', 'bicycle', 'motorcycle', 'car', 'truck',
+               'bus', 'trailer', 'construction_vehicle')
+
 EGO_LANE = -1.75          # metres left of the centre line (right-hand traffic)
 ROAD_HALF_WIDTH = 7.0     # four lanes of 3.5 m
 PARKING_EDGE = 10.5       # parking strips 7.0 .. 10.5 m
@@ -184,8 +189,8 @@ def _lanes(rng: np.random.Generator, ego_speed: float) -> list[Lane]:
         Lane(+1.75, -1, float(rng.uniform(4.0, 12.0)), vehicles, vehicle_w, (6.0, 22.0)),
         Lane(+5.25, -1, float(rng.uniform(2.0, 8.0)), ('car', 'motorcycle', 'bicycle', 'truck'),
              (0.5, 0.2, 0.2, 0.1), (6.0, 22.0)),
-        Lane(-8.75, +1, 0.0, parked, parked_w, (1.0, 8.0)),
-        Lane(+8.75, -1, 0.0, parked, parked_w, (1.0, 8.0)),
+        Lane(-8.75, +1, 0.0, parked, parked_w, (2.0, 12.0)),
+        Lane(+8.75, -1, 0.0, parked, parked_w, (2.0, 12.0)),
         Lane(-12.0, +1, float(rng.uniform(0.8, 1.6)), ('pedestrian', 'bicycle'), (0.8, 0.2),
              (1.5, 10.0)),
         Lane(+12.0, -1, float(rng.uniform(0.8, 1.6)), ('pedestrian',), (1.0,), (1.5, 10.0)),
@@ -220,9 +225,9 @@ def make_world(rng: np.random.Generator, duration: float, min_per_class: int = 2
                ) -> SyntheticWorld:
     """Draw a scene: road shape, ego speed, lanes filled with objects along the drive.
 
-    Every class gets at least ``min_per_class`` objects placed near the ego's path (added to
-    the parking strips / sidewalks when the random draw missed a class), so that each scene
-    has ground truth of all ten classes.
+    Besides the random traffic, ``min_per_class`` static objects of every class stand in the
+    parking strips next to the ego's start (nearest the classes with the smallest evaluation
+    range), so that every scene has visible ground truth of all ten classes.
     """
     kappa = float(rng.uniform(1.0 / 400.0, 1.0 / 120.0)) * float(rng.choice([-1.0, 1.0]))
     road = Road(origin=rng.uniform(-500.0, 500.0, size=2), heading0=float(rng.uniform(-np.pi, np.pi)),
@@ -237,17 +242,21 @@ def make_world(rng: np.random.Generator, duration: float, min_per_class: int = 2
         mean = np.array(CLASS_SIZE_LWH[name])
         size = mean * rng.uniform(0.9, 1.1, size=3)
         if name in ('barrier',):
-            jit = float(rng.uniform(-0.15, 0.15))
+            # a barrier's long side is its width (dy): turn it to run along the road
+            jit = np.pi / 2 + float(rng.uniform(-0.15, 0.15))
         elif name in ('traffic_cone',):
             jit = float(rng.uniform(-np.pi, np.pi))
         elif lane.speed == 0.0:
-            jit = float(rng.uniform(-0.25, 0.25)) + (np.pi if rng.random() < 0.3 else 0.0)
+            # long vehicles stay nearly parallel so that they never reach into a driving lane
+            turn = 0.25 if size[0] < 3.0 else 0.04
+            jit = float(rng.uniform(-turn, turn)) + (np.pi if rng.random() < 0.3 else 0.0)
         else:
             jit = 0.0
         cols['labels'].append(CLASS_NAMES.index(name))
         cols['size'].append(size)
         cols['s0'].append(s_at_0)
-        cols['l'].append(lane.offset + (float(rng.uniform(-0.3, 0.3)) if lane.speed == 0 else 0.0))
+        shift = (0.3 if size[0] < 3.0 else 0.1) if lane.speed == 0 else 0.0
+        cols['l'].append(lane.offset + float(rng.uniform(-shift, shift)))
         cols['dir'].append(lane.direction)
         cols['speed'].append(lane.speed)
         cols['jit'].append(jit)
@@ -270,18 +279,21 @@ def make_world(rng: np.random.Generator, duration: float, min_per_class: int = 2
             length = add(name, s + half, lane)
             s += length * 1.1 + float(rng.uniform(*lane.gap))
 
-    # guarantee every class near the ego path: static objects on the verge beyond the
-    # sidewalks (|l| = 17.5 m), spaced along s so that they never overlap anything
-    labels = np.array(cols['labels'], dtype=np.int64)
-    n_regular = len(labels)
-    verge_s = ego_s0 - 20.0
-    side = 1.0
-    for name in CLASS_NAMES:
-        missing = min_per_class - int(np.sum(labels == CLASS_NAMES.index(name)))
-        for _ in range(max(0, missing)):
-            verge_s += 8.0
-            side = -side
-            add(name, verge_s, Lane(side * 17.5, +1, 0.0, (name,), (1.0,), (0.0, 0.0)))
+    # guarantee every class near the ego's start, in view: static objects in the parking strips,
+    # outward from the ego in four rows (two sides x ahead / behind), the classes with the
+    # smallest evaluation range first; regular static objects in their way are dropped below
+    n_regular = len(cols['labels'])
+    needed = [name for name in CLASS_NAMES for _ in range(min_per_class)]
+    needed.sort(key=lambda n: NEAREST_FIRST.index(n))
+    rows = [(side, direction) for direction in (1.0, -1.0) for side in (-1.0, 1.0)]
+    cursor = [ego_s0 + 3.0 * d for _, d in rows]
+    for k, name in enumerate(needed):
+        side, direction = rows[k % 4]
+        length, width, _ = CLASS_SIZE_LWH[name]
+        extent = width if name == 'barrier' else length          # along the road
+        centre = cursor[k % 4] + direction * extent * 0.55
+        cursor[k % 4] += direction * (extent * 1.1 + 2.0)
+        add(name, centre, Lane(side * 8.75, +1, 0.0, (name,), (1.0,), (0.0, 0.0)))
 
     objects = WorldObjects(
         labels=np.array(cols['labels'], dtype=np.int64),
@@ -293,24 +305,25 @@ def make_world(rng: np.random.Generator, duration: float, min_per_class: int = 2
         yaw_jitter=np.array(cols['jit'], dtype=np.float64),
         shade=rng.uniform(0.8, 1.15, size=len(cols['labels'])),
     )
-    objects = _remove_overlaps(road, objects, n_regular)
+    objects = _remove_overlaps(road, objects, first_kept=n_regular)
     return SyntheticWorld(road=road, ego_speed=ego_speed, ego_s0=ego_s0, objects=objects,
                           texture=_value_noise(rng))
 
 
-def _remove_overlaps(road: Road, objects: WorldObjects, n_checked: int) -> WorldObjects:
-    """Drop static objects (among the first ``n_checked``) whose footprint circle overlaps an
-    earlier static object."""
-    static = (objects.speed == 0.0) & (np.arange(len(objects)) < n_checked)
+def _remove_overlaps(road: Road, objects: WorldObjects, first_kept: int) -> WorldObjects:
+    """Drop static objects whose footprint circle overlaps a static object placed with
+    priority: the guaranteed ones (index >= ``first_kept``) first, then in order."""
+    static = np.flatnonzero(objects.speed == 0.0)
+    order = np.concatenate([static[static >= first_kept], static[static < first_kept]])
     xy = road.point(objects.s0, objects.l)
     radius = 0.5 * np.hypot(objects.size_lwh[:, 0], objects.size_lwh[:, 1])
     keep = np.ones(len(objects), dtype=bool)
-    idx = np.flatnonzero(static)
-    for a_i, a in enumerate(idx):
-        for b in idx[:a_i]:
-            if keep[b] and np.hypot(*(xy[a] - xy[b])) < radius[a] + radius[b]:
-                keep[a] = False
-                break
+    placed: list[int] = []
+    for a in order:
+        if any(np.hypot(*(xy[a] - xy[b])) < radius[a] + radius[b] for b in placed):
+            keep[a] = False
+        else:
+            placed.append(int(a))
     return WorldObjects(objects.labels[keep], objects.size_lwh[keep], objects.s0[keep],
                         objects.l[keep], objects.direction[keep], objects.speed[keep],
                         objects.yaw_jitter[keep], objects.shade[keep])
