@@ -123,22 +123,71 @@ def test_online_and_offline_inference_agree(tiny_model, infos, root):
             assert same.any(), (token, i)
 
 
-def test_eval_cli_writes_results_and_metrics(tiny_model, root, tmp_path, capsys):
+@pytest.fixture(scope='module')
+def confident_checkpoint(tiny_model, tmp_path_factory):
+    """Tiny random weights whose class logits are raised so that boxes pass the 0.05 score
+    threshold (random boxes, but real ones to convert, gather and score)."""
     model, _ = tiny_model
-    ckpt = tmp_path / 'tiny.pth'
-    torch.save({'state_dict': model.state_dict()}, ckpt)
-    rc = cli.main(['eval', '--checkpoint', str(ckpt), '--data', str(root), '--preset', 'tiny',
-                   '--version', 'v1.0-mini', '--mode', 'offline', '--out', str(tmp_path / 'out'),
-                   '--device', 'cpu'])
-    assert rc == 0
-    printed = capsys.readouterr().out
-    assert 'NDS:' in printed and 'mAP:' in printed
-    summary = json.loads((tmp_path / 'out' / 'metrics_summary.json').read_text())
-    assert 0.0 <= summary['nd_score'] <= 1.0
-    assert summary['inference'] == dict(mode='offline', samples=KEYFRAMES, seconds=summary['inference']['seconds'],
-                                        processes=1)
-    results = json.loads((tmp_path / 'out' / 'results_nusc.json').read_text())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    bias = [k for k in state if 'cls_branch' in k and k.endswith('bias') and state[k].numel() == 10]
+    assert len(bias) == 1
+    state[bias[0]] += 3.0
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pth'
+    torch.save({'state_dict': state}, path)
+    return path
+
+
+def _eval_args(ckpt, root, out):
+    return ['eval', '--checkpoint', str(ckpt), '--data', str(root), '--preset', 'tiny',
+            '--version', 'v1.0-mini', '--mode', 'offline', '--out', str(out), '--device', 'cpu']
+
+
+@pytest.fixture(scope='module')
+def single_process_eval(confident_checkpoint, root, tmp_path_factory):
+    out = tmp_path_factory.mktemp('eval1')
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)              # the same arithmetic as the torchrun workers below
+    try:
+        assert cli.main(_eval_args(confident_checkpoint, root, out)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def test_eval_cli_writes_results_and_metrics(single_process_eval):
+    summary = json.loads((single_process_eval / 'metrics_summary.json').read_text())
+    assert 0.0 <= summary['nd_score'] <= 1.0 and 'note' not in summary    # the devkit ran
+    assert summary['inference'] == dict(mode='offline', samples=KEYFRAMES,
+                                        seconds=summary['inference']['seconds'], processes=1)
+    results = json.loads((single_process_eval / 'results_nusc.json').read_text())
     assert len(results['results']) == KEYFRAMES and results['meta']['use_camera']
+    assert all(len(boxes) > 10 for boxes in results['results'].values())
+
+
+def test_eval_under_torchrun_gathers_the_same_results(single_process_eval, confident_checkpoint,
+                                                      root, tmp_path):
+    """Two CPU processes (gloo) split the samples; rank 0 gathers and scores all of them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(repo))
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+           '-m', 'sparsebev_core.cli'] + _eval_args(confident_checkpoint, root, tmp_path)
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / 'metrics_summary.json').read_text())
+    assert summary['inference']['processes'] == 2
+    one = json.loads((single_process_eval / 'results_nusc.json').read_text())['results']
+    two = json.loads((tmp_path / 'results_nusc.json').read_text())['results']
+    assert one.keys() == two.keys()
+    for token in one:
+        a = sorted(one[token], key=lambda r: -r['detection_score'])
+        b = sorted(two[token], key=lambda r: -r['detection_score'])
+        assert len(a) == len(b)
+        np.testing.assert_allclose([r['detection_score'] for r in a],
+                                   [r['detection_score'] for r in b], atol=1e-5)
 
 
 def test_a_submission_without_boxes_scores_zero_instead_of_crashing(infos, nusc, tmp_path):

@@ -189,16 +189,20 @@ def infer_online(model, cfg, infos: Sequence[dict], data_root: str | Path, devic
 
 
 def infer_offline(model, cfg, infos: Sequence[dict], data_root: str | Path, device: str = 'cpu',
-                  batch_size: int = 1, workers: int = 0, progress: bool = True
+                  batch_size: int = 1, workers: int = 0, progress: bool = True,
+                  indices: Sequence[int] | None = None
                   ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """All T frames of every sample through the backbone (test-mode dataset)."""
+    """All T frames of every sample (or of the samples ``indices``) through the backbone
+    (test-mode dataset over all ``infos``, so that every sample finds its history)."""
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
     from ..data.dataset import NuScenesMultiFrameDataset, collate
 
     dataset = NuScenesMultiFrameDataset(infos, data_root, cfg, training=False)
+    if indices is not None:
+        dataset = Subset(dataset, list(indices))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate)
     model = model.to(device).eval()
@@ -232,16 +236,14 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
-def _shard(infos: Sequence[dict], rank: int, world: int, by_scene: bool) -> list[dict]:
-    """This process's infos: whole scenes (online keeps each scene's history together) or
-    every world-th sample (offline)."""
-    if world == 1:
-        return list(infos)
+def _shard(infos: Sequence[dict], rank: int, world: int, by_scene: bool) -> list[int]:
+    """Indices of this process's samples: whole scenes (online: the feature cache needs each
+    scene in order) or every world-th sample (offline)."""
     if by_scene:
         scenes = sorted({i['scene_token'] for i in infos})
         mine = set(scenes[rank::world])
-        return [i for i in infos if i['scene_token'] in mine]
-    return list(infos)[rank::world]
+        return [k for k, i in enumerate(infos) if i['scene_token'] in mine]
+    return list(range(len(infos)))[rank::world]
 
 
 def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
@@ -266,10 +268,11 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
     mine = _shard(infos, rank, world, by_scene=(mode == 'online'))
     start = time.perf_counter()
     if mode == 'online':
-        detections = infer_online(model, cfg, mine, data_root, device, progress and rank == 0)
+        detections = infer_online(model, cfg, [infos[k] for k in mine], data_root, device,
+                                  progress and rank == 0)
     else:
-        detections = infer_offline(model, cfg, mine, data_root, device, batch_size,
-                                   progress=progress and rank == 0)
+        detections = infer_offline(model, cfg, infos, data_root, device, batch_size,
+                                   progress=progress and rank == 0, indices=mine)
     if world > 1:
         import torch.distributed as dist
         gathered: list = [None] * world
