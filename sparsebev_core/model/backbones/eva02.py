@@ -32,6 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
+from .freezing import freeze
+
 # every block except each third one (2, 5, 8, ...) uses 16x16 window attention
 EVA02_L_WINDOW_BLOCKS: tuple[int, ...] = tuple(i for i in range(24) if i % 3 != 2)
 
@@ -370,10 +372,7 @@ class EVA02(nn.Module):
         return [net.patch_embed] + [net.blocks[i] for i in range(self.cfg.frozen_blocks)]
 
     def _freeze(self) -> None:
-        for m in self.frozen_modules():
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
+        freeze(self.frozen_modules())
         if self.cfg.frozen_blocks >= 0 and self.backbone.net.pos_embed is not None:
             self.backbone.net.pos_embed.requires_grad = False
 

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from ...config import ResNetConfig
+from .freezing import apply_train_mode_rules, freeze
 
 # depth -> (block type, blocks per stage)
 ARCH_SETTINGS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -126,7 +127,7 @@ class ResNet(nn.Module):
             self.out_channels.append(inplanes)
         self.out_channels = [self.out_channels[i] for i in self.out_indices]
         self.init_weights()
-        self._freeze_stages()
+        freeze(self.frozen_modules())
 
     @staticmethod
     def _make_layer(block, inplanes: int, planes: int, num_blocks: int, stride: int,
@@ -164,20 +165,10 @@ class ResNet(nn.Module):
         mods += [getattr(self, f'layer{i}') for i in range(1, self.frozen_stages + 1)]
         return mods
 
-    def _freeze_stages(self) -> None:
-        for m in self.frozen_modules():
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
     def train(self, mode: bool = True) -> 'ResNet':
         """Switch mode, then re-apply frozen stages and ``norm_eval``."""
         super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        apply_train_mode_rules(self, self.frozen_modules(), self.norm_eval, mode)
         return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -23,6 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
+from .freezing import apply_train_mode_rules, freeze
+
 
 @dataclass
 class VoVNetConfig:
@@ -139,7 +141,7 @@ class VoVNet(nn.Module):
         self.out_channels = [channels[n] for n in self.out_features]
         # The official module keeps PyTorch's default init (its own init is commented out);
         # the DD3D pretrain file overwrites every weight anyway.
-        self._freeze_stages()
+        freeze(self.frozen_modules())
 
     def frozen_modules(self) -> list[nn.Module]:
         """The stem and stages ``2..frozen_stages+1`` (empty when frozen_stages < 0)."""
@@ -147,20 +149,10 @@ class VoVNet(nn.Module):
             return []
         return [self.stem] + [getattr(self, f'stage{i + 1}') for i in range(1, self.frozen_stages + 1)]
 
-    def _freeze_stages(self) -> None:
-        for m in self.frozen_modules():
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
     def train(self, mode: bool = True) -> 'VoVNet':
         """Switch mode, then re-apply frozen stages and ``norm_eval``."""
         super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        apply_train_mode_rules(self, self.frozen_modules(), self.norm_eval, mode)
         return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
