@@ -157,3 +157,10 @@ def test_collate_stacks_frames_and_keeps_boxes_per_sample():
     assert batch['images'].shape == (2, T6, 3, *cfg.input_size)
     assert batch['lidar2img'].shape == (2, T6, 4, 4) and batch['timestamps'].dtype == torch.float64
     assert [b.shape for b in batch['gt_boxes']] == [(2, 9), (2, 9)]
+
+
+def test_resume_with_another_batch_size_is_refused(uninterrupted, tmp_path):
+    cfg, _, _ = uninterrupted
+    run(cfg, RandomPixels(cfg), tmp_path, max_iters=1)
+    with pytest.raises(ValueError, match='total_batch_size=2'):
+        run(cfg, RandomPixels(cfg), tmp_path, resume='auto', batch_size=1)

@@ -230,11 +230,12 @@ def gather_rng_states(info: DistInfo) -> list[dict]:
     return states
 
 
-def any_process(flag: bool, info: DistInfo) -> bool:
-    """True when ``flag`` is set in any process (all processes must call this together)."""
+def any_process(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True when ``flag`` is set in any process (all processes must call this together;
+    the tensor lives on ``device`` because nccl reduces CUDA tensors only)."""
     if not info.distributed:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t)
     return bool(t.item() > 0)
 
@@ -276,8 +277,13 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
     position = TrainPosition()
     if options.resume:
         resume_path = work_dir / LATEST if options.resume == 'auto' else Path(options.resume)
-        position, _ = load_training_state(resume_path, model, optimizer, schedule, scaler,
-                                          rank=info.rank)
+        position, saved = load_training_state(resume_path, model, optimizer, schedule, scaler,
+                                              rank=info.rank)
+        for key in ('preset', 'world_size', 'total_batch_size', 'epochs', 'seed'):
+            if key in saved and saved[key] != meta[key]:
+                raise ValueError(f'{resume_path} was written by a run with {key}={saved[key]!r}; '
+                                 f'this run has {key}={meta[key]!r}. An exact resume needs the '
+                                 f'same preset, processes, total batch, epochs and seed')
 
     samples = SeededSamples(dataset, options.seed)
     iters_per_epoch = batches_per_epoch(len(samples), info, batch_size)
@@ -323,7 +329,7 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
                     logs.pop('_losses')
                 if progress is not None:
                     progress.update(1)
-                stop = any_process(sigterm.requested, info)
+                stop = any_process(sigterm.requested, info, device)
                 if stop or position.global_iteration >= total_iters:
                     stopped_early = stop or position.global_iteration < epochs * iters_per_epoch
                     break
