@@ -12,9 +12,12 @@ from sparsebev_core.geometry import (CLASS_NAMES, gravity_to_bottom_center, inve
 
 KEYFRAMES = 4                       # 2 Hz: a 1.5 s scene, 19 camera frames at 12 Hz
 BUNDLED_WEIGHTS = demo.bundled_checkpoint('tiny')
-# mAP of the bundled model on this reduced unseen scene (demo seed, 4 keyframes), measured
-# when the weights were made; the bound leaves room for CPU / library numeric differences.
-MIN_BUNDLED_MAP = None
+# mAP on this reduced unseen scene (demo seed, 4 keyframes), measured 2026-11-21 with the two
+# candidate demo models of bench/train_synthetic.py: 0.106 (10 epochs on the first synthetic
+# world) and 0.086 (the second world); random weights: 0.000 (no box reaches the devkit's
+# matching). The bound is half of the lower one: room for CPU / library numeric differences,
+# far above what an untrained or mis-wired model reaches. Re-measure when the weights change.
+MIN_BUNDLED_MAP = 0.04
 
 
 @pytest.fixture(scope='module')
@@ -118,7 +121,7 @@ def test_demo_command_runs_on_a_nuscenes_root(demo_run, tmp_path, capsys):
 
 
 def test_bundled_model_detects_objects_in_the_unseen_scene(demo_run):
-    if BUNDLED_WEIGHTS is None or MIN_BUNDLED_MAP is None:
+    if BUNDLED_WEIGHTS is None:
         pytest.skip('no bundled tiny weights in sparsebev_core/weights yet (made by '
                     'bench/train_synthetic.py); the demo runs with random weights')
     assert demo_run.metrics['mean_ap'] >= MIN_BUNDLED_MAP
