@@ -352,7 +352,7 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
 
 def train_step(model: torch.nn.Module, criterion: SparseBEVLoss, optimizer, scaler,
                cfg: ModelConfig, batch: dict) -> dict:
-    """One optimisation step; returns ``{'loss', 'grad_norm', '_losses': {name: tensor}}``."""
+    """One optimisation step; returns ``{'grad_norm', '_losses': {name: tensor, 'loss': total}}``."""
     outputs = model(batch['images'], batch['lidar2img'], batch['timestamps'],
                     gt_boxes=batch['gt_boxes'], gt_labels=batch['gt_labels'])
     losses = criterion(outputs, batch['gt_boxes'], batch['gt_labels'])
