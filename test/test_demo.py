@@ -12,11 +12,10 @@ from sparsebev_core.geometry import (CLASS_NAMES, gravity_to_bottom_center, inve
 
 KEYFRAMES = 4                       # 2 Hz: a 1.5 s scene, 19 camera frames at 12 Hz
 BUNDLED_WEIGHTS = demo.bundled_checkpoint('tiny')
-# mAP on this reduced unseen scene (demo seed, 4 keyframes), measured 2026-11-21 with the two
-# candidate demo models of bench/train_synthetic.py: 0.106 (10 epochs on the first synthetic
-# world) and 0.086 (the second world); random weights: 0.000 (no box reaches the devkit's
-# matching). The bound is half of the lower one: room for CPU / library numeric differences,
-# far above what an untrained or mis-wired model reaches. Re-measure when the weights change.
+# mAP on this reduced unseen scene (demo seed, 4 keyframes), measured 2026-11-21: the shipped
+# tiny_synthetic.pth reaches 0.086 (an earlier candidate 0.106); random weights 0.000. The
+# bound is about half of it: room for CPU / library numeric differences, far above what an
+# untrained or mis-wired model reaches. Re-measure when the weights change.
 MIN_BUNDLED_MAP = 0.04
 
 
