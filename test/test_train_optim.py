@@ -130,3 +130,13 @@ def test_sigterm_becomes_a_stop_request():
     with SigtermFlag() as flag:
         os.kill(os.getpid(), signal.SIGTERM)
         assert flag.requested
+
+
+def test_missing_backbone_pretrain_is_an_error_that_names_the_way_out(tmp_path):
+    from sparsebev_core.engine.train import load_backbone_pretrain
+    from sparsebev_core.presets import get_preset
+    cfg = get_preset('r50_nuimg_704x256')            # names the nuImages pretrain file
+    with pytest.raises(FileNotFoundError, match='--pretrained none'):
+        load_backbone_pretrain(Toy(), cfg, str(tmp_path / 'missing.pth'))
+    assert load_backbone_pretrain(Toy(), cfg, 'none') == ''
+    assert load_backbone_pretrain(Toy(), get_preset('tiny'), None) == ''   # tiny: scratch
