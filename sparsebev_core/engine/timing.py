@@ -24,7 +24,6 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..frame import CameraView, Frame
-from ..geometry import CAMERA_NAMES, transform_from_quat
 
 STAGES = ('decode', 'preprocess', 'backbone', 'head', 'postprocess')
 MODEL_STAGES = ('backbone', 'head', 'postprocess')       # the official timed region
@@ -56,25 +55,10 @@ def keyframe_frames(nusc, scene_names: Sequence[str]) -> Iterator[Frame]:
             token = sample['next']
 
 
-def _pose(record: dict) -> np.ndarray:
-    return transform_from_quat(record['rotation'], record['translation'])
-
-
 def _sample_frame(nusc, sample: dict) -> Frame:
-    lidar = nusc.get('sample_data', sample['data']['LIDAR_TOP'])
-    cameras = []
-    for channel in CAMERA_NAMES:
-        sd = nusc.get('sample_data', sample['data'][channel])
-        calib = nusc.get('calibrated_sensor', sd['calibrated_sensor_token'])
-        data = (Path(nusc.dataroot) / sd['filename']).read_bytes()
-        cameras.append(CameraView(image=data, K=np.asarray(calib['camera_intrinsic'], np.float64),
-                                  T_ego_cam=_pose(calib), stamp=sd['timestamp'] * 1e-6,
-                                  T_world_ego=_pose(nusc.get('ego_pose', sd['ego_pose_token'])),
-                                  name=channel))
-    lidar_calib = nusc.get('calibrated_sensor', lidar['calibrated_sensor_token'])
-    return Frame(cameras=cameras, stamp=lidar['timestamp'] * 1e-6,
-                 T_world_ego=_pose(nusc.get('ego_pose', lidar['ego_pose_token'])),
-                 T_ego_model=_pose(lidar_calib), key=sample['token'])
+    """The keyframe as a ``Frame`` (encoded JPEGs), built by the same code as the dataset."""
+    from ..data.infos import frame_from_info, sample_info
+    return frame_from_info(sample_info(nusc, sample, with_annotations=False), nusc.dataroot)
 
 
 def decode_frame(frame: Frame) -> Frame:
