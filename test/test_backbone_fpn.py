@@ -16,6 +16,8 @@ from sparsebev_core.model.detector import build_model, pad_to_multiple
 from sparsebev_core.model.fpn import FPN
 from sparsebev_core.presets import get_preset
 
+from backbone_checks import assert_checkpointing_keeps_gradients
+
 PARITY = Path(__file__).parent / 'parity'
 MANIFEST = PARITY / 'official_r50_nuimg_704x256_manifest.json'
 
@@ -79,18 +81,10 @@ def test_norm_eval_keeps_every_batchnorm_in_eval_during_training():
 
 def test_activation_checkpointing_gives_identical_gradients():
     torch.manual_seed(0)
-    plain = ResNet(depth=50, base_channels=4, frozen_stages=1, with_cp=False)
-    ckpt = ResNet(depth=50, base_channels=4, frozen_stages=1, with_cp=True)
-    ckpt.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 32, 64)
-    grads = []
-    for net in (plain, ckpt):
-        net.train()
-        xi = x.clone().requires_grad_(True)
-        sum((o ** 2).sum() for o in net(xi)).backward()
-        grads.append([xi.grad] + [p.grad for p in net.parameters() if p.requires_grad])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b)
+    assert_checkpointing_keeps_gradients(
+        ResNet(depth=50, base_channels=4, frozen_stages=1, with_cp=False),
+        ResNet(depth=50, base_channels=4, frozen_stages=1, with_cp=True),
+        torch.randn(2, 3, 32, 64))
 
 
 def test_resnet_strides_and_channels():

@@ -17,6 +17,8 @@ from sparsebev_core.model.backbones.vovnet import VoVNet, VoVNetConfig
 from sparsebev_core.model.detector import build_model
 from sparsebev_core.presets import frame_offsets, get_preset
 
+from backbone_checks import assert_checkpointing_keeps_gradients
+
 VOV = 'vov99_dd3d_1600x640_trainval_future'
 EVA = 'vit_eva02_1600x640_trainval_future'
 
@@ -129,18 +131,10 @@ def test_vovnet_blocks_after_the_first_have_identity_shortcuts():
 
 def test_vovnet_checkpointing_gives_identical_gradients():
     torch.manual_seed(0)
-    plain = VoVNet(tiny_vovnet_config(frozen_stages=-1, norm_eval=True, with_cp=False))
-    ckpt = VoVNet(tiny_vovnet_config(frozen_stages=-1, norm_eval=True, with_cp=True))
-    ckpt.load_state_dict(plain.state_dict())
-    x = torch.randn(1, 3, 32, 32)
-    grads = []
-    for net in (plain, ckpt):
-        net.train()
-        xi = x.clone().requires_grad_(True)
-        sum((o ** 2).sum() for o in net(xi)).backward()
-        grads.append([xi.grad] + [p.grad for p in net.parameters()])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b)
+    assert_checkpointing_keeps_gradients(
+        VoVNet(tiny_vovnet_config(frozen_stages=-1, norm_eval=True, with_cp=False)),
+        VoVNet(tiny_vovnet_config(frozen_stages=-1, norm_eval=True, with_cp=True)),
+        torch.randn(1, 3, 32, 32))
 
 
 # ------------------------------------------------------------------ EVA02
@@ -196,18 +190,10 @@ def test_eva02_pyramid_levels_and_frozen_blocks():
 
 def test_eva02_checkpointing_gives_identical_gradients_in_eval_of_dropout():
     torch.manual_seed(0)
-    plain = EVA02(tiny_eva02_config(use_act_checkpoint=False, drop_path_rate=0.0))
-    ckpt = EVA02(tiny_eva02_config(use_act_checkpoint=True, drop_path_rate=0.0))
-    ckpt.load_state_dict(plain.state_dict())
-    x = torch.randn(1, 3, 64, 128)
-    grads = []
-    for net in (plain, ckpt):
-        net.train()
-        xi = x.clone().requires_grad_(True)
-        sum((o ** 2).sum() for o in net(xi)).backward()
-        grads.append([xi.grad] + [p.grad for p in net.parameters() if p.requires_grad])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b)
+    assert_checkpointing_keeps_gradients(
+        EVA02(tiny_eva02_config(use_act_checkpoint=False, drop_path_rate=0.0)),
+        EVA02(tiny_eva02_config(use_act_checkpoint=True, drop_path_rate=0.0)),
+        torch.randn(1, 3, 64, 128))
 
 
 # ------------------------------------------------------------------ whole detector, tiny widths
