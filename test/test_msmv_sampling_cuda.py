@@ -307,6 +307,22 @@ def test_kernels_compile_for_hopper_without_local_memory(tmp_path):
     assert all(line.split()[0] == '0' and '0 bytes spill stores' in line for line in report), report
 
 
+def test_default_arch_list_carries_ptx_of_its_lowest_architecture(tmp_path):
+    """The default arch list ends GPUs without machine code (Orin sm_87, newer) on PTX: that
+    PTX must be for the lowest listed architecture, and the kernels must compile for it."""
+    from sparsebev_core.csrc.build_ext import DEFAULT_ARCH_LIST
+    arches = DEFAULT_ARCH_LIST.split(';')
+    with_ptx = [a for a in arches if a.endswith('+PTX')]
+    numbers = [float(a.replace('+PTX', '')) for a in arches]
+    assert len(with_ptx) == 1 and float(with_ptx[0][:-4]) == min(numbers), DEFAULT_ARCH_LIST
+    code = with_ptx[0][:-4].replace('.', '')
+    result = subprocess.run([_nvcc(), '-std=c++17', '-O3', '-gencode',
+                             f'arch=compute_{code},code=[sm_{code},compute_{code}]', '-c',
+                             str(CSRC / 'msmv_sampling_kernels.cu'), '-o', str(tmp_path / 'k.o')],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_vectorized_forward_kernels_read_features_with_16_byte_loads(tmp_path):
     ptx = tmp_path / 'kernels.ptx'
     subprocess.run([_nvcc(), '-std=c++17', '-O3', '-arch=sm_90', '-ptx',

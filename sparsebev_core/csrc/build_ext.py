@@ -8,8 +8,10 @@ installed torch from setup.py, so the CUDA build needs::
 
     pip install --no-build-isolation -e .
 
-``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures (default ``8.0;8.6;8.9;9.0``: A100, RTX 30xx,
-RTX 40xx/L4/L40, H100/H200). ``SPARSEBEV_NO_CUDA=1`` skips the build on purpose.
+``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures (default ``7.5+PTX;8.0;8.6;8.9;9.0``: machine
+code for Turing, A100, RTX 30xx, RTX 40xx/L4/L40, H100/H200, plus Turing PTX that the driver
+compiles just in time on any newer GPU without its own machine code, e.g. Jetson Orin (sm_87)
+and Blackwell). ``SPARSEBEV_NO_CUDA=1`` skips the build on purpose.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ CSRC_DIR = Path(__file__).resolve().parent
 EXTENSION_NAME = 'sparsebev_core._msmv_sampling_cuda'
 SOURCES = ('msmv_sampling.cpp', 'msmv_sampling_kernels.cu')
 HEADERS = ('msmv_sampling.h', 'msmv_sampling_launch.h')
-DEFAULT_ARCH_LIST = '8.0;8.6;8.9;9.0'
+DEFAULT_ARCH_LIST = '7.5+PTX;8.0;8.6;8.9;9.0'
 CXX_FLAGS = ['-O3', '-std=c++17']
 NVCC_FLAGS = ['-O3', '-std=c++17', '-lineinfo']
 
