@@ -11,11 +11,12 @@ import torch
 from sparsebev_core.checkpoint import (CheckpointMismatchError, convert_official_checkpoint, guess_preset,
                                        load_checkpoint, load_pretrained_backbone, ours_to_official)
 from sparsebev_core.config import FPNConfig
+from sparsebev_core.frame_layout import frame_offsets
 from sparsebev_core.model.backbones.eva02 import (EVA02, EVA02Config, VisionRotaryEmbedding,
                                                   window_partition, window_unpartition)
 from sparsebev_core.model.backbones.vovnet import VoVNet, VoVNetConfig
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import frame_offsets, get_preset
+from sparsebev_core.presets import get_preset
 
 from backbone_checks import assert_checkpointing_keeps_gradients
 

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..frame_layout import needs_future_frames
 from ..geometry import CLASS_NAMES, rot_to_quat
 
 # mmdet3d NuScenesDataset.DefaultAttribute
@@ -258,7 +259,7 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
 
     if mode not in ('online', 'offline'):
         raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
-    if mode == 'online' and cfg.num_future_frames > 0:
+    if mode == 'online' and needs_future_frames(cfg):
         raise ValueError(f'preset {cfg.name!r} looks at future frames, which a feature cache '
                          f'cannot provide: evaluate it with --mode offline')
     eval_set = resolve_split(version, split)
