@@ -15,8 +15,8 @@ tiny map mask, so that ``NuScenes(version='v1.0-mini', dataroot=OUT)`` loads it 
   rendered with correct occlusion (``synthetic_render``);
 * annotations at the keyframes for objects within 60 m of the ego: gravity-centre global
   boxes, size (w, l, h), yaw quaternion, prev/next chains (the devkit derives velocities),
-  visibility from the rendered id buffers, attributes that follow the official
-  speed-based rule, and ``num_lidar_pts`` = the number of the box's visible pixels in the
+  visibility from the rendered id buffers, attributes by the official speed-based
+  rule (``attributes.official_attribute``), and ``num_lidar_pts`` = the number of the box's visible pixels in the
   six cameras (a proxy: 0 when fully occluded or out of view, so the devkit drops it).
 
 Scene names come from the devkit's ``mini_train`` / ``mini_val`` splits (at most 10
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..attributes import official_attribute
 from ..geometry import CAMERA_NAMES, CLASS_NAMES, box_corners, invert_transform, rot_to_quat, \
     transform_from_quat, yaw_to_quat
 from .synthetic_render import CameraModel, box_pixel_area, make_camera, render_camera
@@ -125,20 +126,6 @@ def scaled_intrinsics(K: np.ndarray, image_wh: tuple[int, int]) -> np.ndarray:
     sx = image_wh[0] / NUSCENES_IMAGE_WH[0]
     sy = image_wh[1] / NUSCENES_IMAGE_WH[1]
     return np.diag([sx, sy, 1.0]) @ np.asarray(K, np.float64)
-
-
-def attribute_name(label: str, speed: float) -> str:
-    """Attribute of a box, by the speed rule the official result formatting applies (spec 6.3)."""
-    moving = speed > 0.2
-    if label in ('car', 'construction_vehicle', 'truck', 'trailer'):
-        return 'vehicle.moving' if moving else 'vehicle.parked'
-    if label == 'bus':
-        return 'vehicle.moving' if moving else 'vehicle.stopped'
-    if label in ('bicycle', 'motorcycle'):
-        return 'cycle.with_rider' if moving else 'cycle.without_rider'
-    if label == 'pedestrian':
-        return 'pedestrian.moving' if moving else 'pedestrian.standing'
-    return ''
 
 
 def visibility_token(fraction: float) -> str:
@@ -300,7 +287,7 @@ class _SceneWriter:
             for i in np.flatnonzero(near):
                 label = CLASS_NAMES[int(world.objects.labels[i])]
                 speed = float(np.hypot(boxes[i, 7], boxes[i, 8]))
-                attr = attribute_name(label, speed)
+                attr = official_attribute(label, speed)
                 fraction = visible_px[i] / full_px[i] if full_px[i] > 0 else 0.0
                 rec = dict(
                     token=tk('sample_annotation', self.i, k, i), sample_token=samples[k]['token'],

@@ -26,33 +26,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..attributes import official_attribute
 from ..frame_layout import needs_future_frames
 from ..geometry import CLASS_NAMES, rot_to_quat
 
-# mmdet3d NuScenesDataset.DefaultAttribute
-DEFAULT_ATTRIBUTE: dict[str, str] = {
-    'car': 'vehicle.parked', 'pedestrian': 'pedestrian.moving', 'trailer': 'vehicle.parked',
-    'truck': 'vehicle.parked', 'bus': 'vehicle.moving', 'motorcycle': 'cycle.without_rider',
-    'construction_vehicle': 'vehicle.parked', 'bicycle': 'cycle.without_rider',
-    'barrier': '', 'traffic_cone': '',
-}
 SUBMISSION_META = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False,
                        use_external=False)
-
-
-def official_attribute(name: str, speed: float) -> str:
-    """Attribute the official formatting assigns from the class and the speed (m/s)."""
-    if speed > 0.2:
-        if name in ('car', 'construction_vehicle', 'bus', 'truck', 'trailer'):
-            return 'vehicle.moving'
-        if name in ('bicycle', 'motorcycle'):
-            return 'cycle.with_rider'
-        return DEFAULT_ATTRIBUTE[name]
-    if name == 'pedestrian':
-        return 'pedestrian.standing'
-    if name == 'bus':
-        return 'vehicle.stopped'
-    return DEFAULT_ATTRIBUTE[name]
 
 
 def class_ranges() -> dict[str, float]:
