@@ -19,7 +19,7 @@ from sparsebev_core.attributes import official_attribute
 from sparsebev_core.data import synthetic
 from sparsebev_core.data.synthetic_world import CLASS_COLOR
 from sparsebev_core.geometry import CAMERA_NAMES, CLASS_NAMES, invert_transform, \
-    transform_from_quat
+    nuscenes_lidar_to_ego, transform_from_quat
 
 IMAGE_WH = (200, 113)
 
@@ -47,7 +47,14 @@ def test_calibration_is_the_parity_fixture_rig():
     finally:
         sys.path.pop(0)
     assert synthetic.NUSCENES_CAMERAS == inputs.CAMERAS
-    assert synthetic.NUSCENES_LIDAR_TOP == inputs.LIDAR_TOP
+
+
+def test_lidar_calibration_is_the_one_in_geometry(nusc):
+    sensor = {s['token']: s['channel'] for s in nusc.sensor}
+    lidar = [c for c in nusc.calibrated_sensor if sensor[c['sensor_token']] == 'LIDAR_TOP']
+    assert lidar
+    for record in lidar:
+        np.testing.assert_array_equal(_pose(record), nuscenes_lidar_to_ego())
 
 
 def test_devkit_loads_scenes_named_from_the_mini_splits(nusc):

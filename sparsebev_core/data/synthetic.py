@@ -35,14 +35,15 @@ import numpy as np
 from PIL import Image
 
 from ..attributes import official_attribute
-from ..geometry import CAMERA_NAMES, CLASS_NAMES, box_corners, invert_transform, rot_to_quat, \
-    transform_from_quat, yaw_to_quat
+from ..geometry import CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ, \
+    NUSCENES_LIDAR_TOP_TRANSLATION, box_corners, invert_transform, nuscenes_lidar_to_ego, \
+    rot_to_quat, transform_from_quat, yaw_to_quat
 from .synthetic_render import CameraModel, box_pixel_area, make_camera, render_camera
 from .synthetic_world import CLASS_CATEGORY, SyntheticWorld, make_world
 
 # nuScenes calibrated_sensor values of log n015-2018-07-24 (1600x900 cameras): rotation is a
 # (w, x, y, z) quaternion sensor -> ego, translation sensor -> ego in metres. Same numbers as
-# test/parity/inputs.py (a test checks that they agree).
+# test/parity/inputs.py (a test checks that they agree). LIDAR_TOP's are in geometry.py.
 NUSCENES_CAMERAS: dict[str, dict] = {
     'CAM_FRONT': dict(
         translation=[1.70079118954, 0.0159456324149, 1.51095763913],
@@ -75,9 +76,6 @@ NUSCENES_CAMERAS: dict[str, dict] = {
         intrinsic=[[1259.5137405846733, 0.0, 807.2529053838625],
                    [0.0, 1259.5137405846733, 501.19579884916527], [0.0, 0.0, 1.0]]),
 }
-NUSCENES_LIDAR_TOP: dict = dict(
-    translation=[0.943713, 0.0, 1.84023],
-    rotation=[0.7077955119163518, -0.006492242056004365, 0.010646214713995808, -0.7063073142877817])
 NUSCENES_IMAGE_WH = (1600, 900)
 
 # camera trigger offsets (s) relative to the LIDAR_TOP keyframe stamp, CAMERA_NAMES order
@@ -189,7 +187,8 @@ class _SceneWriter:
             tok = tk('calibrated_sensor', self.i, channel)
             self.calib_token[channel] = tok
             if channel == 'LIDAR_TOP':
-                rec = dict(NUSCENES_LIDAR_TOP, camera_intrinsic=[])
+                rec = dict(translation=list(NUSCENES_LIDAR_TOP_TRANSLATION),
+                           rotation=list(NUSCENES_LIDAR_TOP_ROTATION_WXYZ), camera_intrinsic=[])
             else:
                 c = NUSCENES_CAMERAS[channel]
                 K = scaled_intrinsics(np.array(c['intrinsic']), self.image_wh)
@@ -271,8 +270,7 @@ class _SceneWriter:
     def write_annotations_and_lidar(self, samples: list[dict], key_stamps: np.ndarray) -> None:
         tk, tables, world = self.token, self.tables, self.world
         n_obj = len(world.objects)
-        T_ego_lidar = transform_from_quat(NUSCENES_LIDAR_TOP['rotation'],
-                                          NUSCENES_LIDAR_TOP['translation'])
+        T_ego_lidar = nuscenes_lidar_to_ego()
         lidar_records = []
         per_object: list[list[dict]] = [[] for _ in range(n_obj)]
         last_key: list[int] = [-2] * n_obj
