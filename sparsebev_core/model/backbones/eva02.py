@@ -396,10 +396,7 @@ def build_eva02(cfg: EVA02Config) -> EVA02:
     return EVA02(cfg)
 
 
-# Key tables used by sparsebev_core.checkpoint: (regex on the file's key, replacement).
-# Official SparseBEV checkpoints use our names: identity.
-OFFICIAL_KEY_MAP: tuple[tuple[str, str], ...] = ()
-OFFICIAL_KEY_MAP_INVERSE: tuple[tuple[str, str], ...] = ()
+# Pretrain key table (model.backbones.dispatch): (regex on the file's key, replacement).
 # EVA02 detectron2 pretrain (``pretrain/eva02_L_coco_seg_sys_o365.pth``, under ``model``):
 # the official EVA02 module loads ``backbone.net.*`` and ``backbone.simfp_*`` into itself,
 # i.e. into ``img_backbone.backbone.*`` (the simple pyramid IS loaded, unlike the R50 FPN);

@@ -189,10 +189,7 @@ def build_resnet(cfg: ResNetConfig) -> ResNet:
                   norm_eval=cfg.norm_eval, with_cp=cfg.with_cp)
 
 
-# Key tables used by sparsebev_core.checkpoint: (regex on the file's key, replacement).
-# Official SparseBEV checkpoints already use our names (mmdet ResNet + FPN): identity.
-OFFICIAL_KEY_MAP: tuple[tuple[str, str], ...] = ()
-OFFICIAL_KEY_MAP_INVERSE: tuple[tuple[str, str], ...] = ()
+# Pretrain key table (model.backbones.dispatch): (regex on the file's key, replacement).
 # nuImages Cascade Mask R-CNN pretrain files (mmdet3d model zoo): the official config's
 # revise_keys=[('backbone', 'img_backbone')]; neck / rpn_head / roi_head keys are ignored.
 PRETRAIN_KEY_MAP: tuple[tuple[str, str], ...] = ((r'^backbone\.', 'img_backbone.'),)

@@ -173,10 +173,7 @@ def build_vovnet(cfg: VoVNetConfig) -> VoVNet:
     return VoVNet(cfg)
 
 
-# Key tables used by sparsebev_core.checkpoint: (regex on the file's key, replacement).
-# Official SparseBEV checkpoints use our names: identity.
-OFFICIAL_KEY_MAP: tuple[tuple[str, str], ...] = ()
-OFFICIAL_KEY_MAP_INVERSE: tuple[tuple[str, str], ...] = ()
+# Pretrain key table (model.backbones.dispatch): (regex on the file's key, replacement).
 # DD3D pretrain (``pretrain/dd3d_det_final.pth``). The official config loads it with no key
 # revision, i.e. the file SparseBEV points to already carries ``img_backbone.*`` names (kept
 # as they are). The original DD3D (detectron2) layout nests the VoVNet as
