@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 
+from ..activation_checkpoint import run_segment
 from .freezing import freeze
 
 # every block except each third one (2, 5, 8, ...) uses 16x16 window attention
@@ -206,9 +206,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_act_checkpoint and self.training and x.requires_grad and torch.is_grad_enabled():
-            return cp.checkpoint(self._inner, x, use_reentrant=False)
-        return self._inner(x)
+        return run_segment(self, self._inner, x, probe=x, enabled=self.use_act_checkpoint)
 
 
 class PatchEmbed(nn.Module):

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 
+from ..activation_checkpoint import run_segment
 from .freezing import apply_train_mode_rules, freeze
 
 
@@ -98,9 +98,7 @@ class OSABlock(nn.Module):
         return y + x if self.identity else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.with_cp and self.training and x.requires_grad and torch.is_grad_enabled():
-            return cp.checkpoint(self._inner, x, use_reentrant=False)
-        return self._inner(x)
+        return run_segment(self, self._inner, x, probe=x, enabled=self.with_cp)
 
 
 def _osa_stage(stage_num: int, in_ch: int, stage_ch: int, concat_ch: int, num_blocks: int,
