@@ -60,8 +60,6 @@ class EVA02Config:
     fpn_out_channels: int = 256
     fpn_scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
     fpn_top_block: bool = True               # 5th level = max-pool of the last
-    fpn_norm: str = 'LN'
-    fpn_square_pad: int = 1600               # detectron2 padding hint; unused here (input fixed)
     frozen_blocks: int = 3                   # patch embed, pos embed, blocks 0..2 frozen
 
 
