@@ -11,8 +11,9 @@ Loading is always strict unless asked otherwise: a mismatch raises
 nothing is copied into the model. Files are read with ``torch.load(weights_only=True)``;
 a file that needs arbitrary pickles is refused with a message saying how to allow it.
 
-Key mappings between official files and our modules live beside each backbone
-(``OFFICIAL_KEY_MAP`` / ``PRETRAIN_KEY_MAP`` tables, timm's ``checkpoint_filter_fn`` habit).
+Official detector checkpoints use our key names for every backbone. Pretrain files are
+mapped by each backbone's ``PRETRAIN_KEY_MAP`` (beside the backbone, timm's
+``checkpoint_filter_fn`` habit), found through ``model.backbones.dispatch.BACKBONES``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from .config import ModelConfig
+from .model.backbones.dispatch import backbone_kind
 
 log = logging.getLogger(__name__)
 
@@ -116,22 +118,6 @@ def split_checkpoint(obj: Mapping[str, Any]) -> tuple['OrderedDict[str, torch.Te
 
 
 # ---------------------------------------------------------------------------- key mapping
-def _backbone_module(model_or_cfg: Any):
-    """The backbone module file serving this model / config (holds the key tables)."""
-    from .config import ModelConfig, ResNetConfig
-    cfg = model_or_cfg.cfg if hasattr(model_or_cfg, 'cfg') else model_or_cfg
-    bcfg = cfg.backbone if isinstance(cfg, ModelConfig) else None
-    if bcfg is None or isinstance(bcfg, ResNetConfig):
-        from .model.backbones import resnet as module
-    else:
-        from .model.backbones.eva02 import EVA02Config
-        if isinstance(bcfg, EVA02Config):
-            from .model.backbones import eva02 as module
-        else:
-            from .model.backbones import vovnet as module
-    return module
-
-
 def rename_keys(state: Mapping[str, torch.Tensor], table: tuple[tuple[str, str], ...]
                 ) -> 'OrderedDict[str, torch.Tensor]':
     """Apply a (pattern, replacement) regex table to every key, first match wins."""
@@ -144,20 +130,6 @@ def rename_keys(state: Mapping[str, torch.Tensor], table: tuple[tuple[str, str],
                 break
         out[key] = value
     return out
-
-
-def official_to_ours(state: Mapping[str, torch.Tensor], model_or_cfg: Any
-                     ) -> 'OrderedDict[str, torch.Tensor]':
-    """Official detector state-dict names -> ours (identity for ResNet + FPN + head)."""
-    table = getattr(_backbone_module(model_or_cfg), 'OFFICIAL_KEY_MAP', ())
-    return rename_keys(state, table)
-
-
-def ours_to_official(state: Mapping[str, torch.Tensor], model_or_cfg: Any
-                     ) -> 'OrderedDict[str, torch.Tensor]':
-    """Inverse of ``official_to_ours`` (used to write official-layout files in tests)."""
-    table = getattr(_backbone_module(model_or_cfg), 'OFFICIAL_KEY_MAP_INVERSE', ())
-    return rename_keys(state, table)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -187,7 +159,6 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: str | Path | Mapping[s
     source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else ''
     obj = read_checkpoint(path_or_state_dict, allow_pickle) if source else path_or_state_dict
     state, info = split_checkpoint(obj)
-    state = official_to_ours(state, model)
     missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state)
     if strict and (missing or unexpected or mismatched):
         raise CheckpointMismatchError(missing, unexpected, mismatched, source)
@@ -212,18 +183,18 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path | Mapping[str, A
     ``img_backbone.*`` (the official ``revise_keys=[('backbone', 'img_backbone')]``); the
     detector's ``neck.*``, ``rpn_head.*``, ``roi_head.*`` keys are ignored and reported, so
     the FPN keeps its own Xavier init exactly as in the official training (quirk 21). The
-    table for each backbone is its module's ``PRETRAIN_KEY_MAP``. Within the backbone the
-    load is strict: a missing or wrongly-shaped backbone key raises
-    ``CheckpointMismatchError``.
+    table for each backbone is its ``backbones.dispatch.BACKBONES`` entry's
+    ``pretrain_key_map``. Within the backbone the load is strict: a missing or wrongly-shaped
+    backbone key raises ``CheckpointMismatchError``.
 
     Returns ``dict(loaded=[keys], ignored=[keys])``.
     """
     source = str(path) if isinstance(path, (str, Path)) else ''
     obj = read_checkpoint(path, allow_pickle) if source else path
     state, _ = split_checkpoint(obj)
-    table = getattr(_backbone_module(model), 'PRETRAIN_KEY_MAP', ((r'^backbone\.', 'img_backbone.'),))
-    renamed = rename_keys(state, table)
-    derived = [re.compile(p) for p in getattr(_backbone_module(model), 'DERIVED_KEY_PATTERNS', ())]
+    kind = backbone_kind(model.cfg.backbone)          # UnknownBackboneError for a foreign config
+    renamed = rename_keys(state, kind.pretrain_key_map)
+    derived = [re.compile(p) for p in kind.derived_key_patterns]
 
     def is_derived(key: str) -> bool:                 # buffers computed from the config
         return any(p.search(key) for p in derived)
@@ -280,7 +251,6 @@ def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
         preset = guess_preset(state)
     cfg = get_preset(preset) if isinstance(preset, str) else preset
     preset = cfg.name
-    state = official_to_ours(state, cfg)
     state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in state.items())
     report = dict(preset=preset, box_convention=info['box_convention'], num_keys=len(state),
                   num_elements=sum(v.numel() for v in state.values()), verified=False)

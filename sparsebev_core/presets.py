@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .config import FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig
+from .frame_layout import needs_future_frames
 from .model.backbones.eva02 import EVA02Config
 from .model.backbones.vovnet import VoVNetConfig
 
@@ -151,29 +152,7 @@ _PRESETS: dict[str, Callable[[], ModelConfig]] = {
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 # presets that need frames from the future: offline evaluation only, never streaming
 FUTURE_PRESET_NAMES: tuple[str, ...] = tuple(
-    n for n in PRESET_NAMES if _PRESETS[n]().num_future_frames > 0)
-
-
-def frame_offsets(cfg: ModelConfig) -> tuple[int, ...]:
-    """Frame slot -> frame offset from the current frame (0), in frame steps (-k past, +k future).
-
-    ``past``: (0, -1, ..., -P). ``future_blocked`` (vov99): (0, -1..-P, +1..+F).
-    ``future_interleaved`` (EVA02): (0, -1, +1, -2, +2, ...). Slot 1 is always the newest past
-    frame, so the velocity divisor (time to slot 1) stays positive.
-    """
-    past = [-k for k in range(1, cfg.num_past_frames + 1)]
-    future = [k for k in range(1, cfg.num_future_frames + 1)]
-    if cfg.frame_layout == 'past':
-        if future:
-            raise ValueError(f'frame_layout "past" with num_future_frames={cfg.num_future_frames}')
-        return (0, *past)
-    if cfg.frame_layout == 'future_blocked':
-        return (0, *past, *future)
-    if cfg.frame_layout == 'future_interleaved':
-        if len(past) != len(future):
-            raise ValueError('future_interleaved needs as many past as future frames')
-        return (0, *[o for pair in zip(past, future) for o in pair])
-    raise ValueError(f'unknown frame_layout {cfg.frame_layout!r}')
+    n for n in PRESET_NAMES if needs_future_frames(_PRESETS[n]()))
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -210,9 +210,3 @@ def matrix_to_translation_quat(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """4x4 -> translation (3,) and ROS-order quaternion (x, y, z, w)."""
     T = np.asarray(T, dtype=np.float64)
     return T[:3, 3].copy(), quat_wxyz_to_xyzw(rot_to_quat(T[:3, :3]))
-
-
-def pose_to_matrix(pose: Any) -> np.ndarray:
-    """``geometry_msgs/Pose`` -> 4x4."""
-    p, q = pose.position, pose.orientation
-    return make_transform(quat_to_rot(quat_xyzw_to_wxyz((q.x, q.y, q.z, q.w))), (p.x, p.y, p.z))

@@ -86,16 +86,6 @@ def length(n: int) -> Validator:
     return check
 
 
-def all_of(*checks: Validator) -> Validator:
-    def check(value: Any) -> str | None:
-        for c in checks:
-            problem = c(value)
-            if problem:
-                return problem
-        return None
-    return check
-
-
 def _device(value: str) -> str | None:
     return None if re.fullmatch(r'auto|cpu|cuda(:\d+)?', value) else \
         "must be 'auto', 'cpu', 'cuda' or 'cuda:N'"

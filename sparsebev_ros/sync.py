@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from .codecs import stamp_to_ns
 
@@ -102,8 +102,3 @@ class ApproximateTimeSynchronizer:
         """Queued stamps per input (sorted), for diagnostics."""
         with self.lock:
             return [sorted(q) for q in self.queues]
-
-
-def camera_spread_ns(stamps_ns: Sequence[int]) -> int:
-    """max - min of a set of stamps (ns)."""
-    return max(stamps_ns) - min(stamps_ns)

@@ -223,10 +223,6 @@ class TfBuffer:
         return self.set_transform(msg.header.frame_id, msg.child_frame_id, stamp_to_ns(msg.header.stamp),
                                   (tr.x, tr.y, tr.z), (rot.x, rot.y, rot.z, rot.w), static)
 
-    def set_tf_message(self, msg: Any, static: bool = False) -> int:
-        """Store every transform of a ``tf2_msgs/TFMessage``; returns how many were accepted."""
-        return sum(bool(self.set_transform_msg(t, static)) for t in msg.transforms)
-
     def clear(self) -> None:
         """Forget every dynamic transform (static ones stay), as tf2 does on a time jump back."""
         with self._lock:
@@ -238,9 +234,6 @@ class TfBuffer:
                 self._frames.add(c.entry.parent)
 
     # ---------------------------------------------------------------- lookup
-    def frame_exists(self, frame: str) -> bool:
-        return frame.lstrip('/') in self._frames
-
     def _check_frame(self, frame: str, role: str) -> str:
         frame = frame.lstrip('/')
         if frame not in self._frames:
@@ -329,11 +322,3 @@ class TfBuffer:
             raise ConnectivityException(
                 f'Could not find a connection between \'{target}\' and \'{source}\' because they '
                 'are not part of the same tree.Tf has two or more unconnected trees.')
-
-    def can_transform(self, target: str, source: str, time_ns: int = 0) -> bool:
-        """True when :meth:`lookup_transform` would succeed."""
-        try:
-            self.lookup_transform(target, source, time_ns)
-            return True
-        except TransformException:
-            return False

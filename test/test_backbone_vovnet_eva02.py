@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from sparsebev_core.checkpoint import (CheckpointMismatchError, convert_official_checkpoint, guess_preset,
-                                       load_checkpoint, load_pretrained_backbone, ours_to_official)
+                                       load_checkpoint, load_pretrained_backbone)
 from sparsebev_core.config import FPNConfig
+from sparsebev_core.frame_layout import frame_offsets
 from sparsebev_core.model.backbones.eva02 import (EVA02, EVA02Config, VisionRotaryEmbedding,
                                                   window_partition, window_unpartition)
 from sparsebev_core.model.backbones.vovnet import VoVNet, VoVNetConfig
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import frame_offsets, get_preset
+from sparsebev_core.presets import get_preset
 
 from backbone_checks import assert_checkpointing_keeps_gradients
 
@@ -222,12 +223,12 @@ def test_tiny_width_detector_forward_backward(backbone):
 # ------------------------------------------------------------------ checkpoints
 @pytest.mark.parametrize('backbone', ['vovnet', 'eva02'])
 def test_conversion_of_official_named_state_dict(tmp_path, backbone):
-    """No official VoVNet/EVA02 checkpoint is available offline: we generate one with the
-    official key names from our own (tiny-width) model through the inverse key mapping."""
+    """No official VoVNet/EVA02 checkpoint is available offline: we write one from our own
+    (tiny-width) model, whose state-dict names are the official ones."""
     cfg = tiny_preset_with(backbone)
     torch.manual_seed(0)
     source = build_model(cfg)
-    official = ours_to_official(source.state_dict(), cfg)
+    official = source.state_dict()
     src = tmp_path / 'official.pth'
     torch.save(dict(meta=dict(epoch=24), state_dict=official), src)
     out = tmp_path / 'converted.pth'

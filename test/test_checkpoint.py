@@ -1,6 +1,7 @@
 """Official checkpoints: strict loading, the version switch, conversion, pretrained backbones."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -11,8 +12,10 @@ import torch
 from sparsebev_core import cli
 from sparsebev_core.checkpoint import (CheckpointError, CheckpointMismatchError, guess_preset,
                                        load_checkpoint, load_pretrained_backbone)
+from sparsebev_core.errors import InputError
+from sparsebev_core.model.backbones.dispatch import BACKBONES, UnknownBackboneError
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import get_preset
+from sparsebev_core.presets import PRESET_NAMES, get_preset
 
 MANIFEST = Path(__file__).parent / 'parity' / 'official_r50_nuimg_704x256_manifest.json'
 
@@ -178,3 +181,26 @@ def test_guess_preset_from_official_shapes():
     assert guess_preset(state) == 'r50_nuimg_704x256_400q_36ep'
     state['img_backbone.layer3.22.conv1.weight'] = torch.empty(1)
     assert guess_preset(state) == 'r101_nuimg_1408x512'
+
+
+@dataclasses.dataclass
+class ForeignBackboneConfig:
+    """A backbone config type no backbone module serves."""
+    depth: int = 18
+
+
+def test_every_preset_backbone_is_in_the_dispatch_table():
+    assert {type(get_preset(n).backbone) for n in PRESET_NAMES} == set(BACKBONES)
+
+
+def test_unknown_backbone_config_is_a_typed_error_in_build_and_in_pretrain_mapping(tiny_state):
+    foreign = dataclasses.replace(get_preset('tiny'), backbone=ForeignBackboneConfig())
+    with pytest.raises(UnknownBackboneError, match='ForeignBackboneConfig') as info:
+        build_model(foreign)
+    assert isinstance(info.value, InputError)
+    model = _fresh_tiny()
+    model.cfg = foreign                             # a model whose config names no backbone we know
+    pretrain = OrderedDict(('backbone.' + k[len('img_backbone.'):], v)
+                           for k, v in tiny_state.items() if k.startswith('img_backbone.'))
+    with pytest.raises(UnknownBackboneError, match='ForeignBackboneConfig'):
+        load_pretrained_backbone(model, pretrain)

@@ -10,8 +10,9 @@ from sparsebev_core.data.dataset import NuScenesMultiFrameDataset, build_dataset
 from sparsebev_core.data.infos import info_path, load_infos
 from sparsebev_core.data.synthetic import make_synthetic
 from sparsebev_core.data.synthetic_world import CLASS_COLOR
+from sparsebev_core.frame_layout import FrameLayoutError, frame_offsets
 from sparsebev_core.geometry import CLASS_NAMES, project_points
-from sparsebev_core.presets import get_preset
+from sparsebev_core.presets import PRESET_NAMES, get_preset
 
 KEYFRAMES = 6
 
@@ -190,6 +191,28 @@ def test_future_layouts_order_past_and_future_frames(val_set, root, cfg):
         assert np.allclose(t[0] - t[1], 0.5, atol=0.01)                # keyframe spacing
         last = ds.select_frames(KEYFRAMES - 1)                           # scene end: no future
         assert last[-1] is last[0]
+
+
+@pytest.mark.parametrize('name', PRESET_NAMES)
+def test_frame_selection_follows_frame_offsets_for_every_preset(val_set, root, cfg, name):
+    preset = get_preset(name)
+    pcfg = dataclasses.replace(cfg, frame_layout=preset.frame_layout,
+                               num_past_frames=preset.num_past_frames,
+                               num_future_frames=preset.num_future_frames)
+    ds = NuScenesMultiFrameDataset(val_set.infos, root, pcfg, training=False, load_images=False)
+    index = 2                                           # 2 keyframes before it, 3 after
+    t = np.array([f[0]['stamp'] for f in ds.select_frames(index)])
+    offsets = np.array(frame_offsets(pcfg))
+    assert len(t) == len(offsets) == pcfg.num_frames
+    # test time: slot k holds the keyframe at offset k, clamped to the scene's first / last
+    expected = 0.5 * np.clip(offsets, -index, KEYFRAMES - 1 - index)
+    np.testing.assert_allclose(t - t[0], expected, atol=0.01)
+
+
+def test_a_layout_that_does_not_fit_its_frame_counts_is_refused(val_set, root, cfg):
+    bad = dataclasses.replace(cfg, num_future_frames=2)            # 'past' layout with future
+    with pytest.raises(FrameLayoutError, match='future_blocked or future_interleaved'):
+        NuScenesMultiFrameDataset(val_set.infos, root, bad, training=False, load_images=False)
 
 
 def test_collate_stacks_a_batch(val_set):

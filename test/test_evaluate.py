@@ -75,17 +75,6 @@ def test_a_broken_convention_is_caught_by_the_same_check(infos, nusc, tmp_path):
     assert no_calibration['mean_ap'] < 0.3
 
 
-def test_official_attribute_rule():
-    assert ev.official_attribute('car', 3.0) == 'vehicle.moving'
-    assert ev.official_attribute('car', 0.1) == 'vehicle.parked'
-    assert ev.official_attribute('bus', 0.1) == 'vehicle.stopped'
-    assert ev.official_attribute('bicycle', 1.0) == 'cycle.with_rider'
-    assert ev.official_attribute('motorcycle', 0.0) == 'cycle.without_rider'
-    assert ev.official_attribute('pedestrian', 1.0) == 'pedestrian.moving'
-    assert ev.official_attribute('pedestrian', 0.0) == 'pedestrian.standing'
-    assert ev.official_attribute('traffic_cone', 5.0) == ''
-
-
 def test_class_range_is_applied_in_the_ego_frame():
     # model frame = ego frame shifted 10 m forward: a car 45 m ahead of the model origin is
     # 55 m from the ego origin and falls outside the 50 m car range

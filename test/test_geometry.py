@@ -55,6 +55,11 @@ def test_nuscenes_lidar_axes_point_right_and_forward():
     assert abs(T[2, 3] - 1.84023) < 1e-9
 
 
+def test_lidar_calibration_is_the_parity_fixture_rig():
+    assert list(g.NUSCENES_LIDAR_TOP_TRANSLATION) == parity_inputs.LIDAR_TOP['translation']
+    assert list(g.NUSCENES_LIDAR_TOP_ROTATION_WXYZ) == parity_inputs.LIDAR_TOP['rotation']
+
+
 def test_invert_transform_is_inverse():
     T = g.transform_from_quat([0.9, 0.1, -0.2, 0.3], [1.0, -2.0, 0.5])
     np.testing.assert_allclose(g.invert_transform(T) @ T, np.eye(4), atol=1e-12)

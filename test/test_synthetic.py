@@ -15,10 +15,11 @@ from nuscenes.utils.splits import create_splits_scenes
 from PIL import Image
 
 from sparsebev_core import cli
+from sparsebev_core.attributes import official_attribute
 from sparsebev_core.data import synthetic
 from sparsebev_core.data.synthetic_world import CLASS_COLOR
 from sparsebev_core.geometry import CAMERA_NAMES, CLASS_NAMES, invert_transform, \
-    transform_from_quat
+    nuscenes_lidar_to_ego, transform_from_quat
 
 IMAGE_WH = (200, 113)
 
@@ -46,7 +47,14 @@ def test_calibration_is_the_parity_fixture_rig():
     finally:
         sys.path.pop(0)
     assert synthetic.NUSCENES_CAMERAS == inputs.CAMERAS
-    assert synthetic.NUSCENES_LIDAR_TOP == inputs.LIDAR_TOP
+
+
+def test_lidar_calibration_is_the_one_in_geometry(nusc):
+    sensor = {s['token']: s['channel'] for s in nusc.sensor}
+    lidar = [c for c in nusc.calibrated_sensor if sensor[c['sensor_token']] == 'LIDAR_TOP']
+    assert lidar
+    for record in lidar:
+        np.testing.assert_array_equal(_pose(record), nuscenes_lidar_to_ego())
 
 
 def test_devkit_loads_scenes_named_from_the_mini_splits(nusc):
@@ -149,6 +157,21 @@ def test_devkit_velocity_matches_the_world_motion(nusc):
             elif attrs:
                 assert speeds[-1] < 0.2
     assert max(speeds) > 2.0 and min(speeds) < 1e-6
+
+
+def test_annotation_attributes_follow_the_official_rule(nusc):
+    """The generator and the submission writer share ``attributes.official_attribute``."""
+    checked = 0
+    for ann in nusc.sample_annotation:
+        v = nusc.box_velocity(ann['token'])
+        if not np.all(np.isfinite(v)):
+            continue
+        name = category_to_detection_name(ann['category_name'])
+        attrs = [nusc.get('attribute', t)['name'] for t in ann['attribute_tokens']]
+        rule = official_attribute(name, float(np.hypot(v[0], v[1])))
+        assert attrs == ([rule] if rule else []), (name, attrs, rule)
+        checked += 1
+    assert checked >= 20
 
 
 def test_devkit_detection_eval_scores_ground_truth_as_perfect(nusc, tmp_path):

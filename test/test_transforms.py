@@ -58,6 +58,7 @@ def test_bev_aug_moves_boxes_and_matrices_together():
         uv0, d0 = project_points(lidar2img[m], box_corners(boxes).reshape(-1, 3))
         uv1, d1 = project_points(new_l2i[m], box_corners(new_boxes).reshape(-1, 3))
         np.testing.assert_allclose(d1, d0, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(uv1, uv0, rtol=1e-7, atol=1e-7)
     assert np.allclose(np.hypot(*new_boxes[:, 7:9].T), 1.04 * np.hypot(*boxes[:, 7:9].T))
     np.testing.assert_allclose(new_boxes[:, 6], boxes[:, 6] + 0.3)
     # velocity direction turns with the boxes

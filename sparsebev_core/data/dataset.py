@@ -11,8 +11,9 @@ presets, later) camera frames (spec 5.2 / 5.3):
 * train: a random interval in [4, 8] camera frames (smaller when history is short), or all
   entries padded with the last one when there are no more than T - 1;
 * future layouts (``cfg.num_future_frames > 0``): one interval (6 at test, U{4..8} in
-  training) for past and future; ``future_blocked`` = [cur, past..., future...],
-  ``future_interleaved`` = [cur, past1, next1, past2, next2, ...]. Unlike the official code
+  training) for past and future, placed in the slots of ``frame_layout.frame_offsets``
+  (``future_blocked`` = [cur, past..., future...], ``future_interleaved`` = [cur, past1,
+  next1, past2, next2, ...]). Unlike the official code
   the future walk stops at the end of the scene (the official one runs into the next scene).
 
 Every ``lidar2img`` is ``geometry.compose_lidar2img`` of the camera's own pose and the
@@ -29,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import ModelConfig
+from ..frame_layout import frame_offsets
 from ..geometry import compose_lidar2img
 from . import transforms as T
 from .infos import info_path, load_infos, resolve_split
@@ -61,9 +63,7 @@ class NuScenesMultiFrameDataset(Dataset):
         self.resize_method = resize_method
         self.num_past = int(cfg.num_past_frames)
         self.num_future = int(cfg.num_future_frames)
-        if self.num_future and cfg.frame_layout == 'past':
-            raise ValueError(f'{cfg.name}: num_future_frames > 0 needs frame_layout '
-                             f'future_blocked or future_interleaved')
+        frame_offsets(cfg)                   # raises FrameLayoutError for a layout that does not fit
         self.index_of = {info['token']: i for i, info in enumerate(self.infos)}
 
     def __len__(self) -> int:
@@ -94,19 +94,19 @@ class NuScenesMultiFrameDataset(Dataset):
         return out
 
     def select_frames(self, index: int) -> list[list[dict]]:
-        """The T frames of a sample (frame 0 = the keyframe), six camera records each."""
+        """The T frames of a sample (frame 0 = the keyframe), six camera records each, in
+        the slot order of :func:`frame_layout.frame_offsets`."""
         current = self.infos[index]['cams']
         prev = self.prev_list(index)
         if self.num_future == 0:
-            return [current] + self._pick_past(prev, current)
-        interval = TEST_INTERVAL if not self.training else \
-            int(np.random.randint(TRAIN_INTERVAL[0], TRAIN_INTERVAL[1] + 1))
-        past = self._pick(prev, interval, self.num_past, current)
-        future = self._pick(self.next_list(index), interval, self.num_future, current)
-        if self.cfg.frame_layout == 'future_interleaved':
-            mixed = [f for pair in zip(past, future) for f in pair]
-            return [current] + mixed
-        return [current] + past + future
+            past, future = self._pick_past(prev, current), []
+        else:
+            interval = TEST_INTERVAL if not self.training else \
+                int(np.random.randint(TRAIN_INTERVAL[0], TRAIN_INTERVAL[1] + 1))
+            past = self._pick(prev, interval, self.num_past, current)
+            future = self._pick(self.next_list(index), interval, self.num_future, current)
+        return [current if k == 0 else past[-k - 1] if k < 0 else future[k - 1]
+                for k in frame_offsets(self.cfg)]
 
     def _pick_past(self, prev: list[list[dict]], current: list[dict]) -> list[list[dict]]:
         n = self.num_past

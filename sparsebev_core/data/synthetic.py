@@ -15,8 +15,8 @@ tiny map mask, so that ``NuScenes(version='v1.0-mini', dataroot=OUT)`` loads it 
   rendered with correct occlusion (``synthetic_render``);
 * annotations at the keyframes for objects within 60 m of the ego: gravity-centre global
   boxes, size (w, l, h), yaw quaternion, prev/next chains (the devkit derives velocities),
-  visibility from the rendered id buffers, attributes that follow the official
-  speed-based rule, and ``num_lidar_pts`` = the number of the box's visible pixels in the
+  visibility from the rendered id buffers, attributes by the official speed-based
+  rule (``attributes.official_attribute``), and ``num_lidar_pts`` = the number of the box's visible pixels in the
   six cameras (a proxy: 0 when fully occluded or out of view, so the devkit drops it).
 
 Scene names come from the devkit's ``mini_train`` / ``mini_val`` splits (at most 10
@@ -34,14 +34,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..geometry import CAMERA_NAMES, CLASS_NAMES, box_corners, invert_transform, rot_to_quat, \
-    transform_from_quat, yaw_to_quat
+from ..attributes import official_attribute
+from ..geometry import CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ, \
+    NUSCENES_LIDAR_TOP_TRANSLATION, box_corners, invert_transform, nuscenes_lidar_to_ego, \
+    rot_to_quat, transform_from_quat, yaw_to_quat
 from .synthetic_render import CameraModel, box_pixel_area, make_camera, render_camera
 from .synthetic_world import CLASS_CATEGORY, SyntheticWorld, make_world
 
 # nuScenes calibrated_sensor values of log n015-2018-07-24 (1600x900 cameras): rotation is a
 # (w, x, y, z) quaternion sensor -> ego, translation sensor -> ego in metres. Same numbers as
-# test/parity/inputs.py (a test checks that they agree).
+# test/parity/inputs.py (a test checks that they agree). LIDAR_TOP's are in geometry.py.
 NUSCENES_CAMERAS: dict[str, dict] = {
     'CAM_FRONT': dict(
         translation=[1.70079118954, 0.0159456324149, 1.51095763913],
@@ -74,9 +76,6 @@ NUSCENES_CAMERAS: dict[str, dict] = {
         intrinsic=[[1259.5137405846733, 0.0, 807.2529053838625],
                    [0.0, 1259.5137405846733, 501.19579884916527], [0.0, 0.0, 1.0]]),
 }
-NUSCENES_LIDAR_TOP: dict = dict(
-    translation=[0.943713, 0.0, 1.84023],
-    rotation=[0.7077955119163518, -0.006492242056004365, 0.010646214713995808, -0.7063073142877817])
 NUSCENES_IMAGE_WH = (1600, 900)
 
 # camera trigger offsets (s) relative to the LIDAR_TOP keyframe stamp, CAMERA_NAMES order
@@ -125,20 +124,6 @@ def scaled_intrinsics(K: np.ndarray, image_wh: tuple[int, int]) -> np.ndarray:
     sx = image_wh[0] / NUSCENES_IMAGE_WH[0]
     sy = image_wh[1] / NUSCENES_IMAGE_WH[1]
     return np.diag([sx, sy, 1.0]) @ np.asarray(K, np.float64)
-
-
-def attribute_name(label: str, speed: float) -> str:
-    """Attribute of a box, by the speed rule the official result formatting applies (spec 6.3)."""
-    moving = speed > 0.2
-    if label in ('car', 'construction_vehicle', 'truck', 'trailer'):
-        return 'vehicle.moving' if moving else 'vehicle.parked'
-    if label == 'bus':
-        return 'vehicle.moving' if moving else 'vehicle.stopped'
-    if label in ('bicycle', 'motorcycle'):
-        return 'cycle.with_rider' if moving else 'cycle.without_rider'
-    if label == 'pedestrian':
-        return 'pedestrian.moving' if moving else 'pedestrian.standing'
-    return ''
 
 
 def visibility_token(fraction: float) -> str:
@@ -202,7 +187,8 @@ class _SceneWriter:
             tok = tk('calibrated_sensor', self.i, channel)
             self.calib_token[channel] = tok
             if channel == 'LIDAR_TOP':
-                rec = dict(NUSCENES_LIDAR_TOP, camera_intrinsic=[])
+                rec = dict(translation=list(NUSCENES_LIDAR_TOP_TRANSLATION),
+                           rotation=list(NUSCENES_LIDAR_TOP_ROTATION_WXYZ), camera_intrinsic=[])
             else:
                 c = NUSCENES_CAMERAS[channel]
                 K = scaled_intrinsics(np.array(c['intrinsic']), self.image_wh)
@@ -284,8 +270,7 @@ class _SceneWriter:
     def write_annotations_and_lidar(self, samples: list[dict], key_stamps: np.ndarray) -> None:
         tk, tables, world = self.token, self.tables, self.world
         n_obj = len(world.objects)
-        T_ego_lidar = transform_from_quat(NUSCENES_LIDAR_TOP['rotation'],
-                                          NUSCENES_LIDAR_TOP['translation'])
+        T_ego_lidar = nuscenes_lidar_to_ego()
         lidar_records = []
         per_object: list[list[dict]] = [[] for _ in range(n_obj)]
         last_key: list[int] = [-2] * n_obj
@@ -300,7 +285,7 @@ class _SceneWriter:
             for i in np.flatnonzero(near):
                 label = CLASS_NAMES[int(world.objects.labels[i])]
                 speed = float(np.hypot(boxes[i, 7], boxes[i, 8]))
-                attr = attribute_name(label, speed)
+                attr = official_attribute(label, speed)
                 fraction = visible_px[i] / full_px[i] if full_px[i] > 0 else 0.0
                 rec = dict(
                     token=tk('sample_annotation', self.i, k, i), sample_token=samples[k]['token'],

@@ -151,12 +151,6 @@ def render_camera(camera: CameraModel, world: SyntheticWorld, T_world_ego: np.nd
     return np.asarray(image, dtype=np.uint8), out_ids
 
 
-def box_color(world: SyntheticWorld, i: int) -> np.ndarray:
-    """Base RGB colour of object i (its class colour times a per-object shade)."""
-    name = CLASS_NAMES[int(world.objects.labels[i])]
-    return np.asarray(CLASS_COLOR[name], np.float64) * float(world.objects.shade[i])
-
-
 def _visible_faces(camera: CameraModel, world: SyntheticWorld, T_world_cam: np.ndarray,
                    boxes_world: np.ndarray):
     """Yield (box index, face index, clipped camera-frame polygon, fill, outline), far to near.

@@ -26,32 +26,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..attributes import official_attribute
+from ..frame_layout import needs_future_frames
 from ..geometry import CLASS_NAMES, rot_to_quat
 
-# mmdet3d NuScenesDataset.DefaultAttribute
-DEFAULT_ATTRIBUTE: dict[str, str] = {
-    'car': 'vehicle.parked', 'pedestrian': 'pedestrian.moving', 'trailer': 'vehicle.parked',
-    'truck': 'vehicle.parked', 'bus': 'vehicle.moving', 'motorcycle': 'cycle.without_rider',
-    'construction_vehicle': 'vehicle.parked', 'bicycle': 'cycle.without_rider',
-    'barrier': '', 'traffic_cone': '',
-}
 SUBMISSION_META = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False,
                        use_external=False)
-
-
-def official_attribute(name: str, speed: float) -> str:
-    """Attribute the official formatting assigns from the class and the speed (m/s)."""
-    if speed > 0.2:
-        if name in ('car', 'construction_vehicle', 'bus', 'truck', 'trailer'):
-            return 'vehicle.moving'
-        if name in ('bicycle', 'motorcycle'):
-            return 'cycle.with_rider'
-        return DEFAULT_ATTRIBUTE[name]
-    if name == 'pedestrian':
-        return 'pedestrian.standing'
-    if name == 'bus':
-        return 'vehicle.stopped'
-    return DEFAULT_ATTRIBUTE[name]
 
 
 def class_ranges() -> dict[str, float]:
@@ -258,7 +238,7 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
 
     if mode not in ('online', 'offline'):
         raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
-    if mode == 'online' and cfg.num_future_frames > 0:
+    if mode == 'online' and needs_future_frames(cfg):
         raise ValueError(f'preset {cfg.name!r} looks at future frames, which a feature cache '
                          f'cannot provide: evaluate it with --mode offline')
     eval_set = resolve_split(version, split)

@@ -72,7 +72,7 @@ def weighted_l1_loss(preds: torch.Tensor, targets: torch.Tensor, weights: torch.
 
 
 def _normalize_bbox(boxes: torch.Tensor) -> torch.Tensor:
-    """9-D gravity-centre boxes -> 10-D head-output layout (H-head's ``normalize_bbox``)."""
+    """9-D gravity-centre boxes -> 10-D head-output layout (``model.boxes.normalize_bbox``)."""
     from ..model.boxes import normalize_bbox
     return normalize_bbox(boxes)
 

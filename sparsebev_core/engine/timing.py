@@ -14,7 +14,6 @@ decoder), ``postprocess`` (top-k decoding, boxes to numpy).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -83,10 +82,6 @@ class TimingReport:
     @property
     def samples(self) -> int:
         return len(self.stages['backbone'])
-
-    def mean_ms(self, stage: str) -> float:
-        values = self.stages[stage]
-        return float(statistics.fmean(values)) if values else float('nan')
 
     def official_fps(self) -> float:
         """Samples per second of the model call (decode and resize excluded, as officially)."""

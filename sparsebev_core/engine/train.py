@@ -169,7 +169,7 @@ def batches_per_epoch(dataset_len: int, info: DistInfo, batch_size: int) -> int:
 
 
 def build_train_dataset(cfg: ModelConfig, data_root: str, version: str):
-    """H-data's multi-frame nuScenes dataset with the training pipeline of the preset."""
+    """The multi-frame nuScenes dataset (``data.dataset``) with the training pipeline of the preset."""
     from ..data.dataset import build_dataset
     return build_dataset(cfg, data_root, version=version, split='train')
 

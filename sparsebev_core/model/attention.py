@@ -11,8 +11,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from .activation_checkpoint import run_segment
 from .boxes import decode_bbox
 
 Tensor = torch.Tensor
@@ -86,6 +86,4 @@ class ScaleAdaptiveSelfAttention(nn.Module):
                 blocked: Tensor | None = None) -> Tensor:
         """query_bbox ``[B, Q, 10]`` (query layout), query_feat ``[B, Q, C]``, blocked
         ``[Q, Q]`` bool (True = i may not attend to j) or None -> ``[B, Q, C]`` (with residual)."""
-        if self.training and query_feat.requires_grad:
-            return checkpoint(self._forward, query_bbox, query_feat, blocked, use_reentrant=False)
-        return self._forward(query_bbox, query_feat, blocked)
+        return run_segment(self, self._forward, query_bbox, query_feat, blocked, probe=query_feat)

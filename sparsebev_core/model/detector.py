@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig, ResNetConfig
+from ..config import ModelConfig
+from .backbones.dispatch import backbone_kind
 from .fpn import build_fpn
 
 NUM_CAMERAS = 6
@@ -173,20 +174,8 @@ class SparseBEV(nn.Module):
 
 
 def build_backbone(cfg: ModelConfig) -> nn.Module:
-    """The image backbone named by ``cfg.backbone``'s type."""
-    bcfg = cfg.backbone
-    if isinstance(bcfg, ResNetConfig):
-        from .backbones.resnet import build_resnet
-        return build_resnet(bcfg)
-    from .backbones.eva02 import EVA02Config
-    from .backbones.vovnet import VoVNetConfig
-    if isinstance(bcfg, VoVNetConfig):
-        from .backbones.vovnet import build_vovnet
-        return build_vovnet(bcfg)
-    if isinstance(bcfg, EVA02Config):
-        from .backbones.eva02 import build_eva02
-        return build_eva02(bcfg)
-    raise TypeError(f'unknown backbone config type {type(bcfg).__name__}')
+    """The image backbone named by ``cfg.backbone``'s type (``backbones.dispatch.BACKBONES``)."""
+    return backbone_kind(cfg.backbone).build(cfg.backbone)
 
 
 def build_head(cfg: ModelConfig) -> nn.Module:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+
+from .activation_checkpoint import run_segment
 
 Tensor = torch.Tensor
 
@@ -56,6 +57,4 @@ class AdaptiveMixing(nn.Module):
 
     def forward(self, sampled: Tensor, query_feat: Tensor) -> Tensor:
         """sampled ``[B, Q, G, T*P, C/G]``, query_feat ``[B, Q, C]`` -> ``[B, Q, C]`` (residual)."""
-        if self.training and sampled.requires_grad:
-            return checkpoint(self._forward, sampled, query_feat, use_reentrant=False)
-        return self._forward(sampled, query_feat)
+        return run_segment(self, self._forward, sampled, query_feat, probe=sampled)

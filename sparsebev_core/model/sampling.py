@@ -13,10 +13,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..geometry import CAMERA_NAMES
 from ..ops import msmv_sampling, resolve_backend
+from .activation_checkpoint import run_segment
 from .boxes import decode_bbox
 
 Tensor = torch.Tensor
@@ -224,7 +224,5 @@ class SpatioTemporalSampling(nn.Module):
         """query_bbox ``[B, Q, 10]``, query_feat ``[B, Q, C]``, features from
         :func:`group_features_for_sampling`, lidar2img ``[B, T*N, 4, 4]``, time_diff ``[B, T]``,
         image_hw the padded network-input size -> ``[B, Q, G, T*P, C/G]``."""
-        if self.training and query_feat.requires_grad:
-            return checkpoint(self._forward, query_bbox, query_feat, features, lidar2img,
-                              time_diff, image_hw, use_reentrant=False)
-        return self._forward(query_bbox, query_feat, features, lidar2img, time_diff, image_hw)
+        return run_segment(self, self._forward, query_bbox, query_feat, features, lidar2img,
+                           time_diff, image_hw, probe=query_feat)

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..frame import Detections, Frame
+from ..frame_layout import needs_future_frames
 from ..geometry import CAMERA_NAMES, compose_lidar2img
 from ..image import RESIZE_METHODS, ResizeMethod, as_rgb_image, resize_crop
 
@@ -152,7 +153,7 @@ class StreamingDetector:
                  score_threshold: float | None = None, max_detections: int | None = None,
                  precision: Precision = 'fp32', resize_method: ResizeMethod = 'pil',
                  max_cached_frames: int = 64, preprocess_workers: int = 0) -> None:
-        if cfg.num_future_frames > 0 or cfg.frame_layout != 'past':
+        if needs_future_frames(cfg):
             raise ValueError(
                 f'preset {cfg.name!r} uses {cfg.num_future_frames} future frames '
                 f'(frame layout {cfg.frame_layout!r}); a stream cannot see the future. Run it '

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 
+from ..activation_checkpoint import run_segment
 from .freezing import freeze
 
 # every block except each third one (2, 5, 8, ...) uses 16x16 window attention
@@ -60,8 +60,6 @@ class EVA02Config:
     fpn_out_channels: int = 256
     fpn_scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
     fpn_top_block: bool = True               # 5th level = max-pool of the last
-    fpn_norm: str = 'LN'
-    fpn_square_pad: int = 1600               # detectron2 padding hint; unused here (input fixed)
     frozen_blocks: int = 3                   # patch embed, pos embed, blocks 0..2 frozen
 
 
@@ -206,9 +204,7 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_act_checkpoint and self.training and x.requires_grad and torch.is_grad_enabled():
-            return cp.checkpoint(self._inner, x, use_reentrant=False)
-        return self._inner(x)
+        return run_segment(self, self._inner, x, probe=x, enabled=self.use_act_checkpoint)
 
 
 class PatchEmbed(nn.Module):
@@ -396,10 +392,7 @@ def build_eva02(cfg: EVA02Config) -> EVA02:
     return EVA02(cfg)
 
 
-# Key tables used by sparsebev_core.checkpoint: (regex on the file's key, replacement).
-# Official SparseBEV checkpoints use our names: identity.
-OFFICIAL_KEY_MAP: tuple[tuple[str, str], ...] = ()
-OFFICIAL_KEY_MAP_INVERSE: tuple[tuple[str, str], ...] = ()
+# Pretrain key table (model.backbones.dispatch): (regex on the file's key, replacement).
 # EVA02 detectron2 pretrain (``pretrain/eva02_L_coco_seg_sys_o365.pth``, under ``model``):
 # the official EVA02 module loads ``backbone.net.*`` and ``backbone.simfp_*`` into itself,
 # i.e. into ``img_backbone.backbone.*`` (the simple pyramid IS loaded, unlike the R50 FPN);

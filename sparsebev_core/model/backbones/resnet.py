@@ -9,16 +9,16 @@ Options (spec/sparsebev.md section 2.2):
   ``requires_grad=False`` and are kept in eval mode, whatever ``train()`` says.
 * ``norm_eval``: every BatchNorm stays in eval mode during training (running statistics
   frozen; the affine parameters of unfrozen stages still train).
-* ``with_cp``: activation checkpointing inside each residual block, only in training and
-  only when the block's input needs a gradient (as mmdet does).
+* ``with_cp``: activation checkpointing inside each residual block, under the one rule of
+  ``model.activation_checkpoint`` (training, autograd on, the block's input needs a gradient).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 
 from ...config import ResNetConfig
+from ..activation_checkpoint import run_segment
 from .freezing import apply_train_mode_rules, freeze
 
 # depth -> (block type, blocks per stage)
@@ -29,13 +29,6 @@ ARCH_SETTINGS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     101: ('bottleneck', (3, 4, 23, 3)),
     152: ('bottleneck', (3, 8, 36, 3)),
 }
-
-
-def _run_block(block: nn.Module, inner, x: torch.Tensor) -> torch.Tensor:
-    """Run ``inner(x)``, through non-reentrant activation checkpointing when it pays."""
-    if block.with_cp and block.training and x.requires_grad and torch.is_grad_enabled():
-        return cp.checkpoint(inner, x, use_reentrant=False)
-    return inner(x)
 
 
 class BasicBlock(nn.Module):
@@ -60,7 +53,7 @@ class BasicBlock(nn.Module):
         return out + identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(_run_block(self, self._inner, x))
+        return self.relu(run_segment(self, self._inner, x, probe=x, enabled=self.with_cp))
 
 
 class Bottleneck(nn.Module):
@@ -88,7 +81,7 @@ class Bottleneck(nn.Module):
         return out + identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(_run_block(self, self._inner, x))
+        return self.relu(run_segment(self, self._inner, x, probe=x, enabled=self.with_cp))
 
 
 class ResNet(nn.Module):
@@ -189,10 +182,7 @@ def build_resnet(cfg: ResNetConfig) -> ResNet:
                   norm_eval=cfg.norm_eval, with_cp=cfg.with_cp)
 
 
-# Key tables used by sparsebev_core.checkpoint: (regex on the file's key, replacement).
-# Official SparseBEV checkpoints already use our names (mmdet ResNet + FPN): identity.
-OFFICIAL_KEY_MAP: tuple[tuple[str, str], ...] = ()
-OFFICIAL_KEY_MAP_INVERSE: tuple[tuple[str, str], ...] = ()
+# Pretrain key table (model.backbones.dispatch): (regex on the file's key, replacement).
 # nuImages Cascade Mask R-CNN pretrain files (mmdet3d model zoo): the official config's
 # revise_keys=[('backbone', 'img_backbone')]; neck / rpn_head / roi_head keys are ignored.
 PRETRAIN_KEY_MAP: tuple[tuple[str, str], ...] = ((r'^backbone\.', 'img_backbone.'),)

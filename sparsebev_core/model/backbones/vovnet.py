@@ -21,21 +21,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 
+from ..activation_checkpoint import run_segment
 from .freezing import apply_train_mode_rules, freeze
 
 
 @dataclass
 class VoVNetConfig:
     """VoVNet (OSA blocks with effective squeeze-excitation), defaults = DD3D ``V-99-eSE``."""
-    spec_name: str = 'V-99-eSE'
     stem_channels: tuple[int, int, int] = (64, 64, 128)
     stage_conv_channels: tuple[int, ...] = (128, 160, 192, 224)
     stage_out_channels: tuple[int, ...] = (256, 512, 768, 1024)
     layers_per_block: int = 5
     blocks_per_stage: tuple[int, ...] = (1, 3, 9, 3)
-    ese: bool = True
     out_features: tuple[str, ...] = ('stage2', 'stage3', 'stage4', 'stage5')
     frozen_stages: int = 1                   # stem + stage2 frozen
     norm_eval: bool = True
@@ -98,9 +96,7 @@ class OSABlock(nn.Module):
         return y + x if self.identity else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.with_cp and self.training and x.requires_grad and torch.is_grad_enabled():
-            return cp.checkpoint(self._inner, x, use_reentrant=False)
-        return self._inner(x)
+        return run_segment(self, self._inner, x, probe=x, enabled=self.with_cp)
 
 
 def _osa_stage(stage_num: int, in_ch: int, stage_ch: int, concat_ch: int, num_blocks: int,
@@ -173,10 +169,7 @@ def build_vovnet(cfg: VoVNetConfig) -> VoVNet:
     return VoVNet(cfg)
 
 
-# Key tables used by sparsebev_core.checkpoint: (regex on the file's key, replacement).
-# Official SparseBEV checkpoints use our names: identity.
-OFFICIAL_KEY_MAP: tuple[tuple[str, str], ...] = ()
-OFFICIAL_KEY_MAP_INVERSE: tuple[tuple[str, str], ...] = ()
+# Pretrain key table (model.backbones.dispatch): (regex on the file's key, replacement).
 # DD3D pretrain (``pretrain/dd3d_det_final.pth``). The official config loads it with no key
 # revision, i.e. the file SparseBEV points to already carries ``img_backbone.*`` names (kept
 # as they are). The original DD3D (detectron2) layout nests the VoVNet as
