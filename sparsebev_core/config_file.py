@@ -55,6 +55,7 @@ class _Evaluator:
     def __init__(self, path: Path):
         self.path = path
         self.names: dict[str, Any] = {}
+        self.referenced: set[str] = set()           # names used by later assignments
 
     def refuse(self, node: ast.AST, what: str) -> UnsafeConfigError:
         line = getattr(node, 'lineno', '?')
@@ -94,6 +95,7 @@ class _Evaluator:
             raise UnsafeConfigError(f'{self.path}:{node.lineno}: name {node.id!r} is not defined '
                                     f'above in this file (names of _base_ files are not visible, '
                                     f'as in mmcv)')
+        self.referenced.add(node.id)
         return copy.deepcopy(self.names[node.id])
 
     def _List(self, node: ast.List) -> list:
@@ -190,12 +192,16 @@ def _is_number(value: Any) -> bool:
 
 def parse_config_text(text: str, path: str | Path = '<config>') -> dict[str, Any]:
     """The names one config file assigns (``_base_`` not resolved), read without executing."""
-    path = Path(path)
+    return _parse(text, Path(path))[0]
+
+
+def _parse(text: str, path: Path) -> tuple[dict[str, Any], set[str]]:
     try:
         tree = ast.parse(text, filename=str(path))
     except SyntaxError as err:
         raise ConfigFileError(f'{path}:{err.lineno}: not valid Python: {err.msg}') from None
-    return _Evaluator(path).run(tree)
+    evaluator = _Evaluator(path)
+    return evaluator.run(tree), evaluator.referenced
 
 
 def merge_config(child: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
@@ -225,17 +231,31 @@ def _strip_delete_keys(value: Any) -> Any:
     return value
 
 
-def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_config_file(path: str | Path) -> dict[str, Any]:
     """The fully merged config dict of an mmcv-style config file (``_base_`` resolved)."""
-    path = Path(path).resolve()
-    if path in _chain:
-        raise ConfigFileError(f'_base_ cycle: {" -> ".join(str(p) for p in (*_chain, path))}')
+    return read_config_file_with_helpers(path)[0]
+
+
+def read_config_file_with_helpers(path: str | Path) -> tuple[dict[str, Any], set[str]]:
+    """(merged config dict, helper names): names that some file of the chain refers to later.
+
+    Helper names (``embed_dims``, ``num_frames``, ``img_backbone`` ...) are how configs share
+    a value between fields; the value itself is read where it is used.
+    """
+    result, helpers = _read(Path(path), ())
+    return _strip_delete_keys(result), helpers
+
+
+def _read(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], set[str]]:
+    path = path.resolve()
+    if path in chain:
+        raise ConfigFileError(f'_base_ cycle: {" -> ".join(str(p) for p in (*chain, path))}')
     if not path.is_file():
-        where = f' (a _base_ of {_chain[-1]})' if _chain else ''
+        where = f' (a _base_ of {chain[-1]})' if chain else ''
         raise ConfigFileError(f'config file not found: {path}{where}')
     if path.suffix != '.py':
         raise ConfigFileError(f'{path}: only Python (.py) config files are supported')
-    names = parse_config_text(path.read_text(encoding='utf-8'), path)
+    names, helpers = _parse(path.read_text(encoding='utf-8'), path)
     bases = names.pop(BASE_KEY, [])
     if isinstance(bases, str):
         bases = [bases]
@@ -243,11 +263,11 @@ def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[st
         raise ConfigFileError(f'{path}: _base_ must be a path or a list of paths, got {bases!r}')
     merged: dict[str, Any] = {}
     for base in bases:
-        base_dict = read_config_file(path.parent / base, (*_chain, path))
+        base_dict, base_helpers = _read(path.parent / base, (*chain, path))
         duplicate = sorted(set(merged) & set(base_dict))
         if duplicate:
             raise ConfigFileError(f'{path}: keys {duplicate} are defined by more than one _base_ file')
         merged.update(base_dict)
+        helpers |= base_helpers
     names = {k: v for k, v in names.items() if not k.startswith('__')}
-    result = merge_config(names, merged)
-    return result if _chain else _strip_delete_keys(result)
+    return merge_config(names, merged), helpers

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig
-from .config_file import ConfigFileError, read_config_file
+from .config_file import ConfigFileError, read_config_file_with_helpers
 from .errors import UsageError
 from .model.backbones.eva02 import EVA02Config
 from .model.backbones.vovnet import VoVNetConfig
@@ -176,17 +176,37 @@ def convert_like(like: Any, value: Any, where: str) -> Any:
 
 
 # ============================================================================ reading
-def _read_dataclass(section: _Section, cls: type, skip: tuple[str, ...] = ()) -> Any:
-    """A backbone dataclass from same-named config keys (absent keys keep the defaults)."""
-    defaults = cls()
+def _read_dataclass(section: _Section, cls: type, official_defaults: dict[str, Any],
+                    required: tuple[str, ...]) -> Any:
+    """A backbone dataclass from same-named config keys.
+
+    Absent keys take the official module's constructor defaults (``official_defaults``),
+    then the dataclass defaults; ``required`` keys must be present.
+    """
+    base = dataclasses.replace(cls(), **official_defaults)
     values = {}
     for f in dataclasses.fields(cls):
-        if f.name in skip or not section.has(f.name):
+        if f.name in required:
+            section.raw(f.name)                       # raises when missing
+        if not section.has(f.name):
             continue
-        default = getattr(defaults, f.name)
+        default = getattr(base, f.name)
         like = default if not isinstance(default, tuple) or default else ()
         values[f.name] = section.get(f.name, like)
-    return dataclasses.replace(defaults, **values)
+    return dataclasses.replace(base, **values)
+
+
+# constructor defaults of the official VoVNet / EVA02 modules (for keys a config leaves out)
+VOVNET_DEFAULTS: dict[str, Any] = dict(frozen_stages=-1, norm_eval=True, with_cp=False)
+EVA02_DEFAULTS: dict[str, Any] = dict(
+    img_size=1024, real_img_size=(256, 704), patch_size=16, in_chans=3, embed_dim=768, depth=12,
+    num_heads=12, mlp_ratio=4 * 2 / 3, qkv_bias=True, drop_path_rate=0.0, use_abs_pos=True,
+    pt_hw_seq_len=16, window_size=0, window_block_indexes=(), use_act_checkpoint=False,
+    pretrain_img_size=224, frozen_blocks=-1, fpn_out_channels=256,
+    fpn_scale_factors=(4.0, 2.0, 1.0, 0.5), fpn_top_block=False, fpn_norm='LN', fpn_square_pad=0)
+EVA02_FIXED: dict[str, Any] = dict(residual_block_indexes=(), intp_freq=True,
+                                   pretrain_use_cls_token=True, out_feature='last_feat',
+                                   fpn_in_feature='last_feat')
 
 
 def _pretrained_of(section: _Section) -> str | None:
@@ -222,10 +242,12 @@ def _read_backbone(b: _Section) -> tuple[object, str | None]:
     elif kind == 'VoVNet':
         b.fixed('spec_name', VoVNetConfig.spec_name)
         b.fixed('input_ch', 3)
-        cfg = _read_dataclass(b, VoVNetConfig)
+        cfg = _read_dataclass(b, VoVNetConfig, VOVNET_DEFAULTS, required=('spec_name', 'out_features'))
     elif kind == 'EVA02':
-        b.fixed('residual_block_indexes', ())
-        cfg = _read_dataclass(b, EVA02Config)
+        for key, value in EVA02_FIXED.items():
+            b.fixed(key, value)
+        b.raw('xattn', None)                          # xformers attention: same result, not used
+        cfg = _read_dataclass(b, EVA02Config, EVA02_DEFAULTS, required=())
     else:
         raise OfficialConfigError(f'{b.where}.type = {kind!r}: supported backbones are ResNet, '
                                   f'VoVNet (V-99-eSE) and EVA02')
@@ -455,15 +477,19 @@ def _read_top_level(top: _Section, cfg: ModelConfig) -> None:
         t.pretrained = convert_like('', load_from, 'load_from')
 
 
-def config_from_dict(data: dict, name: str, allow_unknown: bool = False) -> ModelConfig:
-    """``ModelConfig`` from a merged official config dict (see ``read_config_file``)."""
+def config_from_dict(data: dict, name: str, allow_unknown: bool = False,
+                     helpers: set[str] = frozenset()) -> ModelConfig:
+    """``ModelConfig`` from a merged official config dict (see ``read_config_file``).
+
+    ``helpers``: top-level names that only carry a value into other fields (not read here).
+    """
     unknown: list[str] = []
     top = _Section(data, '', model=False, unknown=unknown)
     cfg = ModelConfig(name=name, train=TrainConfig(pretrained=''))
     read_model_dict(top.raw('model'), 'model', into=cfg)
     cfg.num_past_frames = cfg.head.num_frames - 1
     _read_top_level(top, cfg)
-    top.used.update(k for k in data if k in PLAIN_TOP_LEVEL)
+    top.used.update(k for k in data if k in PLAIN_TOP_LEVEL or k in helpers)
     extra = [k for k in data if k not in top.used]
     unknown.extend(extra)
     if unknown:
@@ -485,9 +511,9 @@ def config_from_dict(data: dict, name: str, allow_unknown: bool = False) -> Mode
 
 def load_official_config(path: str | Path, allow_unknown: bool = False) -> ModelConfig:
     """``ModelConfig`` of an official-style SparseBEV config file (named after the file)."""
-    data = read_config_file(path)
+    data, helpers = read_config_file_with_helpers(path)
     try:
-        return config_from_dict(data, Path(path).stem, allow_unknown)
+        return config_from_dict(data, Path(path).stem, allow_unknown, helpers)
     except OfficialConfigError as err:
         raise OfficialConfigError(f'{path}: {err}') from None
 
