@@ -363,6 +363,16 @@ def read_model_dict(model: dict, where: str = 'model', into: ModelConfig | None 
     return cfg
 
 
+def read_head_dict(head: dict, where: str = 'pts_bbox_head') -> HeadConfig:
+    """``HeadConfig`` from an official ``pts_bbox_head=dict(type='SparseBEVHead', ...)``."""
+    return _read_head(_Section(head, where, model=True, unknown=[]))
+
+
+def read_backbone_dict(backbone: dict, where: str = 'img_backbone') -> tuple[object, str | None]:
+    """(backbone config, pretrained path or None) from an official ``img_backbone=dict(...)``."""
+    return _read_backbone(_Section(backbone, where, model=True, unknown=[]))
+
+
 def _read_pipeline(steps: Any, where: str, unknown: list[str], cfg: ModelConfig,
                    frames: dict[str, Any]) -> None:
     if not isinstance(steps, (list, tuple)):
