@@ -379,8 +379,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Convert, verify, print a one-paragraph summary; exit status 1 on a clear error."""
     if getattr(args, 'config', None):
+        from .errors import SparseBEVError
         from .official_config import resolve_model_config
-        args.preset = resolve_model_config(args.preset, args.config)
+        try:
+            args.preset = resolve_model_config(args.preset, args.config)
+        except SparseBEVError as err:
+            print(f'error: {err}')
+            return err.exit_code
     if getattr(args, 'to', 'ours') == 'official':
         try:
             report = export_official_checkpoint(args.input, args.output, args.preset,

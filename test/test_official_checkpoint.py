@@ -57,3 +57,13 @@ def test_to_official_with_a_config_file_and_a_mismatching_checkpoint(tmp_path, c
     written = torch.load(out, map_location='cpu', weights_only=True)
     assert set(written) == {'meta', 'state_dict'}
     assert written['meta']['preset'] == 'tiny_base'
+
+
+def test_config_and_preset_together_or_a_bad_config_are_clear_errors(tmp_path, capsys):
+    args = ['convert-checkpoint', str(tmp_path / 'in.pth'), str(tmp_path / 'out.pth'), '--to', 'official']
+    assert cli.main(args + ['--preset', 'tiny', '--config', str(CONFIGS / 'tiny_base.py')]) == 2
+    assert 'exactly one of --preset' in capsys.readouterr().out
+    bad = tmp_path / 'bad.py'
+    bad.write_text("import os\n")
+    assert cli.main(args + ['--config', str(bad)]) == 1
+    assert 'bad.py:1' in capsys.readouterr().out and not (tmp_path / 'out.pth').exists()
