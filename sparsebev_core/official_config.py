@@ -505,8 +505,8 @@ def config_from_dict(data: dict, name: str, allow_unknown: bool = False,
     if unknown:
         message = 'unknown non-model field(s): ' + '; '.join(unknown)
         if not allow_unknown:
-            raise OfficialConfigError(message + ' (allow_unknown=True / --allow-unknown-fields '
-                                      'turns these into warnings)')
+            raise OfficialConfigError(message + ' (load with allow_unknown=True to turn these '
+                                      'into warnings)')
         log.warning('%s (ignored)', message)
     if cfg.num_frames != cfg.head.num_frames:
         raise OfficialConfigError(
