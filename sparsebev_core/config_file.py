@@ -121,7 +121,10 @@ class _Evaluator:
             if isinstance(value, ast.Constant):
                 parts.append(str(value.value))
             elif isinstance(value, ast.FormattedValue) and value.conversion == -1 and value.format_spec is None:
-                parts.append(str(self.eval(value.value)))
+                item = self.eval(value.value)
+                if not isinstance(item, (str, int, float, bool, type(None))):
+                    raise self.refuse(value, f'an f-string of a {type(item).__name__}')
+                parts.append(str(item))
             else:
                 raise self.refuse(value, 'an f-string conversion or format spec')
         return self._bounded(node, ''.join(parts))

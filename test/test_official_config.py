@@ -120,6 +120,7 @@ def test_supported_expressions(tmp_path):
     ('x = 2 ** 10\n', 'Pow'),
     ("x = [0] * 10 ** 9\n", 'Pow'),
     ('if True:\n    x = 1\n', 'If'),
+    ("x = f'{{[1]}}'\n", 'f-string of a list'),
     ("x = 'a' * 200000\n", 'longer than'),
 ])
 def test_constructs_outside_the_subset_are_refused_with_file_and_line(tmp_path, source, what):
