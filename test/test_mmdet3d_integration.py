@@ -26,7 +26,8 @@ from sparsebev_core.integrations import mmdet3d as integration  # noqa: E402
 from sparsebev_core.model.backbones.eva02 import EVA02Config  # noqa: E402
 from sparsebev_core.model.backbones.vovnet import VoVNetConfig  # noqa: E402
 from sparsebev_core.model.detector import SparseBEV, build_backbone, build_model  # noqa: E402
-from sparsebev_core.official_config import OfficialConfigError, load_official_config  # noqa: E402
+from sparsebev_core.official_config import (EVA02_DEFAULTS, OfficialConfigError,  # noqa: E402
+                                            load_official_config)
 
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'
 CONFIG_NAMES = ('tiny_base.py', 'tiny_196q.py', 'tiny_196q_6f_128x352.py')
@@ -145,14 +146,9 @@ def test_head_and_backbone_types_build_our_modules(models):
                      window_size=2, window_block_indexes=(0,), fpn_out_channels=16)
     eva = models.build(dict(type='EVA02', **small_eva))
     expected = build_backbone(ModelConfig(name='e', backbone=EVA02Config(
-        **{**integration_eva_defaults(), **small_eva})))
+        **{**EVA02_DEFAULTS, **small_eva})))
     assert {k: v.shape for k, v in eva.state_dict().items()} == \
         {k: v.shape for k, v in expected.state_dict().items()}
-
-
-def integration_eva_defaults() -> dict:
-    from sparsebev_core.official_config import EVA02_DEFAULTS
-    return dict(EVA02_DEFAULTS)
 
 
 def test_unknown_model_field_through_the_registry_is_an_error_naming_it(models):
