@@ -3,6 +3,9 @@
 # on machines where the CPU wheel is not the default).
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+# pure-Python mmengine/mmdet3d for the registry tests (test/test_mmdet3d_integration.py):
+# --no-deps keeps mmengine's opencv-python (numpy 2) and mmdet3d's heavy runtime deps out
+MMDET3D_SPEC ?= mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmdet3d==1.4.0
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -15,6 +18,8 @@ $(VENV)/.installed: setup.py
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps $(MMDET3D_SPEC)
+	$(BIN)/pip install -q addict yapf termcolor rich
 	touch $@
 
 demo: venv

@@ -48,7 +48,12 @@ setup(
         'nuscenes-devkit>=1.1',
         'tensorboard',
     ],
-    extras_require={'test': ['pytest', 'catkin_pkg', 'mcap-ros2-support']},
+    extras_require={
+        'test': ['pytest', 'catkin_pkg', 'mcap-ros2-support'],
+        # the mmdet3d route (sparsebev_core.integrations.mmdet3d, docs/mmdet3d.md); the core never
+        # imports these. mmcv itself (with its compiled ops) comes from your mmdet3d install.
+        'mmdet3d': ['mmengine>=0.10.4,<0.11', 'mmdet>=3.0,<3.4', 'mmdet3d>=1.1,<1.5'],
+    },
     zip_safe=True,
     maintainer='sparsebev_ros developers',
     maintainer_email='sparsebev-ros@example.org',

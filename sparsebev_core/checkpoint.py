@@ -267,6 +267,41 @@ def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
     return report
 
 
+def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
+                               preset: 'str | ModelConfig | None' = None,
+                               allow_pickle: bool = False) -> dict:
+    """Write a checkpoint the official SparseBEV code loads: the mmcv wrapper ``{meta, state_dict}``.
+
+    ``in_path``: our converted file or an official one. The weights are loaded strictly into
+    the model of ``preset`` (a name or a ``ModelConfig``; default: guessed from the shapes),
+    then written with the official key names. ``meta`` holds ``config`` (the model's config
+    in the official format), ``CLASSES`` and ``box_convention``; a v0.17.1 source keeps its
+    top-level ``version`` (the official tools read it there).
+    """
+    from .model.detector import build_model
+    from .official_config import export_official_config
+    from .presets import get_preset
+    obj = read_checkpoint(in_path, allow_pickle)
+    state, info = split_checkpoint(obj)
+    if preset is None:
+        preset = guess_preset(state)
+    cfg = get_preset(preset) if isinstance(preset, str) else preset
+    model = build_model(cfg)
+    load_checkpoint(model, dict(state_dict=state, version=info['box_convention']))
+    official = ours_to_official(official_to_ours(state, cfg), cfg)
+    official = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in official.items())
+    out: dict[str, Any] = dict(
+        meta=dict(config=export_official_config(cfg), CLASSES=list(cfg.class_names),
+                  box_convention=info['box_convention'], source=str(in_path), preset=cfg.name),
+        state_dict=official)
+    if info['box_convention'] == LEGACY_VERSION:
+        out['version'] = LEGACY_VERSION
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, out_path)
+    return dict(preset=cfg.name, box_convention=info['box_convention'], num_keys=len(official),
+                num_elements=sum(v.numel() for v in official.values()), verified=True)
+
+
 def convert_pretrained_backbone(in_path: str | Path, out_path: str | Path,
                                 preset: 'str | ModelConfig', allow_pickle: bool = False) -> dict:
     """Map a backbone pretrain file (nuImages / DD3D / EVA02) to ``img_backbone.*`` names.
@@ -296,6 +331,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('output', help='where to write the converted checkpoint')
     parser.add_argument('--preset', default=None,
                         help='preset the checkpoint belongs to (default: guessed from its shapes)')
+    parser.add_argument('--config', default=None, metavar='FILE',
+                        help='official-style SparseBEV config file the checkpoint belongs to '
+                             '(instead of --preset)')
+    parser.add_argument('--to', choices=('ours', 'official'), default='ours',
+                        help="'ours' (default): our format; 'official': the mmcv wrapper "
+                             '{meta, state_dict} with official key names, for the official code')
     parser.add_argument('--allow-pickle', action='store_true',
                         help='allow arbitrary pickled objects (only for files you trust)')
     parser.add_argument('--no-verify', action='store_true',
@@ -307,6 +348,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Convert, verify, print a one-paragraph summary; exit status 1 on a clear error."""
+    if getattr(args, 'config', None):
+        from .errors import SparseBEVError
+        from .official_config import resolve_model_config
+        try:
+            args.preset = resolve_model_config(args.preset, args.config)
+        except SparseBEVError as err:
+            print(f'error: {err}')
+            return err.exit_code
+    if getattr(args, 'to', 'ours') == 'official':
+        try:
+            report = export_official_checkpoint(args.input, args.output, args.preset,
+                                                allow_pickle=args.allow_pickle)
+        except (CheckpointError, KeyError) as err:
+            print(f'error: {err}')
+            return 1
+        print(f'wrote {args.output} for the official code: preset {report["preset"]}, '
+              f'{report["num_keys"]} tensors ({report["num_elements"]:,} values), box convention '
+              f'{report["box_convention"]}, verified: loads strictly into the model first')
+        return 0
     if args.backbone_only:
         if not args.preset:
             print('error: --backbone-only needs --preset (the backbone to map the file onto)')
