@@ -20,6 +20,7 @@ from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.streaming import InvalidFrameError, StreamingDetector, select_history
 from sparsebev_core.presets import get_preset
+from sparsebev_core.resets import EXPLICIT, TIME_BACKWARDS, TIME_GAP
 
 sys.path.insert(0, str(Path(__file__).parent / 'parity'))
 import inputs as rig  # noqa: E402  (nuScenes calibration and an ego trajectory, numpy only)
@@ -269,7 +270,8 @@ def test_reset_when_time_goes_backwards(tiny):
         stream.step(make_frame(i, s))
     loop = make_frame(0, keyframe_stamps(1)[0] - 0.1, seed=1)        # bag loops
     stream.step(loop)
-    assert 'backwards' in stream.last_step.reset_reason
+    assert stream.last_step.reset_reason == TIME_BACKWARDS
+    assert 'backwards' in stream.last_step.reset_detail
     assert stream.last_step.keys == [loop.key] * 4 and stream.cached_keys == [loop.key]
 
 
@@ -279,8 +281,9 @@ def test_reset_on_a_gap_longer_than_max_time_gap(tiny):
     stream.step(make_frame(1, T0 + 0.9))                               # under the limit
     assert stream.last_step.reset_reason == '' and len(set(stream.last_step.keys)) == 2
     late = make_frame(2, T0 + 2.0)
-    stream.step(late)
-    assert 'max_time_gap' in stream.last_step.reset_reason
+    detections = stream.step(late)
+    assert stream.last_step.reset_reason == detections.reset_reason == TIME_GAP
+    assert 'max_time_gap' in stream.last_step.reset_detail == detections.reset_detail
     assert stream.last_step.keys == [late.key] * 4
 
 
@@ -289,9 +292,9 @@ def test_explicit_reset_forgets_history(tiny):
     stream.step(make_frame(0, T0))
     stream.reset()
     frame = make_frame(1, T0 + 0.5)
-    stream.step(frame)
-    assert stream.last_step.reset_reason and stream.last_step.keys == [frame.key] * 4
-    stream.step(make_frame(2, T0 + 1.0))
+    assert stream.step(frame).reset_reason == EXPLICIT
+    assert stream.last_step.reset_reason == EXPLICIT and stream.last_step.keys == [frame.key] * 4
+    assert stream.step(make_frame(2, T0 + 1.0)).reset_reason == ''
     assert stream.last_step.reset_reason == ''
 
 
