@@ -16,8 +16,9 @@ Who decides:
 | ``image_size_changed`` | a camera's image size changed | the ROS pipeline |
 | ``invalid_frame`` | the detector refused a frame | the ROS pipeline |
 
-The time rules live here and only here; ``StreamingDetector`` applies them to every frame it
-steps, so a caller never checks stamps for them again.
+The time rules live here and only here: ``StreamingDetector`` applies them (through
+:class:`ResetPolicy`) to every frame it steps and reports the key in ``Detections.reset_reason``,
+so a caller never checks stamps for them again.
 """
 from __future__ import annotations
 
@@ -58,3 +59,33 @@ def time_reset(last_stamp: float | None, stamp: float, max_time_gap: float) -> R
         return Reset(TIME_GAP, f'gap of {stamp - last_stamp:.3f} s since the previous frame '
                                f'exceeds max_time_gap {max_time_gap:.3f} s')
     return None
+
+
+class ResetPolicy:
+    """The memory rules of one stream: a requested reset, else the time rules.
+
+    ``request(reason)`` when the caller resets; ``due(stamp)`` before a step says why the
+    memory must be cleared first (the requested reset, else :func:`time_reset`; None: keep
+    it), without changing anything, so that a frame refused afterwards loses nothing;
+    ``advance(stamp)`` once the frame is used.
+    """
+
+    def __init__(self, max_time_gap: float) -> None:
+        if max_time_gap <= 0:
+            raise ValueError(f'max_time_gap must be > 0, got {max_time_gap}')
+        self.max_time_gap = float(max_time_gap)
+        self.last_stamp: float | None = None
+        self._requested: Reset | None = None
+
+    def request(self, reason: str = EXPLICIT, detail: str = '') -> None:
+        """A reset asked for by the caller: reported by the next step."""
+        self._requested = Reset(reason, detail or f'reset({reason!r}) called')
+        self.last_stamp = None
+
+    def due(self, stamp: float) -> Reset | None:
+        """Why the memory must be cleared before stepping ``stamp`` (None: it need not be)."""
+        return self._requested or time_reset(self.last_stamp, stamp, self.max_time_gap)
+
+    def advance(self, stamp: float) -> None:
+        """``stamp`` was stepped: it is the reference of the time rules from now on."""
+        self.last_stamp, self._requested = float(stamp), None

@@ -45,7 +45,7 @@ from ..config import ModelConfig
 from ..frame import Detections, Frame
 from ..geometry import CAMERA_NAMES, compose_lidar2img
 from ..image import RESIZE_METHODS, ResizeMethod, as_rgb_image, resize_crop
-from ..resets import EXPLICIT, Reset, time_reset
+from ..resets import EXPLICIT, ResetPolicy
 from .coder import decode_predictions
 from .decoder import compute_time_diff
 from .feature_cache import FeatureSlots
@@ -176,9 +176,8 @@ class StreamingDetector:
                 f'preset {cfg.name!r} uses {cfg.num_future_frames} future frames '
                 f'(frame layout {cfg.frame_layout!r}); a stream cannot see the future. Run it '
                 f'offline on recorded data instead: sparsebev eval --preset {cfg.name} ...')
-        if history_spacing < 0 or max_time_gap <= 0:
-            raise ValueError(f'history_spacing must be >= 0 and max_time_gap > 0 (got '
-                             f'{history_spacing}, {max_time_gap})')
+        if history_spacing < 0:
+            raise ValueError(f'history_spacing must be >= 0, got {history_spacing}')
         if max_cached_frames < cfg.num_past_frames:
             raise ValueError(f'max_cached_frames={max_cached_frames} cannot hold the '
                              f'{cfg.num_past_frames} past frames of preset {cfg.name!r}')
@@ -188,7 +187,7 @@ class StreamingDetector:
         self.cfg = cfg
         self.device = self.runtime.device
         self.history_spacing = float(history_spacing)
-        self.max_time_gap = float(max_time_gap)
+        self.reset_policy = ResetPolicy(max_time_gap)       # the time rules (sparsebev_core.resets)
         self.score_threshold = score_threshold
         self.max_detections = max_detections
         self.resize_method = resize_method
@@ -200,8 +199,6 @@ class StreamingDetector:
         self._cache: OrderedDict[str, CachedFrame] = OrderedDict()
         self.feature_slots = FeatureSlots(self.max_cached_frames + 1,
                                           initial_slots=self.num_frames + 1)
-        self._last_stamp: float | None = None
-        self._pending_reset: Reset | None = None
         self.last_step: StepRecord | None = None
 
     # ------------------------------------------------------------------ public API
@@ -209,8 +206,12 @@ class StreamingDetector:
         """Forget all past frames; the next step starts like the first frame of a scene and
         reports ``reason`` (a key of ``sparsebev_core.resets``) as its ``reset_reason``."""
         self._forget()
-        self._last_stamp = None
-        self._pending_reset = Reset(reason, detail or f'reset({reason!r}) called')
+        self.reset_policy.request(reason, detail)
+
+    @property
+    def max_time_gap(self) -> float:
+        """A longer gap (s) between two steps clears the memory."""
+        return self.reset_policy.max_time_gap
 
     @property
     def cached_keys(self) -> list[str]:
@@ -222,7 +223,7 @@ class StreamingDetector:
         """Detect objects in ``frame`` using the cached history; returns model-frame boxes."""
         t_start = time.perf_counter()
         reference = _check_frame(frame)
-        reset = self._pending_reset or time_reset(self._last_stamp, frame.stamp, self.max_time_gap)
+        reset = self.reset_policy.due(frame.stamp)
         entry = None if reset else self._cache.get(frame.key)
         timings: dict[str, float] = {}
         if entry is not None and entry.stamp == frame.stamp:   # seen before: reuse features
@@ -233,7 +234,7 @@ class StreamingDetector:
         # the frame is usable: only now touch the memory
         if reset:
             self._forget()
-        self._last_stamp, self._pending_reset = float(frame.stamp), None
+        self.reset_policy.advance(frame.stamp)
         if images is not None:
             t_pre = self._now()
             timings['preprocess'] = (t_pre - t_start) * 1e3
