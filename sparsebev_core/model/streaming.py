@@ -185,7 +185,7 @@ class StreamingDetector:
             raise ValueError(f'resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}')
         self.runtime = _as_runtime(model_or_runtime, device, precision)
         self.cfg = cfg
-        self.device = self.runtime.device
+        self.device = torch.device(self.runtime.device)
         self.history_spacing = float(history_spacing)
         self.reset_policy = ResetPolicy(max_time_gap)       # the time rules (sparsebev_core.resets)
         self.score_threshold = score_threshold
