@@ -532,3 +532,30 @@ def test_decoding_is_one_function_for_the_head_and_the_stream(tiny):
     np.testing.assert_array_equal(detections.boxes, expected.boxes)
     assert detections.boxes.dtype == np.float64 and detections.scores.dtype == np.float32
     assert detections.labels.dtype == np.int64 and len(detections) == 7
+
+
+def test_a_failing_head_or_a_reused_key_leaks_no_slot(tiny):
+    model, cfg = tiny
+
+    class FailsOnce(CountingRuntime):
+        fail = False
+
+        def run_head(self, *args):
+            if self.fail:
+                self.fail = False
+                raise RuntimeError('out of memory')
+            return super().run_head(*args)
+
+    runtime = FailsOnce(EagerRuntime(model))
+    stream = StreamingDetector(runtime, cfg, max_detections=5)
+    stamps = keyframe_stamps(4)
+    stream.step(make_frame(0, stamps[0]))
+    stream.step(make_frame(1, stamps[1]))
+    runtime.fail = True
+    with pytest.raises(RuntimeError, match='out of memory'):
+        stream.step(make_frame(2, stamps[2]))
+    assert stream.feature_slots.num_used == len(stream.cached_keys) == 2
+    stream.step(make_frame(3, stamps[3], key='same'))
+    stream.step(make_frame(4, stamps[3] + 0.5, key='same'))          # same key, new stamp
+    assert stream.cached_keys.count('same') == 1
+    assert stream.feature_slots.num_used == len(stream.cached_keys)
