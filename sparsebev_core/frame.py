@@ -7,7 +7,7 @@ downstream knows where a frame came from (DESIGN.md section 3).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -73,6 +73,9 @@ class Detections:
         stamp: the frame's reference stamp (s).
         class_names: label names.
         timings: optional per-stage latency in milliseconds.
+        reset_reason: why the detector's memory was cleared before this frame: a key of
+            ``sparsebev_core.resets`` ('' when it was not).
+        reset_detail: the human-readable detail of that reset.
     """
     boxes: np.ndarray
     scores: np.ndarray
@@ -80,11 +83,38 @@ class Detections:
     stamp: float = 0.0
     class_names: Sequence[str] = CLASS_NAMES
     timings: dict[str, float] = field(default_factory=dict)
+    reset_reason: str = ''
+    reset_detail: str = ''
 
     def __len__(self) -> int:
         return int(len(self.scores))
 
     @classmethod
+    def from_decoded(cls, decoded: Mapping[str, Any], stamp: float = 0.0,
+                     class_names: Sequence[str] = CLASS_NAMES,
+                     timings: dict[str, float] | None = None, reset_reason: str = '',
+                     reset_detail: str = '') -> 'Detections':
+        """One element of the decoder's output (``model.coder.decode_predictions``: torch
+        tensors or numpy arrays ``boxes [K, 9]``, ``scores [K]``, ``labels [K]``) as numpy
+        ``Detections``: boxes float64, scores float32, labels int64."""
+        return cls(boxes=_as_array(decoded['boxes'], np.float64).reshape(-1, 9),
+                   scores=_as_array(decoded['scores'], np.float32).reshape(-1),
+                   labels=_as_array(decoded['labels'], np.int64).reshape(-1),
+                   stamp=float(stamp), class_names=tuple(class_names),
+                   timings={} if timings is None else timings,
+                   reset_reason=reset_reason, reset_detail=reset_detail)
+
+    @classmethod
     def empty(cls, stamp: float = 0.0) -> 'Detections':
         """No boxes."""
         return cls(np.zeros((0, 9)), np.zeros((0,)), np.zeros((0,), dtype=np.int64), stamp)
+
+
+def _as_array(value: Any, dtype: type) -> np.ndarray:
+    """A numpy array of ``dtype`` from a numpy array or a (device, reduced-precision) tensor."""
+    if hasattr(value, 'detach'):                       # torch.Tensor, without importing torch
+        value = value.detach().cpu()
+        if value.is_floating_point() and value.element_size() < 4:
+            value = value.float()                      # numpy has no bfloat16
+        value = value.numpy()
+    return np.asarray(value).astype(dtype, copy=False)

@@ -2,9 +2,10 @@
 
 ``messages -> FrameAssembler -> Frame -> detector.step -> Detections -> output messages``
 
-:class:`Pipeline` owns the assembler, the temporal-memory reset rules (time going backwards
-= a bag loop, a gap over ``max_time_gap``, camera stamps spread over ``max_camera_time_diff``,
-an image size change, an explicit :meth:`Pipeline.reset`), the output transform into
+:class:`Pipeline` owns the assembler, the ROS-side temporal-memory rules (camera stamps
+spread over ``max_camera_time_diff``, an image size change, a duplicate anchor stamp, an
+explicit :meth:`Pipeline.reset`; the time rules are the detector's, ``sparsebev_core.resets``,
+and are counted here from ``Detections.reset_reason``), the output transform into
 ``output_frame``, per-reason skip counters, latency statistics and throttled warnings. The
 detector is anything with ``step(frame) -> Detections`` and ``reset(reason)``
 (``sparsebev_core.model.streaming.StreamingDetector``; :func:`build_detector` makes one from
@@ -19,6 +20,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from sparsebev_core import resets
 from sparsebev_core.frame import Detections, Frame
 from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, bottom_to_gravity_center,
                                      gravity_to_bottom_center, transform_boxes)
@@ -28,17 +30,14 @@ from .frames import (CAMERA_TIME_SPREAD, FrameAssembler, Skip, TransformLookup)
 from .messages import MessageFactory, detection_array, marker_array
 from .params import DetectorParams, ParameterError
 
-# reset reasons (stable keys)
-RESET_TIME_BACKWARDS = 'time_backwards'
-RESET_TIME_GAP = 'time_gap'
-RESET_CAMERA_SPREAD = 'camera_time_spread'
-RESET_IMAGE_SIZE = 'image_size_changed'
-RESET_EXPLICIT = 'explicit'
-DUPLICATE_FRAME = 'duplicate_frame'
-INVALID_FRAME = 'invalid_frame'          # the detector refused the frame (e.g. a non-rigid pose)
+RESET_EXPLICIT = resets.EXPLICIT          # the reset keys are sparsebev_core.resets'
+DUPLICATE_FRAME = 'duplicate_frame'       # skip reason: the same anchor stamp twice in a row
 
 
 class Detector(Protocol):
+    """``step`` applies the time rules itself (``sparsebev_core.resets.ResetPolicy``) and
+    reports a reset in ``Detections.reset_reason``; ``reset(reason)`` clears the memory."""
+
     def step(self, frame: Frame) -> Detections: ...
 
     def reset(self, reason: str = ...) -> None: ...
@@ -148,12 +147,15 @@ class Pipeline:
         """Latest CameraInfo of one camera (CAMERA_NAMES index)."""
         self.assembler.set_camera_info(camera_index, msg)
 
-    def reset(self, reason: str = RESET_EXPLICIT) -> None:
+    def reset(self, reason: str = resets.EXPLICIT) -> None:
         """Clear the temporal memory (detector cache, last stamp) and tell ``on_reset`` hooks."""
-        self.stats.resets[reason] += 1
         self.detector.reset(reason)
         self._last_stamp_ns = None
         self._last_shapes = None
+        self._count_reset(reason)
+
+    def _count_reset(self, reason: str) -> None:
+        self.stats.resets[reason] += 1
         for hook in self.on_reset:
             hook(reason)
 
@@ -172,29 +174,18 @@ class Pipeline:
         t1 = time.perf_counter()
         if isinstance(frame, Skip):
             if frame.reason == CAMERA_TIME_SPREAD:
-                self.reset(RESET_CAMERA_SPREAD)
+                self.reset(resets.CAMERA_TIME_SPREAD)
             return self._skip(frame)
         stamp_ns = codecs.header_stamp_ns(images[self.assembler.anchor_index])
-        # temporal rules
-        if self._last_stamp_ns is not None:
-            if stamp_ns < self._last_stamp_ns:
-                self.warn('reset/time_backwards', f'time went backwards by '
-                          f'{(self._last_stamp_ns - stamp_ns) / 1e9:.3f} s (bag loop?): '
-                          'resetting temporal memory')
-                self.reset(RESET_TIME_BACKWARDS)
-            elif stamp_ns == self._last_stamp_ns:
-                return self._skip(Skip(DUPLICATE_FRAME, 'same anchor stamp as the previous frame'))
-            elif stamp_ns - self._last_stamp_ns > p.max_time_gap * 1e9:
-                self.warn('reset/time_gap', f'{(stamp_ns - self._last_stamp_ns) / 1e9:.3f} s since '
-                          f'the previous frame > max_time_gap {p.max_time_gap} s: resetting '
-                          'temporal memory')
-                self.reset(RESET_TIME_GAP)
+        # ROS-side rules; going backwards and max_time_gap are the detector's (Detections.reset_reason)
+        if stamp_ns == self._last_stamp_ns:
+            return self._skip(Skip(DUPLICATE_FRAME, 'same anchor stamp as the previous frame'))
         shapes = [tuple(np.shape(c.image)) for c in frame.cameras]
         if self._last_shapes is not None and shapes != self._last_shapes:
             changed = [CAMERA_NAMES[i] for i, (a, b) in enumerate(zip(shapes, self._last_shapes)) if a != b]
-            self.warn('reset/image_size', f'image size changed on {", ".join(changed)}: resetting '
+            self.warn(f'reset/{resets.IMAGE_SIZE_CHANGED}', f'image size changed on {", ".join(changed)}: resetting '
                       'temporal memory')
-            self.reset(RESET_IMAGE_SIZE)
+            self.reset(resets.IMAGE_SIZE_CHANGED)
         # output frame before inference, so that a missing transform costs no inference
         T_out_model = self._output_transform(frame, stamp_ns)
         if isinstance(T_out_model, Skip):
@@ -205,9 +196,13 @@ class Pipeline:
         try:
             detections = self.detector.step(frame)
         except ValueError as exc:                 # StreamingDetector's InvalidFrameError
-            self.reset(INVALID_FRAME)
-            return self._skip(Skip(INVALID_FRAME, f'the detector refused the frame: {exc}'))
+            self.reset(resets.INVALID_FRAME)
+            return self._skip(Skip(resets.INVALID_FRAME, f'the detector refused the frame: {exc}'))
         t3 = time.perf_counter()
+        if detections.reset_reason in resets.DETECTOR_RESETS:     # the detector's own time rules
+            self.warn(f'reset/{detections.reset_reason}',
+                      f'{detections.reset_detail}: temporal memory reset')
+            self._count_reset(detections.reset_reason)
         boxes, scores, labels = self._select(detections)
         boxes = gravity_to_bottom_center(transform_boxes(bottom_to_gravity_center(boxes), T_out_model)) \
             if len(boxes) else np.zeros((0, 9))

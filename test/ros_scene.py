@@ -15,6 +15,7 @@ from sparsebev_core.frame import Detections, Frame
 from sparsebev_core.geometry import (CAMERA_NAMES, invert_transform, make_transform, rot_z,
                                      nuscenes_lidar_to_ego, transform_boxes,
                                      bottom_to_gravity_center, gravity_to_bottom_center)
+from sparsebev_core.resets import DETECTOR_RESETS, EXPLICIT, ResetPolicy
 
 T0_NS = 1_700_000_000_000_000_000          # start of the drive (ns)
 FRAME_PERIOD_NS = 83_333_333               # 12 Hz
@@ -131,19 +132,28 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
 class PerfectDriveDetector:
     """Stand-in for a perfect model on this drive (NOT SparseBEV): returns WORLD_BOXES in the
     true model frame at the frame's stamp, computed from the closed-form truth, and records
-    what it was given."""
+    what it was given. Its memory follows the real detector's rules (``ResetPolicy``):
+    ``resets`` lists every clear, requested or by the time rules."""
 
-    def __init__(self, T_ego_model: np.ndarray | None = None):
+    def __init__(self, T_ego_model: np.ndarray | None = None, max_time_gap: float = 2.0):
         self.T_ego_model = nuscenes_lidar_to_ego() if T_ego_model is None else T_ego_model
         self.frames: list[Frame] = []
         self.resets: list[str] = []
+        self.policy = ResetPolicy(max_time_gap)
 
     def step(self, frame: Frame) -> Detections:
+        reset = self.policy.due(frame.stamp)
+        if reset is not None and reset.key in DETECTOR_RESETS:
+            self.resets.append(reset.key)
+        self.policy.advance(frame.stamp)
         self.frames.append(frame)
         stamp_ns = int(frame.key)
         T_model_world = invert_transform(T_world_ego(stamp_ns) @ self.T_ego_model)
         boxes = truth_in(T_model_world)
-        return Detections(boxes, np.array([0.9, 0.6]), WORLD_LABELS.copy(), frame.stamp)
+        return Detections(boxes, np.array([0.9, 0.6]), WORLD_LABELS.copy(), frame.stamp,
+                          reset_reason=reset.key if reset else '',
+                          reset_detail=reset.detail if reset else '')
 
-    def reset(self, reason: str = '') -> None:
+    def reset(self, reason: str = EXPLICIT) -> None:
+        self.policy.request(reason)
         self.resets.append(reason)

@@ -9,7 +9,9 @@ import pytest
 
 from ros_scene import (CAMERA_OFFSET_NS, FRAME_PERIOD_NS, HEIGHT, K, WIDTH, PerfectDriveDetector,
                        T_ego_cam, T_world_ego, camera_stamp, jpeg, truth_in)
+from sparsebev_core import resets
 from sparsebev_core.geometry import CAMERA_NAMES, invert_transform, nuscenes_lidar_to_ego
+from sparsebev_core.model.streaming import InvalidFrameError
 from sparsebev_ros.codecs import matrix_to_translation_quat
 from sparsebev_ros.frames import FrameAssembler, Skip, tf_buffer_lookup
 from sparsebev_ros.messages import RosbagsMessages, header, ros2_typestore
@@ -182,11 +184,51 @@ def test_time_going_backwards_resets_memory():
 
 
 def test_gap_over_limit_resets_memory():
-    pipe, det = pipeline(max_time_gap=0.5)
+    lines = []
+    pipe, det = pipeline(detector=PerfectDriveDetector(max_time_gap=0.5), log=lines.append)
     pipe.process(frame_images(0))
     pipe.process(frame_images(1))
-    pipe.process(frame_images(9))                            # 8 frames = 0.67 s later
-    assert det.resets == ['time_gap']
+    out = pipe.process(frame_images(9))                      # 8 frames = 0.67 s later
+    assert det.resets == ['time_gap'] and pipe.stats.resets == {'time_gap': 1}
+    assert out.detections.reset_reason == 'time_gap'
+    assert any('exceeds max_time_gap 0.500 s' in line for line in lines)
+
+
+def test_every_reset_rule_speaks_the_one_key_vocabulary():
+    """Detector-side (time) and pipeline-side (ROS) rules in one drive: the counted keys are
+    exactly ``sparsebev_core.resets.RESET_REASONS``, each counted once, and the pipeline
+    defines no reset key of its own."""
+    import sparsebev_ros.pipeline as pipeline_module
+
+    class RefusesOnce(PerfectDriveDetector):
+        refuse = False
+
+        def step(self, frame):
+            if self.refuse:
+                self.refuse = False
+                raise InvalidFrameError('T_world_ego is not a rigid transform')
+            return super().step(frame)
+
+    det = RefusesOnce(max_time_gap=0.5)
+    pipe, _ = pipeline(detector=det, max_camera_time_diff=0.1, slop=0.05)
+    pipe.process(frame_images(0))
+    spread = frame_images(1)
+    spread[5] = image(1, 5, stamp=camera_stamp(1, 0) + 120_000_000)
+    pipe.process(spread)                                     # camera_time_spread
+    pipe.process(frame_images(2))
+    for i in range(6):
+        pipe.on_camera_info(i, info(i, scale=2))
+    pipe.process(frame_images(3, scale=2))                   # image_size_changed
+    pipe.process(frame_images(1, scale=2))                   # time_backwards
+    pipe.process(frame_images(9, scale=2))                   # time_gap (detector: 0.5 s)
+    pipe.reset()                                             # explicit
+    det.refuse = True
+    pipe.process(frame_images(10, scale=2))                  # invalid_frame
+    assert dict(pipe.stats.resets) == {key: 1 for key in resets.RESET_REASONS}
+    assert det.resets == ['camera_time_spread', 'image_size_changed', 'time_backwards',
+                          'time_gap', 'explicit', 'invalid_frame']
+    own = {value for name, value in vars(pipeline_module).items() if name.startswith('RESET_')}
+    assert own <= set(resets.RESET_REASONS)
 
 
 def test_image_size_change_resets_memory():

@@ -117,7 +117,29 @@ def test_bag_loop_resets_memory_and_keeps_publishing(tmp_path):
     det = PerfectDriveDetector()
     report = replay(bag.path, tmp_path / 'out', validate({}), det, progress=False)
     assert report.stats.published == 8
-    assert det.resets == ['time_backwards']
+    assert det.resets == ['time_backwards'] and report.stats.resets == {'time_backwards': 1}
+    assert 'time_backwards: 1' in report.summary()
+
+
+def test_the_real_detector_owns_the_time_rules_and_the_replay_counts_its_key(tmp_path):
+    """The tiny SparseBEV (bundled weights) built from the parameters: ``max_time_gap`` goes to
+    the detector, which resets on the bag loop and on the gap; the replay summary counts the
+    detector's keys, once each."""
+    from sparsebev_ros.pipeline import build_detector
+    params = validate({'preset': 'tiny', 'device': 'cpu', 'max_time_gap': 0.2})
+    detector = build_detector(params, log=lambda text: None)
+    assert detector.max_time_gap == 0.2
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=4, time_jump_at=2)  # 0 1 0 1
+    report = replay(bag.path, tmp_path / 'out', params, detector, progress=False)
+    assert report.stats.published == 4
+    assert dict(report.stats.resets) == {'time_backwards': 1}
+    assert detector.last_step.reset_reason == ''
+    detector.reset()                                         # a new bag: start afresh
+    bag = write_drive(tmp_path / 'gap', 'sqlite3', num_frames=4, skip_camera={1: 0, 2: 0})
+    report = replay(bag.path, tmp_path / 'out_gap', params, detector, progress=False)
+    assert report.stats.published == 2                       # frames 1 and 2 lack CAM_FRONT
+    assert dict(report.stats.resets) == {'time_gap': 1}      # 0 -> 3: 0.25 s > 0.2 s
+    assert 'time_gap: 1' in report.summary()
 
 
 def test_camera_late_beyond_max_diff_is_skipped_and_resets(tmp_path):

@@ -15,11 +15,15 @@ import torch
 from PIL import Image
 
 from sparsebev_core.config import ModelConfig
-from sparsebev_core.frame import CameraView, Frame
+from sparsebev_core.frame import CameraView, Detections, Frame
 from sparsebev_core.geometry import CAMERA_NAMES
+from sparsebev_core.model.coder import decode_predictions
 from sparsebev_core.model.detector import build_model
+from sparsebev_core.model.feature_cache import FeatureSlots
+from sparsebev_core.model.runtime import EagerRuntime, Runtime
 from sparsebev_core.model.streaming import InvalidFrameError, StreamingDetector, select_history
 from sparsebev_core.presets import get_preset
+from sparsebev_core.resets import EXPLICIT, TIME_BACKWARDS, TIME_GAP
 
 sys.path.insert(0, str(Path(__file__).parent / 'parity'))
 import inputs as rig  # noqa: E402  (nuScenes calibration and an ego trajectory, numpy only)
@@ -269,7 +273,8 @@ def test_reset_when_time_goes_backwards(tiny):
         stream.step(make_frame(i, s))
     loop = make_frame(0, keyframe_stamps(1)[0] - 0.1, seed=1)        # bag loops
     stream.step(loop)
-    assert 'backwards' in stream.last_step.reset_reason
+    assert stream.last_step.reset_reason == TIME_BACKWARDS
+    assert 'backwards' in stream.last_step.reset_detail
     assert stream.last_step.keys == [loop.key] * 4 and stream.cached_keys == [loop.key]
 
 
@@ -279,8 +284,9 @@ def test_reset_on_a_gap_longer_than_max_time_gap(tiny):
     stream.step(make_frame(1, T0 + 0.9))                               # under the limit
     assert stream.last_step.reset_reason == '' and len(set(stream.last_step.keys)) == 2
     late = make_frame(2, T0 + 2.0)
-    stream.step(late)
-    assert 'max_time_gap' in stream.last_step.reset_reason
+    detections = stream.step(late)
+    assert stream.last_step.reset_reason == detections.reset_reason == TIME_GAP
+    assert 'max_time_gap' in stream.last_step.reset_detail == detections.reset_detail
     assert stream.last_step.keys == [late.key] * 4
 
 
@@ -289,9 +295,9 @@ def test_explicit_reset_forgets_history(tiny):
     stream.step(make_frame(0, T0))
     stream.reset()
     frame = make_frame(1, T0 + 0.5)
-    stream.step(frame)
-    assert stream.last_step.reset_reason and stream.last_step.keys == [frame.key] * 4
-    stream.step(make_frame(2, T0 + 1.0))
+    assert stream.step(frame).reset_reason == EXPLICIT
+    assert stream.last_step.reset_reason == EXPLICIT and stream.last_step.keys == [frame.key] * 4
+    assert stream.step(make_frame(2, T0 + 1.0)).reset_reason == ''
     assert stream.last_step.reset_reason == ''
 
 
@@ -382,3 +388,174 @@ def test_12hz_stream_at_a_keyframe_equals_offline_over_the_previous_keyframes(ti
         offline = model(images, lidar2img, stamps_t)
     torch.testing.assert_close(stream.last_step.outputs['all_bbox_preds'],
                                offline['all_bbox_preds'], rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------- the runtime seam
+def test_gathered_slots_equal_the_concatenating_path_bit_for_bit(tiny):
+    """The head reading the T chosen frames from the cache slots (index_select) and taking the
+    time differences from outside gives exactly what the previous path gave: each frame's
+    features from its own backbone run, concatenated frame-major, through ``forward_head``
+    with the float64 stamps."""
+    model, cfg = tiny
+    stream = detector(tiny)
+    stamps = [T0 + k / 6.0 for k in range(9)]                        # 6 Hz: slots get reused
+    frames = [make_frame(k, s, encode=(k % 3 == 0)) for k, s in enumerate(stamps)]
+    features_of = {}
+    with torch.inference_mode():
+        for frame in frames:
+            images, _ = stream._preprocess(frame)                    # the same pixels [6, 3, H, W]
+            features_of[frame.key] = [f[0] for f in model.extract_features(images[None])]
+            stream.step(frame)
+            record = stream.last_step
+            concatenated = [torch.cat([features_of[key][level] for key in record.keys])[None]
+                            for level in range(cfg.head.num_levels)]     # [1, T*6, C, h, w]
+            expected = model.forward_head(concatenated, torch.from_numpy(record.lidar2img)[None],
+                                          torch.from_numpy(record.timestamps)[None])
+            for name in ('all_cls_scores', 'all_bbox_preds'):
+                assert torch.equal(record.outputs[name], expected[name]), name
+    assert len(set(record.slots)) == cfg.num_frames                  # T distinct frames
+
+
+def test_each_frame_is_written_once_into_stable_buffers(tiny):
+    """In steady state a step writes one slot (the new frame's) and leaves the buffers where
+    they were: no per-step concatenation or reallocation of cached features."""
+    model, cfg = tiny
+    stream = detector(tiny, max_detections=5)
+    stamps = keyframe_stamps(8)
+    for k in range(cfg.num_frames + 1):
+        stream.step(make_frame(k, stamps[k]))
+    slots = stream.feature_slots
+    assert slots.capacity == cfg.num_frames + 1                     # 2 Hz: never grown
+    for k in range(cfg.num_frames + 1, 8):
+        before = [level.clone() for level in slots.levels]
+        pointers = [level.data_ptr() for level in slots.levels]
+        stream.step(make_frame(k, stamps[k]))
+        new_slot = stream.last_step.slots[0]
+        assert [level.data_ptr() for level in slots.levels] == pointers
+        for level, old in zip(slots.levels, before):
+            changed = [s for s in range(slots.capacity) if not torch.equal(level[s], old[s])]
+            assert changed == [new_slot]
+        assert slots.num_used == len(stream.cached_keys) == cfg.num_frames
+    before = [level.clone() for level in slots.levels]
+    stream.step(make_frame(7, stamps[7]))                           # the same frame again
+    assert all(torch.equal(level, old) for level, old in zip(slots.levels, before))
+
+
+def test_cache_buffers_grow_by_doubling_up_to_the_cap(tiny):
+    model, cfg = tiny
+    stream = detector(tiny, max_detections=5, max_cached_frames=7)
+    capacities = []
+    for k in range(14):                                             # 12 Hz: 3 * 6 + 1 frames wanted
+        stream.step(make_frame(k, T0 + k / 12.0))
+        capacities.append(stream.feature_slots.capacity)
+        assert stream.feature_slots.num_used == len(stream.cached_keys) <= 7
+    assert capacities[0] == cfg.num_frames + 1 and max(capacities) == 7 + 1
+    assert sorted(set(capacities)) == [cfg.num_frames + 1, 7 + 1]   # 5, then min(10, 8)
+    stream.reset()
+    assert stream.feature_slots.num_used == 0 and stream.feature_slots.capacity == 8   # kept
+
+
+def test_feature_slots_store_release_and_refuse_bad_shapes():
+    slots = FeatureSlots(max_slots=3)
+    frame = [torch.full((6, 4, 2, 3), 1.0), torch.full((6, 4, 1, 2), 1.0)]
+    assert slots.levels == [] and slots.capacity == 0
+    a = slots.store(frame)
+    b = slots.store([f * 2 for f in frame])
+    c = slots.store([f * 3 for f in frame])
+    assert (a, b, c) == (0, 1, 2) and slots.capacity == 3            # 1 -> 2 -> min(4, 3)
+    assert [tuple(level.shape) for level in slots.levels] == [(3, 6, 4, 2, 3), (3, 6, 4, 1, 2)]
+    assert torch.equal(slots.levels[1][b], frame[1] * 2)
+    with pytest.raises(RuntimeError, match='all 3 feature slots are in use'):
+        slots.store(frame)
+    slots.release(b)
+    with pytest.raises(ValueError, match='not in use'):
+        slots.release(b)
+    assert slots.store([f * 4 for f in frame]) == b and torch.equal(slots.levels[0][b], frame[0] * 4)
+    assert torch.equal(slots.levels[0][c], frame[0] * 3)             # untouched by the others
+    with pytest.raises(ValueError, match='do not fit'):
+        slots.store([torch.zeros(6, 4, 2, 2), frame[1]])
+
+
+class CountingRuntime:
+    """A runtime of our own: wraps the eager one, counts the calls and records the slots."""
+
+    def __init__(self, inner: EagerRuntime):
+        self.inner = inner
+        self.device = inner.device
+        self.legacy_yaw_convention = inner.legacy_yaw_convention
+        self.encoded = 0
+        self.heads: list[list[int]] = []
+
+    def encode(self, images):
+        assert images.dtype == torch.uint8 and images.shape[:2] == (6, 3)
+        self.encoded += 1
+        return self.inner.encode(images)
+
+    def run_head(self, cache_levels, slots, lidar2img, time_diff):
+        assert slots.dtype == torch.int64 and time_diff.dtype == torch.float32
+        self.heads.append(slots.tolist())
+        return self.inner.run_head(cache_levels, slots, lidar2img, time_diff)
+
+
+def test_any_runtime_with_the_two_calls_plugs_into_the_streaming_logic(tiny):
+    model, cfg = tiny
+    runtime = CountingRuntime(EagerRuntime(model))
+    assert isinstance(runtime, Runtime)
+    plugged = StreamingDetector(runtime, cfg, score_threshold=0.0, max_detections=10)
+    reference = detector(tiny, max_detections=10)
+    frames = [make_frame(k, s) for k, s in enumerate(keyframe_stamps(5))]
+    for frame in frames + [frames[-1]]:                              # the last one twice: cached
+        ours, theirs = plugged.step(frame), reference.step(frame)
+        np.testing.assert_array_equal(ours.boxes, theirs.boxes)
+        np.testing.assert_array_equal(ours.scores, theirs.scores)
+        assert plugged.last_step.keys == reference.last_step.keys
+    assert runtime.encoded == len(frames) and len(runtime.heads) == len(frames) + 1
+    assert runtime.heads[-1] == plugged.last_step.slots
+    with pytest.raises(TypeError, match='neither a SparseBEV model nor a runtime'):
+        StreamingDetector(object(), cfg)
+    with pytest.raises(ValueError, match='own precision'):
+        StreamingDetector(runtime, cfg, precision='fp16')
+
+
+def test_decoding_is_one_function_for_the_head_and_the_stream(tiny):
+    model, cfg = tiny
+    stream = detector(tiny, score_threshold=0.0, max_detections=7)
+    frame = make_frame(0, T0)
+    detections = stream.step(frame)
+    outputs = stream.last_step.outputs
+    decoded = decode_predictions(outputs['all_cls_scores'][-1:], outputs['all_bbox_preds'][-1:],
+                                 cfg.head, score_threshold=0.0, max_num=7)[0]   # L = 1 is enough
+    via_head = model.decode(outputs, score_threshold=0.0, max_num=7)[0]
+    for name in ('boxes', 'scores', 'labels', 'query_index'):
+        assert torch.equal(decoded[name], via_head[name])
+    expected = Detections.from_decoded(decoded, frame.stamp, cfg.class_names)
+    np.testing.assert_array_equal(detections.boxes, expected.boxes)
+    assert detections.boxes.dtype == np.float64 and detections.scores.dtype == np.float32
+    assert detections.labels.dtype == np.int64 and len(detections) == 7
+
+
+def test_a_failing_head_or_a_reused_key_leaks_no_slot(tiny):
+    model, cfg = tiny
+
+    class FailsOnce(CountingRuntime):
+        fail = False
+
+        def run_head(self, *args):
+            if self.fail:
+                self.fail = False
+                raise RuntimeError('out of memory')
+            return super().run_head(*args)
+
+    runtime = FailsOnce(EagerRuntime(model))
+    stream = StreamingDetector(runtime, cfg, max_detections=5)
+    stamps = keyframe_stamps(4)
+    stream.step(make_frame(0, stamps[0]))
+    stream.step(make_frame(1, stamps[1]))
+    runtime.fail = True
+    with pytest.raises(RuntimeError, match='out of memory'):
+        stream.step(make_frame(2, stamps[2]))
+    assert stream.feature_slots.num_used == len(stream.cached_keys) == 2
+    stream.step(make_frame(3, stamps[3], key='same'))
+    stream.step(make_frame(4, stamps[3] + 0.5, key='same'))          # same key, new stamp
+    assert stream.cached_keys.count('same') == 1
+    assert stream.feature_slots.num_used == len(stream.cached_keys)

@@ -154,6 +154,7 @@ def infer_online(model, cfg, infos: Sequence[dict], data_root: str | Path, devic
 
     from ..data.infos import frame_from_info
     from ..model.streaming import StreamingDetector
+    from ..resets import EXPLICIT
 
     detector = StreamingDetector(model, cfg, device=device)
     results = {}
@@ -161,7 +162,7 @@ def infer_online(model, cfg, infos: Sequence[dict], data_root: str | Path, devic
     for info in tqdm(sorted(infos, key=lambda r: r['timestamp']), desc='eval online',
                      disable=not progress):
         if info['scene_token'] != scene:
-            detector.reset('scene start')
+            detector.reset(EXPLICIT, 'scene start')
             scene = info['scene_token']
         det = detector.step(frame_from_info(info, data_root))
         results[info['token']] = (det.boxes, det.scores, det.labels)
@@ -179,6 +180,7 @@ def infer_offline(model, cfg, infos: Sequence[dict], data_root: str | Path, devi
     from tqdm import tqdm
 
     from ..data.dataset import NuScenesMultiFrameDataset, collate
+    from ..frame import Detections
 
     dataset = NuScenesMultiFrameDataset(infos, data_root, cfg, training=False)
     if indices is not None:
@@ -191,11 +193,9 @@ def infer_offline(model, cfg, infos: Sequence[dict], data_root: str | Path, devi
         for batch in tqdm(loader, desc='eval offline', disable=not progress):
             outputs = model(batch['images'].to(device), batch['lidar2img'].to(device),
                             batch['timestamps'].to(device))
-            for meta, det in zip(batch['meta'], model.decode(outputs)):
-                results[meta['sample_token']] = (
-                    det['boxes'].detach().cpu().double().numpy().reshape(-1, 9),
-                    det['scores'].detach().cpu().float().numpy().reshape(-1),
-                    det['labels'].detach().cpu().numpy().astype(np.int64).reshape(-1))
+            for meta, decoded in zip(batch['meta'], model.decode(outputs)):
+                det = Detections.from_decoded(decoded, class_names=cfg.class_names)
+                results[meta['sample_token']] = (det.boxes, det.scores, det.labels)
     return results
 
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..config import HeadConfig
-from .boxes import denormalize_bbox, query_to_head_layout
+from .boxes import query_to_head_layout
+from .coder import decode_predictions
 from .decoder import Transformer, compute_time_diff
 from .denoising import make_denoising_queries
 from .sampling import NUM_CAMERAS
@@ -119,9 +120,32 @@ class SparseBEVHead(nn.Module):
         device = features[0].device
         lidar2img = torch.as_tensor(lidar2img).to(device=device, dtype=torch.float32)   # [B, TN, 4, 4]
         self._check_inputs(features, lidar2img)
-        batch = features[0].shape[0]
         time_diff = compute_time_diff(timestamps).to(device)                          # [B, T]
+        return self._decode_queries(features, lidar2img, time_diff, image_hw, gt_boxes, gt_labels)
 
+    def forward_time_diff(self, features: Sequence[Tensor], lidar2img: Tensor, time_diff: Tensor,
+                          image_hw: tuple[int, int], gt_boxes: Sequence[Tensor] | None = None,
+                          gt_labels: Sequence[Tensor] | None = None) -> dict:
+        """``forward`` with the time differences already computed: the runtime seam's entry.
+
+        time_diff ``[B, T]`` float32 = ``decoder.compute_time_diff(timestamps)`` (float64
+        stamps, averaged per frame, then cast: what an exported graph takes as input);
+        lidar2img ``[B, T*6, 4, 4]`` float32 on the features' device; the rest as ``forward``.
+        """
+        self._check_inputs(features, lidar2img)
+        batch = features[0].shape[0]
+        if tuple(time_diff.shape) != (batch, self.cfg.num_frames):
+            raise ValueError(f'time_diff must be [B, T] = {[batch, self.cfg.num_frames]}, '
+                             f'got {list(time_diff.shape)}')
+        if time_diff.dtype != torch.float32:
+            raise TypeError(f'time_diff must be float32 (compute_time_diff), got {time_diff.dtype}')
+        return self._decode_queries(features, lidar2img, time_diff, image_hw, gt_boxes, gt_labels)
+
+    def _decode_queries(self, features: Sequence[Tensor], lidar2img: Tensor, time_diff: Tensor,
+                        image_hw: tuple[int, int], gt_boxes: Sequence[Tensor] | None,
+                        gt_labels: Sequence[Tensor] | None) -> dict:
+        """The decoder run shared by ``forward`` and ``forward_time_diff`` (inputs checked)."""
+        batch = features[0].shape[0]
         query_bbox, query_feat = self.matching_queries(batch)                         # [B, Q, 10], [B, Q, C]
         dn = None
         if self.training and self.cfg.query_denoising and gt_boxes is not None:
@@ -149,42 +173,10 @@ class SparseBEVHead(nn.Module):
                     dn_mask_dict=dn.mask_dict())
 
     # -- NMS-free coder (spec 6.1, 6.2) ---------------------------------------------------------
-    @torch.no_grad()
     def decode(self, outputs: dict, score_threshold: float | None = None,
                max_num: int | None = None) -> list[dict]:
-        """Top-k over the last layer's sigmoid scores of all (query, class) pairs, no NMS.
-
-        Keeps boxes whose centre lies in ``post_center_range`` (inclusive) and whose score is
-        above ``score_threshold`` (0 or None in the config disables it). Returns per batch
-        element ``boxes [K, 9]`` ``[x, y, z_bottom, dx, dy, dz, yaw, vx, vy]``, ``scores [K]``,
-        ``labels [K]`` and ``query_index [K]``, in descending score order.
-        """
-        threshold = self.cfg.score_threshold if score_threshold is None else score_threshold
-        max_num = self.cfg.max_num if max_num is None else max_num
-        cls_last = outputs['all_cls_scores'][-1]                                       # [B, Q, classes]
-        bbox_last = outputs['all_bbox_preds'][-1]                                      # [B, Q, 10]
-        limit = torch.tensor(self.cfg.post_center_range, device=cls_last.device)
-        results = []
-        for cls_scores, bbox_preds in zip(cls_last, bbox_last):
-            scores_all = cls_scores.sigmoid().reshape(-1)                              # [Q*classes]
-            scores, index = scores_all.topk(min(max_num, scores_all.numel()))          # [k]
-            labels = index % self.num_classes
-            query_index = torch.div(index, self.num_classes, rounding_mode='trunc')
-            boxes = denormalize_bbox(bbox_preds[query_index])                          # [k, 9] gravity
-            keep = (boxes[:, :3] >= limit[:3]).all(1) & (boxes[:, :3] <= limit[3:]).all(1)
-            if threshold:
-                keep &= scores > threshold
-            boxes = self.to_lidar_boxes(boxes[keep])
-            results.append(dict(boxes=boxes, scores=scores[keep], labels=labels[keep],
-                                query_index=query_index[keep]))
-        return results
-
-    def to_lidar_boxes(self, gravity_boxes: Tensor) -> Tensor:
-        """Gravity boxes ``[K, 9]`` -> bottom-centre boxes, in the mmdet3d >= 1.0 convention."""
-        boxes = gravity_boxes.clone()
-        boxes[:, 2] = boxes[:, 2] - boxes[:, 5] * 0.5                                  # bottom centre
-        if self.legacy_yaw_convention:
-            # spec 2.7: 0.17.1 checkpoints predict (dy, dx) and a yaw measured the other way
-            boxes[:, [3, 4]] = boxes[:, [4, 3]]
-            boxes[:, 6] = -boxes[:, 6] - math.pi / 2
-        return boxes
+        """``coder.decode_predictions`` of the outputs with this head's config and box
+        convention: per batch element ``boxes [K, 9]`` (bottom centre), ``scores [K]``,
+        ``labels [K]``, ``query_index [K]``, in descending score order."""
+        return decode_predictions(outputs['all_cls_scores'], outputs['all_bbox_preds'], self.cfg,
+                                  self.legacy_yaw_convention, score_threshold, max_num)

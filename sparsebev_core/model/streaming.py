@@ -5,9 +5,11 @@ only on the current six images and takes the FPN features of the previous keyfra
 cache. ``StreamingDetector`` does the same for a live stream:
 
 * the current six images are decoded (if encoded), resized and cropped with the official
-  test-time transform (``image.resize_crop``), and go through backbone + FPN;
-* the features of every stepped frame are cached (keyed by ``Frame.key``) together with the
-  geometry of its cameras (intrinsics, extrinsics, ego pose at each camera's stamp, ``ida``);
+  test-time transform (``image.resize_crop``), and go through backbone + FPN
+  (``runtime.encode``);
+* the features of every stepped frame are written once into a slot of the preallocated
+  cache buffers (``feature_cache.FeatureSlots``, keyed by ``Frame.key``), with the geometry
+  of its cameras (intrinsics, extrinsics, ego pose at each camera's stamp, ``ida``);
 * the T-1 history slots are filled by :func:`select_history` (about ``history_spacing``
   seconds apart, the spacing the model was trained and tested with);
 * every ``lidar2img`` is recomputed each step from the stored poses, with the *current*
@@ -15,11 +17,16 @@ cache. ``StreamingDetector`` does the same for a live stream:
   across steps, projection matrices are not;
 * missing history is filled by duplicating the oldest available frame, as the official loader
   does (at a scene start the current frame fills every slot, Δt = 0);
-* the memory is cleared when time goes backwards (a bag loop), when the gap to the previous
-  step exceeds ``max_time_gap``, and on ``reset()``.
+* the head reads the T chosen frames from the cache by slot (``runtime.run_head``), with the
+  time differences computed here in float64; the top-k decoding is ``coder.decode_predictions``;
+* the memory is cleared by the time rules of ``sparsebev_core.resets`` (time going backwards,
+  a gap over ``max_time_gap``) and on ``reset(reason)``; ``last_step`` and the returned
+  ``Detections`` carry the reason key.
 
-The head always runs in float32 (as in the official code); ``precision='fp16'|'bf16'`` runs
-only the backbone and FPN under autocast, which changes the numbers slightly.
+The network runs behind the runtime seam (``model.runtime``): a ``SparseBEV`` is wrapped in
+``EagerRuntime``; any other object with the same two calls plugs in unchanged. The head always
+runs in float32 (as in the official code); ``precision='fp16'|'bf16'`` runs only the backbone
+and FPN under autocast, which changes the numbers slightly.
 """
 from __future__ import annotations
 
@@ -27,9 +34,8 @@ import math
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Literal, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,9 +46,11 @@ from ..frame import Detections, Frame
 from ..frame_layout import needs_future_frames
 from ..geometry import CAMERA_NAMES, compose_lidar2img
 from ..image import RESIZE_METHODS, ResizeMethod, as_rgb_image, resize_crop
-
-Precision = Literal['fp32', 'fp16', 'bf16']
-_AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
+from ..resets import EXPLICIT, ResetPolicy
+from .coder import decode_predictions
+from .decoder import compute_time_diff
+from .feature_cache import FeatureSlots
+from .runtime import EagerRuntime, Precision, Runtime
 
 
 class InvalidFrameError(ValueError):
@@ -61,10 +69,10 @@ class CameraGeometry:
 
 @dataclass
 class CachedFrame:
-    """One past frame: its FPN features and the geometry of its six cameras."""
+    """One past frame: the cache slot of its FPN features and the geometry of its cameras."""
     key: str
     stamp: float
-    features: list[torch.Tensor]          # per level [6, C, h_l, w_l]
+    slot: int                             # index into the FeatureSlots buffers
     cameras: tuple[CameraGeometry, ...]   # six, CAMERA_NAMES order
 
 
@@ -77,13 +85,18 @@ class StepRecord:
         lidar2img: (T*6, 4, 4) float32, frame-major.
         timestamps: (T*6,) float64 seconds, frame-major.
         outputs: the head's output dict (``all_cls_scores`` [L, 1, Q, C], ...).
-        reset_reason: why the memory was cleared before this step ('' if it was not).
+        reset_reason: why the memory was cleared before this step: a key of
+            ``sparsebev_core.resets`` ('' if it was not).
+        reset_detail: the human-readable detail of that reset.
+        slots: the cache slot of each of the T frames (what ``run_head`` was given).
     """
     keys: list[str]
     lidar2img: np.ndarray
     timestamps: np.ndarray
     outputs: dict
     reset_reason: str = ''
+    reset_detail: str = ''
+    slots: list[int] = field(default_factory=list)
 
 
 def select_history(past_stamps: Sequence[float], current_stamp: float, num_slots: int,
@@ -128,27 +141,33 @@ def select_history(past_stamps: Sequence[float], current_stamp: float, num_slots
 
 
 class StreamingDetector:
-    """SparseBEV over a stream of ``Frame``s with a feature cache (DESIGN.md section 3).
+    """SparseBEV over a stream of ``Frame``s with a feature cache.
 
     Args:
-        model: a ``SparseBEV`` (``model.detector.build_model``); put into eval mode here.
-        cfg: its ``ModelConfig`` (input size, number of past frames, class names).
-        device: where the model runs ('cpu', 'cuda', 'cuda:1', ...).
+        model_or_runtime: a ``SparseBEV`` (``model.detector.build_model``; wrapped in
+            ``runtime.EagerRuntime(model, device, precision)``), or any ``runtime.Runtime``
+            (``encode``, ``run_head``, ``device``, ``legacy_yaw_convention``).
+        cfg: its ``ModelConfig`` (input size, number of past frames, class names, decoding).
+        device: where the model runs ('cpu', 'cuda', 'cuda:1', ...; None: 'cpu' for a model,
+            the runtime's own device for a runtime).
         history_spacing: target time between history frames (s); the official models were
             tested with keyframes 0.5 s apart (trained with 0.33 - 0.67 s).
         max_time_gap: a gap longer than this (s) between two steps clears the memory.
         score_threshold: keep boxes scoring above this (None: the preset's, 0.05 officially).
         max_detections: top-k of the NMS-free decoder (None: the preset's, 300 officially).
-        precision: 'fp32' (official), or 'fp16' / 'bf16' autocast for backbone + FPN only.
+        precision: 'fp32' (official), or 'fp16' / 'bf16' autocast for backbone + FPN only
+            (for a model; a runtime brings its own precision).
         resize_method: 'pil' (official pixels) or 'cv2' (faster; see ``image.py``).
         max_cached_frames: hard cap on cached frames (FIFO), a guard against memory growth on
             high-rate streams; the selection rule alone keeps about
-            (T-1) * history_spacing * frame rate + 1 frames.
+            (T-1) * history_spacing * frame rate + 1 frames. The cache buffers grow by
+            doubling up to this many slots plus one (the frame being stepped).
         preprocess_workers: threads that decode and resize the six images in parallel
             (0: in the calling thread). Same pixels either way.
     """
 
-    def __init__(self, model: nn.Module, cfg: ModelConfig, device: str | torch.device = 'cpu',
+    def __init__(self, model_or_runtime: nn.Module | Runtime, cfg: ModelConfig,
+                 device: str | torch.device | None = None,
                  history_spacing: float = 0.5, max_time_gap: float = 2.0,
                  score_threshold: float | None = None, max_detections: int | None = None,
                  precision: Precision = 'fp32', resize_method: ResizeMethod = 'pil',
@@ -158,41 +177,42 @@ class StreamingDetector:
                 f'preset {cfg.name!r} uses {cfg.num_future_frames} future frames '
                 f'(frame layout {cfg.frame_layout!r}); a stream cannot see the future. Run it '
                 f'offline on recorded data instead: sparsebev eval --preset {cfg.name} ...')
-        if precision not in ('fp32', 'fp16', 'bf16'):
-            raise ValueError(f"precision must be 'fp32', 'fp16' or 'bf16', got {precision!r}")
-        if history_spacing < 0 or max_time_gap <= 0:
-            raise ValueError(f'history_spacing must be >= 0 and max_time_gap > 0 (got '
-                             f'{history_spacing}, {max_time_gap})')
+        if history_spacing < 0:
+            raise ValueError(f'history_spacing must be >= 0, got {history_spacing}')
         if max_cached_frames < cfg.num_past_frames:
             raise ValueError(f'max_cached_frames={max_cached_frames} cannot hold the '
                              f'{cfg.num_past_frames} past frames of preset {cfg.name!r}')
-        self.cfg = cfg
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.history_spacing = float(history_spacing)
-        self.max_time_gap = float(max_time_gap)
-        self.score_threshold = score_threshold
-        self.max_detections = max_detections
-        self.precision = precision
-        self.resize_method = resize_method
-        self.max_cached_frames = int(max_cached_frames)
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f'resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}')
+        self.runtime = _as_runtime(model_or_runtime, device, precision)
+        self.cfg = cfg
+        self.device = torch.device(self.runtime.device)
+        self.history_spacing = float(history_spacing)
+        self.reset_policy = ResetPolicy(max_time_gap)       # the time rules (sparsebev_core.resets)
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections
+        self.resize_method = resize_method
+        self.max_cached_frames = int(max_cached_frames)
         self._pool = ThreadPoolExecutor(int(preprocess_workers), 'sparsebev-preprocess') \
             if preprocess_workers > 0 else None
         self.num_frames = cfg.num_frames                         # T
         self.input_hw = tuple(cfg.input_size)
         self._cache: OrderedDict[str, CachedFrame] = OrderedDict()
-        self._last_stamp: float | None = None
-        self._pending_reset_reason = ''
+        self.feature_slots = FeatureSlots(self.max_cached_frames + 1,
+                                          initial_slots=self.num_frames + 1)
         self.last_step: StepRecord | None = None
 
     # ------------------------------------------------------------------ public API
-    def reset(self, reason: str = 'reset() called') -> None:
-        """Forget all past frames; the next step starts like the first frame of a scene."""
-        self._cache.clear()
-        self._last_stamp = None
-        self._pending_reset_reason = reason
+    def reset(self, reason: str = EXPLICIT, detail: str = '') -> None:
+        """Forget all past frames; the next step starts like the first frame of a scene and
+        reports ``reason`` (a key of ``sparsebev_core.resets``) as its ``reset_reason``."""
+        self._forget()
+        self.reset_policy.request(reason, detail)
+
+    @property
+    def max_time_gap(self) -> float:
+        """A longer gap (s) between two steps clears the memory."""
+        return self.reset_policy.max_time_gap
 
     @property
     def cached_keys(self) -> list[str]:
@@ -204,74 +224,69 @@ class StreamingDetector:
         """Detect objects in ``frame`` using the cached history; returns model-frame boxes."""
         t_start = time.perf_counter()
         reference = _check_frame(frame)
-        reset_reason = self._reset_reason(frame.stamp)
-        entry = None if reset_reason else self._cache.get(frame.key)
+        reset = self.reset_policy.due(frame.stamp)
+        entry = None if reset else self._cache.get(frame.key)
         timings: dict[str, float] = {}
         if entry is not None and entry.stamp == frame.stamp:   # seen before: reuse features
             timings['preprocess'] = timings['backbone'] = 0.0
             images = None
         else:
-            images, cameras = self._preprocess(frame)              # [1, 6, 3, H, W] uint8
+            images, cameras = self._preprocess(frame)              # [6, 3, H, W] uint8
         # the frame is usable: only now touch the memory
-        if reset_reason:
-            self._cache.clear()
-        self._last_stamp, self._pending_reset_reason = float(frame.stamp), ''
+        if reset:
+            self._forget()
+        self.reset_policy.advance(frame.stamp)
         if images is not None:
             t_pre = self._now()
             timings['preprocess'] = (t_pre - t_start) * 1e3
-            with self._autocast():
-                features = self.model.extract_features(images)     # per level [1, 6, C, h, w]
-            features = [f[0].float() for f in features]            # per level [6, C, h, w]
+            features = self.runtime.encode(images)                 # per level [6, C, h, w]
+            entry = CachedFrame(frame.key, float(frame.stamp), self.feature_slots.store(features),
+                                cameras)                           # written once, here
             timings['backbone'] = (self._now() - t_pre) * 1e3
-            entry = CachedFrame(frame.key, float(frame.stamp), features, cameras)
-
-        t_head = self._now()
-        past = [e for e in self._cache.values() if e.key != frame.key and e.stamp < frame.stamp]
-        slots = select_history([e.stamp for e in past], frame.stamp, self.num_frames - 1,
-                               self.history_spacing)
-        used = [entry] + [entry if i is None else past[i] for i in slots]
-        lidar2img, timestamps = self._projections(used, *reference)
-        features = [torch.cat([e.features[level] for e in used])[None]   # [1, T*6, C, h, w]
-                    for level in range(len(entry.features))]
-        outputs = self.model.forward_head(
-            features,
-            torch.from_numpy(lidar2img).to(self.device)[None],           # [1, T*6, 4, 4]
-            torch.from_numpy(timestamps).to(self.device)[None])          # [1, T*6] float64
-        timings['head'] = (self._now() - t_head) * 1e3
-
-        t_post = time.perf_counter()
-        result = self.model.decode(outputs, score_threshold=self.score_threshold,
-                                   max_num=self.max_detections)[0]
-        detections = Detections(
-            boxes=result['boxes'].detach().cpu().double().numpy().reshape(-1, 9),
-            scores=result['scores'].detach().cpu().float().numpy().reshape(-1),
-            labels=result['labels'].detach().cpu().numpy().astype(np.int64).reshape(-1),
-            stamp=float(frame.stamp), class_names=tuple(self.cfg.class_names), timings=timings)
-        timings['postprocess'] = (time.perf_counter() - t_post) * 1e3
-
+        try:
+            detections, used, record = self._head_and_decode(frame, entry, reference, timings)
+        except BaseException:
+            if self._cache.get(entry.key) is not entry:            # not cached: free its slot
+                self.feature_slots.release(entry.slot)
+            raise
         self._remember(entry, used)
-        self.last_step = StepRecord([e.key for e in used], lidar2img, timestamps, outputs,
-                                    reset_reason)
+        self.last_step = record
+        if reset:
+            record.reset_reason, record.reset_detail = reset.key, reset.detail
+            detections.reset_reason, detections.reset_detail = reset.key, reset.detail
         timings['total'] = (time.perf_counter() - t_start) * 1e3
         return detections
 
     # ------------------------------------------------------------------ stages
-    def _reset_reason(self, stamp: float) -> str:
-        """Why the memory must be cleared before this stamp ('' if it need not be)."""
-        if self._pending_reset_reason:
-            return self._pending_reset_reason
-        if self._last_stamp is None:
-            return ''
-        if stamp < self._last_stamp:
-            return (f'time went backwards ({stamp:.6f} s after {self._last_stamp:.6f} s); '
-                    'history cleared')
-        if stamp - self._last_stamp > self.max_time_gap:
-            return (f'gap of {stamp - self._last_stamp:.3f} s exceeds max_time_gap '
-                    f'{self.max_time_gap:.3f} s; history cleared')
-        return ''
+    def _head_and_decode(self, frame: Frame, entry: CachedFrame,
+                         reference: tuple[np.ndarray, np.ndarray], timings: dict[str, float]
+                         ) -> tuple[Detections, list[CachedFrame], StepRecord]:
+        """History choice, geometry, ``run_head`` on the chosen slots, top-k decoding."""
+        t_head = self._now()
+        past = [e for e in self._cache.values() if e.key != frame.key and e.stamp < frame.stamp]
+        chosen = select_history([e.stamp for e in past], frame.stamp, self.num_frames - 1,
+                                self.history_spacing)
+        used = [entry] + [entry if i is None else past[i] for i in chosen]
+        lidar2img, timestamps = self._projections(used, *reference)
+        slots = [e.slot for e in used]
+        outputs = self.runtime.run_head(
+            self.feature_slots.levels,                                    # per level [S, 6, C, h, w]
+            torch.tensor(slots, dtype=torch.int64, device=self.device),   # [T]
+            torch.from_numpy(lidar2img).to(self.device)[None],            # [1, T*6, 4, 4] float32
+            compute_time_diff(timestamps[None]).to(self.device))          # [1, T] float32
+        timings['head'] = (self._now() - t_head) * 1e3
+
+        t_post = time.perf_counter()
+        decoded = decode_predictions(outputs['all_cls_scores'], outputs['all_bbox_preds'],
+                                     self.cfg.head, self.runtime.legacy_yaw_convention,
+                                     self.score_threshold, self.max_detections)[0]
+        detections = Detections.from_decoded(decoded, frame.stamp, self.cfg.class_names, timings)
+        timings['postprocess'] = (time.perf_counter() - t_post) * 1e3
+        record = StepRecord([e.key for e in used], lidar2img, timestamps, outputs, slots=slots)
+        return detections, used, record
 
     def _preprocess(self, frame: Frame) -> tuple[torch.Tensor, tuple[CameraGeometry, ...]]:
-        """Decode, resize and crop the six images; returns [1, 6, 3, H, W] uint8 + geometry."""
+        """Decode, resize and crop the six images; returns [6, 3, H, W] uint8 + geometry."""
         indexed = list(enumerate(frame.cameras))
         if self._pool is not None:                       # decoders and resizers release the GIL
             prepared = list(self._pool.map(lambda item: self._prepare_camera(*item), indexed))
@@ -279,7 +294,7 @@ class StreamingDetector:
             prepared = [self._prepare_camera(*item) for item in indexed]
         images = [image for image, _ in prepared]                         # 6 x [H, W, 3]
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [6, 3, H, W] uint8
-        batch = batch[None].to(self.device, non_blocking=True)           # [1, 6, 3, H, W]
+        batch = batch.to(self.device, non_blocking=True)
         return batch, tuple(geometry for _, geometry in prepared)
 
     def _prepare_camera(self, index: int, camera) -> tuple[np.ndarray, CameraGeometry]:
@@ -307,25 +322,44 @@ class StreamingDetector:
 
     def _remember(self, entry: CachedFrame, used: Sequence[CachedFrame]) -> None:
         """Cache the current frame; evict frames older than the oldest one just used."""
+        replaced = self._cache.get(entry.key)
+        if replaced is not None and replaced.slot != entry.slot:   # same key, new stamp
+            self.feature_slots.release(replaced.slot)
         self._cache[entry.key] = entry
         self._cache.move_to_end(entry.key)
         oldest_used = min(e.stamp for e in used)
         for key in [k for k, e in self._cache.items() if e.stamp < oldest_used]:
-            del self._cache[key]
+            self.feature_slots.release(self._cache.pop(key).slot)
         while len(self._cache) > self.max_cached_frames:
-            self._cache.popitem(last=False)
+            self.feature_slots.release(self._cache.popitem(last=False)[1].slot)
+
+    def _forget(self) -> None:
+        """Drop every cached frame (the slot buffers stay allocated for the next frames)."""
+        self._cache.clear()
+        self.feature_slots.clear()
 
     # ------------------------------------------------------------------ helpers
-    def _autocast(self):
-        if self.precision == 'fp32':
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
-
     def _now(self) -> float:
         """Wall clock after the device has finished the queued work (honest stage timings)."""
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
+
+
+def _as_runtime(model_or_runtime: nn.Module | Runtime, device: str | torch.device | None,
+                precision: Precision) -> Runtime:
+    """A model wrapped in ``EagerRuntime``; a runtime as it is (its device and precision)."""
+    if isinstance(model_or_runtime, nn.Module):
+        return EagerRuntime(model_or_runtime, 'cpu' if device is None else device, precision)
+    if not isinstance(model_or_runtime, Runtime):
+        raise TypeError(f'{type(model_or_runtime).__name__} is neither a SparseBEV model nor a '
+                        'runtime (encode, run_head, device, legacy_yaw_convention)')
+    if precision != 'fp32':
+        raise ValueError(f'precision={precision!r} applies to a model; a runtime runs at its '
+                         'own precision')
+    if device is not None and torch.device(device) != torch.device(model_or_runtime.device):
+        raise ValueError(f'device={device!r} but the runtime runs on {model_or_runtime.device}')
+    return model_or_runtime
 
 
 def _camera_label(camera, index: int) -> str:

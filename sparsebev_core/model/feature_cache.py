@@ -1,0 +1,92 @@
+"""Preallocated feature slots: each cached frame's FPN output is written once, read by index.
+
+Per pyramid level one buffer ``[S, N, C, h_l, w_l]`` (S slots x N cameras), allocated on the
+first store and grown by doubling up to ``max_slots`` (a 64-frame r50 cache is ~6 GB, so it
+is never allocated up front). A frame owns one slot from :meth:`FeatureSlots.store` until
+:meth:`FeatureSlots.release`; a head reads the T frames it needs by slot index
+(``runtime.gather_slots`` or a kernel's frame-index table): nothing is concatenated per step.
+Buffers keep their storage (and ``data_ptr``) between steps; only a growth reallocates them.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class FeatureSlots:
+    """Per-level buffers ``[S, N, C, h_l, w_l]`` with one slot per cached frame.
+
+    Args:
+        max_slots: the most frames held at once (the detector's ``max_cached_frames`` plus
+            the frame being stepped).
+        initial_slots: slots of the first allocation (then doubled as needed).
+    """
+
+    def __init__(self, max_slots: int, initial_slots: int = 1) -> None:
+        if max_slots < 1 or initial_slots < 1:
+            raise ValueError(f'max_slots and initial_slots must be >= 1, got {max_slots}, {initial_slots}')
+        self.max_slots = int(max_slots)
+        self.initial_slots = min(int(initial_slots), self.max_slots)
+        self._levels: list[Tensor] = []
+        self._free: list[int] = []
+
+    @property
+    def levels(self) -> list[Tensor]:
+        """The buffers, per level ``[S, N, C, h_l, w_l]`` (empty before the first store)."""
+        return self._levels
+
+    @property
+    def capacity(self) -> int:
+        """S, the slots allocated so far."""
+        return int(self._levels[0].shape[0]) if self._levels else 0
+
+    @property
+    def num_used(self) -> int:
+        return self.capacity - len(self._free)
+
+    def store(self, features: Sequence[Tensor]) -> int:
+        """Copy one frame's features (per level ``[N, C, h_l, w_l]``) into a free slot; returns it."""
+        if not self._levels:
+            self._levels = [f.new_empty((self.initial_slots, *f.shape)) for f in features]
+            self._free = list(range(self.initial_slots))
+        self._check_shapes(features)
+        if not self._free:
+            self._grow()
+        slot = self._free.pop(0)                                   # lowest free slot first
+        for buffer, feature in zip(self._levels, features):
+            buffer[slot].copy_(feature)                            # [N, C, h_l, w_l]
+        return slot
+
+    def release(self, slot: int) -> None:
+        """Give a slot back (its frame left the cache)."""
+        if not 0 <= slot < self.capacity or slot in self._free:
+            raise ValueError(f'slot {slot} is not in use')
+        self._free.append(slot)
+        self._free.sort()
+
+    def clear(self) -> None:
+        """Every slot free again; the buffers are kept for the next frames."""
+        self._free = list(range(self.capacity))
+
+    def _grow(self) -> None:
+        old = self.capacity
+        if old >= self.max_slots:
+            raise RuntimeError(f'all {self.max_slots} feature slots are in use: the cache holds '
+                               'more frames than it was sized for')
+        new = min(2 * old, self.max_slots)
+        grown = []
+        for buffer in self._levels:
+            bigger = buffer.new_empty((new, *buffer.shape[1:]))   # [S', N, C, h_l, w_l]
+            bigger[:old].copy_(buffer)
+            grown.append(bigger)
+        self._levels = grown
+        self._free.extend(range(old, new))
+
+    def _check_shapes(self, features: Sequence[Tensor]) -> None:
+        expected = [tuple(b.shape[1:]) for b in self._levels]
+        got = [tuple(f.shape) for f in features]
+        if got != expected:
+            raise ValueError(f'features per level {got} do not fit the cache slots {expected}')
