@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 PYTHON=${PYTHON:-python3}
-MAIN_VENV=$ROOT/.venv
+MAIN_VENV=${MAIN_VENV:-$ROOT/.venv}     # the venv with torch (override: MAIN_VENV=/path/.venv)
 ROS_VENV=$ROOT/.venv-ros
 BUILD=$ROOT/.ros2_build
 INTERFACES=$ROOT/test/ros2/interfaces

@@ -5,7 +5,8 @@
 :class:`Pipeline` owns the assembler, the temporal-memory reset rules (time going backwards
 = a bag loop, a gap over ``max_time_gap``, camera stamps spread over ``max_camera_time_diff``,
 an image size change, an explicit :meth:`Pipeline.reset`), the output transform into
-``output_frame``, per-reason skip counters, latency statistics and throttled warnings. The
+``output_frame``, per-reason skip counters and throttled warnings; the bounded counters and
+latency windows are :class:`sparsebev_ros.statistics.PipelineStats`. The
 detector is anything with ``step(frame) -> Detections`` and ``reset(reason)``
 (``sparsebev_core.model.streaming.StreamingDetector``; :func:`build_detector` makes one from
 the parameters).
@@ -13,8 +14,8 @@ the parameters).
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ from . import codecs
 from .frames import (CAMERA_TIME_SPREAD, FrameAssembler, Skip, TransformLookup)
 from .messages import MessageFactory, detection_array, marker_array
 from .params import DetectorParams, ParameterError
+from .statistics import PipelineStats
 
 # reset reasons (stable keys)
 RESET_TIME_BACKWARDS = 'time_backwards'
@@ -77,34 +79,6 @@ class PipelineResult:
     detections_msg: Any
     markers_msg: Any | None
     timings: dict[str, float]     # ms per stage
-
-
-@dataclass
-class PipelineStats:
-    """Counters and latencies (ms) for summaries and diagnostics."""
-    synced: int = 0
-    published: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    resets: Counter = field(default_factory=Counter)
-    latency_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-    def percentiles(self, stage: str, qs: Sequence[float] = (50, 90, 99)) -> dict[int, float]:
-        values = self.latency_ms.get(stage) or []
-        return {int(q): float(np.percentile(values, q)) for q in qs} if values else {}
-
-    def summary(self) -> str:
-        """Multi-line human summary."""
-        lines = [f'synced frames: {self.synced}', f'published: {self.published}',
-                 f'skipped: {sum(self.skipped.values())}'
-                 + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.skipped.items())),
-                 f'memory resets: {sum(self.resets.values())}'
-                 + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.resets.items()))]
-        for stage in self.latency_ms:
-            p = self.percentiles(stage)
-            if p:
-                lines.append(f'latency {stage}: p50 {p[50]:.1f} ms, p90 {p[90]:.1f} ms, '
-                             f'p99 {p[99]:.1f} ms')
-        return '\n'.join(lines)
 
 
 class Pipeline:
@@ -219,8 +193,7 @@ class Pipeline:
         t4 = time.perf_counter()
         timings = {'assemble': (t1 - t0) * 1e3, 'detector': (t3 - t2) * 1e3,
                    'messages': (t4 - t3) * 1e3, 'total': (t4 - t0) * 1e3}
-        for stage, ms in timings.items():
-            self.stats.latency_ms[stage].append(ms)
+        self.stats.add_latencies(timings)
         self.stats.published += 1
         return PipelineResult(stamp_ns, frame, detections, boxes, scores, labels, det_msg, markers, timings)
 
