@@ -109,13 +109,25 @@ class Pipeline:
         self.on_reset: list[Callable[[str], None]] = []
         self._last_stamp_ns: int | None = None
         self._last_shapes: list[tuple[int, ...]] | None = None
+        self._keep_labels = self._class_filter(params)
+
+    def _class_filter(self, params: DetectorParams) -> np.ndarray:
+        """Label indices ``params.classes`` keeps; ParameterError for a class the detector lacks."""
         wanted = list(self.class_names) if params.classes == ['all'] else list(params.classes)
         unknown = [c for c in wanted if c not in self.class_names]
         if unknown:
             raise ParameterError(f"parameter 'classes' has {unknown}, not among the detector's "
                                  f'classes {", ".join(self.class_names)}')
-        self._keep_labels = np.array([i for i, c in enumerate(self.class_names) if c in wanted],
-                                     dtype=np.int64)
+        return np.array([i for i, c in enumerate(self.class_names) if c in wanted], dtype=np.int64)
+
+    def set_output_params(self, params: DetectorParams) -> None:
+        """Adopt new output parameters while running (score_threshold, classes, publish_markers,
+        marker_style); raises ParameterError and changes nothing when ``classes`` is invalid.
+        The detector's own score threshold follows ``score_threshold``."""
+        keep = self._class_filter(params)
+        self.params, self.assembler.params, self._keep_labels = params, params, keep
+        if hasattr(self.detector, 'score_threshold'):
+            self.detector.score_threshold = params.score_threshold
 
     # ------------------------------------------------------------------ inputs
     def on_camera_info(self, camera_index: int, msg: Any) -> None:
