@@ -161,7 +161,7 @@ def detection_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarr
     """
     hdr = header(factory, stamp_ns, frame_id)
     detections = []
-    for i, (box, score, label) in enumerate(zip(np.asarray(boxes, np.float64), scores, labels)):
+    for box, score, label in zip(np.asarray(boxes, np.float64), scores, labels):
         centre = (box[0], box[1], box[2] + box[5] / 2.0)
         pose = _pose(factory, centre, box[6])
         hypothesis = factory.new(
@@ -171,8 +171,9 @@ def detection_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarr
             pose=factory.new('geometry_msgs/msg/PoseWithCovariance', pose=_pose(factory, centre, box[6])))
         bbox = factory.new('vision_msgs/msg/BoundingBox3D', center=pose,
                            size=_vector3(factory, box[3:6]))
+        # id stays empty: vision_msgs wants ids that follow one object across messages
         detections.append(factory.new('vision_msgs/msg/Detection3D', header=hdr, results=[hypothesis],
-                                      bbox=bbox, id=str(i)))
+                                      bbox=bbox, id=''))
     return factory.new('vision_msgs/msg/Detection3DArray', header=hdr, detections=detections)
 
 

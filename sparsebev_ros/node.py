@@ -10,9 +10,14 @@ Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (DESIGN.md section 4):
   detector and publishes. When inference is slower than the cameras, older sets are replaced
   (dropped), never queued;
 * outputs ``~/detections`` (``vision_msgs/Detection3DArray``), ``~/markers``
-  (``visualization_msgs/MarkerArray``), ``~/latency/<stage>_ms`` (``std_msgs/Float64``) and
-  ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, 1 Hz); service ``~/reset``
-  (``std_srvs/Trigger``) clears the temporal memory;
+  (``visualization_msgs/MarkerArray``), ``~/latency`` (``diagnostic_msgs/DiagnosticArray``
+  stamped with the frame's stamp, one key per stage in ms) and ``/diagnostics`` (1 Hz on a
+  steady wall-clock timer, so it keeps reporting when a simulated /clock stops); service
+  ``~/reset`` (``std_srvs/Trigger``) clears the temporal memory;
+* every module it needs is imported at start-up (:mod:`sparsebev_ros.dependencies`); the same
+  error on ``ERROR_STREAK`` frames in a row turns the diagnostics to ERROR with a log line that
+  says what to do; ``score_threshold``, ``classes``, ``publish_markers`` and ``marker_style``
+  can be set while running (validated, an invalid value is refused with the reason);
 * no inference while nobody subscribes to ``~/detections`` or ``~/markers``
   (``skip_when_no_subscribers``).
 
@@ -28,11 +33,14 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Generic, Sequence, TypeVar
 
+from sparsebev_core.errors import MissingDependencyError
 from sparsebev_core.geometry import CLASS_NAMES
 
 from . import codecs
 from .frames import Skip, TransformUnavailable, tf2_exception_reason
-from .params import NODE_NAME, PARAMS, DetectorParams, ParameterError, validate
+from .params import (NODE_NAME, PARAMS, DetectorParams, ParameterError, validate,
+                     with_runtime_changes)
+from .statistics import DEFAULT_ERROR_STREAK, ErrorStreak, error_key
 
 if TYPE_CHECKING:
     from rclpy.node import Node
@@ -43,6 +51,26 @@ T = TypeVar('T')
 
 NO_SUBSCRIBERS = 'no_subscribers'
 LATENCY_STAGES = ('assemble', 'detector', 'messages', 'total', 'end_to_end')
+ERROR_STREAK = DEFAULT_ERROR_STREAK       # identical errors in a row before the ERROR diagnostic
+
+
+def demo_weights_warning(params: DetectorParams, bundled: str | None) -> str | None:
+    """The start-up WARN when the bundled synthetic-demo weights are loaded (else None)."""
+    if params.checkpoint or not bundled:
+        return None
+    return (f'loading the bundled DEMO weights {bundled} (preset {params.preset!r}): they were '
+            'trained on synthetic scenes only, boxes on real camera images are meaningless. '
+            "Set 'preset' and 'checkpoint' to a real SparseBEV checkpoint for a real car.")
+
+
+def streak_advice(key: str) -> str:
+    """What to do about an error that fails every frame."""
+    if key.startswith(('ModuleNotFoundError', 'ImportError')):
+        return ('a Python package is missing: install it (README, "Build with colcon") and '
+                'restart the node')
+    if 'CUDA' in key or 'out of memory' in key:
+        return "the GPU fails: check the 'device' and 'precision' parameters and nvidia-smi"
+    return 'every frame fails the same way: see the message above, fix its cause, restart'
 
 
 class LatestMailbox(Generic[T]):
@@ -102,13 +130,14 @@ def _plain(value: Any) -> Any:
 
 
 def declare_parameters(node: 'Node') -> DetectorParams:
-    """Declare every parameter of :data:`sparsebev_ros.params.PARAMS` (read-only; ints accepted
-    for floats) and validate the values; raises ParameterError naming the bad one."""
+    """Declare every parameter of :data:`sparsebev_ros.params.PARAMS` (read-only unless it is a
+    runtime one; ints accepted for floats) and validate the values; raises ParameterError
+    naming the bad one."""
     from rcl_interfaces.msg import ParameterDescriptor
     values = {}
     for p in PARAMS:
         descriptor = ParameterDescriptor(name=p.name, type=_parameter_type(p.type),
-                                         description=p.description, read_only=True,
+                                         description=p.description, read_only=not p.runtime,
                                          dynamic_typing=True)
         default = list(p.default) if isinstance(p.default, (list, tuple)) else p.default
         values[p.name] = _plain(node.declare_parameter(p.name, default, descriptor).value)
@@ -160,19 +189,23 @@ class DetectorNode:
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, detector: Any, class_names: Sequence[str] | None) -> None:
+        from .dependencies import check_node_dependencies
+        self.params = p = declare_parameters(self.node)
+        check_node_dependencies(p.image_transport)    # MissingDependencyError names the package
+
         import message_filters
         import tf2_ros
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from rclpy.clock import Clock, ClockType
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-        from std_msgs.msg import Float64
         from std_srvs.srv import Trigger
         from vision_msgs.msg import Detection3DArray
         from visualization_msgs.msg import MarkerArray
 
         from .messages import ImportedMessages
-        from .pipeline import Pipeline, ThrottledLogger, build_detector
+        from .pipeline import Pipeline, ThrottledLogger, build_detector, bundled_checkpoint
 
         node, log = self.node, self.node.get_logger()
         # rclpy ties each logging call site to one severity ("Logger severity cannot be changed
@@ -184,13 +217,15 @@ class DetectorNode:
         def info_log(text: str) -> None:
             log.info(text)
 
-        self.params = p = declare_parameters(node)
         for name, standin in (('tf2_ros', tf2_ros), ('message_filters', message_filters)):
             if getattr(standin, 'IS_STANDIN', False):
                 log.warning(f'{name} is a test STAND-IN (test/ros2/standins), not the ROS package')
 
         if detector is None:
+            notice = demo_weights_warning(p, bundled_checkpoint(p.preset))
             detector = build_detector(p, log=warn_log)
+            if notice:
+                log.warning(notice)
         if class_names is None:
             cfg = getattr(detector, 'cfg', None)
             class_names = tuple(cfg.class_names) if cfg is not None else None
@@ -203,6 +238,7 @@ class DetectorNode:
         self._pipeline_lock = threading.Lock()
         self.mailbox: LatestMailbox[tuple[Any, ...]] = LatestMailbox()
         self.counters: Counter = Counter()
+        self.error_streak = ErrorStreak(ERROR_STREAK)
         self._last_publish: float | None = None
         self._last_synced: float | None = None
         self._note = ThrottledLogger(info_log, p.warn_throttle)    # expected events, throttled
@@ -211,8 +247,7 @@ class DetectorNode:
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.detections_pub = node.create_publisher(Detection3DArray, '~/detections', out_qos)
         self.markers_pub = node.create_publisher(MarkerArray, '~/markers', out_qos)
-        self.latency_pubs = {stage: node.create_publisher(Float64, f'~/latency/{stage}_ms', out_qos)
-                             for stage in LATENCY_STAGES}
+        self.latency_pub = node.create_publisher(DiagnosticArray, '~/latency', out_qos)
         self.diagnostics_pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
         # inputs
@@ -233,8 +268,11 @@ class DetectorNode:
         services = MutuallyExclusiveCallbackGroup()
         self.reset_service = node.create_service(Trigger, '~/reset', self._on_reset,
                                                  callback_group=services)
+        # wall clock: with use_sim_time a ROS-clock timer stops when /clock stops
         self.diagnostics_timer = node.create_timer(1.0, self._publish_diagnostics,
-                                                   callback_group=services)
+                                                   callback_group=services,
+                                                   clock=Clock(clock_type=ClockType.STEADY_TIME))
+        node.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._worker = threading.Thread(target=self._work, name='sparsebev-inference', daemon=True)
         self._worker.start()
@@ -298,25 +336,60 @@ class DetectorNode:
                     result = self.pipeline.process(images)
                 if not isinstance(result, Skip):   # skips are counted and warned by the pipeline
                     self._publish(result)
+                self.error_streak.success()
             except Exception as exc:
-                self.counters['error'] += 1
-                try:
-                    self.pipeline.warn(f'error/{type(exc).__name__}',
-                                       f'frame failed with {type(exc).__name__}: {exc}')
-                except Exception:                  # even logging failed: diagnostics count it
-                    pass
+                self._on_frame_error(exc)
+
+    def _on_frame_error(self, exc: Exception) -> None:
+        """Count, warn (throttled) and, on ERROR_STREAK identical errors in a row, say so."""
+        self.counters['error'] += 1
+        key = error_key(exc)
+        try:
+            self.pipeline.warn(f'error/{type(exc).__name__}',
+                               f'frame failed with {type(exc).__name__}: {exc}')
+            if self.error_streak.record(key):
+                self.node.get_logger().error(
+                    f'the last {self.error_streak.limit} frames all failed with {key}; '
+                    f'{streak_advice(key)}')
+        except Exception:                          # even logging failed: diagnostics count it
+            pass
 
     def _publish(self, result: 'PipelineResult') -> None:
-        from std_msgs.msg import Float64
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        from .messages import header
         self.detections_pub.publish(result.detections_msg)
         if result.markers_msg is not None:
             self.markers_pub.publish(result.markers_msg)
         now_ns = self.node.get_clock().now().nanoseconds
         timings = dict(result.timings, end_to_end=(now_ns - result.stamp_ns) / 1e6)
-        for stage, publisher in self.latency_pubs.items():
-            if stage in timings:
-                publisher.publish(Float64(data=float(timings[stage])))
+        # stamped with the frame's stamp, so that a bag lines the latencies up with the images
+        latency = DiagnosticStatus(
+            name=f'{self.node.get_name()}: latency', message='ms per stage',
+            values=[KeyValue(key=f'{stage}_ms', value=f'{timings[stage]:.3f}')
+                    for stage in LATENCY_STAGES if stage in timings])
+        self.latency_pub.publish(DiagnosticArray(
+            header=header(self.pipeline.factory, result.stamp_ns, self.params.output_frame),
+            status=[latency]))
         self._last_publish = time.monotonic()
+
+    # ------------------------------------------------------------------ runtime parameters
+    def _on_set_parameters(self, parameters: list) -> Any:
+        """``ros2 param set``: validate the runtime parameters together; refuse with a reason
+        (nothing changes) or apply them to the pipeline between two frames."""
+        from rcl_interfaces.msg import SetParametersResult
+        changes = {p.name: _plain(p.value) for p in parameters if p.name != 'use_sim_time'}
+        if not changes or not hasattr(self, 'pipeline'):   # declarations during start-up
+            return SetParametersResult(successful=True)
+        try:
+            new = with_runtime_changes(self.params, changes)
+            with self._pipeline_lock:
+                self.pipeline.set_output_params(new)
+        except ParameterError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.params = new
+        self.node.get_logger().info(f'parameters changed: {changes}')
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostic_status(self) -> Any:
@@ -335,7 +408,13 @@ class DetectorNode:
         now = time.monotonic()
         published_lately = self._last_publish is not None and now - self._last_publish < 5.0
         arrived_lately = self._last_synced is not None and now - self._last_synced < 5.0
-        if published_lately:
+        streak = self.error_streak
+        if streak.escalated and streak.key is not None:
+            values['error_streak'] = streak.length
+            level, message = DiagnosticStatus.ERROR, \
+                f'the last {streak.length} frames failed with {streak.key}; ' \
+                f'{streak_advice(streak.key)}'
+        elif published_lately:
             level, message = DiagnosticStatus.OK, 'publishing detections'
         elif arrived_lately and not self.has_subscribers() and self.params.skip_when_no_subscribers:
             level, message = DiagnosticStatus.OK, 'idle: nobody subscribes to the outputs'
@@ -383,6 +462,9 @@ def main(args: Sequence[str] | None = None) -> int:
             detector_node = DetectorNode()
         except ParameterError as exc:
             logger.fatal(f'invalid parameters: {exc}')
+            return 1
+        except MissingDependencyError as exc:
+            logger.fatal(str(exc))
             return 1
         except Exception as exc:          # checkpoint missing or mismatched, CUDA, ...
             logger.fatal(f'cannot start: {type(exc).__name__}: {exc}')

@@ -234,7 +234,7 @@ class DetectorParams:
 
 
 def _param_of(f: Field) -> Param:
-    default = f.default_factory() if f.default is MISSING else f.default    # type: ignore[misc]
+    default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[operator]
     return Param(f.name, str(f.type), default, f.metadata['description'], f.metadata['check'],
                  f.metadata['runtime'])
 
