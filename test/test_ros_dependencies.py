@@ -13,6 +13,7 @@ from sparsebev_ros.dependencies import (NODE_DEPENDENCIES, check_node_dependenci
                                         missing_dependencies)
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.colcon          # among the checks `colcon test` runs (test/conftest.py)
 
 # Non-ROS rosdep keys this package may use, each present in ros/rosdistro rosdep/python.yaml
 # (checked there by name). `python3-torch` is NOT one of them.

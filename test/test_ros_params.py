@@ -10,6 +10,7 @@ from sparsebev_ros.params import (PARAMS, PARAMS_BY_NAME, RUNTIME_PARAMS, Parame
                                   parameters_from_yaml, to_yaml, validate, with_runtime_changes)
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.colcon          # among the checks `colcon test` runs (test/conftest.py)
 
 
 def test_defaults_are_valid_and_follow_the_nuscenes_topic_layout():

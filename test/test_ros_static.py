@@ -21,6 +21,7 @@ from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_ros import params
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.colcon          # among the checks `colcon test` runs (test/conftest.py)
 LAUNCH_FILE = ROOT / 'launch' / 'detector.launch.py'
 RVIZ_FILE = ROOT / 'config' / 'sparsebev.rviz'
 PARAMS_FILE = ROOT / 'config' / 'detector.yaml'
@@ -363,3 +364,43 @@ def test_node_module_imports_without_ros_and_main_says_what_is_missing():
                             cwd=ROOT, timeout=120)
     assert result.returncode == 2, result.stderr
     assert 'needs ROS 2 (rclpy)' in result.stderr and 'sparsebev replay' in result.stderr
+
+
+def test_installed_executables_use_the_python3_on_path(tmp_path):
+    """colcon runs ``<its own python> setup.py ... install`` (colcon_core/task/python/build.py);
+    an apt colcon would write ``#!/usr/bin/python3`` and miss torch in a venv. With setup.cfg's
+    ``[build_scripts] executable`` the script runs the ``python3`` first on PATH."""
+    (tmp_path / 'pkg').mkdir()
+    (tmp_path / 'pkg' / '__init__.py').write_text('def main():\n    pass\n')
+    (tmp_path / 'setup.py').write_text(
+        "from setuptools import setup\n"
+        "setup(name='sparsebev_ros', version='0.1', packages=['pkg'],\n"
+        "      entry_points={'console_scripts': ['detector_node = pkg:main']})\n")
+    (tmp_path / 'setup.cfg').write_text((ROOT / 'setup.cfg').read_text())     # ours, verbatim
+    prefix = tmp_path / 'install'
+    subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', '.',
+                    'build', '--build-base', 'build', 'install', '--prefix', str(prefix),
+                    '--record', 'install.log', '--single-version-externally-managed'],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    script = prefix / 'lib' / 'sparsebev_ros' / 'detector_node'          # where ros2 run looks
+    assert script.read_text().splitlines()[0] == '#!/usr/bin/env python3'
+
+
+def test_colcon_test_runs_only_the_packaging_checks():
+    """``colcon test`` passes ``--junit-prefix=sparsebev_ros``: only ``colcon``-marked tests
+    are collected, not the ML suite."""
+    files = ['test/test_ros_params.py', 'test/test_ros_messages.py']
+
+    def collected(*extra: str, env: dict | None = None) -> str:
+        result = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q',
+                                 '-p', 'no:cacheprovider', *extra, *files], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120,
+                                env={**os.environ, **(env or {})})
+        return result.stdout
+
+    plain = collected()
+    assert 'test_ros_messages.py::' in plain and 'test_ros_params.py::' in plain
+    under_colcon = collected('--junit-prefix=sparsebev_ros')
+    assert 'test_ros_params.py::' in under_colcon and 'test_ros_messages.py::' not in under_colcon
+    everything = collected('--junit-prefix=sparsebev_ros', env={'SPARSEBEV_ALL_TESTS': '1'})
+    assert 'test_ros_messages.py::' in everything
