@@ -28,6 +28,7 @@ from launch_ros.substitutions import FindPackageShare
 PACKAGE = 'sparsebev_ros'
 NODE_NAME = 'sparsebev'          # sparsebev_ros.params.NODE_NAME
 EXECUTABLE = 'detector_node'     # setup.py console_scripts
+LIFECYCLE_FLAG = '--lifecycle'   # sparsebev_ros.node.LIFECYCLE_FLAG: a managed node
 # share/sparsebev_ros/launch/ -> share/sparsebev_ros/config/ (the same layout as the sources)
 RVIZ_TEMPLATE = Path(__file__).resolve().parents[1] / 'config' / 'sparsebev.rviz'
 
@@ -117,9 +118,10 @@ def _nodes(context: LaunchContext) -> list:
         if info:
             remappings.append((info_topic, info))
 
+    lifecycle = _is_true(LaunchConfiguration('lifecycle').perform(context))
     detector = Node(package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME, namespace=namespace,
                     output='screen', parameters=[LaunchConfiguration('params_file'), overrides],
-                    remappings=remappings)
+                    remappings=remappings, arguments=[LIFECYCLE_FLAG] if lifecycle else [])
     actions = [detector]
     if _is_true(LaunchConfiguration('rviz').perform(context)):
         layout = rviz_config(namespace, shown_images, str(overrides.get('output_frame', '')))
@@ -138,6 +140,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('namespace', default_value='',
                               description="namespace of the node: outputs on "
                                           "/<namespace>/sparsebev/...; '' = none"),
+        DeclareLaunchArgument('lifecycle', default_value='false',
+                              description='true: a managed (lifecycle) node that waits '
+                                          'unconfigured for `ros2 lifecycle set`'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='use /clock (true when playing a bag with --clock)'),
         DeclareLaunchArgument('rviz', default_value='false',

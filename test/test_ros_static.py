@@ -150,7 +150,7 @@ def test_launch_file_declares_the_documented_arguments():
     declared = declared_launch_arguments()
     for name in ('params_file', 'checkpoint', 'preset', 'use_sim_time', 'image_transport', 'rviz',
                  'namespace', 'device', 'precision', 'score_threshold', 'output_frame',
-                 'world_frame', 'base_frame', 'use_projection_matrix'):
+                 'world_frame', 'base_frame', 'use_projection_matrix', 'lifecycle'):
         assert name in declared or name in launch_constant('OVERRIDES'), \
             f'launch argument {name} is not declared'
     for camera in CAMERA_NAMES:
@@ -233,13 +233,14 @@ def test_launch_file_runs_and_passes_only_the_given_overrides():
     params_file, overrides = detector['parameters']
     assert overrides == {'use_sim_time': False}          # nothing else overrides the file
     assert detector['remappings'] == []                  # the file's topics
+    assert detector['arguments'] == []                   # a plain node
     assert 'rviz2' not in nodes                          # RViz only with rviz:=true
 
     _, nodes = run_launch_file(preset='r50_nuimg_704x256', checkpoint='/m.pth',
                                use_sim_time='true', device='cuda:0', precision='fp16',
                                score_threshold='0.25', output_frame='map', world_frame='odom',
                                base_frame='base_footprint', use_projection_matrix='true',
-                               namespace='perception',
+                               namespace='perception', lifecycle='true',
                                cam_back_image='/car/back/image_rect/compressed',
                                cam_back_camera_info='/car/back/info')
     detector = nodes['detector_node']
@@ -250,6 +251,8 @@ def test_launch_file_runs_and_passes_only_the_given_overrides():
                      'use_projection_matrix': True, 'use_sim_time': True}
     params.validate({k: v for k, v in given.items() if k != 'use_sim_time'})
     assert detector['namespace'] == 'perception'
+    from sparsebev_ros.node import LIFECYCLE_FLAG
+    assert detector['arguments'] == [LIFECYCLE_FLAG] == [launch_constant('LIFECYCLE_FLAG')]
     remaps = dict(detector['remappings'])
     # given whole: no /compressed appended, whichever transport the node subscribes
     assert remaps['/CAM_BACK/image_raw'] == '/car/back/image_rect/compressed'
