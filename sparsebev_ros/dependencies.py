@@ -63,6 +63,19 @@ NODE_DEPENDENCIES: tuple[Dependency, ...] = (
 )
 
 
+AUTOWARE_DEPENDENCY = Dependency('autoware_perception_msgs',
+                                 '~/objects (publish_autoware_objects)',
+                                 'autoware_perception_msgs')
+"""Optional: only with ``publish_autoware_objects`` (not in package.xml)."""
+
+
+def node_dependencies(image_transport: str, autoware_objects: bool) -> tuple[Dependency, ...]:
+    """What the node imports for these parameters."""
+    return tuple(d for d in NODE_DEPENDENCIES
+                 if not d.only_for_transport or d.only_for_transport == image_transport) \
+        + ((AUTOWARE_DEPENDENCY,) if autoware_objects else ())
+
+
 def missing_dependencies(image_transport: str = 'compressed',
                          dependencies: Sequence[Dependency] = NODE_DEPENDENCIES,
                          importer: Callable[[str], object] = importlib.import_module

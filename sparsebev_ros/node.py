@@ -200,9 +200,11 @@ class DetectorNode:
         self._last_publish: float | None = None
         self._last_synced: float | None = None
         try:
-            from .dependencies import check_node_dependencies
-            self.params = declare_parameters(self.node)
-            check_node_dependencies(self.params.image_transport)   # names a missing package
+            from .dependencies import check_node_dependencies, node_dependencies
+            self.params = p = declare_parameters(self.node)
+            check_node_dependencies(p.image_transport,             # names a missing package
+                                    node_dependencies(p.image_transport,
+                                                      p.publish_autoware_objects))
             self.node.add_on_set_parameters_callback(self._on_set_parameters)
             if not lifecycle:
                 self.configure()
@@ -265,6 +267,10 @@ class DetectorNode:
         self.markers_pub = node.create_publisher(MarkerArray, '~/markers', out_qos)
         self.latency_pub = node.create_publisher(DiagnosticArray, '~/latency', out_qos)
         self.diagnostics_pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.objects_pub = None
+        if p.publish_autoware_objects:
+            from autoware_perception_msgs.msg import DetectedObjects
+            self.objects_pub = node.create_publisher(DetectedObjects, '~/objects', out_qos)
         services = MutuallyExclusiveCallbackGroup()
         self.reset_service = node.create_service(Trigger, '~/reset', self._on_reset,
                                                  callback_group=services)
@@ -321,8 +327,9 @@ class DetectorNode:
         """Destroy the outputs, TF and the pipeline and free the model (and GPU memory)."""
         node = self.node
         for publisher in (self.detections_pub, self.markers_pub, self.latency_pub,
-                          self.diagnostics_pub):
-            node.destroy_publisher(publisher)
+                          self.diagnostics_pub, self.objects_pub):
+            if publisher is not None:
+                node.destroy_publisher(publisher)
         node.destroy_service(self.reset_service)
         node.destroy_timer(self.diagnostics_timer)
         self.tf_listener.unregister()
@@ -408,10 +415,14 @@ class DetectorNode:
     def _publish(self, result: 'PipelineResult') -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-        from .messages import header
+        from .messages import detected_objects, header
         self.detections_pub.publish(result.detections_msg)
         if result.markers_msg is not None:
             self.markers_pub.publish(result.markers_msg)
+        if self.objects_pub is not None:
+            self.objects_pub.publish(detected_objects(
+                self.pipeline.factory, result.boxes, result.scores, result.labels,
+                self.pipeline.class_names, result.stamp_ns, self.params.output_frame))
         now_ns = self.node.get_clock().now().nanoseconds
         timings = dict(result.timings, end_to_end=(now_ns - result.stamp_ns) / 1e6)
         # stamped with the frame's stamp, so that a bag lines the latencies up with the images

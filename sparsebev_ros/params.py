@@ -218,6 +218,9 @@ class DetectorParams:
     marker_style: str = param('lines', 'box markers as line lists or cubes',
                               one_of('lines', 'cubes'), runtime=True)
     marker_lifetime: float = param(0.5, 'marker lifetime (s); 0 = forever', in_range(0.0, 3600.0))
+    publish_autoware_objects: bool = param(False, 'also publish ~/objects '
+                                           '(autoware_perception_msgs/DetectedObjects, in '
+                                           'output_frame) for Autoware tracking')
     warn_throttle: float = param(5.0, 'seconds between repeats of the same warning',
                                  in_range(0.0, 3600.0))
 

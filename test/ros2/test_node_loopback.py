@@ -443,3 +443,50 @@ def test_the_same_error_on_every_frame_turns_the_diagnostics_to_error(ros):
             assert 'CUDA error' in status.message and "'device'" in status.message
     finally:
         node.destroy()
+
+
+def test_autoware_objects_match_the_detections(ros):
+    """``publish_autoware_objects``: ``~/objects`` (the real autoware_perception_msgs build)
+    carries the same boxes as ``~/detections``, stamped and framed alike."""
+    from autoware_perception_msgs.msg import DetectedObjects, ObjectClassification, Shape
+
+    detector, rig, listener = ros
+    node = DetectorNode(node_name='sparsebev_autoware', context=detector.node.context,
+                        parameter_overrides=[Parameter('preset', value='tiny'),
+                                             Parameter('device', value='cpu'),
+                                             Parameter('publish_autoware_objects', value=True),
+                                             Parameter('image_topics', value=RIG_IMAGE_TOPICS),
+                                             Parameter('camera_info_topics', value=RIG_INFO_TOPICS),
+                                             Parameter('tf_timeout', value=1.0),
+                                             Parameter('score_threshold', value=0.0),
+                                             Parameter('max_detections', value=7),
+                                             Parameter('qos_reliability', value='reliable')])
+    objects: list = []
+    detections: list = []
+    subs = [listener.node.create_subscription(DetectedObjects, '/sparsebev_autoware/objects',
+                                              objects.append, QoSProfile(depth=10)),
+            listener.node.create_subscription(Detection3DArray, '/sparsebev_autoware/detections',
+                                              detections.append, QoSProfile(depth=10))]
+    try:
+        with Spinning(detector.node.context, node.node):
+            wait_for(lambda: node.has_subscribers()
+                     and all(m is not None for m in node.pipeline.assembler.camera_infos)
+                     or (rig.publish_camera_infos(), time.sleep(0.2), False)[-1], 30.0,
+                     'the Autoware node to be ready')
+            t = T0 + 120.0
+            rig.publish_pose(t - PERIOD)
+            rig.publish_frame(t)
+            wait_for(lambda: bool(objects) and bool(detections), 60.0, '~/objects')
+        msg, det = objects[0], detections[0]
+        assert msg.header == det.header and len(msg.objects) == len(det.detections) == 7
+        for obj, d in zip(msg.objects, det.detections):
+            assert obj.shape.type == Shape.BOUNDING_BOX
+            assert abs(obj.existence_probability - d.results[0].hypothesis.score) < 1e-6
+            assert obj.classification[0].label <= ObjectClassification.PEDESTRIAN
+            assert abs(obj.kinematics.pose_with_covariance.pose.position.x
+                       - d.bbox.center.position.x) < 1e-6
+            assert abs(obj.shape.dimensions.x - d.bbox.size.x) < 1e-6
+    finally:
+        for sub in subs:
+            listener.node.destroy_subscription(sub)
+        node.destroy()
