@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tier 2: the real rclpy node on loopback (DESIGN.md section 5, spec/ros2.md 3d).
+# Tier 2: the real rclpy node on loopback (docs/ros2.md, "Tier 2").
 #
 #   bash scripts/ros2_tier2.sh            # what `make test-ros2` runs (after `make venv`)
 #

@@ -4,7 +4,7 @@
 Builders take a *message factory* with ``new(msgtype, **fields)`` so the same code makes rclpy
 messages in the node (:class:`ImportedMessages`) and rosbags dataclasses in replay and tests
 (:class:`RosbagsMessages`). Boxes come in as ``[x, y, z_bottom, dx, dy, dz, yaw, vx, vy]`` in the
-output frame; ``bbox.center`` is the gravity centre (DESIGN.md section 2).
+output frame; ``bbox.center`` is the gravity centre (README, "Parameters").
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The rclpy node ``sparsebev``: six cameras + CameraInfo + TF in, 3D boxes out.
 
-Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (DESIGN.md section 4):
+Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (docs/ros2.md):
 
 * six ``message_filters.Subscriber`` (``Image`` or ``CompressedImage`` by ``image_transport``)
   grouped by ``message_filters.ApproximateTimeSynchronizer`` (``queue_size``, ``slop``); the
