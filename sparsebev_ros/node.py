@@ -38,8 +38,8 @@ from sparsebev_core.geometry import CLASS_NAMES
 
 from . import codecs
 from .frames import Skip, TransformUnavailable, tf2_exception_reason
-from .params import (NODE_NAME, PARAMS, DetectorParams, ParameterError, validate,
-                     with_runtime_changes)
+from .params import (NODE_NAME, PARAMS, PARAMS_BY_NAME, DetectorParams, ParameterError,
+                     validate, with_runtime_changes)
 from .statistics import DEFAULT_ERROR_STREAK, ErrorStreak, error_key
 
 if TYPE_CHECKING:
@@ -440,7 +440,8 @@ class DetectorNode:
         """``ros2 param set``: validate the runtime parameters together; refuse with a reason
         (nothing changes) or apply them to the pipeline between two frames."""
         from rcl_interfaces.msg import SetParametersResult
-        changes = {p.name: _plain(p.value) for p in parameters if p.name != 'use_sim_time'}
+        # only ours: rclpy's own (use_sim_time, qos_overrides.*) are rclpy's business
+        changes = {p.name: _plain(p.value) for p in parameters if p.name in PARAMS_BY_NAME}
         if not changes:
             return SetParametersResult(successful=True)
         try:
