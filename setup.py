@@ -26,7 +26,7 @@ setup(
     version='0.1.0',
     packages=find_packages(include=['sparsebev_core', 'sparsebev_core.*', 'sparsebev_ros', 'sparsebev_ros.*']),
     package_data={'sparsebev_core': ['csrc/*.cu', 'csrc/*.cpp', 'csrc/*.h', 'weights/*.pth'],
-                  'sparsebev_ros': ['msg/*.msg']},
+                  'sparsebev_ros': ['msg/*.msg', 'msg/autoware_perception_msgs/*.msg']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),

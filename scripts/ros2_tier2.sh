@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tier 2: the real rclpy node on loopback (DESIGN.md section 5, spec/ros2.md 3d).
+# Tier 2: the real rclpy node on loopback (docs/ros2.md, "Tier 2").
 #
 #   bash scripts/ros2_tier2.sh            # what `make test-ros2` runs (after `make venv`)
 #
@@ -7,8 +7,9 @@
 #    Fast DDS, the message packages) plus the ament/rosidl CMake tooling. It layers on .venv
 #    (torch CPU, numpy, this package installed editable) through a .pth file, so nothing is
 #    installed twice and no CUDA torch can be pulled in.
-# 2. .ros2_build/: vision_msgs and tf2_msgs (no wheels exist) built from the upstream message
-#    definitions in test/ros2/interfaces/ with the wheels' rosidl CMake.
+# 2. .ros2_build/: vision_msgs, tf2_msgs and autoware_perception_msgs (no wheels exist) built
+#    from the upstream message definitions (test/ros2/interfaces/, sparsebev_ros/msg/) with the
+#    wheels' rosidl CMake.
 # 3. pytest test/ros2 (node on loopback, random ROS_DOMAIN_ID) and mypy on sparsebev_ros against
 #    the real rclpy. tf2_ros and message_filters have no wheels: test/ros2/standins/ supplies
 #    stand-ins built on sparsebev_ros.tf_buffer / sparsebev_ros.sync, for this tier only.
@@ -21,7 +22,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 PYTHON=${PYTHON:-python3}
-MAIN_VENV=$ROOT/.venv
+MAIN_VENV=${MAIN_VENV:-$ROOT/.venv}     # the venv with torch (override: MAIN_VENV=/path/.venv)
 ROS_VENV=$ROOT/.venv-ros
 BUILD=$ROOT/.ros2_build
 INTERFACES=$ROOT/test/ros2/interfaces
@@ -83,17 +84,19 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 2. vision_msgs + tf2_msgs from the upstream message definitions
+# 2. vision_msgs + tf2_msgs + autoware_perception_msgs from the upstream message definitions
 # ---------------------------------------------------------------------------------------------
 BUILD_KEY=$( (echo "$VENV_KEY"; find "$INTERFACES" "$ROOT/sparsebev_ros/msg" -type f | sort | xargs cat) \
   | sha256sum | cut -c1-16)
 if [ "$(cat "$BUILD/.tier2-stamp" 2>/dev/null)" != "$BUILD_KEY" ]; then
   rm -rf "$BUILD"
   mkdir -p "$BUILD/src"
-  cp -r "$INTERFACES/tf2_msgs" "$INTERFACES/vision_msgs" "$BUILD/src/"
-  mkdir -p "$BUILD/src/vision_msgs/msg"
+  cp -r "$INTERFACES/tf2_msgs" "$INTERFACES/vision_msgs" "$INTERFACES/autoware_perception_msgs" \
+    "$BUILD/src/"
+  mkdir -p "$BUILD/src/vision_msgs/msg" "$BUILD/src/autoware_perception_msgs/msg"
   cp "$ROOT"/sparsebev_ros/msg/*.msg "$BUILD/src/vision_msgs/msg/"   # the text replay registers
-  for pkg in tf2_msgs vision_msgs; do
+  cp "$ROOT"/sparsebev_ros/msg/autoware_perception_msgs/*.msg "$BUILD/src/autoware_perception_msgs/msg/"
+  for pkg in tf2_msgs vision_msgs autoware_perception_msgs; do
     say "building interface package $pkg"
     env PATH="$ROS_VENV/bin:$PATH" CMAKE_PREFIX_PATH="$BUILD/install:$ROS_VENV" \
         AMENT_PREFIX_PATH="$BUILD/install:$ROS_VENV" \

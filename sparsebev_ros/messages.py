@@ -1,9 +1,10 @@
-"""Output messages: ``vision_msgs/Detection3DArray`` and ``visualization_msgs/MarkerArray``.
+"""Output messages: ``vision_msgs/Detection3DArray``, ``visualization_msgs/MarkerArray`` and
+``autoware_perception_msgs/DetectedObjects``.
 
 Builders take a *message factory* with ``new(msgtype, **fields)`` so the same code makes rclpy
 messages in the node (:class:`ImportedMessages`) and rosbags dataclasses in replay and tests
 (:class:`RosbagsMessages`). Boxes come in as ``[x, y, z_bottom, dx, dy, dz, yaw, vx, vy]`` in the
-output frame; ``bbox.center`` is the gravity centre (DESIGN.md section 2).
+output frame; ``bbox.center`` is the gravity centre (README, "Parameters").
 """
 from __future__ import annotations
 
@@ -20,6 +21,18 @@ from .codecs import ns_to_sec_nanosec
 MSG_DIR = Path(__file__).with_name('msg')
 VISION_MSGS = ('ObjectHypothesis', 'ObjectHypothesisWithPose', 'BoundingBox3D', 'Detection3D',
                'Detection3DArray')
+AUTOWARE_MSG_DIR = MSG_DIR / 'autoware_perception_msgs'
+AUTOWARE_MSGS = ('ObjectClassification', 'Shape', 'DetectedObjectKinematics', 'DetectedObject',
+                 'DetectedObjects')
+
+# nuScenes class -> autoware_perception_msgs/ObjectClassification label. Autoware has no
+# construction vehicle, barrier or traffic cone: the first is a TRUCK, the static obstacles
+# UNKNOWN (still obstacles to its planner).
+AUTOWARE_LABELS: dict[str, int] = {
+    'car': 1, 'truck': 2, 'construction_vehicle': 2, 'bus': 3, 'trailer': 4, 'motorcycle': 5,
+    'bicycle': 6, 'pedestrian': 7, 'barrier': 0, 'traffic_cone': 0,
+}
+AUTOWARE_UNKNOWN = 0
 
 # nuScenes devkit-like colours per class (RGB 0..1), CLASS_NAMES order.
 CLASS_COLORS: dict[str, tuple[float, float, float]] = {
@@ -46,13 +59,20 @@ def vision_msgs_definitions() -> dict[str, str]:
     return {f'vision_msgs/msg/{n}': (MSG_DIR / f'{n}.msg').read_text() for n in VISION_MSGS}
 
 
+def autoware_msgs_definitions() -> dict[str, str]:
+    """``{'autoware_perception_msgs/msg/DetectedObjects': msg text, ...}``."""
+    return {f'autoware_perception_msgs/msg/{n}': (AUTOWARE_MSG_DIR / f'{n}.msg').read_text()
+            for n in AUTOWARE_MSGS}
+
+
 def register_vision_msgs(store: Any) -> Any:
-    """Register the five vision_msgs 4.x types into a rosbags typestore (returns the store)."""
+    """Register the five vision_msgs 4.x types and the five autoware_perception_msgs types
+    into a rosbags typestore (returns the store)."""
     from rosbags.typesys import get_types_from_msg
     if 'vision_msgs/msg/Detection3DArray' in store.types:
         return store
     types: dict = {}
-    for name, text in vision_msgs_definitions().items():
+    for name, text in {**vision_msgs_definitions(), **autoware_msgs_definitions()}.items():
         types.update(get_types_from_msg(text, name))
     store.register(types)
     return store
@@ -161,7 +181,7 @@ def detection_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarr
     """
     hdr = header(factory, stamp_ns, frame_id)
     detections = []
-    for i, (box, score, label) in enumerate(zip(np.asarray(boxes, np.float64), scores, labels)):
+    for box, score, label in zip(np.asarray(boxes, np.float64), scores, labels):
         centre = (box[0], box[1], box[2] + box[5] / 2.0)
         pose = _pose(factory, centre, box[6])
         hypothesis = factory.new(
@@ -171,8 +191,9 @@ def detection_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarr
             pose=factory.new('geometry_msgs/msg/PoseWithCovariance', pose=_pose(factory, centre, box[6])))
         bbox = factory.new('vision_msgs/msg/BoundingBox3D', center=pose,
                            size=_vector3(factory, box[3:6]))
+        # id stays empty: vision_msgs wants ids that follow one object across messages
         detections.append(factory.new('vision_msgs/msg/Detection3D', header=hdr, results=[hypothesis],
-                                      bbox=bbox, id=str(i)))
+                                      bbox=bbox, id=''))
     return factory.new('vision_msgs/msg/Detection3DArray', header=hdr, detections=detections)
 
 
@@ -221,3 +242,47 @@ def marker_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarray,
                 color=_color(factory, rgb), lifetime=life,
                 points=[_point(factory, centre), _point(factory, tip)]))
     return factory.new('visualization_msgs/msg/MarkerArray', markers=markers)
+
+
+def detected_objects(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarray,
+                     labels: np.ndarray, class_names: Sequence[str], stamp_ns: int,
+                     frame_id: str) -> Any:
+    """``autoware_perception_msgs/DetectedObjects`` for Autoware's tracking.
+
+    Per box: ``existence_probability`` = score; one classification (:data:`AUTOWARE_LABELS`,
+    probability = score); the gravity-centre pose with the full yaw (``AVAILABLE``: the model
+    tells front from back); the velocity as a twist in the object's own frame (x along its
+    heading, as Autoware expects), no covariances; a ``BOUNDING_BOX`` shape with
+    ``dimensions`` = length, width, height.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(len(scores), -1) if len(scores) else \
+        np.zeros((0, 9))
+    objects = []
+    for box, score, label in zip(boxes, scores, labels):
+        centre = (box[0], box[1], box[2] + box[5] / 2.0)
+        yaw = float(box[6])
+        vx, vy = (float(box[7]), float(box[8])) if box.shape[0] >= 9 else (0.0, 0.0)
+        c, s = np.cos(yaw), np.sin(yaw)
+        twist = factory.new('geometry_msgs/msg/Twist',
+                            linear=_vector3(factory, (c * vx + s * vy, -s * vx + c * vy, 0.0)),
+                            angular=_vector3(factory, (0.0, 0.0, 0.0)))
+        kinematics = factory.new(
+            'autoware_perception_msgs/msg/DetectedObjectKinematics',
+            pose_with_covariance=factory.new('geometry_msgs/msg/PoseWithCovariance',
+                                             pose=_pose(factory, centre, yaw)),
+            has_position_covariance=False, orientation_availability=2,       # AVAILABLE
+            twist_with_covariance=factory.new('geometry_msgs/msg/TwistWithCovariance',
+                                              twist=twist),
+            has_twist=box.shape[0] >= 9, has_twist_covariance=False)
+        name = str(class_names[int(label)])
+        classification = factory.new('autoware_perception_msgs/msg/ObjectClassification',
+                                     label=AUTOWARE_LABELS.get(name, AUTOWARE_UNKNOWN),
+                                     probability=float(score))
+        shape = factory.new('autoware_perception_msgs/msg/Shape', type=0,      # BOUNDING_BOX
+                            dimensions=_vector3(factory, box[3:6]))
+        objects.append(factory.new('autoware_perception_msgs/msg/DetectedObject',
+                                   existence_probability=float(score),
+                                   classification=[classification], kinematics=kinematics,
+                                   shape=shape))
+    return factory.new('autoware_perception_msgs/msg/DetectedObjects',
+                       header=header(factory, stamp_ns, frame_id), objects=objects)

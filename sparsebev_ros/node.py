@@ -1,6 +1,6 @@
 """The rclpy node ``sparsebev``: six cameras + CameraInfo + TF in, 3D boxes out.
 
-Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (DESIGN.md section 4):
+Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (docs/ros2.md):
 
 * six ``message_filters.Subscriber`` (``Image`` or ``CompressedImage`` by ``image_transport``)
   grouped by ``message_filters.ApproximateTimeSynchronizer`` (``queue_size``, ``slop``); the
@@ -10,9 +10,14 @@ Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (DESIGN.md section 4):
   detector and publishes. When inference is slower than the cameras, older sets are replaced
   (dropped), never queued;
 * outputs ``~/detections`` (``vision_msgs/Detection3DArray``), ``~/markers``
-  (``visualization_msgs/MarkerArray``), ``~/latency/<stage>_ms`` (``std_msgs/Float64``) and
-  ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, 1 Hz); service ``~/reset``
-  (``std_srvs/Trigger``) clears the temporal memory;
+  (``visualization_msgs/MarkerArray``), ``~/latency`` (``diagnostic_msgs/DiagnosticArray``
+  stamped with the frame's stamp, one key per stage in ms) and ``/diagnostics`` (1 Hz on a
+  steady wall-clock timer, so it keeps reporting when a simulated /clock stops); service
+  ``~/reset`` (``std_srvs/Trigger``) clears the temporal memory;
+* every module it needs is imported at start-up (:mod:`sparsebev_ros.dependencies`); the same
+  error on ``ERROR_STREAK`` frames in a row turns the diagnostics to ERROR with a log line that
+  says what to do; ``score_threshold``, ``classes``, ``publish_markers`` and ``marker_style``
+  can be set while running (validated, an invalid value is refused with the reason);
 * no inference while nobody subscribes to ``~/detections`` or ``~/markers``
   (``skip_when_no_subscribers``).
 
@@ -26,13 +31,16 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Generic, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Sequence, TypeVar
 
+from sparsebev_core.errors import MissingDependencyError
 from sparsebev_core.geometry import CLASS_NAMES
 
 from . import codecs
 from .frames import Skip, TransformUnavailable, tf2_exception_reason
-from .params import NODE_NAME, PARAMS, DetectorParams, ParameterError, validate
+from .params import (NODE_NAME, PARAMS, PARAMS_BY_NAME, DetectorParams, ParameterError,
+                     validate, with_runtime_changes)
+from .statistics import DEFAULT_ERROR_STREAK, ErrorStreak, error_key
 
 if TYPE_CHECKING:
     from rclpy.node import Node
@@ -43,6 +51,26 @@ T = TypeVar('T')
 
 NO_SUBSCRIBERS = 'no_subscribers'
 LATENCY_STAGES = ('assemble', 'detector', 'messages', 'total', 'end_to_end')
+ERROR_STREAK = DEFAULT_ERROR_STREAK       # identical errors in a row before the ERROR diagnostic
+
+
+def demo_weights_warning(params: DetectorParams, bundled: str | None) -> str | None:
+    """The start-up WARN when the bundled synthetic-demo weights are loaded (else None)."""
+    if params.checkpoint or not bundled:
+        return None
+    return (f'loading the bundled DEMO weights {bundled} (preset {params.preset!r}): they were '
+            'trained on synthetic scenes only, boxes on real camera images are meaningless. '
+            "Set 'preset' and 'checkpoint' to a real SparseBEV checkpoint for a real car.")
+
+
+def streak_advice(key: str) -> str:
+    """What to do about an error that fails every frame."""
+    if key.startswith(('ModuleNotFoundError', 'ImportError')):
+        return ('a Python package is missing: install it (README, "Build with colcon") and '
+                'restart the node')
+    if 'CUDA' in key or 'out of memory' in key:
+        return "the GPU fails: check the 'device' and 'precision' parameters and nvidia-smi"
+    return 'every frame fails the same way: see the message above, fix its cause, restart'
 
 
 class LatestMailbox(Generic[T]):
@@ -102,13 +130,14 @@ def _plain(value: Any) -> Any:
 
 
 def declare_parameters(node: 'Node') -> DetectorParams:
-    """Declare every parameter of :data:`sparsebev_ros.params.PARAMS` (read-only; ints accepted
-    for floats) and validate the values; raises ParameterError naming the bad one."""
+    """Declare every parameter of :data:`sparsebev_ros.params.PARAMS` (read-only unless it is a
+    runtime one; ints accepted for floats) and validate the values; raises ParameterError
+    naming the bad one."""
     from rcl_interfaces.msg import ParameterDescriptor
     values = {}
     for p in PARAMS:
         descriptor = ParameterDescriptor(name=p.name, type=_parameter_type(p.type),
-                                         description=p.description, read_only=True,
+                                         description=p.description, read_only=not p.runtime,
                                          dynamic_typing=True)
         default = list(p.default) if isinstance(p.default, (list, tuple)) else p.default
         values[p.name] = _plain(node.declare_parameter(p.name, default, descriptor).value)
@@ -134,63 +163,93 @@ def input_qos(reliability: str, depth: int = 5) -> Any:
 
 
 class DetectorNode:
-    """The detector node. ``DetectorNode().node`` is the rclpy ``Node`` to add to an executor.
+    """The detector node. ``DetectorNode().node`` is the rclpy node to add to an executor.
+
+    Plain (``lifecycle=False``): configured and active once constructed. Managed
+    (``lifecycle=True``, an ``rclpy.lifecycle.Node``): ``configure`` loads the model and warms
+    it up, ``activate`` subscribes the cameras and starts inference, ``deactivate`` stops
+    inference (the model stays loaded), ``cleanup`` frees the model and the GPU memory.
+    Parameters are declared and validated, and the imports checked, at construction in both.
 
     Args:
         node_name: ROS node name (outputs are ``/<node_name>/detections`` etc.).
         detector: a ready ``step(frame)/reset(reason)`` detector; None builds one from the
             ``preset`` / ``checkpoint`` / ``device`` parameters.
         class_names: the detector's label names (default: those of ``detector.cfg`` or nuScenes).
-        **node_kwargs: passed to ``rclpy.node.Node`` (``context``, ``parameter_overrides``, ...).
+        lifecycle: make a managed (lifecycle) node.
+        **node_kwargs: passed to the rclpy node (``context``, ``parameter_overrides``, ...).
 
     Raises:
         ParameterError: a parameter is invalid (the node is destroyed again).
+        MissingDependencyError: a module the node imports is missing.
     """
 
     def __init__(self, node_name: str = NODE_NAME, detector: Any = None,
-                 class_names: Sequence[str] | None = None, **node_kwargs: Any) -> None:
-        from rclpy.node import Node
-        self.node = Node(node_name, **node_kwargs)
+                 class_names: Sequence[str] | None = None, lifecycle: bool = False,
+                 **node_kwargs: Any) -> None:
+        self._given_detector, self._given_class_names = detector, class_names
+        self.lifecycle = lifecycle
+        self.node = _managed_node(self, node_name, **node_kwargs) if lifecycle else \
+            _plain_node(node_name, **node_kwargs)
         self._worker: threading.Thread | None = None
+        self.configured = self.active = False
+        self.mailbox: LatestMailbox[tuple[Any, ...]] = LatestMailbox()
+        self.counters: Counter = Counter()
+        self.error_streak = ErrorStreak(ERROR_STREAK)
+        self._pipeline_lock = threading.Lock()
+        self._last_publish: float | None = None
+        self._last_synced: float | None = None
         try:
-            self._setup(detector, class_names)
+            from .dependencies import check_node_dependencies, node_dependencies
+            self.params = p = declare_parameters(self.node)
+            check_node_dependencies(p.image_transport,             # names a missing package
+                                    node_dependencies(p.image_transport,
+                                                      p.publish_autoware_objects))
+            self.node.add_on_set_parameters_callback(self._on_set_parameters)
+            if not lifecycle:
+                self.configure()
+                self.activate()
         except BaseException:
             self.node.destroy_node()
             raise
 
-    # ------------------------------------------------------------------ set-up
-    def _setup(self, detector: Any, class_names: Sequence[str] | None) -> None:
+    # rclpy ties each logging call site to one severity ("Logger severity cannot be changed
+    # between calls"): shared helpers such as ThrottledLogger log through these wrappers.
+    def _warn_log(self, text: str) -> None:
+        self.node.get_logger().warning(text)
+
+    def _info_log(self, text: str) -> None:
+        self.node.get_logger().info(text)
+
+    # ------------------------------------------------------------------ configure
+    def configure(self) -> None:
+        """Load (and warm up) the detector, TF, the pipeline, publishers, ~/reset, diagnostics."""
         import message_filters
         import tf2_ros
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from rclpy.clock import Clock, ClockType
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-        from std_msgs.msg import Float64
         from std_srvs.srv import Trigger
         from vision_msgs.msg import Detection3DArray
         from visualization_msgs.msg import MarkerArray
 
         from .messages import ImportedMessages
-        from .pipeline import Pipeline, ThrottledLogger, build_detector
+        from .pipeline import Pipeline, ThrottledLogger, build_detector, bundled_checkpoint
 
-        node, log = self.node, self.node.get_logger()
-        # rclpy ties each logging call site to one severity ("Logger severity cannot be changed
-        # between calls"): shared helpers such as ThrottledLogger log through these wrappers,
-        # one call site per severity.
-        def warn_log(text: str) -> None:
-            log.warning(text)
-
-        def info_log(text: str) -> None:
-            log.info(text)
-
-        self.params = p = declare_parameters(node)
+        node, log, p = self.node, self.node.get_logger(), self.params
         for name, standin in (('tf2_ros', tf2_ros), ('message_filters', message_filters)):
             if getattr(standin, 'IS_STANDIN', False):
                 log.warning(f'{name} is a test STAND-IN (test/ros2/standins), not the ROS package')
 
+        detector, class_names = self._given_detector, self._given_class_names
         if detector is None:
-            detector = build_detector(p, log=warn_log)
+            notice = demo_weights_warning(p, bundled_checkpoint(p.preset))
+            detector = build_detector(p, log=self._warn_log)
+            if notice:
+                log.warning(notice)
+            seconds = warm_up(detector)
+            log.info(f'model loaded and warmed up ({seconds:.1f} s for the first inference)')
         if class_names is None:
             cfg = getattr(detector, 'cfg', None)
             class_names = tuple(cfg.class_names) if cfg is not None else None
@@ -198,24 +257,37 @@ class DetectorNode:
         self.tf_buffer = tf2_ros.Buffer(node=node)
         self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, node, spin_thread=False)
         self.pipeline: Pipeline = Pipeline(p, detector, self._lookup, ImportedMessages(),
-                                           log=warn_log,
+                                           log=self._warn_log,
                                            class_names=class_names or CLASS_NAMES)
-        self._pipeline_lock = threading.Lock()
-        self.mailbox: LatestMailbox[tuple[Any, ...]] = LatestMailbox()
-        self.counters: Counter = Counter()
-        self._last_publish: float | None = None
-        self._last_synced: float | None = None
-        self._note = ThrottledLogger(info_log, p.warn_throttle)    # expected events, throttled
+        self._note = ThrottledLogger(self._info_log, p.warn_throttle)   # expected events
 
         # outputs: reliable, volatile (markers expire by their lifetime, nothing is latched)
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.detections_pub = node.create_publisher(Detection3DArray, '~/detections', out_qos)
         self.markers_pub = node.create_publisher(MarkerArray, '~/markers', out_qos)
-        self.latency_pubs = {stage: node.create_publisher(Float64, f'~/latency/{stage}_ms', out_qos)
-                             for stage in LATENCY_STAGES}
+        self.latency_pub = node.create_publisher(DiagnosticArray, '~/latency', out_qos)
         self.diagnostics_pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.objects_pub = None
+        if p.publish_autoware_objects:
+            from autoware_perception_msgs.msg import DetectedObjects
+            self.objects_pub = node.create_publisher(DetectedObjects, '~/objects', out_qos)
+        services = MutuallyExclusiveCallbackGroup()
+        self.reset_service = node.create_service(Trigger, '~/reset', self._on_reset,
+                                                 callback_group=services)
+        # wall clock: with use_sim_time a ROS-clock timer stops when /clock stops
+        self.diagnostics_timer = node.create_timer(1.0, self._publish_diagnostics,
+                                                   callback_group=services,
+                                                   clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.configured = True
 
-        # inputs
+    # ------------------------------------------------------------------ activate / deactivate
+    def activate(self) -> None:
+        """Subscribe the cameras and CameraInfo and start the inference thread."""
+        import message_filters
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        node, p = self.node, self.params
         sensors = MutuallyExclusiveCallbackGroup()
         qos = input_qos(p.qos_reliability)
         image_type = Image if p.image_transport == 'raw' else CompressedImage
@@ -229,18 +301,41 @@ class DetectorNode:
             node.create_subscription(CameraInfo, topic, self._camera_info_callback(i), qos,
                                      callback_group=sensors)
             for i, topic in enumerate(p.camera_info_topics)]
-
-        services = MutuallyExclusiveCallbackGroup()
-        self.reset_service = node.create_service(Trigger, '~/reset', self._on_reset,
-                                                 callback_group=services)
-        self.diagnostics_timer = node.create_timer(1.0, self._publish_diagnostics,
-                                                   callback_group=services)
-
-        self._worker = threading.Thread(target=self._work, name='sparsebev-inference', daemon=True)
+        self.mailbox = LatestMailbox()
+        self._worker = threading.Thread(target=self._work, args=(self.mailbox,),
+                                        name='sparsebev-inference', daemon=True)
         self._worker.start()
-        log.info(f'listening to {p.image_transport} images on '
-                 f'{", ".join(p.subscribed_image_topics)}; publishing {p.output_frame} boxes on '
-                 f'{self.detections_pub.topic_name}')
+        self.active = True
+        node.get_logger().info(f'listening to {p.image_transport} images on '
+                               f'{", ".join(p.subscribed_image_topics)}; publishing '
+                               f'{p.output_frame} boxes on {self.detections_pub.topic_name}')
+
+    def deactivate(self) -> None:
+        """Unsubscribe and stop the inference thread; the model stays loaded."""
+        for subscriber in self.image_subscribers:
+            self.node.destroy_subscription(subscriber.sub)
+        for subscription in self.camera_info_subscriptions:
+            self.node.destroy_subscription(subscription)
+        self.image_subscribers, self.camera_info_subscriptions = [], []
+        self.mailbox.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+        self.active = False
+
+    def cleanup(self) -> None:
+        """Destroy the outputs, TF and the pipeline and free the model (and GPU memory)."""
+        node = self.node
+        for publisher in (self.detections_pub, self.markers_pub, self.latency_pub,
+                          self.diagnostics_pub, self.objects_pub):
+            if publisher is not None:
+                node.destroy_publisher(publisher)
+        node.destroy_service(self.reset_service)
+        node.destroy_timer(self.diagnostics_timer)
+        self.tf_listener.unregister()
+        del self.pipeline, self.detector, self.tf_listener, self.tf_buffer
+        self.configured = False
+        free_memory()
 
     def _camera_info_callback(self, camera_index: int) -> Any:
         def callback(msg: Any) -> None:
@@ -287,10 +382,11 @@ class DetectorNode:
         return response
 
     # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
-        """Inference loop: nothing that happens to one frame may end it."""
-        while not self.mailbox.closed:
-            images = self.mailbox.take(timeout=0.5)
+    def _work(self, mailbox: LatestMailbox) -> None:
+        """Inference loop (until ``mailbox`` is closed): nothing that happens to one frame may
+        end it."""
+        while not mailbox.closed:
+            images = mailbox.take(timeout=0.5)
             if images is None:
                 continue
             try:
@@ -298,25 +394,66 @@ class DetectorNode:
                     result = self.pipeline.process(images)
                 if not isinstance(result, Skip):   # skips are counted and warned by the pipeline
                     self._publish(result)
+                self.error_streak.success()
             except Exception as exc:
-                self.counters['error'] += 1
-                try:
-                    self.pipeline.warn(f'error/{type(exc).__name__}',
-                                       f'frame failed with {type(exc).__name__}: {exc}')
-                except Exception:                  # even logging failed: diagnostics count it
-                    pass
+                self._on_frame_error(exc)
+
+    def _on_frame_error(self, exc: Exception) -> None:
+        """Count, warn (throttled) and, on ERROR_STREAK identical errors in a row, say so."""
+        self.counters['error'] += 1
+        key = error_key(exc)
+        try:
+            self.pipeline.warn(f'error/{type(exc).__name__}',
+                               f'frame failed with {type(exc).__name__}: {exc}')
+            if self.error_streak.record(key):
+                self.node.get_logger().error(
+                    f'the last {self.error_streak.limit} frames all failed with {key}; '
+                    f'{streak_advice(key)}')
+        except Exception:                          # even logging failed: diagnostics count it
+            pass
 
     def _publish(self, result: 'PipelineResult') -> None:
-        from std_msgs.msg import Float64
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        from .messages import detected_objects, header
         self.detections_pub.publish(result.detections_msg)
         if result.markers_msg is not None:
             self.markers_pub.publish(result.markers_msg)
+        if self.objects_pub is not None:
+            self.objects_pub.publish(detected_objects(
+                self.pipeline.factory, result.boxes, result.scores, result.labels,
+                self.pipeline.class_names, result.stamp_ns, self.params.output_frame))
         now_ns = self.node.get_clock().now().nanoseconds
         timings = dict(result.timings, end_to_end=(now_ns - result.stamp_ns) / 1e6)
-        for stage, publisher in self.latency_pubs.items():
-            if stage in timings:
-                publisher.publish(Float64(data=float(timings[stage])))
+        # stamped with the frame's stamp, so that a bag lines the latencies up with the images
+        latency = DiagnosticStatus(
+            name=f'{self.node.get_name()}: latency', message='ms per stage',
+            values=[KeyValue(key=f'{stage}_ms', value=f'{timings[stage]:.3f}')
+                    for stage in LATENCY_STAGES if stage in timings])
+        self.latency_pub.publish(DiagnosticArray(
+            header=header(self.pipeline.factory, result.stamp_ns, self.params.output_frame),
+            status=[latency]))
         self._last_publish = time.monotonic()
+
+    # ------------------------------------------------------------------ runtime parameters
+    def _on_set_parameters(self, parameters: list) -> Any:
+        """``ros2 param set``: validate the runtime parameters together; refuse with a reason
+        (nothing changes) or apply them to the pipeline between two frames."""
+        from rcl_interfaces.msg import SetParametersResult
+        # only ours: rclpy's own (use_sim_time, qos_overrides.*) are rclpy's business
+        changes = {p.name: _plain(p.value) for p in parameters if p.name in PARAMS_BY_NAME}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            new = with_runtime_changes(self.params, changes)
+            if self.configured:
+                with self._pipeline_lock:
+                    self.pipeline.set_output_params(new)
+        except ParameterError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.params = new
+        self.node.get_logger().info(f'parameters changed: {changes}')
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostic_status(self) -> Any:
@@ -335,7 +472,13 @@ class DetectorNode:
         now = time.monotonic()
         published_lately = self._last_publish is not None and now - self._last_publish < 5.0
         arrived_lately = self._last_synced is not None and now - self._last_synced < 5.0
-        if published_lately:
+        streak = self.error_streak
+        if streak.escalated and streak.key is not None:
+            values['error_streak'] = streak.length
+            level, message = DiagnosticStatus.ERROR, \
+                f'the last {streak.length} frames failed with {streak.key}; ' \
+                f'{streak_advice(streak.key)}'
+        elif published_lately:
             level, message = DiagnosticStatus.OK, 'publishing detections'
         elif arrived_lately and not self.has_subscribers() and self.params.skip_when_no_subscribers:
             level, message = DiagnosticStatus.OK, 'idle: nobody subscribes to the outputs'
@@ -357,15 +500,91 @@ class DetectorNode:
 
     # ------------------------------------------------------------------ teardown
     def destroy(self) -> None:
-        """Stop the worker and destroy the rclpy node."""
+        """Stop inference and destroy the rclpy node."""
+        if self.active:
+            self.deactivate()
         self.mailbox.close()
-        if self._worker is not None:
-            self._worker.join(timeout=30.0)
         self.node.destroy_node()
 
 
+def _plain_node(node_name: str, **node_kwargs: Any) -> Any:
+    from rclpy.node import Node
+    return Node(node_name, **node_kwargs)
+
+
+def _managed_node(owner: DetectorNode, node_name: str, **node_kwargs: Any) -> Any:
+    """An ``rclpy.lifecycle.Node`` whose transitions call ``owner``'s configure/activate/..."""
+    from rclpy.lifecycle import Node as LifecycleNode
+    from rclpy.lifecycle import State, TransitionCallbackReturn
+
+    def transition(step: Callable[[], None], what: str) -> TransitionCallbackReturn:
+        try:
+            step()
+        except Exception as exc:            # a failed transition leaves the node where it was
+            owner.node.get_logger().error(f'{what} failed: {type(exc).__name__}: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def shutdown() -> None:
+        if owner.active:
+            owner.deactivate()
+        if owner.configured:
+            owner.cleanup()
+
+    class ManagedDetector(LifecycleNode):
+        def on_configure(self, state: State) -> TransitionCallbackReturn:
+            return transition(owner.configure, 'configure')
+
+        def on_activate(self, state: State) -> TransitionCallbackReturn:
+            return transition(owner.activate, 'activate')
+
+        def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+            return transition(owner.deactivate, 'deactivate')
+
+        def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+            return transition(owner.cleanup, 'cleanup')
+
+        def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+            return transition(shutdown, 'shutdown')
+
+    return ManagedDetector(node_name, **node_kwargs)
+
+
+def warm_up(detector: Any) -> float:
+    """Run one blank frame through ``detector`` (the first inference allocates and compiles)
+    and forget it; seconds it took. Detectors without ``input_hw`` are left alone."""
+    input_hw = getattr(detector, 'input_hw', None)
+    if input_hw is None:
+        return 0.0
+    import numpy as np
+
+    from sparsebev_core.frame import CameraView, Frame
+    from sparsebev_core.geometry import CAMERA_NAMES
+    h, w = (int(v) for v in input_hw)
+    K = np.array([[w / 2.0, 0.0, w / 2.0], [0.0, w / 2.0, h / 2.0], [0.0, 0.0, 1.0]])
+    cameras = [CameraView(np.full((h, w, 3), 128, np.uint8), K, np.eye(4), 0.0, np.eye(4), name)
+               for name in CAMERA_NAMES]
+    t0 = time.perf_counter()
+    detector.step(Frame(cameras, 0.0, np.eye(4), np.eye(4), key='warm_up'))
+    detector.reset('warm_up')
+    return time.perf_counter() - t0
+
+
+def free_memory() -> None:
+    """Collect garbage and hand cached CUDA memory back to the driver."""
+    import gc
+    gc.collect()
+    torch = sys.modules.get('torch')
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+LIFECYCLE_FLAG = '--lifecycle'
+
+
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point ``detector_node`` (``ros2 run sparsebev_ros detector_node``)."""
+    """Entry point ``detector_node`` (``ros2 run sparsebev_ros detector_node [--lifecycle]``);
+    with ``--lifecycle`` the node is a managed node that waits unconfigured."""
     try:
         import rclpy
         import rclpy.logging
@@ -375,14 +594,20 @@ def main(args: Sequence[str] | None = None) -> int:
               '(e.g. `source /opt/ros/jazzy/setup.bash`), or run without ROS: '
               '`sparsebev replay IN_BAG OUT_BAG`.', file=sys.stderr)
         return 2
-    rclpy.init(args=list(args) if args is not None else None)
+    from rclpy.utilities import remove_ros_args
+    argv = list(args) if args is not None else sys.argv
+    rclpy.init(args=argv)
+    lifecycle = LIFECYCLE_FLAG in remove_ros_args(argv)
     logger = rclpy.logging.get_logger(NODE_NAME)
     detector_node = None
     try:
         try:
-            detector_node = DetectorNode()
+            detector_node = DetectorNode(lifecycle=lifecycle)
         except ParameterError as exc:
             logger.fatal(f'invalid parameters: {exc}')
+            return 1
+        except MissingDependencyError as exc:
+            logger.fatal(str(exc))
             return 1
         except Exception as exc:          # checkpoint missing or mismatched, CUDA, ...
             logger.fatal(f'cannot start: {type(exc).__name__}: {exc}')

@@ -1,7 +1,8 @@
 """One parameter schema for the detector: node ``declare_parameter``, YAML check, README table.
 
-Every parameter is one :class:`Param` entry in :data:`PARAMS` (name, type, default,
-description, validation). The rclpy node declares exactly these, ``config/detector.yaml``
+Every parameter is one field of :class:`DetectorParams` (type, default, description,
+validation, settable while running or not); :data:`PARAMS` is generated from those fields. The
+rclpy node declares exactly these, ``config/detector.yaml``
 (``/**: ros__parameters:`` layout) is validated against them, the replay tool reads the same
 YAML, and :func:`markdown_table` writes the README table. Nothing here imports ROS.
 """
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ,
                                      NUSCENES_LIDAR_TOP_TRANSLATION, quat_to_rot,
                                      quat_xyzw_to_wxyz, make_transform)
@@ -24,12 +26,8 @@ NODE_NAME = 'sparsebev'
 DETECTIONS_TOPIC = f'/{NODE_NAME}/detections'
 MARKERS_TOPIC = f'/{NODE_NAME}/markers'
 
-PRESET_NAMES_FALLBACK = ('r50_nuimg_704x256', 'r50_nuimg_704x256_400q_36ep', 'r101_nuimg_1408x512',
-                         'vov99_dd3d_1600x640_trainval_future', 'vit_eva02_1600x640_trainval_future',
-                         'tiny')
 
-
-class ParameterError(ValueError):
+class ParameterError(InputError):
     """A parameter value is invalid; the message names the parameter and what is allowed."""
 
 
@@ -46,14 +44,6 @@ def camera_info_topic(camera: str) -> str:
 def transport_topic(base_topic: str, transport: str) -> str:
     """The topic actually subscribed for ``image_transport`` (``<base>/compressed``)."""
     return base_topic if transport == 'raw' else f'{base_topic}/{transport}'
-
-
-def _preset_names() -> tuple[str, ...]:
-    try:
-        from sparsebev_core.presets import PRESET_NAMES
-        return tuple(PRESET_NAMES)
-    except ImportError:  # presets land separately; the agreed names are known
-        return PRESET_NAMES_FALLBACK
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,10 +82,8 @@ def _device(value: str) -> str | None:
 
 
 def _preset(value: str) -> str | None:
-    if value in PRESET_NAMES_FALLBACK:      # the agreed names: no need to import torch here
-        return None
-    names = _preset_names()
-    return None if value in names else f'must be one of {", ".join(names)}'
+    from sparsebev_core.presets import PRESET_NAMES     # imports torch: only when validating
+    return None if value in PRESET_NAMES else f'must be one of {", ".join(PRESET_NAMES)}'
 
 
 def _classes(value: Sequence[str]) -> str | None:
@@ -135,117 +123,106 @@ def _unit_quaternion(value: Sequence[float]) -> str | None:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Param:
-    """One node parameter. ``type`` is one of bool, int, float, str, list[str], list[float]."""
+    """One node parameter, derived from a :class:`DetectorParams` field. ``type`` is one of
+    bool, int, float, str, list[str], list[float]; ``runtime`` parameters may be set while the
+    node runs, the others are read-only."""
     name: str
     type: str
     default: Any
     description: str
     check: Validator | None = None
+    runtime: bool = False
 
 
-_LIDAR_XYZW = tuple(float(v) for v in (NUSCENES_LIDAR_TOP_ROTATION_WXYZ[1:] + NUSCENES_LIDAR_TOP_ROTATION_WXYZ[:1]))
+def param(default: Any, description: str, check: Validator | None = None,
+          runtime: bool = False) -> Any:
+    """A :class:`DetectorParams` field: default, description, check, settable while running."""
+    metadata = {'description': description, 'check': check, 'runtime': runtime}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
-PARAMS: tuple[Param, ...] = (
-    # model
-    Param('preset', 'str', 'tiny', 'model preset (`sparsebev_core.presets`)', _preset),
-    Param('checkpoint', 'str', '', "checkpoint file; '' = the bundled demo weights for `tiny`, "
-          'required for the other presets'),
-    Param('device', 'str', 'auto', "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'", _device),
-    Param('precision', 'str', 'fp32', 'inference precision', one_of('fp32', 'fp16', 'bf16')),
-    Param('score_threshold', 'float', 0.3, 'drop boxes scoring below this', in_range(0.0, 1.0)),
-    Param('max_detections', 'int', 300, 'at most this many boxes per frame', in_range(1, 10000)),
-    Param('classes', 'list[str]', ['all'], "publish only these classes; ['all'] = all ten "
-          'nuScenes classes (ROS 2 parameter files cannot hold an empty list)', _classes),
-    # inputs
-    Param('image_topics', 'list[str]', [image_topic(c) for c in CAMERA_NAMES],
-          'image base topics, one per camera in the order ' + ', '.join(CAMERA_NAMES)
-          + " (`/compressed` is appended for image_transport 'compressed')", _topics),
-    Param('camera_info_topics', 'list[str]', [camera_info_topic(c) for c in CAMERA_NAMES],
-          'CameraInfo topics, same order', _topics),
-    Param('image_transport', 'str', 'compressed', 'sensor_msgs/Image (raw) or CompressedImage '
-          '(JPEG/PNG)', one_of('raw', 'compressed')),
-    Param('use_projection_matrix', 'bool', False, 'take intrinsics from CameraInfo.p (rectified '
-          'streams) instead of CameraInfo.k'),
-    Param('anchor_camera', 'str', 'CAM_FRONT', 'camera whose stamp is the frame reference stamp',
-          one_of(*CAMERA_NAMES)),
-    # frames
-    Param('world_frame', 'str', 'map', 'fixed frame of the ego poses (world_frame <- base_frame)',
-          _frame_id(False)),
-    Param('base_frame', 'str', 'base_link', 'ego frame; camera extrinsics are base_frame <- camera',
-          _frame_id(False)),
-    Param('model_frame', 'str', '', "TF frame of the model (nuScenes LIDAR_TOP axes); '' = use "
-          'model_translation / model_rotation_xyzw relative to base_frame', _frame_id(True)),
-    Param('model_translation', 'list[float]', list(NUSCENES_LIDAR_TOP_TRANSLATION),
-          'base_frame <- model frame translation (m) when model_frame is empty; default = '
-          'nuScenes LIDAR_TOP calibration', length(3)),
-    Param('model_rotation_xyzw', 'list[float]', list(_LIDAR_XYZW),
-          'base_frame <- model frame rotation (x, y, z, w) when model_frame is empty',
-          _unit_quaternion),
-    Param('output_frame', 'str', 'base_link', 'frame of the published boxes (base_frame, '
-          'world_frame or any TF frame)', _frame_id(False)),
-    Param('tf_timeout', 'float', 0.1, 'seconds to wait for TF before skipping a frame',
-          in_range(0.0, 10.0)),
-    # sync and temporal memory
-    Param('slop', 'float', 0.08, 'ApproximateTimeSynchronizer slop (s)', in_range(0.0, 10.0, lo_open=True)),
-    Param('queue_size', 'int', 10, 'ApproximateTimeSynchronizer queue size per camera',
-          in_range(1, 1000)),
-    Param('max_camera_time_diff', 'float', 0.15, 'skip the frame and reset memory when the six '
-          'stamps spread more than this (s)', in_range(0.0, 10.0, lo_open=True)),
-    Param('history_spacing', 'float', 0.5, 'time between the past frames fed to the model (s)',
-          in_range(0.0, 10.0, lo_open=True)),
-    Param('max_time_gap', 'float', 2.0, 'reset temporal memory when frames are further apart (s)',
-          in_range(0.0, 3600.0, lo_open=True)),
-    # node behaviour and outputs
-    Param('qos_reliability', 'str', 'best_effort', 'reliability of the camera subscriptions',
-          one_of('best_effort', 'reliable')),
-    Param('skip_when_no_subscribers', 'bool', True, 'do no inference while nobody subscribes'),
-    Param('publish_markers', 'bool', True, 'publish ~/markers (visualization_msgs/MarkerArray)'),
-    Param('marker_style', 'str', 'lines', 'box markers as line lists or cubes', one_of('lines', 'cubes')),
-    Param('marker_lifetime', 'float', 0.5, 'marker lifetime (s); 0 = forever', in_range(0.0, 3600.0)),
-    Param('warn_throttle', 'float', 5.0, 'seconds between repeats of the same warning',
-          in_range(0.0, 3600.0)),
-)
 
-PARAMS_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+_LIDAR_XYZW = [float(v) for v in (NUSCENES_LIDAR_TOP_ROTATION_WXYZ[1:] + NUSCENES_LIDAR_TOP_ROTATION_WXYZ[:1])]
 
 
 @dataclass
 class DetectorParams:
-    """Validated parameter values, one attribute per :data:`PARAMS` entry.
+    """Every node parameter: one field each, with its type, default, description and check.
 
-    Made by :func:`validate` / :func:`defaults` / :func:`load_yaml`; the defaults live only in
-    :data:`PARAMS`.
+    This class is the one source of the schema: :data:`PARAMS` (node declarations, YAML check,
+    README table) is generated from its fields. Make validated values with :func:`validate` /
+    :func:`defaults` / :func:`load_yaml`.
     """
-    preset: str
-    checkpoint: str
-    device: str
-    precision: str
-    score_threshold: float
-    max_detections: int
-    classes: list
-    image_topics: list
-    camera_info_topics: list
-    image_transport: str
-    use_projection_matrix: bool
-    anchor_camera: str
-    world_frame: str
-    base_frame: str
-    model_frame: str
-    model_translation: list
-    model_rotation_xyzw: list
-    output_frame: str
-    tf_timeout: float
-    slop: float
-    queue_size: int
-    max_camera_time_diff: float
-    history_spacing: float
-    max_time_gap: float
-    qos_reliability: str
-    skip_when_no_subscribers: bool
-    publish_markers: bool
-    marker_style: str
-    marker_lifetime: float
-    warn_throttle: float
+    # model
+    preset: str = param('tiny', 'model preset (`sparsebev_core.presets`)', _preset)
+    checkpoint: str = param('', "checkpoint file; '' = the bundled demo weights for `tiny` "
+                            '(synthetic scenes only), required for the other presets')
+    device: str = param('auto', "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'", _device)
+    precision: str = param('fp32', 'inference precision', one_of('fp32', 'fp16', 'bf16'))
+    score_threshold: float = param(0.3, 'drop boxes scoring below this', in_range(0.0, 1.0),
+                                   runtime=True)
+    max_detections: int = param(300, 'at most this many boxes per frame', in_range(1, 10000))
+    classes: list[str] = param(['all'], "publish only these classes; ['all'] = all ten nuScenes "
+                               'classes (ROS 2 parameter files cannot hold an empty list)',
+                               _classes, runtime=True)
+    # inputs
+    image_topics: list[str] = param(
+        [image_topic(c) for c in CAMERA_NAMES], 'image base topics, one per camera in the order '
+        + ', '.join(CAMERA_NAMES) + " (`/compressed` is appended for image_transport "
+        "'compressed')", _topics)
+    camera_info_topics: list[str] = param([camera_info_topic(c) for c in CAMERA_NAMES],
+                                          'CameraInfo topics, same order', _topics)
+    image_transport: str = param('compressed', 'sensor_msgs/Image (raw) or CompressedImage '
+                                 '(JPEG/PNG)', one_of('raw', 'compressed'))
+    use_projection_matrix: bool = param(False, 'take intrinsics from CameraInfo.p (rectified '
+                                        'streams) instead of CameraInfo.k')
+    anchor_camera: str = param('CAM_FRONT', 'camera whose stamp is the frame reference stamp',
+                               one_of(*CAMERA_NAMES))
+    # frames
+    world_frame: str = param('map', 'fixed frame of the ego poses (world_frame <- base_frame)',
+                             _frame_id(False))
+    base_frame: str = param('base_link', 'ego frame; camera extrinsics are base_frame <- camera',
+                            _frame_id(False))
+    model_frame: str = param('', "TF frame of the model (nuScenes LIDAR_TOP axes); '' = use "
+                             'model_translation / model_rotation_xyzw relative to base_frame',
+                             _frame_id(True))
+    model_translation: list[float] = param(
+        list(NUSCENES_LIDAR_TOP_TRANSLATION), 'base_frame <- model frame translation (m) when '
+        'model_frame is empty; default = nuScenes LIDAR_TOP calibration', length(3))
+    model_rotation_xyzw: list[float] = param(
+        _LIDAR_XYZW, 'base_frame <- model frame rotation (x, y, z, w) when model_frame is empty',
+        _unit_quaternion)
+    output_frame: str = param('base_link', 'frame of the published boxes (base_frame, '
+                              'world_frame or any TF frame)', _frame_id(False))
+    tf_timeout: float = param(0.1, 'seconds to wait for TF before skipping a frame',
+                              in_range(0.0, 10.0))
+    # sync and temporal memory
+    slop: float = param(0.08, 'ApproximateTimeSynchronizer slop (s)',
+                        in_range(0.0, 10.0, lo_open=True))
+    queue_size: int = param(10, 'ApproximateTimeSynchronizer queue size per camera',
+                            in_range(1, 1000))
+    max_camera_time_diff: float = param(0.15, 'skip the frame and reset memory when the six '
+                                        'stamps spread more than this (s)',
+                                        in_range(0.0, 10.0, lo_open=True))
+    history_spacing: float = param(0.5, 'time between the past frames fed to the model (s)',
+                                   in_range(0.0, 10.0, lo_open=True))
+    max_time_gap: float = param(2.0, 'reset temporal memory when frames are further apart (s)',
+                                in_range(0.0, 3600.0, lo_open=True))
+    # node behaviour and outputs
+    qos_reliability: str = param('best_effort', 'reliability of the camera subscriptions',
+                                 one_of('best_effort', 'reliable'))
+    skip_when_no_subscribers: bool = param(True, 'do no inference while nobody subscribes')
+    publish_markers: bool = param(True, 'publish ~/markers (visualization_msgs/MarkerArray)',
+                                  runtime=True)
+    marker_style: str = param('lines', 'box markers as line lists or cubes',
+                              one_of('lines', 'cubes'), runtime=True)
+    marker_lifetime: float = param(0.5, 'marker lifetime (s); 0 = forever', in_range(0.0, 3600.0))
+    publish_autoware_objects: bool = param(False, 'also publish ~/objects '
+                                           '(autoware_perception_msgs/DetectedObjects, in '
+                                           'output_frame) for Autoware tracking')
+    warn_throttle: float = param(5.0, 'seconds between repeats of the same warning',
+                                 in_range(0.0, 3600.0))
 
     @property
     def subscribed_image_topics(self) -> list[str]:
@@ -257,6 +234,19 @@ class DetectorParams:
         """Default model frame -> base frame transform (used when ``model_frame`` is empty)."""
         R = quat_to_rot(quat_xyzw_to_wxyz(self.model_rotation_xyzw))
         return make_transform(R, self.model_translation)
+
+
+def _param_of(f: Field) -> Param:
+    default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[operator]
+    return Param(f.name, str(f.type), default, f.metadata['description'], f.metadata['check'],
+                 f.metadata['runtime'])
+
+
+PARAMS: tuple[Param, ...] = tuple(_param_of(f) for f in fields(DetectorParams))
+"""The schema in declaration order, generated from :class:`DetectorParams`."""
+PARAMS_BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+RUNTIME_PARAMS: tuple[str, ...] = tuple(p.name for p in PARAMS if p.runtime)
+"""Parameters the node accepts while running (validated; an invalid value changes nothing)."""
 
 
 def _coerce(p: Param, value: Any) -> Any:
@@ -309,6 +299,16 @@ def validate(values: Mapping[str, Any]) -> DetectorParams:
                 raise ParameterError(f"parameter '{p.name}' {problem} (got {value!r})")
         out[p.name] = value
     return DetectorParams(**out)
+
+
+def with_runtime_changes(params: DetectorParams, changes: Mapping[str, Any]) -> DetectorParams:
+    """``params`` with ``changes`` applied, validated; raises ParameterError (naming the
+    parameter) for a read-only parameter or an invalid value, and then nothing changes."""
+    read_only = sorted(set(changes) & set(PARAMS_BY_NAME) - set(RUNTIME_PARAMS))
+    if read_only:
+        raise ParameterError(f'parameter(s) {", ".join(read_only)} cannot change while the node '
+                             f'runs (only {", ".join(RUNTIME_PARAMS)} can); restart the node')
+    return validate({**as_dict(params), **changes})
 
 
 def _copy_default(value: Any) -> Any:
@@ -400,7 +400,8 @@ def markdown_table() -> str:
         default = _yaml_value(_copy_default(p.default))
         if p.name.endswith('topics'):
             default = _yaml_value(p.default[0]).replace(CAMERA_NAMES[0], '<CAMERA>') + ' per camera'
-        rows.append(f'| `{p.name}` | {p.type} | `{default}` | {p.description} |')
+        running = ' (settable while running)' if p.runtime else ''
+        rows.append(f'| `{p.name}` | {p.type} | `{default}` | {p.description}{running} |')
     return '\n'.join(rows) + '\n'
 
 

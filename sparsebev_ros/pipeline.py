@@ -6,7 +6,8 @@
 spread over ``max_camera_time_diff``, an image size change, a duplicate anchor stamp, an
 explicit :meth:`Pipeline.reset`; the time rules are the detector's, ``sparsebev_core.resets``,
 and are counted here from ``Detections.reset_reason``), the output transform into
-``output_frame``, per-reason skip counters, latency statistics and throttled warnings. The
+``output_frame``, per-reason skip counters and throttled warnings; the bounded counters and
+latency windows are :class:`sparsebev_ros.statistics.PipelineStats`. The
 detector is anything with ``step(frame) -> Detections`` and ``reset(reason)``
 (``sparsebev_core.model.streaming.StreamingDetector``; :func:`build_detector` makes one from
 the parameters).
@@ -14,8 +15,8 @@ the parameters).
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -29,6 +30,7 @@ from . import codecs
 from .frames import (CAMERA_TIME_SPREAD, FrameAssembler, Skip, TransformLookup)
 from .messages import MessageFactory, detection_array, marker_array
 from .params import DetectorParams, ParameterError
+from .statistics import PipelineStats
 
 RESET_EXPLICIT = resets.EXPLICIT          # the reset keys are sparsebev_core.resets'
 DUPLICATE_FRAME = 'duplicate_frame'       # skip reason: the same anchor stamp twice in a row
@@ -78,34 +80,6 @@ class PipelineResult:
     timings: dict[str, float]     # ms per stage
 
 
-@dataclass
-class PipelineStats:
-    """Counters and latencies (ms) for summaries and diagnostics."""
-    synced: int = 0
-    published: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    resets: Counter = field(default_factory=Counter)
-    latency_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-
-    def percentiles(self, stage: str, qs: Sequence[float] = (50, 90, 99)) -> dict[int, float]:
-        values = self.latency_ms.get(stage) or []
-        return {int(q): float(np.percentile(values, q)) for q in qs} if values else {}
-
-    def summary(self) -> str:
-        """Multi-line human summary."""
-        lines = [f'synced frames: {self.synced}', f'published: {self.published}',
-                 f'skipped: {sum(self.skipped.values())}'
-                 + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.skipped.items())),
-                 f'memory resets: {sum(self.resets.values())}'
-                 + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.resets.items()))]
-        for stage in self.latency_ms:
-            p = self.percentiles(stage)
-            if p:
-                lines.append(f'latency {stage}: p50 {p[50]:.1f} ms, p90 {p[90]:.1f} ms, '
-                             f'p99 {p[99]:.1f} ms')
-        return '\n'.join(lines)
-
-
 class Pipeline:
     """Synced image messages in, Detection3DArray + MarkerArray out.
 
@@ -134,13 +108,25 @@ class Pipeline:
         self.on_reset: list[Callable[[str], None]] = []
         self._last_stamp_ns: int | None = None
         self._last_shapes: list[tuple[int, ...]] | None = None
+        self._keep_labels = self._class_filter(params)
+
+    def _class_filter(self, params: DetectorParams) -> np.ndarray:
+        """Label indices ``params.classes`` keeps; ParameterError for a class the detector lacks."""
         wanted = list(self.class_names) if params.classes == ['all'] else list(params.classes)
         unknown = [c for c in wanted if c not in self.class_names]
         if unknown:
             raise ParameterError(f"parameter 'classes' has {unknown}, not among the detector's "
                                  f'classes {", ".join(self.class_names)}')
-        self._keep_labels = np.array([i for i, c in enumerate(self.class_names) if c in wanted],
-                                     dtype=np.int64)
+        return np.array([i for i, c in enumerate(self.class_names) if c in wanted], dtype=np.int64)
+
+    def set_output_params(self, params: DetectorParams) -> None:
+        """Adopt new output parameters while running (score_threshold, classes, publish_markers,
+        marker_style); raises ParameterError and changes nothing when ``classes`` is invalid.
+        The detector's own score threshold follows ``score_threshold``."""
+        keep = self._class_filter(params)
+        self.params, self.assembler.params, self._keep_labels = params, params, keep
+        if hasattr(self.detector, 'score_threshold'):
+            self.detector.score_threshold = params.score_threshold
 
     # ------------------------------------------------------------------ inputs
     def on_camera_info(self, camera_index: int, msg: Any) -> None:
@@ -214,8 +200,7 @@ class Pipeline:
         t4 = time.perf_counter()
         timings = {'assemble': (t1 - t0) * 1e3, 'detector': (t3 - t2) * 1e3,
                    'messages': (t4 - t3) * 1e3, 'total': (t4 - t0) * 1e3}
-        for stage, ms in timings.items():
-            self.stats.latency_ms[stage].append(ms)
+        self.stats.add_latencies(timings)
         self.stats.published += 1
         return PipelineResult(stamp_ns, frame, detections, boxes, scores, labels, det_msg, markers, timings)
 

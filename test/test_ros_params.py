@@ -5,10 +5,12 @@ import pytest
 import yaml
 
 from sparsebev_core.geometry import CAMERA_NAMES, nuscenes_lidar_to_ego
-from sparsebev_ros.params import (PARAMS, ParameterError, as_dict, declarations, defaults, load_yaml,
-                                  markdown_table, parameters_from_yaml, to_yaml, validate)
+from sparsebev_ros.params import (PARAMS, PARAMS_BY_NAME, RUNTIME_PARAMS, ParameterError, as_dict,
+                                  declarations, defaults, load_yaml, markdown_table,
+                                  parameters_from_yaml, to_yaml, validate, with_runtime_changes)
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.colcon          # among the checks `colcon test` runs (test/conftest.py)
 
 
 def test_defaults_are_valid_and_follow_the_nuscenes_topic_layout():
@@ -85,7 +87,34 @@ def test_readme_parameter_table_is_the_generated_one():
     assert table in (ROOT / 'README.md').read_text()
 
 
-def test_preset_names_known_without_torch_are_the_real_presets():
+def test_the_schema_is_generated_from_the_dataclass_fields():
+    from dataclasses import fields
+
+    from sparsebev_ros.params import DetectorParams
+    assert [p.name for p in PARAMS] == [f.name for f in fields(DetectorParams)]
+    assert {p.type for p in PARAMS} <= {'bool', 'int', 'float', 'str', 'list[str]', 'list[float]'}
+    assert PARAMS_BY_NAME['score_threshold'].default == DetectorParams().score_threshold == 0.3
+    assert as_dict(defaults()) == as_dict(DetectorParams())
+
+
+def test_preset_is_checked_against_the_real_preset_names():
     from sparsebev_core.presets import PRESET_NAMES
-    from sparsebev_ros.params import PRESET_NAMES_FALLBACK
-    assert set(PRESET_NAMES_FALLBACK) <= set(PRESET_NAMES)
+    for name in PRESET_NAMES:
+        validate({'preset': name})
+    with pytest.raises(ParameterError, match='must be one of'):
+        validate({'preset': 'r50'})
+
+
+def test_only_the_runtime_parameters_change_while_running_and_bad_values_change_nothing():
+    p = defaults()
+    assert RUNTIME_PARAMS == ('score_threshold', 'classes', 'publish_markers', 'marker_style')
+    q = with_runtime_changes(p, {'score_threshold': 0.5, 'classes': ['car']})
+    assert (q.score_threshold, q.classes) == (0.5, ['car'])
+    assert (p.score_threshold, p.classes) == (0.3, ['all'])           # the original is untouched
+    with pytest.raises(ParameterError, match="'marker_style' must be one of"):
+        with_runtime_changes(p, {'marker_style': 'spheres'})
+    with pytest.raises(ParameterError, match='preset cannot change while the node runs'):
+        with_runtime_changes(p, {'preset': 'r50_nuimg_704x256', 'score_threshold': 0.1})
+    with pytest.raises(ParameterError, match='unknown parameter'):
+        with_runtime_changes(p, {'score_treshold': 0.1})
+    assert '(settable while running)' in markdown_table()

@@ -21,6 +21,7 @@ from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_ros import params
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.colcon          # among the checks `colcon test` runs (test/conftest.py)
 LAUNCH_FILE = ROOT / 'launch' / 'detector.launch.py'
 RVIZ_FILE = ROOT / 'config' / 'sparsebev.rviz'
 PARAMS_FILE = ROOT / 'config' / 'detector.yaml'
@@ -131,8 +132,9 @@ def test_package_xml_parses_and_lists_every_ros_dependency_the_code_imports():
         'the scan of the node found no ROS imports: is node.py there?'
     missing = {pkg: sorted(files) for pkg, files in needed.items() if pkg not in run_deps}
     assert not missing, f'package.xml lacks <exec_depend> for {missing}'
-    launch_needs = {'launch', 'launch_ros', 'rviz2'}
+    launch_needs = {'launch', 'launch_ros'}
     assert launch_needs <= run_deps
+    assert 'rviz2' not in run_deps, 'RViz is optional (headless robots): do not depend on it'
 
 
 def test_package_xml_version_matches_setup_py():
@@ -146,8 +148,11 @@ def test_package_xml_version_matches_setup_py():
 # --------------------------------------------------------------------------------------------
 def test_launch_file_declares_the_documented_arguments():
     declared = declared_launch_arguments()
-    for name in ('params_file', 'checkpoint', 'preset', 'use_sim_time', 'image_transport', 'rviz'):
-        assert name in declared, f'launch argument {name} is not declared'
+    for name in ('params_file', 'checkpoint', 'preset', 'use_sim_time', 'image_transport', 'rviz',
+                 'namespace', 'device', 'precision', 'score_threshold', 'output_frame',
+                 'world_frame', 'base_frame', 'use_projection_matrix', 'lifecycle'):
+        assert name in declared or name in launch_constant('OVERRIDES'), \
+            f'launch argument {name} is not declared'
     for camera in CAMERA_NAMES:
         assert f'{camera.lower()}_image' in declared
         assert f'{camera.lower()}_camera_info' in declared
@@ -159,15 +164,15 @@ def test_launch_remaps_default_to_the_parameter_defaults_in_camera_order():
     assert [prefix for prefix, _, _ in cameras] == [c.lower() for c in CAMERA_NAMES]
     assert [image for _, image, _ in cameras] == defaults.image_topics
     assert [info for _, _, info in cameras] == defaults.camera_info_topics
-    # the compressed remap follows image_transport's topic naming
+    # a camera topic given whole replaces whichever name the node subscribes
     assert params.transport_topic(defaults.image_topics[0], 'compressed') == \
         defaults.image_topics[0] + '/compressed'
-    assert "f'{image_topic}/compressed'" in LAUNCH_FILE.read_text()
 
 
 def test_launch_overrides_name_real_parameters_and_the_installed_node():
-    for name in launch_constant('OVERRIDES'):
+    for name, kind in launch_constant('OVERRIDES').items():
         assert name in params.PARAMS_BY_NAME, f'launch overrides unknown parameter {name}'
+        assert params.PARAMS_BY_NAME[name].type == kind, f'launch converts {name} to {kind}'
     assert launch_constant('NODE_NAME') == params.NODE_NAME
     assert launch_constant('PACKAGE') == 'sparsebev_ros'
     scripts = setup_kwargs()['entry_points']['console_scripts']
@@ -192,12 +197,11 @@ def fake_launch_modules() -> dict:
     (those packages are not installable without ROS)."""
     import types
     modules = {name: types.ModuleType(name) for name in (
-        'launch', 'launch.actions', 'launch.conditions', 'launch.launch_context',
+        'launch', 'launch.actions', 'launch.launch_context',
         'launch.substitutions', 'launch_ros', 'launch_ros.actions', 'launch_ros.substitutions')}
     modules['launch'].LaunchDescription = _Recorded
     modules['launch.actions'].DeclareLaunchArgument = _Recorded
     modules['launch.actions'].OpaqueFunction = _Recorded
-    modules['launch.conditions'].IfCondition = _Recorded
     modules['launch.launch_context'].LaunchContext = dict
     modules['launch.substitutions'].LaunchConfiguration = _LaunchConfiguration
     modules['launch.substitutions'].PathJoinSubstitution = _Recorded
@@ -225,26 +229,66 @@ def test_launch_file_runs_and_passes_only_the_given_overrides():
     _, nodes = run_launch_file()
     detector = nodes['detector_node']
     assert detector['package'] == 'sparsebev_ros' and detector['name'] == params.NODE_NAME
+    assert detector['namespace'] == ''
     params_file, overrides = detector['parameters']
     assert overrides == {'use_sim_time': False}          # nothing else overrides the file
-    remaps = dict(detector['remappings'])
-    for topic in params.defaults().image_topics + params.defaults().camera_info_topics:
-        assert remaps[topic] == topic                       # defaults: identity remaps
-    assert nodes['rviz2']['condition'].args[0].args[0] == 'rviz'
+    assert detector['remappings'] == []                  # the file's topics
+    assert detector['arguments'] == []                   # a plain node
+    assert 'rviz2' not in nodes                          # RViz only with rviz:=true
 
     _, nodes = run_launch_file(preset='r50_nuimg_704x256', checkpoint='/m.pth',
-                               use_sim_time='true', cam_back_image='/car/back/image',
+                               use_sim_time='true', device='cuda:0', precision='fp16',
+                               score_threshold='0.25', output_frame='map', world_frame='odom',
+                               base_frame='base_footprint', use_projection_matrix='true',
+                               namespace='perception', lifecycle='true',
+                               cam_back_image='/car/back/image_rect/compressed',
                                cam_back_camera_info='/car/back/info')
     detector = nodes['detector_node']
-    assert detector['parameters'][1] == {'preset': 'r50_nuimg_704x256', 'checkpoint': '/m.pth',
-                                         'use_sim_time': True}
-    params.validate({k: v for k, v in detector['parameters'][1].items() if k != 'use_sim_time'})
+    given = detector['parameters'][1]
+    assert given == {'preset': 'r50_nuimg_704x256', 'checkpoint': '/m.pth', 'device': 'cuda:0',
+                     'precision': 'fp16', 'score_threshold': 0.25, 'output_frame': 'map',
+                     'world_frame': 'odom', 'base_frame': 'base_footprint',
+                     'use_projection_matrix': True, 'use_sim_time': True}
+    params.validate({k: v for k, v in given.items() if k != 'use_sim_time'})
+    assert detector['namespace'] == 'perception'
+    from sparsebev_ros.node import LIFECYCLE_FLAG
+    assert detector['arguments'] == [LIFECYCLE_FLAG] == [launch_constant('LIFECYCLE_FLAG')]
     remaps = dict(detector['remappings'])
-    assert remaps['/CAM_BACK/image_raw'] == '/car/back/image'
-    assert remaps['/CAM_BACK/image_raw/compressed'] == '/car/back/image/compressed'
+    # given whole: no /compressed appended, whichever transport the node subscribes
+    assert remaps['/CAM_BACK/image_raw'] == '/car/back/image_rect/compressed'
+    assert remaps['/CAM_BACK/image_raw/compressed'] == '/car/back/image_rect/compressed'
     assert remaps['/CAM_BACK/camera_info'] == '/car/back/info'
-    assert remaps['/CAM_FRONT/image_raw'] == '/CAM_FRONT/image_raw'
-    assert nodes['rviz2']['parameters'] == [{'use_sim_time': True}]
+    assert '/CAM_FRONT/image_raw' not in remaps
+
+
+def test_launch_arguments_with_bad_values_are_refused_by_name():
+    with pytest.raises(ValueError, match='score_threshold'):
+        run_launch_file(score_threshold='high')
+    with pytest.raises(ValueError, match='use_projection_matrix'):
+        run_launch_file(use_projection_matrix='maybe')
+
+
+def test_rviz_layout_follows_the_namespace_and_the_camera_topics():
+    _, nodes = run_launch_file(rviz='true', namespace='/perception/', use_sim_time='true',
+                               cam_front_image='/car/front/compressed', output_frame='map')
+    rviz = nodes['rviz2']
+    assert rviz['parameters'] == [{'use_sim_time': True}]
+    path = Path(rviz['arguments'][rviz['arguments'].index('-d') + 1])
+    try:
+        layout = yaml.safe_load(path.read_text())
+    finally:
+        path.unlink()
+    topics = {d['Class']: [] for d in layout['Visualization Manager']['Displays']}
+    for d in layout['Visualization Manager']['Displays']:
+        if isinstance(d.get('Topic'), dict):
+            topics[d['Class']].append(d['Topic']['Value'])
+    assert topics['rviz_default_plugins/MarkerArray'] == ['/perception/sparsebev/markers']
+    assert topics['vision_msgs_rviz_plugins/Detection3DArray'] == \
+        ['/perception/sparsebev/detections']
+    assert '/car/front/compressed' in topics['rviz_default_plugins/Image']
+    assert '/CAM_FRONT/image_raw/compressed' not in topics['rviz_default_plugins/Image']
+    assert '/CAM_BACK/image_raw/compressed' in topics['rviz_default_plugins/Image']
+    assert layout['Visualization Manager']['Global Options']['Fixed Frame'] == 'map'
 
 
 def test_launch_file_references_files_that_exist():
@@ -323,3 +367,43 @@ def test_node_module_imports_without_ros_and_main_says_what_is_missing():
                             cwd=ROOT, timeout=120)
     assert result.returncode == 2, result.stderr
     assert 'needs ROS 2 (rclpy)' in result.stderr and 'sparsebev replay' in result.stderr
+
+
+def test_installed_executables_use_the_python3_on_path(tmp_path):
+    """colcon runs ``<its own python> setup.py ... install`` (colcon_core/task/python/build.py);
+    an apt colcon would write ``#!/usr/bin/python3`` and miss torch in a venv. With setup.cfg's
+    ``[build_scripts] executable`` the script runs the ``python3`` first on PATH."""
+    (tmp_path / 'pkg').mkdir()
+    (tmp_path / 'pkg' / '__init__.py').write_text('def main():\n    pass\n')
+    (tmp_path / 'setup.py').write_text(
+        "from setuptools import setup\n"
+        "setup(name='sparsebev_ros', version='0.1', packages=['pkg'],\n"
+        "      entry_points={'console_scripts': ['detector_node = pkg:main']})\n")
+    (tmp_path / 'setup.cfg').write_text((ROOT / 'setup.cfg').read_text())     # ours, verbatim
+    prefix = tmp_path / 'install'
+    subprocess.run([sys.executable, 'setup.py', '-q', 'egg_info', '--egg-base', '.',
+                    'build', '--build-base', 'build', 'install', '--prefix', str(prefix),
+                    '--record', 'install.log', '--single-version-externally-managed'],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    script = prefix / 'lib' / 'sparsebev_ros' / 'detector_node'          # where ros2 run looks
+    assert script.read_text().splitlines()[0] == '#!/usr/bin/env python3'
+
+
+def test_colcon_test_runs_only_the_packaging_checks():
+    """``colcon test`` passes ``--junit-prefix=sparsebev_ros``: only ``colcon``-marked tests
+    are collected, not the ML suite."""
+    files = ['test/test_ros_params.py', 'test/test_ros_messages.py']
+
+    def collected(*extra: str, env: dict | None = None) -> str:
+        result = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q',
+                                 '-p', 'no:cacheprovider', *extra, *files], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120,
+                                env={**os.environ, **(env or {})})
+        return result.stdout
+
+    plain = collected()
+    assert 'test_ros_messages.py::' in plain and 'test_ros_params.py::' in plain
+    under_colcon = collected('--junit-prefix=sparsebev_ros')
+    assert 'test_ros_params.py::' in under_colcon and 'test_ros_messages.py::' not in under_colcon
+    everything = collected('--junit-prefix=sparsebev_ros', env={'SPARSEBEV_ALL_TESTS': '1'})
+    assert 'test_ros_messages.py::' in everything

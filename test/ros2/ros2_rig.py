@@ -15,7 +15,6 @@ from geometry_msgs.msg import TransformStamped
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage
-from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
@@ -127,10 +126,10 @@ class Listener:
             self.node.create_subscription(Detection3DArray, '/sparsebev/detections', self._on_det, qos),
             self.node.create_subscription(MarkerArray, '/sparsebev/markers', self._on_markers, qos)]
         self.reset_client = self.node.create_client(Trigger, '/sparsebev/reset')
-        self.latency_ms: list[float] = []
+        self.latency: list[DiagnosticArray] = []
         self.diagnostics: list[DiagnosticArray] = []
-        self.node.create_subscription(Float64, '/sparsebev/latency/total_ms',
-                                      lambda m: self.latency_ms.append(m.data), qos)
+        self.node.create_subscription(DiagnosticArray, '/sparsebev/latency', self.latency.append,
+                                      qos)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, qos)
 
     def _on_det(self, msg: Detection3DArray) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import rclpy
 import simplejpeg
-from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -162,7 +162,14 @@ def test_node_publishes_what_the_offline_pipeline_computes_from_the_same_message
 
 def test_diagnostics_and_latency_topics_report_what_happened(ros):
     detector, rig, listener = ros
-    assert len(listener.latency_ms) >= 4 and all(ms > 0 for ms in listener.latency_ms)
+    latency = list(listener.latency)
+    assert len(latency) >= 4
+    # stamped like the detections they describe, so a bag lines them up with the images
+    assert [codecs.header_stamp_ns(m) for m in latency[:4]] == listener.stamps_ns()[:4]
+    for msg in latency:
+        values = {kv.key: float(kv.value) for kv in msg.status[0].values}
+        assert {'assemble_ms', 'detector_ms', 'total_ms', 'end_to_end_ms'} <= set(values)
+        assert values['total_ms'] > 0
 
     def latest_status() -> DiagnosticStatus | None:
         for msg in reversed(list(listener.diagnostics)):
@@ -334,3 +341,152 @@ def test_raw_images_with_the_default_best_effort_qos(ros):
     finally:
         raw.destroy()
         listener.node.destroy_subscription(sub)
+
+
+def test_diagnostics_keep_coming_with_sim_time_and_no_clock(ros):
+    """The diagnostics timer runs on the wall clock: with use_sim_time and nothing on /clock
+    (a paused bag), a ROS-clock timer would never fire."""
+    detector, rig, listener = ros
+    node = DetectorNode(node_name='sparsebev_simtime', context=detector.node.context,
+                        detector=detector.detector,
+                        parameter_overrides=[Parameter('use_sim_time', value=True),
+                                             Parameter('image_topics', value=['/simtime' + t for t in RIG_IMAGE_TOPICS]),
+                                             Parameter('camera_info_topics', value=RIG_INFO_TOPICS)])
+    try:
+        assert node.node.get_clock().now().nanoseconds == 0          # no /clock: time stands
+        seen = []
+        sub = listener.node.create_subscription(
+            DiagnosticArray, '/diagnostics',
+            lambda m: seen.extend(s for s in m.status if s.name == 'sparsebev_simtime: detector'),
+            QoSProfile(depth=20))
+        with Spinning(detector.node.context, node.node):
+            wait_for(lambda: len(seen) >= 2, 20.0, 'two diagnostics from the sim-time node')
+        listener.node.destroy_subscription(sub)
+        assert 'no synchronised camera frames' in seen[-1].message
+    finally:
+        node.destroy()
+
+
+def test_runtime_parameters_change_the_output_and_invalid_ones_are_refused(ros):
+    detector, rig, listener = ros
+    node = detector.node
+    results = node.set_parameters([Parameter('score_threshold', value=1.5)])
+    assert not results[0].successful and "'score_threshold' must be <= 1.0" in results[0].reason
+    results = node.set_parameters([Parameter('preset', value='r50_nuimg_704x256')])
+    assert not results[0].successful                                  # read-only
+    results = node.set_parameters([Parameter('classes', value=['car', 'dog'])])
+    assert not results[0].successful and 'dog' in results[0].reason
+    assert detector.pipeline.params.score_threshold == 0.0            # nothing changed
+    assert detector.pipeline.params.classes == ['all']
+
+    results = node.set_parameters([Parameter('score_threshold', value=1.0),
+                                   Parameter('publish_markers', value=False)])
+    assert all(r.successful for r in results), results
+    assert node.get_parameter('score_threshold').value == 1.0
+    try:
+        markers_before = len(listener.markers)
+        t = T0 + 90.0
+        rig.publish_pose(t - PERIOD)
+        publish_and_wait(rig, listener, t)
+        with listener.lock:
+            latest = listener.detections[-1]
+        assert len(latest.detections) == 0                            # nothing scores 1.0
+        time.sleep(0.5)
+        assert len(listener.markers) == markers_before                # markers switched off
+    finally:
+        results = node.set_parameters([Parameter('score_threshold', value=0.0),
+                                       Parameter('publish_markers', value=True)])
+        assert all(r.successful for r in results)
+
+
+class FailingDetector:
+    """Fails every frame the same way (say, a broken CUDA install)."""
+    cfg = None
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def step(self, frame):
+        self.calls += 1
+        raise RuntimeError('CUDA error: no kernel image is available for execution')
+
+    def reset(self, reason=''):
+        pass
+
+
+def test_the_same_error_on_every_frame_turns_the_diagnostics_to_error(ros):
+    from sparsebev_ros.node import ERROR_STREAK
+
+    detector, rig, listener = ros
+    failing = FailingDetector()
+    node = DetectorNode(node_name='sparsebev_failing', context=detector.node.context,
+                        detector=failing,
+                        parameter_overrides=[Parameter('image_topics', value=RIG_IMAGE_TOPICS),
+                                             Parameter('camera_info_topics', value=RIG_INFO_TOPICS),
+                                             Parameter('tf_timeout', value=1.0),
+                                             Parameter('qos_reliability', value='reliable'),
+                                             Parameter('skip_when_no_subscribers', value=False)])
+    try:
+        with Spinning(detector.node.context, node.node):
+            wait_for(lambda: all(m is not None for m in node.pipeline.assembler.camera_infos)
+                     or (rig.publish_camera_infos(), time.sleep(0.2), False)[-1], 20.0,
+                     'CameraInfo at the failing node')
+            t = T0 + 100.0
+            rig.publish_pose(t - PERIOD)
+            for k in range(ERROR_STREAK + 2):
+                rig.publish_frame(t + k * PERIOD)
+                wait_for(lambda: failing.calls > k or node.counters['error'] > k, 20.0,
+                         f'frame {k} at the failing node')
+            assert node.error_streak.escalated
+            status = node.diagnostic_status()
+            assert status.level == DiagnosticStatus.ERROR
+            assert 'CUDA error' in status.message and "'device'" in status.message
+    finally:
+        node.destroy()
+
+
+def test_autoware_objects_match_the_detections(ros):
+    """``publish_autoware_objects``: ``~/objects`` (the real autoware_perception_msgs build)
+    carries the same boxes as ``~/detections``, stamped and framed alike."""
+    from autoware_perception_msgs.msg import DetectedObjects, ObjectClassification, Shape
+
+    detector, rig, listener = ros
+    node = DetectorNode(node_name='sparsebev_autoware', context=detector.node.context,
+                        parameter_overrides=[Parameter('preset', value='tiny'),
+                                             Parameter('device', value='cpu'),
+                                             Parameter('publish_autoware_objects', value=True),
+                                             Parameter('image_topics', value=RIG_IMAGE_TOPICS),
+                                             Parameter('camera_info_topics', value=RIG_INFO_TOPICS),
+                                             Parameter('tf_timeout', value=1.0),
+                                             Parameter('score_threshold', value=0.0),
+                                             Parameter('max_detections', value=7),
+                                             Parameter('qos_reliability', value='reliable')])
+    objects: list = []
+    detections: list = []
+    subs = [listener.node.create_subscription(DetectedObjects, '/sparsebev_autoware/objects',
+                                              objects.append, QoSProfile(depth=10)),
+            listener.node.create_subscription(Detection3DArray, '/sparsebev_autoware/detections',
+                                              detections.append, QoSProfile(depth=10))]
+    try:
+        with Spinning(detector.node.context, node.node):
+            wait_for(lambda: node.has_subscribers()
+                     and all(m is not None for m in node.pipeline.assembler.camera_infos)
+                     or (rig.publish_camera_infos(), time.sleep(0.2), False)[-1], 30.0,
+                     'the Autoware node to be ready')
+            t = T0 + 120.0
+            rig.publish_pose(t - PERIOD)
+            rig.publish_frame(t)
+            wait_for(lambda: bool(objects) and bool(detections), 60.0, '~/objects')
+        msg, det = objects[0], detections[0]
+        assert msg.header == det.header and len(msg.objects) == len(det.detections) == 7
+        for obj, d in zip(msg.objects, det.detections):
+            assert obj.shape.type == Shape.BOUNDING_BOX
+            assert abs(obj.existence_probability - d.results[0].hypothesis.score) < 1e-6
+            assert obj.classification[0].label <= ObjectClassification.PEDESTRIAN
+            assert abs(obj.kinematics.pose_with_covariance.pose.position.x
+                       - d.bbox.center.position.x) < 1e-6
+            assert abs(obj.shape.dimensions.x - d.bbox.size.x) < 1e-6
+    finally:
+        for sub in subs:
+            listener.node.destroy_subscription(sub)
+        node.destroy()

@@ -43,3 +43,16 @@ def test_main_runs_as_its_own_process_and_stops_cleanly_on_sigint():
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert 'Traceback' not in output
+    assert 'bundled DEMO weights' in output and 'synthetic scenes only' in output   # a WARN
+
+
+def test_main_exits_1_naming_a_missing_python_package():
+    """A module the node needs is missing: it stops at start-up saying which and how to get
+    it, instead of running and failing every frame."""
+    code = ('import sys; sys.modules["simplejpeg"] = None; import sparsebev_ros.node as n; '
+            'sys.exit(n.main(["--ros-args", "-r", "__node:=sparsebev_nojpeg"]))')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert 'missing simplejpeg' in output and 'pip install simplejpeg' in output

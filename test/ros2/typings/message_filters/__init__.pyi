@@ -9,6 +9,7 @@ class SimpleFilter:
 
 class Subscriber(SimpleFilter):
     node: Node
+    sub: Any
     topic: str
     def __init__(self, node: Node, msg_type: Any, topic: str, **kwargs: Any) -> None: ...
     def getTopic(self) -> str: ...
