@@ -288,8 +288,8 @@ def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
     cfg = get_preset(preset) if isinstance(preset, str) else preset
     model = build_model(cfg)
     load_checkpoint(model, dict(state_dict=state, version=info['box_convention']))
-    official = ours_to_official(official_to_ours(state, cfg), cfg)
-    official = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in official.items())
+    # our state-dict names are the official ones: the strictly loaded model's own state dict
+    official = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in model.state_dict().items())
     out: dict[str, Any] = dict(
         meta=dict(config=export_official_config(cfg), CLASSES=list(cfg.class_names),
                   box_convention=info['box_convention'], source=str(in_path), preset=cfg.name),

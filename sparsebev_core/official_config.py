@@ -203,8 +203,10 @@ EVA02_DEFAULTS: dict[str, Any] = dict(
     num_heads=12, mlp_ratio=4 * 2 / 3, qkv_bias=True, drop_path_rate=0.0, use_abs_pos=True,
     pt_hw_seq_len=16, window_size=0, window_block_indexes=(), use_act_checkpoint=False,
     pretrain_img_size=224, frozen_blocks=-1, fpn_out_channels=256,
-    fpn_scale_factors=(4.0, 2.0, 1.0, 0.5), fpn_top_block=False, fpn_norm='LN', fpn_square_pad=0)
-EVA02_FIXED: dict[str, Any] = dict(residual_block_indexes=(), intp_freq=True,
+    fpn_scale_factors=(4.0, 2.0, 1.0, 0.5), fpn_top_block=False)
+VOVNET_SPEC_NAME = 'V-99-eSE'                 # the one VoVNet variant we build
+EVA02_FPN_SQUARE_PAD = 1600                   # detectron2 padding hint of the official config; unused
+EVA02_FIXED: dict[str, Any] = dict(residual_block_indexes=(), intp_freq=True, fpn_norm='LN',
                                    pretrain_use_cls_token=True, out_feature='last_feat',
                                    fpn_in_feature='last_feat')
 
@@ -240,13 +242,16 @@ def _read_backbone(b: _Section) -> tuple[object, str | None]:
                            norm_eval=b.get('norm_eval', False, False),
                            with_cp=b.get('with_cp', False, False))
     elif kind == 'VoVNet':
-        b.fixed('spec_name', VoVNetConfig.spec_name)
+        if b.raw('spec_name') != VOVNET_SPEC_NAME:
+            raise OfficialConfigError(f'{b.name("spec_name")} = {b.data["spec_name"]!r} is not '
+                                      f'supported: this implementation builds {VOVNET_SPEC_NAME!r}')
         b.fixed('input_ch', 3)
-        cfg = _read_dataclass(b, VoVNetConfig, VOVNET_DEFAULTS, required=('spec_name', 'out_features'))
+        cfg = _read_dataclass(b, VoVNetConfig, VOVNET_DEFAULTS, required=('out_features',))
     elif kind == 'EVA02':
         for key, value in EVA02_FIXED.items():
             b.fixed(key, value)
         b.raw('xattn', None)                          # xformers attention: same result, not used
+        b.raw('fpn_square_pad', None)                 # a padding hint; the input size is fixed
         cfg = _read_dataclass(b, EVA02Config, EVA02_DEFAULTS, required=())
     else:
         raise OfficialConfigError(f'{b.where}.type = {kind!r}: supported backbones are ResNet, '
@@ -558,12 +563,12 @@ def _backbone_dict(cfg: ModelConfig) -> dict:
     defaults = type(b)()
     fields = {f.name: getattr(b, f.name) for f in dataclasses.fields(b)}
     if kind == 'VoVNet':                # the official keys first, extensions only when changed
-        official = ('spec_name', 'out_features', 'norm_eval', 'frozen_stages', 'with_cp')
-        out = dict(type=kind, **{k: fields[k] for k in official})
+        official = ('out_features', 'norm_eval', 'frozen_stages', 'with_cp')
+        out = dict(type=kind, spec_name=VOVNET_SPEC_NAME, **{k: fields[k] for k in official})
         out.update({k: v for k, v in fields.items() if k not in official and v != getattr(defaults, k)})
         return out
     out = dict(type=kind, **fields)
-    out['residual_block_indexes'] = ()
+    out.update(residual_block_indexes=(), fpn_norm='LN', fpn_square_pad=EVA02_FPN_SQUARE_PAD)
     if cfg.train.pretrained:
         out['pretrained'] = cfg.train.pretrained
     return out
