@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from .config import ModelConfig
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ CURRENT_VERSION = 'v1.0.0'
 FORMAT_NAME = 'sparsebev_ros.checkpoint/1'
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A checkpoint file cannot be read or does not describe a SparseBEV model."""
 
 

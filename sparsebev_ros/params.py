@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ,
                                      NUSCENES_LIDAR_TOP_TRANSLATION, quat_to_rot,
                                      quat_xyzw_to_wxyz, make_transform)
@@ -29,7 +30,7 @@ PRESET_NAMES_FALLBACK = ('r50_nuimg_704x256', 'r50_nuimg_704x256_400q_36ep', 'r1
                          'tiny')
 
 
-class ParameterError(ValueError):
+class ParameterError(InputError):
     """A parameter value is invalid; the message names the parameter and what is allowed."""
 
 

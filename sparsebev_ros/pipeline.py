@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from sparsebev_core.frame import Detections, Frame
+from sparsebev_core.frame import Detections, Frame, InvalidFrameError
 from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, bottom_to_gravity_center,
                                      gravity_to_bottom_center, transform_boxes)
 
@@ -204,7 +204,7 @@ class Pipeline:
         t2 = time.perf_counter()
         try:
             detections = self.detector.step(frame)
-        except ValueError as exc:                 # StreamingDetector's InvalidFrameError
+        except (InvalidFrameError, *codecs.CODEC_ERRORS) as exc:   # by type: a bug must surface
             self.reset(INVALID_FRAME)
             return self._skip(Skip(INVALID_FRAME, f'the detector refused the frame: {exc}'))
         t3 = time.perf_counter()

@@ -36,16 +36,12 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..frame import Detections, Frame
+from ..frame import Detections, Frame, InvalidFrameError
 from ..geometry import CAMERA_NAMES, compose_lidar2img
 from ..image import RESIZE_METHODS, ResizeMethod, as_rgb_image, resize_crop
 
 Precision = Literal['fp32', 'fp16', 'bf16']
 _AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
-
-
-class InvalidFrameError(ValueError):
-    """A ``Frame`` whose poses, intrinsics, stamps or images cannot be used."""
 
 
 @dataclass(frozen=True)
