@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from .config import ModelConfig
-from .errors import InputError
+from .errors import InputError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -337,27 +337,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Convert, verify, print a one-paragraph summary; exit status 1 on a clear error."""
+    """Convert, verify, print a one-paragraph summary (errors: ``CheckpointError``, exit 1)."""
     if args.backbone_only:
         if not args.preset:
-            print('error: --backbone-only needs --preset (the backbone to map the file onto)')
-            return 1
-        try:
-            report = convert_pretrained_backbone(args.input, args.output, args.preset,
-                                                 allow_pickle=args.allow_pickle)
-        except (CheckpointError, KeyError) as err:
-            print(f'error: {err}')
-            return 1
+            raise UsageError('--backbone-only needs --preset (the backbone to map the file onto)')
+        report = convert_pretrained_backbone(args.input, args.output, args.preset,
+                                             allow_pickle=args.allow_pickle)
         print(f'converted backbone {args.input} -> {args.output}: preset {report["preset"]}, '
               f'{report["num_keys"]} backbone tensors loaded strictly, {len(report["ignored"])} other '
               f'keys ignored' + (f' (e.g. {", ".join(report["ignored"][:3])})' if report['ignored'] else ''))
         return 0
-    try:
-        report = convert_official_checkpoint(args.input, args.output, args.preset,
-                                             allow_pickle=args.allow_pickle, verify=not args.no_verify)
-    except (CheckpointError, KeyError) as err:
-        print(f'error: {err}')
-        return 1
+    report = convert_official_checkpoint(args.input, args.output, args.preset,
+                                         allow_pickle=args.allow_pickle, verify=not args.no_verify)
     print(f'converted {args.input} -> {args.output}: preset {report["preset"]}, '
           f'{report["num_keys"]} tensors ({report["num_elements"]:,} values), '
           f'box convention {report["box_convention"]}'
