@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-core test-ros2 venv clean
+.PHONY: demo demo-model test test-core test-ros2 venv clean
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,12 @@ $(VENV)/.installed: setup.py
 
 demo: venv
 	$(BIN)/sparsebev demo
+
+# retrain the bundled demo model (docs/demo_model.md: about 40 min on 2 CPU cores)
+demo-model: venv
+	$(BIN)/python -m sparsebev_cli.demo.train_model --data data/synthetic_train \
+	    --work-dir work_dirs/demo_model --epochs 20 --threads 2 \
+	    --export sparsebev_core/weights/tiny_synthetic.pth
 
 test: test-core test-ros2
 
