@@ -74,20 +74,18 @@ def load_model(preset_or_config: str | ModelConfig, checkpoint: str | None = Non
     from .model.detector import build_model
 
     cfg = model_config(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
-    model = build_model(cfg)
     checkpoint = checkpoint or (bundled_checkpoint(cfg.name) if use_bundled else None)
-    if checkpoint:
-        load_checkpoint(model, checkpoint)
-    elif random_weights_ok:
-        pass
-    elif cfg.name in RANDOM_WEIGHTS_PRESETS:
+    if not checkpoint and not random_weights_ok:
+        if cfg.name not in RANDOM_WEIGHTS_PRESETS:
+            raise MissingCheckpointError(
+                f"a checkpoint is required for preset '{cfg.name}' (--checkpoint, or the node's "
+                "'checkpoint' parameter): an official SparseBEV .pth or one converted with "
+                '`sparsebev convert-checkpoint`')
         log(f"no checkpoint and no bundled weights in {WEIGHTS_DIR} for preset '{cfg.name}': "
             'the model has random weights and its boxes mean nothing')
-    else:
-        raise MissingCheckpointError(
-            f"a checkpoint is required for preset '{cfg.name}' (--checkpoint, or the node's "
-            "'checkpoint' parameter): an official SparseBEV .pth or one converted with "
-            '`sparsebev convert-checkpoint`')
+    model = build_model(cfg)
+    if checkpoint:
+        load_checkpoint(model, checkpoint)
     return LoadedModel(model, cfg, checkpoint)
 
 
