@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from ..geometry import CLASS_NAMES, rot_to_quat
 from ..runtime_env import dist_info_from_env, finish_distributed, init_distributed, resolve_device
 
@@ -306,9 +307,9 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
     from ..data.infos import resolve_split
 
     if mode not in ('online', 'offline'):
-        raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+        raise InputError(f"mode must be 'online' or 'offline', got {mode!r}")
     if mode == 'online' and cfg.num_future_frames > 0:
-        raise ValueError(f'preset {cfg.name!r} looks at future frames, which a feature cache '
+        raise InputError(f'preset {cfg.name!r} looks at future frames, which a feature cache '
                          f'cannot provide: evaluate it with --mode offline')
     eval_set = resolve_split(version, split)
     infos = build_dataset(cfg, data_root, version=version, split=eval_set, training=False,

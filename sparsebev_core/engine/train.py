@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import ModelConfig
+from ..errors import InputError
 from ..runtime_env import DistInfo, finish_distributed, init_distributed, resolve_device
 from .checkpointing import (LATEST, SigtermFlag, TrainPosition, atomic_save,
                             load_training_state, rng_state, save_training_state)
@@ -36,6 +37,10 @@ from .losses import SparseBEVLoss
 from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
 
 FINAL_WEIGHTS = 'model_final.pth'
+
+
+class PretrainNotFoundError(InputError, FileNotFoundError):
+    """The backbone pretrain file the preset (or --pretrained) names is not there."""
 
 
 # ----------------------------------------------------------------------------- processes
@@ -46,7 +51,7 @@ FINAL_WEIGHTS = 'model_final.pth'
 def per_process_batch_size(total: int, world_size: int) -> int:
     """The official split of the total batch over processes; at least one sample each."""
     if total // world_size < 1:
-        raise ValueError(f'total batch size {total} cannot be split over {world_size} processes '
+        raise InputError(f'total batch size {total} cannot be split over {world_size} processes '
                          '(each needs >= 1 sample): raise --batch-size or use fewer processes')
     return total // world_size
 
@@ -244,7 +249,7 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
                                               rank=info.rank)
         for key in ('preset', 'world_size', 'total_batch_size', 'epochs', 'seed'):
             if key in saved and saved[key] != meta[key]:
-                raise ValueError(f'{resume_path} was written by a run with {key}={saved[key]!r}; '
+                raise InputError(f'{resume_path} was written by a run with {key}={saved[key]!r}; '
                                  f'this run has {key}={meta[key]!r}. An exact resume needs the '
                                  f'same preset, processes, total batch, epochs and seed')
 
@@ -391,7 +396,7 @@ def load_backbone_pretrain(model: torch.nn.Module, cfg: ModelConfig, pretrained:
     if not path or path == 'none':
         return ''
     if not Path(path).is_file():
-        raise FileNotFoundError(
+        raise PretrainNotFoundError(
             f'backbone pretrain file {path} not found: download the official pretrain checkpoint '
             f"(see README 'Train and evaluate on nuScenes') or pass --pretrained none to train "
             'from scratch')
