@@ -168,7 +168,7 @@ def evaluate_samples(nusc, results: dict[str, list[dict]], out_dir: str | Path) 
         """``DetectionEval.evaluate()`` on given, already filtered boxes (its constructor
         loads whole splits, which is what this avoids)."""
 
-        def __init__(self, config, gt_boxes, pred_boxes) -> None:  # noqa: D107 (no super())
+        def __init__(self, config, gt_boxes, pred_boxes) -> None:   # no super().__init__()
             self.nusc, self.cfg, self.verbose, self.output_dir = nusc, config, False, str(out_dir)
             self.gt_boxes, self.pred_boxes = gt_boxes, pred_boxes
             self.sample_tokens = gt_boxes.sample_tokens
