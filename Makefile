@@ -9,7 +9,7 @@ MMDET3D_SPEC ?= mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmdet3d==1.4.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-core test-ros2 venv clean
+.PHONY: demo demo-model test test-core test-ros2 venv clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ $(VENV)/.installed: setup.py
 
 demo: venv
 	$(BIN)/sparsebev demo
+
+# retrain the bundled demo model (docs/demo_model.md: about 40 min on 2 CPU cores)
+demo-model: venv
+	$(BIN)/python -m sparsebev_cli.demo.train_model --data data/synthetic_train \
+	    --work-dir work_dirs/demo_model --epochs 20 --threads 2 \
+	    --export sparsebev_core/weights/tiny_synthetic.pth
 
 test: test-core test-ros2
 

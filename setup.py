@@ -1,4 +1,5 @@
-"""Build script: an ament_python ROS 2 package that also installs the ROS-free sparsebev_core.
+"""Build script: an ament_python ROS 2 package that also installs the ROS-free sparsebev_core
+and the sparsebev_cli layer above both (the ``sparsebev`` command and the demo).
 
 ``colcon build`` on a ROS machine and ``pip install -e .`` on a plain one both use this file.
 The CUDA sampling extension is added by ``sparsebev_core/csrc/build_ext.py`` when a CUDA
@@ -24,7 +25,8 @@ def cuda_extension_kwargs():
 setup(
     name=PACKAGE,
     version='0.1.0',
-    packages=find_packages(include=['sparsebev_core', 'sparsebev_core.*', 'sparsebev_ros', 'sparsebev_ros.*']),
+    packages=find_packages(include=['sparsebev_core', 'sparsebev_core.*', 'sparsebev_ros', 'sparsebev_ros.*',
+                                    'sparsebev_cli', 'sparsebev_cli.*']),
     package_data={'sparsebev_core': ['csrc/*.cu', 'csrc/*.cpp', 'csrc/*.h', 'weights/*.pth'],
                   'sparsebev_ros': ['msg/*.msg', 'msg/autoware_perception_msgs/*.msg']},
     data_files=[
@@ -62,7 +64,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'sparsebev = sparsebev_core.cli:main',
+            'sparsebev = sparsebev_cli.cli:main',
             'detector_node = sparsebev_ros.node:main',
         ],
     },

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from .config import ModelConfig
+from .errors import InputError, UsageError
 from .model.backbones.dispatch import backbone_kind
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ CURRENT_VERSION = 'v1.0.0'
 FORMAT_NAME = 'sparsebev_ros.checkpoint/1'
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(InputError):
     """A checkpoint file cannot be read or does not describe a SparseBEV model."""
 
 
@@ -347,46 +348,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Convert, verify, print a one-paragraph summary; exit status 1 on a clear error."""
-    if getattr(args, 'config', None):
-        from .errors import SparseBEVError
+    """Convert, verify, print a one-paragraph summary (errors: ``CheckpointError``, exit 1)."""
+    if args.config:
         from .official_config import resolve_model_config
-        try:
-            args.preset = resolve_model_config(args.preset, args.config)
-        except SparseBEVError as err:
-            print(f'error: {err}')
-            return err.exit_code
-    if getattr(args, 'to', 'ours') == 'official':
-        try:
-            report = export_official_checkpoint(args.input, args.output, args.preset,
-                                                allow_pickle=args.allow_pickle)
-        except (CheckpointError, KeyError) as err:
-            print(f'error: {err}')
-            return 1
+        args.preset = resolve_model_config(args.preset, args.config)
+    if args.to == 'official':
+        report = export_official_checkpoint(args.input, args.output, args.preset,
+                                            allow_pickle=args.allow_pickle)
         print(f'wrote {args.output} for the official code: preset {report["preset"]}, '
               f'{report["num_keys"]} tensors ({report["num_elements"]:,} values), box convention '
               f'{report["box_convention"]}, verified: loads strictly into the model first')
         return 0
     if args.backbone_only:
         if not args.preset:
-            print('error: --backbone-only needs --preset (the backbone to map the file onto)')
-            return 1
-        try:
-            report = convert_pretrained_backbone(args.input, args.output, args.preset,
-                                                 allow_pickle=args.allow_pickle)
-        except (CheckpointError, KeyError) as err:
-            print(f'error: {err}')
-            return 1
+            raise UsageError('--backbone-only needs --preset (the backbone to map the file onto)')
+        report = convert_pretrained_backbone(args.input, args.output, args.preset,
+                                             allow_pickle=args.allow_pickle)
         print(f'converted backbone {args.input} -> {args.output}: preset {report["preset"]}, '
               f'{report["num_keys"]} backbone tensors loaded strictly, {len(report["ignored"])} other '
               f'keys ignored' + (f' (e.g. {", ".join(report["ignored"][:3])})' if report['ignored'] else ''))
         return 0
-    try:
-        report = convert_official_checkpoint(args.input, args.output, args.preset,
-                                             allow_pickle=args.allow_pickle, verify=not args.no_verify)
-    except (CheckpointError, KeyError) as err:
-        print(f'error: {err}')
-        return 1
+    report = convert_official_checkpoint(args.input, args.output, args.preset,
+                                         allow_pickle=args.allow_pickle, verify=not args.no_verify)
     print(f'converted {args.input} -> {args.output}: preset {report["preset"]}, '
           f'{report["num_keys"]} tensors ({report["num_elements"]:,} values), '
           f'box convention {report["box_convention"]}'

@@ -11,7 +11,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .errors import InputError
 from .geometry import CAMERA_NAMES, CLASS_NAMES
+
+
+class InvalidFrameError(InputError):
+    """A ``Frame`` whose poses, intrinsics, stamps or images cannot be used (raised by
+    ``StreamingDetector.step``; the ROS pipeline skips such a frame by this type)."""
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import InputError
 from .geometry import image_transform_matrix, test_time_image_transform
 
 ResizeMethod = Literal['pil', 'torch', 'cv2']
@@ -35,7 +36,7 @@ _JPEG_MAGIC = b'\xff\xd8'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InputError):
     """Raised when encoded image bytes cannot be decoded into an RGB image."""
 
 

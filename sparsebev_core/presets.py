@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .config import FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig
+from .errors import InputError
 from .frame_layout import needs_future_frames
 from .model.backbones.eva02 import EVA02Config
 from .model.backbones.vovnet import VoVNetConfig
@@ -155,10 +156,18 @@ FUTURE_PRESET_NAMES: tuple[str, ...] = tuple(
     n for n in PRESET_NAMES if needs_future_frames(_PRESETS[n]()))
 
 
+class UnknownPresetError(InputError, KeyError):
+    """A preset name that is not in ``PRESET_NAMES`` (a ``KeyError`` too, as before)."""
+
+    def __str__(self) -> str:           # KeyError would quote the message
+        return str(self.args[0]) if self.args else ''
+
+
 def get_preset(name: str) -> ModelConfig:
     """A fresh ``ModelConfig`` for preset ``name`` (see ``PRESET_NAMES``)."""
     try:
         factory = _PRESETS[name]
     except KeyError:
-        raise KeyError(f'unknown preset {name!r}; choose one of: {", ".join(PRESET_NAMES)}') from None
+        raise UnknownPresetError(f'unknown preset {name!r}; choose one of: '
+                                 f'{", ".join(PRESET_NAMES)}') from None
     return factory()

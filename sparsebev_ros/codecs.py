@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import (make_transform, quat_to_rot, quat_wxyz_to_xyzw,
                                      quat_xyzw_to_wxyz, rot_to_quat)
+from sparsebev_core.image import ImageDecodeError  # the one decode error, re-exported here
 
 
-class CodecError(ValueError):
+class CodecError(InputError):
     """A message cannot be turned into what we need; ``reason`` is a short machine key."""
     reason = 'codec_error'
 
@@ -24,14 +26,13 @@ class UnsupportedEncodingError(CodecError):
     reason = 'unsupported_encoding'
 
 
-class ImageDecodeError(CodecError):
-    """Corrupt or truncated image data."""
-    reason = 'decode_error'
-
-
 class CameraInfoError(CodecError):
     """CameraInfo without usable intrinsics (all zeros, singular)."""
     reason = 'zero_camera_info'
+
+
+# every error a message can cause on its way to numpy (catch these, by type, around decoding)
+CODEC_ERRORS: tuple[type[Exception], ...] = (CodecError, ImageDecodeError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,11 +115,8 @@ def image_to_rgb(msg: Any) -> np.ndarray:
 
 def _decode_bytes(data: bytes) -> np.ndarray:
     """JPEG/PNG bytes -> (H, W, 3) uint8 RGB with the core decoder (the official pixels)."""
-    from sparsebev_core.image import ImageDecodeError as CoreDecodeError, decode_image
-    try:
-        return decode_image(data)
-    except CoreDecodeError as exc:
-        raise ImageDecodeError(str(exc)) from None
+    from sparsebev_core.image import decode_image
+    return decode_image(data)
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:

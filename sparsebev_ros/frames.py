@@ -177,7 +177,7 @@ class FrameAssembler:
                 rgb = codecs.to_rgb(images[i])
             except codecs.UnsupportedEncodingError as exc:
                 return Skip(UNSUPPORTED_ENCODING, str(exc), name)
-            except codecs.CodecError as exc:
+            except codecs.CODEC_ERRORS as exc:
                 return Skip(DECODE_ERROR, str(exc), name)
             info_hw = codecs.camera_info_size(self.camera_infos[i])
             if info_hw != (0, 0) and info_hw != rgb.shape[:2]:

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import CAMERA_NAMES
 
 from .codecs import matrix_to_translation_quat
@@ -28,6 +29,10 @@ from .messages import RosbagsMessages, header, ros2_typestore
 from .params import defaults, transport_topic
 
 STORAGES = ('sqlite3', 'mcap')
+
+
+class BagExistsError(InputError, FileExistsError):
+    """The output bag folder exists already (nothing is overwritten)."""
 
 
 def _qos(durability: str, depth: int) -> Any:
@@ -47,7 +52,7 @@ def open_writer(path: str | Path, storage: str = 'sqlite3') -> Any:
         raise ValueError(f"unknown storage '{storage}'; use one of {', '.join(STORAGES)}")
     path = Path(path)
     if path.exists():
-        raise FileExistsError(f'output bag {path} already exists; remove it or choose another name')
+        raise BagExistsError(f'output bag {path} already exists; remove it or choose another name')
     writer = Writer(path, version=9, storage_plugin=StoragePlugin.SQLITE3 if storage == 'sqlite3'
                     else StoragePlugin.MCAP)
     writer.open()
@@ -165,11 +170,8 @@ def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 
                 max_seconds: float | None = None) -> dict[str, int]:
     """Write one scene as a rosbag2 (see module docstring); returns message counts per kind."""
     from tqdm import tqdm
-    scenes = {s['name']: s for s in nusc.scene}
-    if scene_name not in scenes:
-        raise SystemExit(f"scene '{scene_name}' is not in {nusc.version} at {nusc.dataroot}; "
-                         f"scenes: {', '.join(sorted(scenes))}")
-    scene = scenes[scene_name]
+    from sparsebev_core.data.infos import scene_by_name
+    scene = scene_by_name(nusc, scene_name)
     channels = list(CAMERA_NAMES) + ['LIDAR_TOP']
     per_channel = {ch: scene_sample_data(nusc, scene, ch) for ch in channels}
     start_ns = min(r[0]['timestamp'] for r in per_channel.values() if r) * 1000
@@ -227,8 +229,9 @@ def main(args: argparse.Namespace) -> int:
     from nuscenes.nuscenes import NuScenes
     root = Path(args.root)
     if not (root / args.version).is_dir():
-        raise SystemExit(f'{root / args.version} does not exist: --root must hold the '
-                         f'{args.version} tables (make one with `sparsebev make-synthetic`)')
+        from sparsebev_core.data.infos import TablesNotFoundError
+        raise TablesNotFoundError(f'{root / args.version} does not exist: --root must hold the '
+                                  f'{args.version} tables (make one with `sparsebev make-synthetic`)')
     nusc = NuScenes(version=args.version, dataroot=str(root), verbose=False)
     counts = write_scene(nusc, args.scene, args.out_bag, args.storage, args.world_frame,
                          args.base_frame, max_seconds=args.max_seconds)

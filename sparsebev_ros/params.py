@@ -413,5 +413,18 @@ def declarations() -> list[tuple[str, Any, str]]:
     return [(p.name, _copy_default(p.default), p.description) for p in PARAMS]
 
 
-if __name__ == '__main__':  # python -m sparsebev_ros.params  -> the README table
+# --------------------------------------------------------------------------------------------
+# command line: `sparsebev params-table` / `python -m sparsebev_ros.params`
+# --------------------------------------------------------------------------------------------
+def add_arguments(parser: Any) -> None:
+    """``sparsebev params-table`` has no options."""
+
+
+def main(args: Any = None) -> int:
+    """Print the README parameter table."""
     print(markdown_table(), end='')
+    return 0
+
+
+if __name__ == '__main__':  # python -m sparsebev_ros.params  -> the README table
+    main()

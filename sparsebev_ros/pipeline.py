@@ -22,7 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from sparsebev_core import resets
-from sparsebev_core.frame import Detections, Frame
+from sparsebev_core.frame import Detections, Frame, InvalidFrameError
 from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, bottom_to_gravity_center,
                                      gravity_to_bottom_center, transform_boxes)
 
@@ -181,7 +181,7 @@ class Pipeline:
         t2 = time.perf_counter()
         try:
             detections = self.detector.step(frame)
-        except ValueError as exc:                 # StreamingDetector's InvalidFrameError
+        except (InvalidFrameError, *codecs.CODEC_ERRORS) as exc:   # by type: a bug must surface
             self.reset(resets.INVALID_FRAME)
             return self._skip(Skip(resets.INVALID_FRAME, f'the detector refused the frame: {exc}'))
         t3 = time.perf_counter()
@@ -232,47 +232,14 @@ class Pipeline:
 # --------------------------------------------------------------------------------------------
 # the real detector from parameters
 # --------------------------------------------------------------------------------------------
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available else 'cpu'; 'cuda*' without CUDA -> ParameterError."""
-    import torch
-    if device == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise ParameterError(f"parameter 'device' is '{device}' but torch sees no CUDA device; "
-                             "use 'cpu' or 'auto'")
-    return device
-
-
-def bundled_checkpoint(preset: str) -> str | None:
-    """Path of the demo weights shipped in ``sparsebev_core/weights`` for ``preset``, if any."""
-    from pathlib import Path
-    import sparsebev_core
-    folder = Path(sparsebev_core.__file__).with_name('weights')
-    files = sorted(folder.glob(f'{preset}*.pth')) if folder.is_dir() else []
-    return str(files[0]) if files else None
-
-
-def build_detector(params: DetectorParams, log: Callable[[str], None] = print) -> Any:
-    """``StreamingDetector`` for the preset / checkpoint / device / precision parameters."""
-    from sparsebev_core.checkpoint import load_checkpoint
-    from sparsebev_core.model.detector import build_model
-    from sparsebev_core.model.streaming import StreamingDetector
-    from sparsebev_core.presets import get_preset
-
-    cfg = get_preset(params.preset)
-    model = build_model(cfg)
-    checkpoint = params.checkpoint or bundled_checkpoint(params.preset)
-    if checkpoint:
-        load_checkpoint(model, checkpoint)
-    elif params.preset == 'tiny':
-        log("no checkpoint and no bundled weights for preset 'tiny': using random weights "
-            '(boxes will be meaningless)')
-    else:
-        raise ParameterError(f"parameter 'checkpoint' is required for preset '{params.preset}' "
-                             '(an official SparseBEV .pth or one converted with '
-                             '`sparsebev convert-checkpoint`)')
-    return StreamingDetector(model, cfg, device=resolve_device(params.device),
-                             history_spacing=params.history_spacing,
-                             max_time_gap=params.max_time_gap,
-                             score_threshold=params.score_threshold,
-                             max_detections=params.max_detections, precision=params.precision)
+def build_detector(params: DetectorParams, log: Callable[[str], None] = print,
+                   model_config: Any = None) -> Any:
+    """``StreamingDetector`` for the preset / checkpoint / device / precision parameters
+    (``sparsebev_core.loading.load_detector``); ``model_config`` (a ``ModelConfig``, e.g. from
+    an official config file) replaces the ``preset`` parameter."""
+    from sparsebev_core.loading import load_detector
+    return load_detector(model_config or params.preset, params.checkpoint or None, params.device,
+                         log=log, history_spacing=params.history_spacing,
+                         max_time_gap=params.max_time_gap,
+                         score_threshold=params.score_threshold,
+                         max_detections=params.max_detections, precision=params.precision)

@@ -19,17 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from sparsebev_core.errors import InputError, UsageError
 from sparsebev_core.geometry import CAMERA_NAMES
 
 from .codecs import header_stamp_ns
 from .frames import tf_buffer_lookup
 from .messages import RosbagsMessages, ros2_typestore
-from .nuscenes_bag import STORAGES, open_writer
+from .nuscenes_bag import STORAGES, BagExistsError, open_writer
 from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, as_dict, defaults, load_yaml,
                      validate)
 from .pipeline import Pipeline, PipelineResult, PipelineStats
 from .sync import ApproximateTimeSynchronizer
 from .tf_buffer import TfBuffer
+
+
+class BagNotFoundError(InputError, FileNotFoundError):
+    """The input bag does not exist."""
 
 
 @dataclass
@@ -107,7 +112,7 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
     t_start = time.perf_counter()
     in_path = Path(in_bag)
     if not in_path.exists():
-        raise SystemExit(f'input bag {in_path} does not exist')
+        raise BagNotFoundError(f'input bag {in_path} does not exist')
     store = ros2_typestore(distro)
     tf = TfBuffer()
     pipeline = Pipeline(params, detector, tf_buffer_lookup(tf), RosbagsMessages(store), log=log)
@@ -203,13 +208,17 @@ def _copy_connections(reader: Any, writer: Any, store: Any) -> dict[str, Any]:
 # command line
 # --------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``sparsebev replay``."""
+    from sparsebev_core.cli_common import add_model_arguments
     parser.add_argument('in_bag', help='input rosbag2 folder (sqlite3 or MCAP)')
     parser.add_argument('out_bag', help='output rosbag2 folder (must not exist)')
     parser.add_argument('--params', default=None,
                         help='ROS 2 parameter YAML (/**: ros__parameters:), e.g. config/detector.yaml')
-    parser.add_argument('--checkpoint', default=None, help='overrides the checkpoint parameter')
-    parser.add_argument('--preset', default=None, help='overrides the preset parameter')
-    parser.add_argument('--device', default=None, help='overrides the device parameter')
+    add_model_arguments(parser, None, checkpoint_help='overrides the checkpoint parameter',
+                        preset_help='overrides the preset parameter')
+    parser.add_argument('--device', default=None,
+                        help="overrides the device parameter (whose default is 'auto'): "
+                             "'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='override one parameter (YAML value), as `ros2 run --ros-args -p`')
     parser.add_argument('--storage', choices=STORAGES, default='sqlite3', help='output storage')
@@ -227,25 +236,25 @@ def params_from_args(args: argparse.Namespace) -> DetectorParams:
             values[name] = getattr(args, name)
     for item in args.param:
         if ':=' not in item:
-            raise SystemExit(f"-p expects NAME:=VALUE, got '{item}'")
+            raise UsageError(f"-p expects NAME:=VALUE, got '{item}'")
         name, text = item.split(':=', 1)
         values[name.strip()] = yaml.safe_load(text)
     return validate(values)
 
 
 def main(args: argparse.Namespace) -> int:
-    from .params import ParameterError
+    """Replay the bag; exit code 1 when frames synced but none was published."""
+    from sparsebev_core.loading import model_config
     from .pipeline import build_detector
     if not Path(args.in_bag).exists():
-        raise SystemExit(f'input bag {args.in_bag} does not exist')
+        raise BagNotFoundError(f'input bag {args.in_bag} does not exist')
     if Path(args.out_bag).exists():
-        raise SystemExit(f'output bag {args.out_bag} already exists; remove it or choose another name')
-    try:
-        params = params_from_args(args)
-        detector = build_detector(params, log=lambda text: print(f'warning: {text}', file=sys.stderr))
-    except ParameterError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
+        raise BagExistsError(f'output bag {args.out_bag} already exists; remove it or choose '
+                             'another name')
+    params = params_from_args(args)
+    official = model_config(config_file=args.config) if args.config else None
+    detector = build_detector(params, log=lambda text: print(f'warning: {text}', file=sys.stderr),
+                              model_config=official)
     report = replay(args.in_bag, args.out_bag, params, detector, storage=args.storage,
                     progress=not args.no_progress, distro=args.distro,
                     log=lambda text: print(f'warning: {text}', file=sys.stderr))

@@ -283,7 +283,8 @@ def test_eva02_pretrain_loads_trunk_and_pyramid_and_skips_rope_tables():
 
 def test_convert_checkpoint_backbone_only_maps_a_dd3d_file(tmp_path, monkeypatch, capsys):
     """``sparsebev convert-checkpoint --backbone-only``: DD3D layout in, ``img_backbone.*`` out."""
-    from sparsebev_core import cli, presets
+    from sparsebev_cli import cli
+    from sparsebev_core import presets
     cfg = tiny_preset_with('vovnet')
     cfg.name = 'tiny_vovnet'
     monkeypatch.setitem(presets._PRESETS, 'tiny_vovnet', lambda: tiny_preset_with('vovnet'))
@@ -304,4 +305,5 @@ def test_convert_checkpoint_backbone_only_maps_a_dd3d_file(tmp_path, monkeypatch
         assert torch.equal(model.img_backbone.state_dict()[k], v), k
     # a file for another backbone is refused with the key report
     assert cli.main(['convert-checkpoint', str(src), str(out), '--backbone-only', '--preset', 'tiny']) == 1
-    assert 'missing keys' in capsys.readouterr().out
+    err = capsys.readouterr().err              # one error line, exit code 1 (bad input)
+    assert 'missing keys' in err and err.startswith('sparsebev convert-checkpoint: error:')

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsebev_core import cli
+from sparsebev_cli import cli
 from sparsebev_core.checkpoint import (CheckpointError, CheckpointMismatchError, guess_preset,
                                        load_checkpoint, load_pretrained_backbone)
 from sparsebev_core.errors import InputError
@@ -168,7 +168,7 @@ def test_convert_checkpoint_cli_reports_a_preset_mismatch(tmp_path, tiny_state, 
     torch.save(dict(state_dict=tiny_state), src)
     assert cli.main(['convert-checkpoint', str(src), str(tmp_path / 'out.pth'),
                      '--preset', 'r50_nuimg_704x256']) == 1
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert 'missing keys' in out and 'wrongly shaped keys' in out
     assert not (tmp_path / 'out.pth').exists()
 

@@ -5,13 +5,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparsebev_core import demo
+from sparsebev_cli.demo import command as demo
+from sparsebev_core.data.infos import detection_ground_truth
+from sparsebev_core.errors import UsageError
+from sparsebev_core.loading import bundled_checkpoint
 from sparsebev_core.engine.evaluate import class_ranges
 from sparsebev_core.geometry import (CLASS_NAMES, gravity_to_bottom_center, invert_transform,
                                      transform_boxes, transform_from_quat)
 
 KEYFRAMES = 4                       # 2 Hz: a 1.5 s scene, 19 camera frames at 12 Hz
-BUNDLED_WEIGHTS = demo.bundled_checkpoint('tiny')
+BUNDLED_WEIGHTS = bundled_checkpoint('tiny')
 # mAP on this reduced unseen scene (demo seed, 4 keyframes), measured 2026-11-21: the shipped
 # tiny_synthetic.pth (20 epochs) reaches 0.184 (the earlier 10-epoch model 0.086); random
 # weights 0.000. The bound is about half of it: room for CPU / library numeric differences,
@@ -22,8 +25,8 @@ MIN_BUNDLED_MAP = 0.09
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('demo') / 'demo_output'
-    report = demo.run_demo(out, keyframes=KEYFRAMES, device='cpu', progress=False,
-                           log=lambda text: None)
+    options = demo.DemoOptions(out_dir=out, keyframes=KEYFRAMES, device='cpu', progress=False)
+    report = demo.run_demo(options, log=lambda text: None)
     return report
 
 
@@ -79,7 +82,7 @@ def test_ground_truth_fed_back_as_predictions_scores_perfectly(demo_run):
         k.frame = type('PoseOnly', (), dict(
             T_world_ego=transform_from_quat(pose['rotation'], pose['translation']),
             T_ego_model=transform_from_quat(calib['rotation'], calib['translation'])))()
-        gt_world, labels = demo.ground_truth_boxes(nusc, k.sample_token)
+        gt_world, labels = detection_ground_truth(nusc, k.sample_token)
         T_model_world = invert_transform(k.frame.T_world_ego @ k.frame.T_ego_model)
         k.boxes = gravity_to_bottom_center(transform_boxes(gt_world, T_model_world))
         k.scores, k.labels = np.linspace(0.9, 0.5, len(labels)), labels
@@ -103,7 +106,7 @@ def test_ground_truth_fed_back_as_predictions_scores_perfectly(demo_run):
 def test_demo_command_runs_on_a_nuscenes_root(demo_run, tmp_path, capsys):
     """The real-data path (``--nuscenes ROOT --scene NAME``) on the demo's nuScenes-format
     dataset, first second only, through the ``sparsebev`` command line."""
-    from sparsebev_core.cli import main
+    from sparsebev_cli.cli import main
     out = tmp_path / 'real'
     code = main(['demo', '--nuscenes', str(demo_run.out_dir / 'dataset'), '--scene', demo_run.scene,
                  '--max-seconds', '0.6', '--out', str(out), '--device', 'cpu', '--no-progress',
@@ -115,13 +118,13 @@ def test_demo_command_runs_on_a_nuscenes_root(demo_run, tmp_path, capsys):
     assert (out / 'summary.txt').read_text().startswith(f'SparseBEV demo on {demo_run.scene}')
     assert sorted(p.name for p in (out / 'keyframes').iterdir()) == ['keyframe_00.png', 'keyframe_01.png']
     assert not (out / 'dataset').exists() and not (out / 'keyframes.gif').exists()
-    with pytest.raises(SystemExit, match='--scene is required'):
-        demo.run_demo(out, nuscenes_root=str(demo_run.out_dir / 'dataset'), progress=False)
+    with pytest.raises(UsageError, match='--scene is required'):
+        demo.run_demo(out_dir=out, nuscenes_root=str(demo_run.out_dir / 'dataset'), progress=False)
 
 
 def test_bundled_model_detects_objects_in_the_unseen_scene(demo_run):
     if BUNDLED_WEIGHTS is None:
         pytest.skip('no bundled tiny weights in sparsebev_core/weights yet (made by '
-                    'bench/train_synthetic.py); the demo runs with random weights')
+                    'python -m sparsebev_cli.demo.train_model); the demo runs with random weights')
     assert demo_run.metrics['mean_ap'] >= MIN_BUNDLED_MAP
     assert demo_run.metrics['nd_score'] > demo_run.metrics['mean_ap'] * 0.5

@@ -8,7 +8,7 @@ import pytest
 import torch
 from nuscenes import NuScenes
 
-from sparsebev_core import cli
+from sparsebev_cli import cli
 from sparsebev_core.data.dataset import build_dataset
 from sparsebev_core.data.synthetic import make_synthetic
 from sparsebev_core.engine import evaluate as ev
@@ -163,7 +163,7 @@ def test_eval_under_torchrun_gathers_the_same_results(single_process_eval, confi
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(repo))
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-           '-m', 'sparsebev_core.cli'] + _eval_args(confident_checkpoint, root, tmp_path)
+           '-m', 'sparsebev_cli.cli'] + _eval_args(confident_checkpoint, root, tmp_path)
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((tmp_path / 'metrics_summary.json').read_text())

@@ -6,7 +6,7 @@ import pytest
 from nuscenes import NuScenes
 from pyquaternion import Quaternion
 
-from sparsebev_core import cli
+from sparsebev_cli import cli
 from sparsebev_core.data import infos as infos_mod
 from sparsebev_core.data.synthetic import make_synthetic
 from sparsebev_core.geometry import CAMERA_NAMES, CLASS_NAMES

@@ -30,7 +30,13 @@ def test_set_backend_rejects_unknown_and_missing_cuda():
     with pytest.raises(ValueError):
         ops.set_backend('tensorrt')
     if 'cuda' not in ops.available_backends():
-        with pytest.raises(RuntimeError, match='build'):
+        with pytest.raises(RuntimeError, match='build') as err:
             ops.set_backend('cuda')
+        # the real reason the extension did not load is in the message, and the type is the
+        # missing-dependency one the CLI maps to exit code 1
+        from sparsebev_core.ops import cuda_backend
+        from sparsebev_core.errors import MissingDependencyError
+        assert cuda_backend.LOAD_ERROR and cuda_backend.LOAD_ERROR in str(err.value)
+        assert isinstance(err.value, MissingDependencyError)
     assert ops.get_backend() == 'auto'
     assert ops.resolve_backend(torch.zeros(1, 1, 1, 3)) == 'torch'

@@ -10,6 +10,7 @@ import pytest
 from ros_scene import (CAMERA_OFFSET_NS, FRAME_PERIOD_NS, HEIGHT, K, WIDTH, PerfectDriveDetector,
                        T_ego_cam, T_world_ego, camera_stamp, jpeg, truth_in)
 from sparsebev_core import resets
+from sparsebev_core.frame import InvalidFrameError
 from sparsebev_core.geometry import CAMERA_NAMES, invert_transform, nuscenes_lidar_to_ego
 from sparsebev_core.model.streaming import InvalidFrameError
 from sparsebev_ros.codecs import matrix_to_translation_quat
@@ -305,8 +306,22 @@ def test_stamp_and_frame_of_outputs_are_the_anchor_stamp():
 def test_frame_the_detector_refuses_is_skipped_and_memory_reset():
     class Refusing(PerfectDriveDetector):
         def step(self, frame):
-            raise ValueError('T_world_ego is not a rigid transform')
+            raise InvalidFrameError('T_world_ego is not a rigid transform')
     pipe, det = pipeline(detector=Refusing())
     out = pipe.process(frame_images(0))
     assert isinstance(out, Skip) and out.reason == 'invalid_frame' and 'rigid' in out.detail
     assert det.resets == ['invalid_frame'] and pipe.stats.published == 0
+
+
+@pytest.mark.parametrize('bug', [ValueError('cannot reshape array of size 6 into shape (4,4)'),
+                                 RuntimeError('shape mismatch in the head')])
+def test_a_detector_bug_surfaces_instead_of_skipping_the_frame(bug):
+    """Only InvalidFrameError / codec errors mean "bad frame"; a preset or shape bug (a plain
+    ValueError too) must not be counted as an invalid frame, frame after frame."""
+    class Buggy(PerfectDriveDetector):
+        def step(self, frame):
+            raise bug
+    pipe, det = pipeline(detector=Buggy())
+    with pytest.raises(type(bug), match=str(bug).split()[0]):
+        pipe.process(frame_images(0))
+    assert pipe.stats.skipped['invalid_frame'] == 0 and 'invalid_frame' not in det.resets

@@ -259,7 +259,7 @@ def test_synthetic_scene_bag_detections_land_on_ground_truth(tmp_path, synthetic
 def test_cli_replay_runs_the_tiny_model_end_to_end(tmp_path, capsys):
     """The real SparseBEV tiny preset (random weights: boxes are meaningless, only the plumbing
     is checked) through `sparsebev replay`."""
-    from sparsebev_core.cli import main
+    from sparsebev_cli.cli import main
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=3)
     rc = main(['replay', bag.path, str(tmp_path / 'out'), '--preset', 'tiny', '--device', 'cpu',
                '-p', 'score_threshold:=0.0', '-p', 'max_detections:=5', '--no-progress',
@@ -272,7 +272,7 @@ def test_cli_replay_runs_the_tiny_model_end_to_end(tmp_path, capsys):
 
 
 def test_cli_nuscenes_to_bag_writes_the_node_topics(tmp_path, synthetic, capsys):
-    from sparsebev_core.cli import main
+    from sparsebev_cli.cli import main
     scene = synthetic.scene[0]['name']
     rc = main(['nuscenes-to-bag', '--root', synthetic.dataroot, '--scene', scene,
                str(tmp_path / 'bag'), '--storage', 'mcap'])
@@ -289,17 +289,30 @@ def test_cli_nuscenes_to_bag_writes_the_node_topics(tmp_path, synthetic, capsys)
     with AnyReader([tmp_path / 'bag']) as reader:
         qos = [c.ext.offered_qos_profiles for c in reader.connections if c.topic == '/tf_static'][0]
     assert 'TRANSIENT_LOCAL' in str(qos[0].durability)
-    with pytest.raises(SystemExit, match='scene-9999'):
-        main(['nuscenes-to-bag', '--root', synthetic.dataroot, '--scene', 'scene-9999',
-              str(tmp_path / 'bag2')])
+    capsys.readouterr()
+    assert main(['nuscenes-to-bag', '--root', synthetic.dataroot, '--scene', 'scene-9999',
+                 str(tmp_path / 'bag2')]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "scene 'scene-9999' is not in" in err[0] and scene in err[0]
 
 
 def test_cli_replay_reports_bad_parameters_and_missing_bags(tmp_path, capsys):
-    from sparsebev_core.cli import main
+    from sparsebev_cli.cli import main
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=1)
-    rc = main(['replay', bag.path, str(tmp_path / 'out'), '-p', 'slop:=-1'])
-    assert rc == 2 and "parameter 'slop' must be > 0.0" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match='does not exist'):
-        main(['replay', str(tmp_path / 'nothing'), str(tmp_path / 'out')])
-    with pytest.raises(SystemExit, match='already exists'):
-        main(['replay', bag.path, bag.path])
+    def error_line(argv, code):
+        capsys.readouterr()
+        assert main(argv) == code
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith('sparsebev replay: error: '), lines
+        return lines[0]
+
+    # bad input: exit 1, one line on stderr
+    assert "parameter 'slop' must be > 0.0" in error_line(
+        ['replay', bag.path, str(tmp_path / 'out'), '-p', 'slop:=-1'], 1)
+    assert 'does not exist' in error_line(['replay', str(tmp_path / 'nothing'),
+                                           str(tmp_path / 'out')], 1)
+    assert 'already exists' in error_line(['replay', bag.path, bag.path], 1)
+    # usage: exit 2 (ours and argparse's)
+    assert 'NAME:=VALUE' in error_line(['replay', bag.path, str(tmp_path / 'out'), '-p', 'slop'], 2)
+    assert main(['replay', bag.path]) == 2 and 'out_bag' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()

@@ -14,7 +14,7 @@ from nuscenes.eval.detection.utils import category_to_detection_name
 from nuscenes.utils.splits import create_splits_scenes
 from PIL import Image
 
-from sparsebev_core import cli
+from sparsebev_cli import cli
 from sparsebev_core.attributes import official_attribute
 from sparsebev_core.data import synthetic
 from sparsebev_core.data.synthetic_world import CLASS_COLOR

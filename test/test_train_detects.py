@@ -1,6 +1,6 @@
 """Training makes the tiny preset detect objects: the CI-sized version of the demo-model run.
 
-The full run (``bench/train_synthetic.py``: 8 training scenes, 10 epochs, evaluated on
+The full run (``sparsebev_cli/demo/train_model.py``: 8 training scenes, 10 epochs, evaluated on
 unseen scenes; docs/demo_model.md) takes tens of minutes on 2 cores. Here the model learns one
 short synthetic scene (6 keyframes, no augmentation) for 100 iterations and the devkit scores
 it on that same scene: a check that matching, losses, denoising, optimiser and the

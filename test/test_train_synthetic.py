@@ -67,7 +67,7 @@ def test_train_command_on_two_cpu_processes(synthetic_root, tmp_path):
 
 
 def test_train_command_writes_tensorboard_scalars_and_resumes(synthetic_root, tmp_path):
-    base = [sys.executable, '-m', 'sparsebev_core.cli', 'train', '--preset', 'tiny',
+    base = [sys.executable, '-m', 'sparsebev_cli.cli', 'train', '--preset', 'tiny',
             '--data', str(synthetic_root), '--version', 'v1.0-mini', '--device', 'cpu',
             '--work-dir', str(tmp_path), '--log-interval', '1', '--no-progress']
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')

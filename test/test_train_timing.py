@@ -57,7 +57,8 @@ def test_warmup_is_not_counted_and_fps_is_per_sample():
 def test_timing_command_on_a_synthetic_scene(tmp_path, capsys):
     from sparsebev_core.data.synthetic import make_synthetic
     data = make_synthetic(tmp_path / 'syn', num_scenes=1, keyframes_per_scene=3, progress=False)
-    args = argparse.Namespace(preset='tiny', checkpoint=None, data=str(data), version='v1.0-mini',
+    args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data=str(data),
+                              version='v1.0-mini',
                               device='cpu', samples=3, warmup=1, precision='fp32')
     assert timing.main(args) == 0
     out = capsys.readouterr().out

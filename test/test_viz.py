@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sparsebev_core import cli
+from sparsebev_cli import cli
 from sparsebev_core.data.dataset import build_dataset
 from sparsebev_core.data.synthetic import make_synthetic
 from sparsebev_core.geometry import CAMERA_NAMES, compose_lidar2img, make_transform

@@ -33,6 +33,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import InputError
 from ..frame import CameraView, Frame
 from ..geometry import CAMERA_NAMES, CLASS_NAMES, invert_transform, quat_to_rot, rot_to_quat, \
     transform_from_quat
@@ -69,6 +70,60 @@ def splits_of_version(version: str) -> tuple[str, ...]:
     if version.endswith('test'):
         return ('test',)
     return ('train', 'val')
+
+
+class SceneNotFoundError(InputError):
+    """A scene name that is not in the loaded nuScenes tables; the message lists the scenes."""
+
+
+class TablesNotFoundError(InputError):
+    """A dataset root without the nuScenes tables asked for."""
+
+
+def table_version(root: str | Path) -> str:
+    """The nuScenes table folder under ``root``: v1.0-trainval if present, else v1.0-mini."""
+    root = Path(root)
+    for version in ('v1.0-trainval', 'v1.0-mini'):
+        if (root / version).is_dir():
+            return version
+    found = sorted(p.name for p in root.glob('v1.0-*')) if root.is_dir() else []
+    raise TablesNotFoundError(f'{root} holds no v1.0-trainval or v1.0-mini tables'
+                              + (f' (found {", ".join(found)}: pass --version)' if found else
+                                 ': --nuscenes must be a nuScenes dataset root'))
+
+
+def scene_by_name(nusc, scene_name: str) -> dict:
+    """The ``scene`` record called ``scene_name`` (:class:`SceneNotFoundError` if none is)."""
+    scene = next((s for s in nusc.scene if s['name'] == scene_name), None)
+    if scene is None:
+        raise SceneNotFoundError(f"scene '{scene_name}' is not in {nusc.version} at "
+                                 f"{nusc.dataroot}; scenes: "
+                                 f"{', '.join(sorted(s['name'] for s in nusc.scene))}")
+    return scene
+
+
+def detection_ground_truth(nusc, sample_token: str) -> tuple[np.ndarray, np.ndarray]:
+    """Detection-class annotations of a sample with at least one lidar/radar point.
+
+    Returns world-frame gravity-centre boxes (N, 9) ``[x, y, z, dx, dy, dz, yaw, vx, vy]``
+    (dx = length; unknown velocity = 0) and class indices (N,), the boxes the devkit
+    evaluates (the demo draws them).
+    """
+    from nuscenes.eval.detection.utils import category_to_detection_name
+    boxes, labels = [], []
+    for ann_token in nusc.get('sample', sample_token)['anns']:
+        ann = nusc.get('sample_annotation', ann_token)
+        name = category_to_detection_name(ann['category_name'])
+        if name is None or ann['num_lidar_pts'] + ann['num_radar_pts'] == 0:
+            continue
+        R = transform_from_quat(ann['rotation'], [0, 0, 0])
+        yaw = math.atan2(R[1, 0], R[0, 0])
+        velocity = nusc.box_velocity(ann_token)[:2]
+        velocity = np.where(np.isfinite(velocity), velocity, 0.0)
+        w, l, h = ann['size']
+        boxes.append([*ann['translation'], l, w, h, yaw, *velocity])
+        labels.append(CLASS_NAMES.index(name))
+    return np.asarray(boxes, np.float64).reshape(-1, 9), np.asarray(labels, np.int64)
 
 
 def _pose(record: dict) -> np.ndarray:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -27,8 +26,10 @@ from typing import Sequence
 import numpy as np
 
 from ..attributes import official_attribute
+from ..errors import InputError
 from ..frame_layout import needs_future_frames
 from ..geometry import CLASS_NAMES, rot_to_quat
+from ..runtime_env import dist_info_from_env, finish_distributed, init_distributed, resolve_device
 
 SUBMISSION_META = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False,
                        use_external=False)
@@ -122,6 +123,61 @@ def run_detection_eval(nusc, result_path: str | Path, eval_set: str, out_dir: st
     return summary
 
 
+def evaluate_samples(nusc, results: dict[str, list[dict]], out_dir: str | Path) -> dict:
+    """nuScenes detection metrics (``detection_cvpr_2019``) over the samples of ``results`` only.
+
+    ``results``: submission records per sample token (:func:`boxes_to_submission`), written to
+    ``out_dir/results_nusc.json``. The devkit's ``DetectionEval`` constructor takes a whole
+    split (a predefined one, or a ``splits.json`` it reads from inside the dataset folder) and
+    requires predictions for every sample of it; one scene of v1.0-trainval (``sparsebev demo
+    --nuscenes``) is neither. So the ground truth of exactly these samples is loaded with the
+    devkit's ``load_gt_of_sample_tokens``, both sides are filtered with its ``add_center_dist``
+    + ``filter_eval_boxes``, and its own ``DetectionEval.evaluate()`` computes the metrics.
+    Adds ``num_samples``, ``num_gt_boxes`` and ``num_pred_boxes`` to the summary.
+    """
+    import contextlib
+    import io
+
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.common.data_classes import EvalBoxes
+    from nuscenes.eval.common.loaders import load_gt_of_sample_tokens
+    from nuscenes.eval.detection.data_classes import DetectionBox
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    class SampleSubsetEval(DetectionEval):
+        """``DetectionEval.evaluate()`` on given, already filtered boxes (its constructor
+        loads whole splits, which is what this avoids)."""
+
+        def __init__(self, config, gt_boxes, pred_boxes) -> None:   # no super().__init__()
+            self.nusc, self.cfg, self.verbose, self.output_dir = nusc, config, False, str(out_dir)
+            self.gt_boxes, self.pred_boxes = gt_boxes, pred_boxes
+            self.sample_tokens = gt_boxes.sample_tokens
+
+    out_dir = Path(out_dir)
+    write_submission(results, out_dir / 'results_nusc.json')
+    config = config_factory('detection_cvpr_2019')
+    with contextlib.redirect_stderr(io.StringIO()):            # the devkit's own tqdm bar
+        gt = load_gt_of_sample_tokens(nusc, list(results), DetectionBox, verbose=False)
+    predictions = EvalBoxes.deserialize(results, DetectionBox)
+    evaluation = SampleSubsetEval(config, _filter_boxes(nusc, gt, config.class_range),
+                                  _filter_boxes(nusc, predictions, config.class_range))
+    metrics, _ = evaluation.evaluate()
+    summary = metrics.serialize()
+    summary['num_samples'] = len(results)
+    summary['num_gt_boxes'] = int(sum(len(evaluation.gt_boxes[t])
+                                      for t in evaluation.gt_boxes.sample_tokens))
+    summary['num_pred_boxes'] = int(sum(len(v) for v in results.values()))
+    return summary
+
+
+def _filter_boxes(nusc, boxes, class_range: dict):
+    """The devkit's centre distance + range/points filter (which fails on zero boxes)."""
+    from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes
+    if not boxes.all:
+        return boxes
+    return filter_eval_boxes(nusc, add_center_dist(nusc, boxes), class_range)
+
+
 def _empty_summary(config) -> dict:
     """The devkit's summary for a submission without any box: AP 0, TP errors 1."""
     names = list(config.class_names)
@@ -210,12 +266,6 @@ def to_submission(detections: dict, infos: Sequence[dict],
 
 
 # ------------------------------------------------------------------------------ distributed
-def _dist_info() -> tuple[int, int]:
-    world = int(os.environ.get('WORLD_SIZE', '1'))
-    rank = int(os.environ.get('RANK', '0'))
-    return rank, world
-
-
 def _shard(infos: Sequence[dict], rank: int, world: int, by_scene: bool) -> list[int]:
     """Indices of this process's samples: whole scenes (online: the feature cache needs each
     scene in order) or every world-th sample (offline)."""
@@ -237,14 +287,15 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
     from ..data.infos import resolve_split
 
     if mode not in ('online', 'offline'):
-        raise ValueError(f"mode must be 'online' or 'offline', got {mode!r}")
+        raise InputError(f"mode must be 'online' or 'offline', got {mode!r}")
     if mode == 'online' and needs_future_frames(cfg):
-        raise ValueError(f'preset {cfg.name!r} looks at future frames, which a feature cache '
+        raise InputError(f'preset {cfg.name!r} looks at future frames, which a feature cache '
                          f'cannot provide: evaluate it with --mode offline')
     eval_set = resolve_split(version, split)
     infos = build_dataset(cfg, data_root, version=version, split=eval_set, training=False,
                           load_images=False).infos
-    rank, world = _dist_info()
+    info = dist_info_from_env()
+    rank, world = info.rank, info.world_size
     mine = _shard(infos, rank, world, by_scene=(mode == 'online'))
     start = time.perf_counter()
     if mode == 'online':
@@ -275,43 +326,32 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
 # ------------------------------------------------------------------------------ CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sparsebev eval``."""
-    parser.add_argument('--checkpoint', required=True, help='model weights (.pth)')
+    from ..cli_common import add_device_argument, add_model_arguments
+    add_model_arguments(parser, 'r50_nuimg_704x256', checkpoint='required',
+                        checkpoint_help='model weights (.pth)')
     parser.add_argument('--data', default='data/nuscenes', help='nuScenes dataset root')
-    parser.add_argument('--preset', default='r50_nuimg_704x256')
     parser.add_argument('--version', default='v1.0-trainval',
                         choices=('v1.0-trainval', 'v1.0-mini'))
     parser.add_argument('--split', default='val', help='val (mini_val for v1.0-mini) or a devkit split')
     parser.add_argument('--mode', default='online', choices=('online', 'offline'),
                         help='online: feature cache (official single-GPU); offline: all frames')
     parser.add_argument('--out', default='work_dirs/eval', help='results and metrics folder')
-    parser.add_argument('--device', default=None, help="'cpu', 'cuda', ... (default: cuda if available)")
+    add_device_argument(parser, '; under torchrun each process takes cuda:LOCAL_RANK')
     parser.add_argument('--batch-size', type=int, default=1, help='offline mode only')
 
 
 def main(args: argparse.Namespace) -> int:
     """Load the checkpoint, evaluate, print the table."""
-    import torch
+    from ..cli_common import model_config_from_args
+    from ..loading import load_model
 
-    from ..checkpoint import load_checkpoint
-    from ..model.detector import build_model
-    from ..presets import get_preset
-
-    rank, world = _dist_info()
-    if world > 1:
-        import torch.distributed as dist
-        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    if device.startswith('cuda') and world > 1:
-        device = f'cuda:{int(os.environ.get("LOCAL_RANK", rank))}'
-    cfg = get_preset(args.preset)
-    model = build_model(cfg)
-    load_checkpoint(model, args.checkpoint)
-    summary = evaluate(model, cfg, args.data, args.version, args.split, args.mode, args.out,
-                       device, args.batch_size)
+    info = init_distributed(args.device)
+    device = resolve_device(args.device, local_rank=info.local_rank if info.distributed else None)
+    loaded = load_model(model_config_from_args(args), args.checkpoint)
+    summary = evaluate(loaded.model, loaded.cfg, args.data, args.version, args.split, args.mode,
+                       args.out, device, args.batch_size)
     if summary is not None:
         print(metrics_table(summary))
         print(f'metrics written to {Path(args.out) / "metrics_summary.json"}')
-    if world > 1:
-        import torch.distributed as dist
-        dist.destroy_process_group()
+    finish_distributed(info)
     return 0

@@ -133,13 +133,13 @@ def measure(detector, frames: Sequence[Frame], samples: int, warmup: int,
 # ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sparsebev timing``."""
-    parser.add_argument('--preset', default='r50_nuimg_704x256')
-    parser.add_argument('--checkpoint', default=None,
-                        help='weights (.pth); without one, random weights are timed')
+    from ..cli_common import add_device_argument, add_model_arguments
+    add_model_arguments(parser, 'r50_nuimg_704x256',
+                        checkpoint_help='weights (.pth); without one, random weights are timed')
     parser.add_argument('--data', default=None,
                         help='nuScenes (or synthetic) root; default: a synthetic scene in a temp dir')
     parser.add_argument('--version', default='v1.0-mini')
-    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    add_device_argument(parser)
     parser.add_argument('--samples', type=int, default=500, help='counted samples (official: 500)')
     parser.add_argument('--warmup', type=int, default=10, help='uncounted first samples (official: 10)')
     parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'),
@@ -151,20 +151,17 @@ def main(args: argparse.Namespace) -> int:
     import torch
     from nuscenes.nuscenes import NuScenes
 
-    from ..model.detector import build_model
+    from ..cli_common import model_config_from_args
+    from ..loading import load_model
     from ..model.streaming import StreamingDetector
-    from ..presets import get_preset
+    from ..runtime_env import resolve_device
 
-    cfg = get_preset(args.preset)
-    device = args.device
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    device = resolve_device(args.device)
     torch.manual_seed(0)
-    model = build_model(cfg)
-    if args.checkpoint:
-        from ..checkpoint import load_checkpoint
-        load_checkpoint(model, args.checkpoint)
-    else:
+    loaded = load_model(model_config_from_args(args), args.checkpoint, use_bundled=False,
+                        random_weights_ok=True)
+    model, cfg = loaded.model, loaded.cfg
+    if not args.checkpoint:
         print('no --checkpoint: timing random weights (speed does not depend on them, '
               'except through the number of boxes above the score threshold)')
     if device.startswith('cuda'):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import random
 import sys
 import time
@@ -30,6 +29,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import ModelConfig
+from ..errors import InputError
+from ..runtime_env import DistInfo, finish_distributed, init_distributed, resolve_device
 from .checkpointing import (LATEST, SigtermFlag, TrainPosition, atomic_save,
                             load_training_state, rng_state, save_training_state)
 from .losses import SparseBEVLoss
@@ -38,52 +39,19 @@ from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
 FINAL_WEIGHTS = 'model_final.pth'
 
 
+class PretrainNotFoundError(InputError, FileNotFoundError):
+    """The backbone pretrain file the preset (or --pretrained) names is not there."""
+
+
 # ----------------------------------------------------------------------------- processes
-@dataclass
-class DistInfo:
-    """This process's place in the job (world size 1 without torchrun)."""
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the torchrun job described by RANK / WORLD_SIZE / LOCAL_RANK (gloo on CPU, nccl
-    on CUDA); a plain process is a job of one."""
-    world_size = int(os.environ.get('WORLD_SIZE', '1'))
-    if world_size <= 1:
-        return DistInfo()
-    info = DistInfo(int(os.environ['RANK']), world_size, int(os.environ.get('LOCAL_RANK', '0')))
-    if not dist.is_initialized():
-        dist.init_process_group(backend='nccl' if device.type == 'cuda' else 'gloo')
-    return info
-
-
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    """``auto`` -> CUDA when available; under torchrun each process takes cuda:LOCAL_RANK."""
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if name.startswith('cuda'):
-        if not torch.cuda.is_available():
-            raise RuntimeError('--device cuda requested but torch.cuda.is_available() is False')
-        if name == 'cuda':
-            name = f'cuda:{info.local_rank}'
-        torch.cuda.set_device(torch.device(name))
-    return torch.device(name)
+# DistInfo / init_distributed / resolve_device live in sparsebev_core.runtime_env (one place
+# for devices and the torchrun job); the names are imported above for this module's callers.
 
 
 def per_process_batch_size(total: int, world_size: int) -> int:
     """The official split of the total batch over processes; at least one sample each."""
     if total // world_size < 1:
-        raise ValueError(f'total batch size {total} cannot be split over {world_size} processes '
+        raise InputError(f'total batch size {total} cannot be split over {world_size} processes '
                          '(each needs >= 1 sample): raise --batch-size or use fewer processes')
     return total // world_size
 
@@ -281,7 +249,7 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
                                               rank=info.rank)
         for key in ('preset', 'world_size', 'total_batch_size', 'epochs', 'seed'):
             if key in saved and saved[key] != meta[key]:
-                raise ValueError(f'{resume_path} was written by a run with {key}={saved[key]!r}; '
+                raise InputError(f'{resume_path} was written by a run with {key}={saved[key]!r}; '
                                  f'this run has {key}={meta[key]!r}. An exact resume needs the '
                                  f'same preset, processes, total batch, epochs and seed')
 
@@ -398,7 +366,8 @@ def _log(writer, progress, logs: dict[str, float], optimizer, step: int) -> None
 # ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sparsebev train`` (and of ``torchrun -m sparsebev_core.engine.train``)."""
-    parser.add_argument('--preset', default='r50_nuimg_704x256', help='model preset name')
+    from ..cli_common import add_device_argument, add_model_arguments, add_threads_argument
+    add_model_arguments(parser, 'r50_nuimg_704x256', checkpoint='none')
     parser.add_argument('--data', default='data/nuscenes', help='nuScenes (or synthetic) root')
     parser.add_argument('--version', default='v1.0-trainval', help='nuScenes version folder')
     parser.add_argument('--epochs', type=int, default=None, help="default: the preset's")
@@ -412,12 +381,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--deterministic', action='store_true',
                         help='deterministic kernels (exact resume, slower on CUDA)')
-    parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
+    add_device_argument(parser)
     parser.add_argument('--pretrained', default=None,
                         help="backbone pretrain file (default: the preset's; 'none' = scratch)")
     parser.add_argument('--workers', type=int, default=None, help='data-loader workers per process')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads per process (1 is fastest on a shared CPU)')
+    add_threads_argument(parser, default=None)
     parser.add_argument('--log-interval', type=int, default=10)
     parser.add_argument('--no-progress', action='store_true', help='no tqdm bar')
 
@@ -428,7 +396,7 @@ def load_backbone_pretrain(model: torch.nn.Module, cfg: ModelConfig, pretrained:
     if not path or path == 'none':
         return ''
     if not Path(path).is_file():
-        raise FileNotFoundError(
+        raise PretrainNotFoundError(
             f'backbone pretrain file {path} not found: download the official pretrain checkpoint '
             f"(see README 'Train and evaluate on nuScenes') or pass --pretrained none to train "
             'from scratch')
@@ -439,15 +407,15 @@ def load_backbone_pretrain(model: torch.nn.Module, cfg: ModelConfig, pretrained:
 
 def main(args: argparse.Namespace) -> int:
     """``sparsebev train``: build preset, data and model, then run ``train``."""
+    from ..cli_common import model_config_from_args
     from ..model.detector import build_model
-    from ..presets import get_preset
-    cfg = get_preset(args.preset)
+    cfg = model_config_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = init_distributed(torch.device('cuda' if args.device.startswith('cuda') or
-                                         (args.device == 'auto' and torch.cuda.is_available())
-                                         else 'cpu'))
-    device = resolve_device(args.device, info)
+    info = init_distributed(args.device)
+    device = torch.device(resolve_device(args.device, local_rank=info.local_rank))
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)            # each torchrun process on its own GPU
     set_random_seed(args.seed + info.rank, args.deterministic)
     dataset = build_train_dataset(cfg, args.data, args.version)
     torch.manual_seed(args.seed)                       # same initial weights in every process
@@ -468,12 +436,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"{state} at epoch {summary['position'].epoch}, iteration "
               f"{summary['position'].global_iteration} after {time.time() - start:.0f} s; "
               f"checkpoint {summary['checkpoint']}", flush=True)
-    if info.distributed:
-        dist.destroy_process_group()
+    finish_distributed(info)
     return 0
 
 
 if __name__ == '__main__':                 # torchrun -m sparsebev_core.engine.train ...
+    from ..cli_common import run_command
     _parser = argparse.ArgumentParser(prog='torchrun -m sparsebev_core.engine.train')
     add_arguments(_parser)
-    sys.exit(main(_parser.parse_args()))
+    sys.exit(run_command('sparsebev_core.engine.train', main, _parser.parse_args()))

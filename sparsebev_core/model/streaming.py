@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..frame import Detections, Frame
+from ..frame import Detections, Frame, InvalidFrameError
 from ..frame_layout import needs_future_frames
 from ..geometry import CAMERA_NAMES, compose_lidar2img
 from ..image import RESIZE_METHODS, ResizeMethod, as_rgb_image, resize_crop
@@ -51,10 +51,6 @@ from .coder import decode_predictions
 from .decoder import compute_time_diff
 from .feature_cache import FeatureSlots
 from .runtime import EagerRuntime, Precision, Runtime
-
-
-class InvalidFrameError(ValueError):
-    """A ``Frame`` whose poses, intrinsics, stamps or images cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,19 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import MissingDependencyError
+
 BACKENDS = ('auto', 'torch', 'cuda')
 _backend = 'auto'
 
 # name -> callable(features_per_level, locations, scale_weights) -> Tensor; filled below and
 # by the CUDA extension loader (sparsebev_core.ops.cuda_backend) when it imports.
 _implementations: dict[str, Callable[..., torch.Tensor]] = {}
+_cuda_load_error: str | None = None     # why the CUDA backend did not load (None: not tried / loaded)
+
+
+class BackendUnavailableError(MissingDependencyError, RuntimeError):
+    """``set_backend('cuda')`` without a loadable CUDA extension; the message has the load error."""
 
 
 def msmv_sampling_torch(features_per_level: Sequence[torch.Tensor], locations: torch.Tensor,
@@ -52,13 +59,20 @@ _implementations['torch'] = msmv_sampling_torch
 
 
 def _try_load_cuda() -> None:
-    """Register the CUDA backend if the compiled extension can be imported (never raises)."""
+    """Register the CUDA backend if the compiled extension can be imported (never raises; the
+    reason it did not load is kept for :func:`set_backend`'s message)."""
+    global _cuda_load_error
     if 'cuda' in _implementations:
         return
     try:
-        from . import cuda_backend  # noqa: F401  (registers itself)
-    except Exception:  # the extension is optional: missing, not built, or no CUDA runtime
-        pass
+        from . import cuda_backend  # (registers itself when the extension loads)
+    except Exception as error:  # the extension is optional: missing, not built, or no CUDA runtime
+        _cuda_load_error = (f'sparsebev_core.ops.cuda_backend does not import '
+                            f'({type(error).__name__}: {error}); build the extension with '
+                            '`python -m sparsebev_core.ops.build`')
+        return
+    if 'cuda' not in _implementations:
+        _cuda_load_error = cuda_backend.LOAD_ERROR or 'the extension registered no backend'
 
 
 def available_backends() -> list[str]:
@@ -82,12 +96,9 @@ def set_backend(name: str) -> None:
     if name == 'cuda':
         _try_load_cuda()
         if 'cuda' not in _implementations:
-            raise RuntimeError(
-                "the CUDA msmv_sampling backend is not available: build it with "
-                "`pip install --no-build-isolation -e .` on a machine with nvcc and a CUDA-enabled "
-                "torch, or let it "
-                "compile just in time with `python -m sparsebev_core.ops.build`; "
-                "use set_backend('torch') or 'auto' to run without it")
+            raise BackendUnavailableError(
+                f'the CUDA msmv_sampling backend is not available: {_cuda_load_error}; use '
+                "set_backend('torch') or 'auto' to run without it")
     _backend = name
 
 

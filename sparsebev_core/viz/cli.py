@@ -84,9 +84,9 @@ def visualize(model, cfg, infos, data_root, out_dir, num_samples: int = 4, score
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sparsebev viz``."""
-    parser.add_argument('--checkpoint', required=True)
+    from ..cli_common import add_device_argument, add_model_arguments
+    add_model_arguments(parser, 'r50_nuimg_704x256', checkpoint='required')
     parser.add_argument('--data', default='data/nuscenes', help='nuScenes dataset root')
-    parser.add_argument('--preset', default='r50_nuimg_704x256')
     parser.add_argument('--version', default='v1.0-mini', choices=('v1.0-trainval', 'v1.0-mini'))
     parser.add_argument('--split', default='val')
     parser.add_argument('--out', default='outputs', help='folder for the PNG files')
@@ -97,23 +97,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='also draw the sampling points of the confident queries')
     parser.add_argument('--stage', type=int, default=-1, help='decoder stage for the points')
     parser.add_argument('--frames', type=int, default=3, help='frames shown with the points')
-    parser.add_argument('--device', default='cpu')
+    add_device_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     """Load the model and the split, draw, list the files."""
-    from ..checkpoint import load_checkpoint
+    from ..cli_common import model_config_from_args
     from ..data.dataset import build_dataset
-    from ..model.detector import build_model
-    from ..presets import get_preset
+    from ..loading import load_model
+    from ..runtime_env import resolve_device
 
-    cfg = get_preset(args.preset)
-    model = build_model(cfg)
-    load_checkpoint(model, args.checkpoint)
+    device = resolve_device(args.device)
+    loaded = load_model(model_config_from_args(args), args.checkpoint)
+    model, cfg = loaded.model, loaded.cfg
     infos = build_dataset(cfg, args.data, version=args.version, split=args.split,
                           training=False, load_images=False).infos
     paths = visualize(model, cfg, infos, args.data, args.out, args.samples, args.score,
-                      args.gt, args.sampling_points, args.stage, args.frames, args.device)
+                      args.gt, args.sampling_points, args.stage, args.frames, device)
     for p in paths:
         print(f'wrote {p}')
     return 0

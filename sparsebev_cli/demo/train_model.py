@@ -9,8 +9,11 @@ same command again after a kill), evaluate with the nuscenes-devkit on its ``min
 scenes (never seen in training), and write the weights (fp16 by default, a few MB) with the
 recipe and the metrics in the file's ``meta``.
 
-    python bench/train_synthetic.py --data /tmp/syn10 --work-dir /tmp/demo_train \
+    python -m sparsebev_cli.demo.train_model --data /tmp/syn10 --work-dir /tmp/demo_train \
         --export sparsebev_core/weights/tiny_synthetic.pth
+
+(The shipped file was made when this recipe lived in ``bench/train_synthetic.py``; the code is
+the same.)
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ from sparsebev_core.presets import get_preset
 VERSION = 'v1.0-mini'
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The recipe's options (defaults: the shipped model's, see docs/demo_model.md)."""
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--data', required=True, help='synthetic dataset root (generated if missing)')
     p.add_argument('--scenes', type=int, default=10, help='scenes to generate (8 train + 2 val)')
@@ -61,9 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Generate the data if needed, train (resumably), evaluate, export."""
     args = parse_args(argv)
-    command = 'python ' + ' '.join(shlex.quote(a) for a in sys.argv)
+    command = 'python -m sparsebev_cli.demo.train_model ' + ' '.join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     data = Path(args.data)
     work_dir = Path(args.work_dir)
     if not (data / VERSION).is_dir():

@@ -1,0 +1,61 @@
+"""One way to a detector: recipe (preset; official config files are tested with their
+loader), weights (given, bundled, or random for ``tiny`` only) and the device ('auto')."""
+import pytest
+import torch
+
+from sparsebev_core.errors import InputError, UsageError
+from sparsebev_core.loading import (WEIGHTS_DIR, MissingCheckpointError, bundled_checkpoint,
+                                    load_detector, load_model, model_config)
+from sparsebev_core.presets import UnknownPresetError
+from sparsebev_core.runtime_env import DeviceError, resolve_device
+
+
+def test_model_config_from_a_preset_and_its_errors():
+    assert model_config('tiny').name == 'tiny'
+    with pytest.raises(UnknownPresetError, match="unknown preset 'nope'") as err:
+        model_config('nope')
+    assert isinstance(err.value, InputError) and isinstance(err.value, KeyError)
+    with pytest.raises(UsageError, match='--preset NAME or --config FILE'):
+        model_config(None)
+
+
+def test_bundled_weights_are_used_when_no_checkpoint_is_given():
+    bundled = bundled_checkpoint('tiny')
+    assert bundled is not None and bundled.startswith(str(WEIGHTS_DIR))
+    assert bundled_checkpoint('r50_nuimg_704x256') is None
+    loaded = load_model('tiny')
+    assert loaded.checkpoint == bundled and loaded.cfg.name == 'tiny'
+    shipped = torch.load(bundled, map_location='cpu', weights_only=True)['state_dict']
+    name = next(k for k, v in shipped.items() if v.is_floating_point() and v.numel() > 100)
+    assert torch.equal(loaded.model.state_dict()[name], shipped[name].float())
+
+
+def test_without_weights_tiny_warns_and_other_presets_refuse(monkeypatch):
+    monkeypatch.setattr('sparsebev_core.loading.WEIGHTS_DIR', WEIGHTS_DIR / 'nothing_here')
+    lines = []
+    loaded = load_model('tiny', log=lines.append)
+    assert loaded.checkpoint is None and len(lines) == 1 and 'random weights' in lines[0]
+    with pytest.raises(MissingCheckpointError, match="required for preset 'r50_nuimg_704x256'"):
+        load_model('r50_nuimg_704x256')
+    assert load_model('tiny', random_weights_ok=True, log=lines.append).checkpoint is None
+    assert len(lines) == 1                                   # the caller said so: no warning
+
+
+def test_load_detector_resolves_auto_and_passes_the_streaming_options():
+    detector = load_detector('tiny', device='auto', score_threshold=0.05, max_detections=300)
+    expected = 'cuda' if torch.cuda.is_available() else 'cpu'
+    assert detector.device.type == expected and detector.cfg.name == 'tiny'
+    assert detector.max_detections == 300 and detector.score_threshold == 0.05
+
+
+def test_device_names():
+    assert resolve_device('cpu') == 'cpu'
+    assert resolve_device('auto') == ('cuda' if torch.cuda.is_available() else 'cpu')
+    with pytest.raises(DeviceError, match="unknown device 'gpu0'"):
+        resolve_device('gpu0')
+    if torch.cuda.is_available():
+        assert resolve_device('cuda', local_rank=1) == 'cuda:1'
+        assert resolve_device('cuda:0', local_rank=1) == 'cuda:0'
+    else:
+        with pytest.raises(DeviceError, match='sees no CUDA device'):
+            resolve_device('cuda')
