@@ -350,8 +350,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Convert, verify, print a one-paragraph summary (errors: ``CheckpointError``, exit 1)."""
     if args.config:
-        from .official_config import resolve_model_config
-        args.preset = resolve_model_config(args.preset, args.config)
+        from .loading import model_config
+        args.preset = model_config(args.preset, args.config)
     if args.to == 'official':
         report = export_official_checkpoint(args.input, args.output, args.preset,
                                             allow_pickle=args.allow_pickle)

@@ -41,12 +41,14 @@ def bundled_checkpoint(preset: str) -> str | None:
 def model_config(preset: str | None = None, config_file: str | None = None) -> ModelConfig:
     """The model recipe: the official config file ``config_file`` if given, else the preset.
 
-    Raises ``presets.UnknownPresetError`` (an ``InputError``) for an unknown preset name.
+    Exactly one of the two; raises ``UsageError`` otherwise, and ``presets.UnknownPresetError``
+    (an ``InputError``) for an unknown preset name.
     """
+    if preset and config_file:
+        raise UsageError(f'give one model, --preset NAME or --config FILE, not both (got '
+                         f'{preset!r} and {config_file!r})')
     if config_file:
-        # written by the official-configs work (sparsebev_core/official_config.py); imported
-        # only when a config file is given
-        from .official_config import load_official_config  # type: ignore[import-not-found]
+        from .official_config import load_official_config   # only when a config file is given
         return load_official_config(config_file)
     if not preset:
         raise UsageError('give a model: --preset NAME or --config FILE')

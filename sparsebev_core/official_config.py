@@ -4,7 +4,7 @@
 official repository, or your own variant of one) with the restricted reader of
 ``config_file.py`` and maps every model-relevant field onto a ``ModelConfig``;
 ``export_official_config(cfg)`` writes one back, so that loading the export of a preset
-gives the preset again. ``resolve_model_config(preset, config_file)`` is what the command
+gives the preset again. ``loading.model_config(preset, config_file)`` is what the command
 line calls for ``--preset NAME`` / ``--config FILE``.
 
 Rules (docs/official_config.md has the field table):
@@ -32,7 +32,6 @@ from typing import Any
 
 from .config import FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig
 from .config_file import ConfigFileError, read_config_file_with_helpers
-from .errors import UsageError
 from .model.backbones.eva02 import EVA02Config
 from .model.backbones.vovnet import VoVNetConfig
 
@@ -531,21 +530,6 @@ def load_official_config(path: str | Path, allow_unknown: bool = False) -> Model
         return config_from_dict(data, Path(path).stem, allow_unknown, helpers)
     except OfficialConfigError as err:
         raise OfficialConfigError(f'{path}: {err}') from None
-
-
-def resolve_model_config(preset: str | None, config_file: str | None,
-                         allow_unknown: bool = False) -> ModelConfig:
-    """The model config named by exactly one of ``--preset NAME`` and ``--config FILE``."""
-    if (preset is None) == (config_file is None):
-        raise UsageError('give exactly one of --preset NAME and --config FILE'
-                         + (f' (got both: {preset!r}, {config_file!r})' if preset else ''))
-    if config_file is not None:
-        return load_official_config(config_file, allow_unknown)
-    from .presets import get_preset
-    try:
-        return get_preset(preset)
-    except KeyError as err:
-        raise UsageError(str(err.args[0])) from None
 
 
 # ============================================================================ writing

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from sparsebev_core import cli
+from sparsebev_cli import cli
 from sparsebev_core.checkpoint import LEGACY_VERSION, load_checkpoint
 from sparsebev_core.official_config import load_official_config
 from sparsebev_core.presets import get_preset
@@ -50,7 +50,7 @@ def test_to_official_with_a_config_file_and_a_mismatching_checkpoint(tmp_path, c
     # the 196-query config does not fit the 100-query checkpoint: a clear error, nothing written
     rc = cli.main(['convert-checkpoint', str(ours), str(out), '--to', 'official',
                    '--config', str(CONFIGS / 'tiny_196q.py')])
-    assert rc == 1 and 'init_query_bbox' in capsys.readouterr().out and not out.exists()
+    assert rc == 1 and 'init_query_bbox' in capsys.readouterr().err and not out.exists()
     rc = cli.main(['convert-checkpoint', str(ours), str(out), '--to', 'official',
                    '--config', str(CONFIGS / 'tiny_base.py')])
     assert rc == 0
@@ -62,8 +62,8 @@ def test_to_official_with_a_config_file_and_a_mismatching_checkpoint(tmp_path, c
 def test_config_and_preset_together_or_a_bad_config_are_clear_errors(tmp_path, capsys):
     args = ['convert-checkpoint', str(tmp_path / 'in.pth'), str(tmp_path / 'out.pth'), '--to', 'official']
     assert cli.main(args + ['--preset', 'tiny', '--config', str(CONFIGS / 'tiny_base.py')]) == 2
-    assert 'exactly one of --preset' in capsys.readouterr().out
+    assert 'not both' in capsys.readouterr().err
     bad = tmp_path / 'bad.py'
     bad.write_text("import os\n")
     assert cli.main(args + ['--config', str(bad)]) == 1
-    assert 'bad.py:1' in capsys.readouterr().out and not (tmp_path / 'out.pth').exists()
+    assert 'bad.py:1' in capsys.readouterr().err and not (tmp_path / 'out.pth').exists()

@@ -15,8 +15,9 @@ import pytest
 
 from sparsebev_core.config_file import UnsafeConfigError, read_config_file
 from sparsebev_core.errors import InputError, UsageError
+from sparsebev_core.loading import model_config
 from sparsebev_core.official_config import (OfficialConfigError, export_official_config,
-                                            load_official_config, resolve_model_config)
+                                            load_official_config)
 from sparsebev_core.presets import PRESET_NAMES, get_preset
 
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'
@@ -182,15 +183,15 @@ def test_missing_base_file_and_cycles_are_clear_errors(tmp_path):
         load_official_config(tmp_path / 'b.py')
 
 
-def test_resolve_model_config_takes_exactly_one_source():
-    assert resolve_model_config('tiny', None) == get_preset('tiny')
-    assert resolve_model_config(None, str(CONFIGS / 'tiny_196q.py')).head.num_queries == 196
+def test_model_config_takes_exactly_one_source():
+    assert model_config('tiny', None) == get_preset('tiny')
+    assert model_config(None, str(CONFIGS / 'tiny_196q.py')).head.num_queries == 196
     with pytest.raises(UsageError):
-        resolve_model_config(None, None)
+        model_config(None, None)
     with pytest.raises(UsageError):
-        resolve_model_config('tiny', str(CONFIGS / 'tiny_196q.py'))
-    with pytest.raises(UsageError, match='unknown preset'):
-        resolve_model_config('nope', None)
+        model_config('tiny', str(CONFIGS / 'tiny_196q.py'))
+    with pytest.raises(InputError, match='nope'):
+        model_config('nope', None)
 
 
 def test_the_core_never_imports_openmmlab_packages():
