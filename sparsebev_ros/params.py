@@ -176,6 +176,8 @@ PARAMS: tuple[Param, ...] = (
           '(JPEG/PNG)', one_of('raw', 'compressed')),
     Param('use_projection_matrix', 'bool', False, 'take intrinsics from CameraInfo.p (rectified '
           'streams) instead of CameraInfo.k'),
+    Param('max_image_pixels', 'int', 8192 * 8192, 'largest image (width x height) decoded; a '
+          'bigger declared size skips the frame before any decoding', in_range(1, 2**31)),
     Param('anchor_camera', 'str', 'CAM_FRONT', 'camera whose stamp is the frame reference stamp',
           one_of(*CAMERA_NAMES)),
     # frames
@@ -237,6 +239,7 @@ class DetectorParams:
     camera_info_topics: list
     image_transport: str
     use_projection_matrix: bool
+    max_image_pixels: int
     anchor_camera: str
     world_frame: str
     base_frame: str

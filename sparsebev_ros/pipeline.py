@@ -13,7 +13,7 @@ the parameters).
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
@@ -35,6 +35,8 @@ RESET_CAMERA_SPREAD = 'camera_time_spread'
 RESET_IMAGE_SIZE = 'image_size_changed'
 RESET_EXPLICIT = 'explicit'
 DUPLICATE_FRAME = 'duplicate_frame'
+STALE_FRAME = 'stale_frame'              # an image set re-delivered after newer ones were processed
+STALE_MEMORY = 64                        # anchor stamps remembered for the stale-set rule
 INVALID_FRAME = 'invalid_frame'          # the detector refused the frame (e.g. a non-rigid pose)
 
 
@@ -135,6 +137,7 @@ class Pipeline:
         self.on_reset: list[Callable[[str], None]] = []
         self._last_stamp_ns: int | None = None
         self._last_shapes: list[tuple[int, ...]] | None = None
+        self._processed_stamps: deque = deque(maxlen=STALE_MEMORY)   # since the last reset
         wanted = list(self.class_names) if params.classes == ['all'] else list(params.classes)
         unknown = [c for c in wanted if c not in self.class_names]
         if unknown:
@@ -154,8 +157,15 @@ class Pipeline:
         self.detector.reset(reason)
         self._last_stamp_ns = None
         self._last_shapes = None
+        self._processed_stamps.clear()
         for hook in self.on_reset:
             hook(reason)
+
+    def clock_jumped_back(self) -> None:
+        """Tell the pipeline that the sources' clock went back (TF stamps of a frame went
+        back: a bag loop). Image sets with stamps seen before are then new data, not stale
+        re-deliveries."""
+        self._processed_stamps.clear()
 
     def _skip(self, skip: Skip) -> Skip:
         self.stats.skipped[skip.reason] += 1
@@ -177,6 +187,11 @@ class Pipeline:
         stamp_ns = codecs.header_stamp_ns(images[self.assembler.anchor_index])
         # temporal rules
         if self._last_stamp_ns is not None:
+            if stamp_ns < self._last_stamp_ns and stamp_ns in self._processed_stamps:
+                # the very set was processed already (a late re-delivery), and the clock did
+                # not go back: dropped, not taken as time going backwards
+                return self._skip(Skip(STALE_FRAME, f'image set stamped {stamp_ns / 1e9:.6f} was '
+                                       'already processed; it arrived again after newer ones'))
             if stamp_ns < self._last_stamp_ns:
                 self.warn('reset/time_backwards', f'time went backwards by '
                           f'{(self._last_stamp_ns - stamp_ns) / 1e9:.3f} s (bag loop?): '
@@ -201,6 +216,7 @@ class Pipeline:
             return self._skip(T_out_model)
         self._last_stamp_ns = stamp_ns
         self._last_shapes = shapes
+        self._processed_stamps.append(stamp_ns)
         t2 = time.perf_counter()
         try:
             detections = self.detector.step(frame)
