@@ -23,6 +23,7 @@ import numpy as np
 
 from sparsebev_core.geometry import CAMERA_NAMES
 
+from .bag_io import atomic_output_dir
 from .codecs import matrix_to_translation_quat
 from .messages import RosbagsMessages, header, ros2_typestore
 from .params import defaults, transport_topic
@@ -163,8 +164,14 @@ def scene_sample_data(nusc: Any, scene: dict, channel: str) -> list[dict]:
 def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 'sqlite3',
                 world_frame: str = 'map', base_frame: str = 'base_link', progress: bool = True,
                 max_seconds: float | None = None) -> dict[str, int]:
-    """Write one scene as a rosbag2 (see module docstring); returns message counts per kind."""
+    """Write one scene as a rosbag2 (see module docstring); returns message counts per kind.
+
+    The bag appears at ``out_bag`` only when complete (:func:`~sparsebev_ros.bag_io.atomic_output_dir`);
+    an existing ``out_bag`` raises ``BagWriteError`` before anything is read."""
     from tqdm import tqdm
+    from .bag_io import BagWriteError
+    if Path(out_bag).exists():
+        raise BagWriteError(f'output bag {out_bag} already exists; remove it or choose another name')
     scenes = {s['name']: s for s in nusc.scene}
     if scene_name not in scenes:
         raise SystemExit(f"scene '{scene_name}' is not in {nusc.version} at {nusc.dataroot}; "
@@ -184,7 +191,7 @@ def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 
                 events.append((stamp_ns, 1, 'camera', ch, sd))
     events.sort(key=lambda e: (e[0], e[1], channels.index(e[3])))
     counts = {'images': 0, 'camera_info': 0, 'tf': 0, 'tf_static': 0}
-    with CameraBagWriter(out_bag, storage) as bag:
+    with atomic_output_dir(out_bag) as tmp_bag, CameraBagWriter(tmp_bag, storage) as bag:
         statics = []
         for ch in channels:
             if per_channel[ch]:
