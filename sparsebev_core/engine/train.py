@@ -30,8 +30,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import ModelConfig
+from ..errors import UsageError
 from .checkpointing import (LATEST, SigtermFlag, TrainPosition, atomic_save,
-                            load_training_state, rng_state, save_training_state)
+                            load_training_state, remove_stale_temporaries, rng_state,
+                            save_training_state)
 from .losses import SparseBEVLoss
 from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
 
@@ -196,8 +198,30 @@ class TrainOptions:
     resume: str | None = None                 # path, or 'auto' = work_dir/latest.pth
     workers: int | None = None
     log_interval: int = 10
+    checkpoint_interval: int = 500            # also write latest.pth every N iterations; 0: off
     progress: bool = True
     tensorboard: bool = True
+
+
+class TrainArgumentError(UsageError):
+    """A training option has a value that cannot mean anything; the message names it."""
+
+
+def validate_train_options(options: TrainOptions) -> TrainOptions:
+    """Refuse option values that would silently mean something else (``--epochs 0`` was "the
+    preset's", ``-1`` an untrained model). Returns ``options``; raises TrainArgumentError."""
+    rules = (('epochs', '--epochs', 1, True), ('batch_size', '--batch-size', 1, True),
+             ('max_iters', '--max-iters', 1, True), ('workers', '--workers', 0, True),
+             ('log_interval', '--log-interval', 1, False),
+             ('checkpoint_interval', '--checkpoint-interval', 0, False))
+    for name, flag, lowest, optional in rules:
+        value = getattr(options, name)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            default = " (leave it out for the preset's)" if name in ('epochs', 'batch_size') else ''
+            raise TrainArgumentError(f'{flag} must be an integer >= {lowest}, got {value!r}{default}')
+    return options
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:
@@ -247,13 +271,17 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
     Writes ``work_dir/latest.pth`` (training state) every epoch, on SIGTERM and at
     ``max_iters``, and ``work_dir/model_final.pth`` (weights only) when all epochs are done.
     """
+    validate_train_options(options)
     info = info or DistInfo()
     work_dir = Path(options.work_dir)
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
-    epochs = options.epochs or cfg.train.epochs
-    batch_size = per_process_batch_size(options.batch_size or cfg.train.total_batch_size,
-                                        info.world_size)
+        for stale in remove_stale_temporaries(work_dir):
+            print(f'removed {stale}, left by an interrupted checkpoint save', file=sys.stderr)
+    epochs = cfg.train.epochs if options.epochs is None else options.epochs
+    batch_size = per_process_batch_size(
+        cfg.train.total_batch_size if options.batch_size is None else options.batch_size,
+        info.world_size)
     if model is None:
         from ..model.detector import build_model
         model = build_model(cfg, amp=device.type == 'cuda')
@@ -333,6 +361,9 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
                 if stop or position.global_iteration >= total_iters:
                     stopped_early = stop or position.global_iteration < epochs * iters_per_epoch
                     break
+                if (options.checkpoint_interval and position.iteration_in_epoch < iters_per_epoch
+                        and position.global_iteration % options.checkpoint_interval == 0):
+                    checkpoint()                  # a kill before the epoch ends can resume here
             if position.iteration_in_epoch >= iters_per_epoch:
                 position.epoch += 1
                 position.iteration_in_epoch = 0
@@ -419,6 +450,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads per process (1 is fastest on a shared CPU)')
     parser.add_argument('--log-interval', type=int, default=10)
+    parser.add_argument('--checkpoint-interval', type=int, default=500,
+                        help='also write latest.pth every N iterations (0: only per epoch)')
     parser.add_argument('--no-progress', action='store_true', help='no tqdm bar')
 
 
@@ -442,6 +475,12 @@ def main(args: argparse.Namespace) -> int:
     from ..model.detector import build_model
     from ..presets import get_preset
     cfg = get_preset(args.preset)
+    options = validate_train_options(TrainOptions(
+        work_dir=args.work_dir or f'work_dirs/{cfg.name}', epochs=args.epochs,
+        max_iters=args.max_iters, batch_size=args.batch_size, seed=args.seed,
+        deterministic=args.deterministic, resume=args.resume, workers=args.workers,
+        log_interval=args.log_interval, checkpoint_interval=getattr(args, 'checkpoint_interval', 500),
+        progress=not args.no_progress))
     if args.threads:
         torch.set_num_threads(args.threads)
     info = init_distributed(torch.device('cuda' if args.device.startswith('cuda') or
@@ -456,18 +495,14 @@ def main(args: argparse.Namespace) -> int:
     if args.resume is None:
         load_backbone_pretrain(model, cfg, args.pretrained)
     attach_image_augmentations(model, cfg)
-    options = TrainOptions(work_dir=args.work_dir or f'work_dirs/{cfg.name}', epochs=args.epochs,
-                           max_iters=args.max_iters, batch_size=args.batch_size, seed=args.seed,
-                           deterministic=args.deterministic, resume=args.resume,
-                           workers=args.workers, log_interval=args.log_interval,
-                           progress=not args.no_progress)
     start = time.time()
     summary = train(cfg, dataset, options, device, info, model)
     if info.is_main:
         state = 'finished' if summary['finished'] else 'stopped'
+        saved = Path(summary['checkpoint'])
         print(f"{state} at epoch {summary['position'].epoch}, iteration "
               f"{summary['position'].global_iteration} after {time.time() - start:.0f} s; "
-              f"checkpoint {summary['checkpoint']}", flush=True)
+              + (f'checkpoint {saved}' if saved.is_file() else 'no checkpoint written'), flush=True)
     if info.distributed:
         dist.destroy_process_group()
     return 0
