@@ -255,9 +255,10 @@ def _rigid(translation: tuple, q_xyzw: tuple, what: str) -> np.ndarray:
     q = np.asarray(q_xyzw, np.float64)
     if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
         raise TransformError(f'{what} has NaN or Inf (translation {t.tolist()}, rotation {q.tolist()})')
-    if abs(float(q @ q) - 1.0) > QUATERNION_TOLERANCE:
+    norm = float(np.linalg.norm(q))                   # no overflow for huge components
+    if abs(norm * norm - 1.0) > QUATERNION_TOLERANCE:
         raise TransformError(f'{what} rotation {q.tolist()} is not a unit quaternion '
-                             f'(norm {float(np.sqrt(q @ q)):.6g})')
+                             f'(norm {norm:.6g})')
     return make_transform(quat_to_rot(quat_xyzw_to_wxyz(q)), t)
 
 

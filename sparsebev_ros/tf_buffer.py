@@ -211,7 +211,7 @@ class TfBuffer:
         q = np.array([w, x, y, z])
         if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
             raise InvalidArgumentException(f'NaN or inf in the transform {parent} <- {child}')
-        norm2 = float(np.dot(q, q))
+        norm2 = float(np.linalg.norm(q)) ** 2             # no overflow for huge components
         if abs(norm2 - 1.0) > QUATERNION_NORMALIZATION_TOLERANCE:
             raise InvalidArgumentException(f'quaternion of {parent} <- {child} is not normalised '
                                            f'(norm {math.sqrt(norm2):.6g})')
