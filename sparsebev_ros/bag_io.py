@@ -140,3 +140,110 @@ def open_bag_reader(path: str | Path, typestore: Any) -> Iterator[Any]:
     finally:
         with contextlib.suppress(Exception):
             reader.close()
+
+
+# --------------------------------------------------------------------------------------------
+# truncated MCAP: the intact part
+# --------------------------------------------------------------------------------------------
+_MCAP_MAGIC = b'\x89MCAP0\r\n'
+_OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK = 0x03, 0x04, 0x05, 0x06
+
+
+class _Cursor:
+    """Little-endian MCAP field reader over one record; IndexError when the data ends."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise IndexError('truncated record')
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), 'little')
+
+    def u32(self) -> int:
+        return int.from_bytes(self.take(4), 'little')
+
+    def u64(self) -> int:
+        return int.from_bytes(self.take(8), 'little')
+
+    def text(self) -> str:
+        return self.take(self.u32()).decode('utf-8', 'replace')
+
+
+def _mcap_records(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(opcode, content) of every complete record, descending into uncompressed chunks
+    (also a chunk cut short by the truncation); stops at the first incomplete record."""
+    pos = 0
+    while pos + 9 <= len(data):
+        op, length = data[pos], int.from_bytes(data[pos + 1:pos + 9], 'little')
+        body = data[pos + 9:pos + 9 + length]
+        pos += 9 + length
+        if op == _OP_CHUNK:
+            c = _Cursor(body)
+            try:
+                c.take(28)                                    # times, size, crc
+                compression = c.text()
+                inner_length = c.u64()
+            except IndexError:
+                return
+            if compression:                                   # compressed: only whole chunks
+                if len(body) < c.pos + inner_length:
+                    return
+                continue                                      # (not decoded here)
+            yield from _mcap_records(body[c.pos:c.pos + inner_length])
+            if len(body) < length:
+                return
+        elif len(body) < length:
+            return
+        else:
+            yield op, body
+
+
+def salvage_mcap(path: str | Path, out_bag: str | Path, typestore: Any) -> int:
+    """Copy every intact message of the (truncated) MCAP bag folder ``path`` into a new
+    sqlite3 bag ``out_bag``; returns how many messages were saved. Channels whose type the
+    typestore does not know are left out. Raises BagReadError when nothing is intact."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    path = Path(path)
+    files = sorted(path.glob('*.mcap')) if path.is_dir() else [path]
+    schemas: dict[int, str] = {}
+    channels: dict[int, tuple[str, str]] = {}
+    conns: dict[int, Any] = {}
+    saved = 0
+    writer = Writer(Path(out_bag), version=9, storage_plugin=StoragePlugin.SQLITE3)
+    writer.open()
+    try:
+        for f in files:
+            data = f.read_bytes()
+            if not data.startswith(_MCAP_MAGIC):
+                continue
+            for op, body in _mcap_records(data[len(_MCAP_MAGIC):]):
+                c = _Cursor(body)
+                try:
+                    if op == _OP_SCHEMA:
+                        sid = c.u16()
+                        schemas[sid] = c.text()
+                    elif op == _OP_CHANNEL:
+                        cid, sid, topic = c.u16(), c.u16(), c.text()
+                        channels[cid] = (topic, schemas.get(sid, ''))
+                    elif op == _OP_MESSAGE:
+                        cid, _seq, log_time = c.u16(), c.u32(), c.u64()
+                        c.u64()
+                        if cid not in conns and cid in channels and channels[cid][1] in typestore.fielddefs:
+                            topic, msgtype = channels[cid]
+                            conns[cid] = writer.add_connection(topic, msgtype, typestore=typestore)
+                        if cid in conns:
+                            writer.write(conns[cid], log_time, body[c.pos:])
+                            saved += 1
+                except IndexError:
+                    break
+    finally:
+        writer.close()
+    if not saved:
+        raise BagReadError(f'bag {path} has no intact messages to replay')
+    return saved

@@ -12,7 +12,9 @@ clock has moved ``tf_timeout`` past the moment it was synced.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -24,7 +26,8 @@ from sparsebev_core.geometry import CAMERA_NAMES
 from .codecs import header_stamp_ns
 from .frames import tf_buffer_lookup
 from .messages import RosbagsMessages, ros2_typestore
-from .bag_io import atomic_output_dir, iter_messages, open_bag_reader, read_error_types
+from .bag_io import (BagReadError, atomic_output_dir, iter_messages, open_bag_reader,
+                     read_error_types, salvage_mcap)
 from .nuscenes_bag import STORAGES, open_writer
 from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, as_dict, defaults, load_yaml,
                      validate)
@@ -46,10 +49,13 @@ class ReplayReport:
     clock_jumps: int = 0                                        # TF stamps of a frame went back
     sync_lost: int = 0                                          # anchor images never in a set
     fewest_images: tuple[str, int] = ('', 0)                    # (camera, images) if incomplete
+    salvaged: int = 0                                           # truncated MCAP: intact messages
     wall_s: float = 0.0
 
     def summary(self) -> str:
-        lines = [f'input messages: {sum(self.messages.values())} '
+        lines = [] if not self.salvaged else [
+            f'input bag damaged: replayed only its {self.salvaged} intact messages']
+        lines += [f'input messages: {sum(self.messages.values())} '
                  f'({", ".join(f"{t}: {n}" for t, n in sorted(self.messages.items()))})']
         if self.missing_topics:
             lines.append('topics not in the bag (no frame can sync without them): '
@@ -172,7 +178,9 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
     gate = _TfGate(params.tf_timeout)
     feed_tf = _TfFeed(tf, gate, pipeline, report, pipeline.warn)
 
-    with open_bag_reader(in_path, store) as reader, atomic_output_dir(out_bag) as tmp_out:
+    with contextlib.ExitStack() as stack:
+        reader = _open_input(in_path, store, report, log, stack)
+        tmp_out = stack.enter_context(atomic_output_dir(out_bag))
         report.missing_topics = _missing_topics(reader, image_topics, info_topics, in_path, log)
         writer = open_writer(tmp_out, storage)
         try:
@@ -227,6 +235,23 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
     _count_sync_losses(report, image_topics)
     report.wall_s = time.perf_counter() - t_start
     return report
+
+
+def _open_input(in_path: Path, store: Any, report: ReplayReport, log: Callable[[str], None],
+                stack: contextlib.ExitStack) -> Any:
+    """The input reader; a truncated MCAP bag is replaced by a copy of its intact part."""
+    try:
+        return stack.enter_context(open_bag_reader(in_path, store))
+    except BagReadError as exc:
+        if not (in_path.is_dir() and any(in_path.glob('*.mcap'))):
+            raise
+        salvage = Path(stack.enter_context(tempfile.TemporaryDirectory())) / 'intact'
+        try:
+            report.salvaged = salvage_mcap(in_path, salvage, store)
+        except BagReadError:
+            raise exc from None
+        log(f'{exc}; replaying the {report.salvaged} intact messages of its readable part')
+        return stack.enter_context(open_bag_reader(salvage, store))
 
 
 def _count_sync_losses(report: ReplayReport, image_topics: list[str]) -> None:

@@ -230,7 +230,7 @@ def _bag_file(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize('case', ['empty_folder', 'no_such_bag', 'bad_metadata', 'truncated_sqlite',
-                                  'zeroed_sqlite', 'truncated_mcap', 'empty_mcap'])
+                                  'zeroed_sqlite', 'empty_mcap', 'mcap_cut_in_its_header'])
 def test_corrupt_bags_raise_one_typed_error_naming_the_bag(tmp_path, case):
     src = tmp_path / 'in'
     if case == 'empty_folder':
@@ -243,6 +243,8 @@ def test_corrupt_bags_raise_one_typed_error_naming_the_bag(tmp_path, case):
             (src / 'metadata.yaml').write_text('rosbag2_bagfile_information: [unclosed\n')
         elif case.startswith('truncated'):
             f.write_bytes(data[:len(data) // 2])
+        elif case == 'mcap_cut_in_its_header':
+            f.write_bytes(data[:20])
         elif case == 'zeroed_sqlite':
             f.write_bytes(data[:100] + b'\x00' * (len(data) - 100))
         elif case == 'empty_mcap':
@@ -250,6 +252,20 @@ def test_corrupt_bags_raise_one_typed_error_naming_the_bag(tmp_path, case):
     with pytest.raises(BagReadError, match=str(src)):
         replay(src, tmp_path / 'out', validate({}), PerfectDriveDetector(), progress=False)
     assert not (tmp_path / 'out').exists() and not partial_path(tmp_path / 'out').exists()
+
+
+def test_a_truncated_mcap_replays_the_frames_of_its_intact_part(tmp_path):
+    bag = write_drive(tmp_path / 'in', 'mcap', num_frames=NUM_FRAMES)
+    f = _bag_file(tmp_path / 'in')
+    data = f.read_bytes()
+    f.write_bytes(data[:int(len(data) * 0.6)])
+    lines: list[str] = []
+    report = replay(bag.path, tmp_path / 'out', validate({}), PerfectDriveDetector(), progress=False,
+                    log=lines.append)
+    assert 0 < report.salvaged and 'intact messages' in report.summary()
+    assert any('cannot read bag' in line and str(tmp_path / 'in') in line for line in lines)
+    published = published_frames(report)
+    assert published == list(range(len(published))) and 2 <= len(published) < NUM_FRAMES
 
 
 class _FullDiskWriter:
