@@ -70,7 +70,8 @@ def read_items(bag: str | Path, distro: str = 'humble') -> list[Item]:
 
 def write_items(bag: str | Path, items: list[Item], storage: str = 'sqlite3',
                 distro: str = 'humble') -> str:
-    """Write ``items`` (see :func:`read_items`) as a new bag; returns its path."""
+    """Write ``items`` (see :func:`read_items`) as a new bag; returns its path. A message
+    given as ``bytes`` is written as it is (a corrupt CDR payload)."""
     from sparsebev_ros.messages import ros2_typestore
     from sparsebev_ros.nuscenes_bag import _qos, open_writer
     store = ros2_typestore(distro)
@@ -81,7 +82,8 @@ def write_items(bag: str | Path, items: list[Item], storage: str = 'sqlite3',
             if topic not in conns:
                 qos = {'offered_qos_profiles': [_qos('transient_local', 1)]} if topic == '/tf_static' else {}
                 conns[topic] = writer.add_connection(topic, msgtype, typestore=store, **qos)
-            writer.write(conns[topic], int(log_ns), store.serialize_cdr(msg, msgtype))
+            data = msg if isinstance(msg, bytes) else store.serialize_cdr(msg, msgtype)
+            writer.write(conns[topic], int(log_ns), data)
     finally:
         writer.close()
     return str(bag)

@@ -132,6 +132,18 @@ def test_a_stricter_max_image_pixels_skips_every_frame_with_the_reason(tmp_path,
     assert any('max_image_pixels' in line for line in lines)
 
 
+def test_a_message_that_does_not_deserialize_is_skipped_and_counted(tmp_path, base):
+    def mutate(items):
+        for item in items:
+            if item[0] == '/CAM_BACK/image_raw/compressed' and frame_of(stamp_ns(item[3])) == BAD_FRAME:
+                item[3] = b'\x00\x01\x00\x00\xff\xff\xff\x7f'          # CDR header + absurd length
+        return items
+    report, det, lines = run(tmp_path, base, mutate)
+    assert report.undecodable == {'/CAM_BACK/image_raw/compressed': 1}
+    assert published_frames(report) == all_but(BAD_FRAME) and report.sync_lost == 1
+    assert 'could not be deserialized: 1' in report.summary()
+
+
 # ------------------------------------------------------------------ topics, stretches, stamps
 def test_a_missing_camera_topic_is_reported_and_counted(tmp_path, base):
     report, det, lines = run(tmp_path, base, lambda items: [
