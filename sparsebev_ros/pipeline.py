@@ -138,6 +138,7 @@ class Pipeline:
         self._last_stamp_ns: int | None = None
         self._last_shapes: list[tuple[int, ...]] | None = None
         self._processed_stamps: deque = deque(maxlen=STALE_MEMORY)   # since the last reset
+        self._last_stale_ns: int | None = None                       # the last stale set dropped
         wanted = list(self.class_names) if params.classes == ['all'] else list(params.classes)
         unknown = [c for c in wanted if c not in self.class_names]
         if unknown:
@@ -158,6 +159,7 @@ class Pipeline:
         self._last_stamp_ns = None
         self._last_shapes = None
         self._processed_stamps.clear()
+        self._last_stale_ns = None
         for hook in self.on_reset:
             hook(reason)
 
@@ -187,9 +189,12 @@ class Pipeline:
         stamp_ns = codecs.header_stamp_ns(images[self.assembler.anchor_index])
         # temporal rules
         if self._last_stamp_ns is not None:
-            if stamp_ns < self._last_stamp_ns and stamp_ns in self._processed_stamps:
-                # the very set was processed already (a late re-delivery), and the clock did
-                # not go back: dropped, not taken as time going backwards
+            restarted = self._last_stale_ns is not None and stamp_ns > self._last_stale_ns
+            if stamp_ns < self._last_stamp_ns and stamp_ns in self._processed_stamps and not restarted:
+                # the very set was processed already (a late re-delivery) and the clock did not
+                # go back: dropped, not taken as time going backwards. A second one later than
+                # this (old sets arriving in order) means the source restarted: a reset below.
+                self._last_stale_ns = stamp_ns
                 return self._skip(Skip(STALE_FRAME, f'image set stamped {stamp_ns / 1e9:.6f} was '
                                        'already processed; it arrived again after newer ones'))
             if stamp_ns < self._last_stamp_ns:
@@ -217,6 +222,7 @@ class Pipeline:
         self._last_stamp_ns = stamp_ns
         self._last_shapes = shapes
         self._processed_stamps.append(stamp_ns)
+        self._last_stale_ns = None
         t2 = time.perf_counter()
         try:
             detections = self.detector.step(frame)

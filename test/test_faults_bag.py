@@ -325,3 +325,18 @@ def test_output_path_problems_are_typed_errors(tmp_path, base):
     with pytest.raises(BagWriteError, match='is a file'):
         replay(base.path, tmp_path / 'afile' / 'out', validate({}), PerfectDriveDetector(), progress=False)
 
+
+
+# ------------------------------------------------------------------ the stale-set rule itself
+def test_stale_rule_drops_one_repeat_but_a_restarted_source_resets():
+    from test_ros_frames import frame_images, pipeline
+    pipe, det = pipeline()
+    outcomes = [getattr(pipe.process(frame_images(f)), 'reason', 'published') for f in (0, 1, 2, 1, 3)]
+    assert outcomes == ['published'] * 3 + ['stale_frame', 'published'] and det.resets == []
+    # a short loop replayed without a TF hint: its first set is taken as stale, the second
+    # (later than that one, still in the past) shows the source restarted
+    outcomes = [getattr(pipe.process(frame_images(f)), 'reason', 'published') for f in (0, 1, 2)]
+    assert outcomes == ['stale_frame', 'published', 'published'] and det.resets == ['time_backwards']
+    # with the hint (replay: TF stamps went back) nothing is lost
+    pipe.clock_jumped_back()
+    assert getattr(pipe.process(frame_images(0)), 'reason', 'published') == 'published'
