@@ -302,5 +302,6 @@ def test_convert_checkpoint_backbone_only_maps_a_dd3d_file(tmp_path, monkeypatch
     for k, v in backbone.items():
         assert torch.equal(model.img_backbone.state_dict()[k], v), k
     # a file for another backbone is refused with the key report
-    assert cli.main(['convert-checkpoint', str(src), str(out), '--backbone-only', '--preset', 'tiny']) == 1
-    assert 'missing keys' in capsys.readouterr().out
+    other = tmp_path / 'other.pth'
+    assert cli.main(['convert-checkpoint', str(src), str(other), '--backbone-only', '--preset', 'tiny']) == 1
+    assert 'missing keys' in capsys.readouterr().err and not other.exists()   # errors on stderr
