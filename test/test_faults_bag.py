@@ -340,3 +340,15 @@ def test_stale_rule_drops_one_repeat_but_a_restarted_source_resets():
     # with the hint (replay: TF stamps went back) nothing is lost
     pipe.clock_jumped_back()
     assert getattr(pipe.process(frame_images(0)), 'reason', 'published') == 'published'
+
+
+def test_the_replay_command_exits_1_when_a_missing_topic_left_nothing_to_publish(tmp_path, base, capsys):
+    from sparsebev_core import cli
+    bag = rewrite_bag(base.path, tmp_path / 'in', lambda items: [
+        x for x in items if not x[0].startswith('/CAM_BACK/image')])
+    assert cli.main(['replay', bag, str(tmp_path / 'out'), '--preset', 'tiny', '--no-progress']) == 1
+    captured = capsys.readouterr()
+    assert 'warning: topic /CAM_BACK/image_raw/compressed is not in' in captured.err
+    assert 'warning: warning' not in captured.err
+    assert 'no frame was published (/CAM_BACK/image_raw/compressed not in the bag)' in captured.err
+    assert f'frames lost before sync: {NUM_FRAMES}' in captured.out
