@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from sparsebev_core.errors import InputError
+from sparsebev_core.image import DEFAULT_MAX_IMAGE_PIXELS
 from sparsebev_core.geometry import (make_transform, quat_to_rot, quat_wxyz_to_xyzw,
                                      quat_xyzw_to_wxyz, rot_to_quat)
 
@@ -90,8 +91,6 @@ def as_uint8(data: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------------------------
-from sparsebev_core.image import DEFAULT_MAX_IMAGE_PIXELS  # noqa: E402  (the one limit)
-
 _CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, '8uc1': 1, '8uc3': 3}
 
 

@@ -84,3 +84,24 @@ def test_make_synthetic_refuses_a_meaningless_image_size(tmp_path, size):
         make_synthetic(tmp_path / 'data', image_size=size, progress=False)
     assert not (tmp_path / 'data').exists()
     assert check_image_size((64, 36)) == (64, 36)
+
+
+def test_resume_from_a_missing_or_foreign_file_is_a_typed_error(tmp_path):
+    from sparsebev_core.checkpoint import CheckpointError
+    from sparsebev_core.engine.checkpointing import TrainingCheckpointError
+    from sparsebev_core.errors import InputError
+    cfg = tiny_cfg()
+    with pytest.raises(TrainingCheckpointError, match='no checkpoint to resume from'):
+        run(cfg, RandomPixels(cfg), tmp_path / 'a', resume='auto')
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('epoch 3 looked good\n')
+    with pytest.raises(CheckpointError, match='is a text file') as err:
+        run(cfg, RandomPixels(cfg), tmp_path / 'b', resume=str(notes))
+    assert isinstance(err.value, InputError)
+
+
+def test_cuda_without_cuda_names_the_option():
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA')
+    with pytest.raises(TrainArgumentError, match='--device cuda'):
+        train_module.resolve_device('cuda', train_module.DistInfo())

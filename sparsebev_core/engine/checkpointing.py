@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 LATEST = 'latest.pth'
+
+
+class TrainingCheckpointError(InputError):
+    """A file given to resume from is missing, not a training checkpoint, or from another run."""
 
 
 @dataclass
@@ -121,14 +127,18 @@ def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
                         restore_rng: bool = True, rank: int = 0) -> tuple[TrainPosition, dict]:
     """Restore everything ``save_training_state`` wrote (the RNG states of process ``rank``);
     returns (position, meta)."""
+    from ..checkpoint import check_archive
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'no checkpoint to resume from at {path}')
+        raise TrainingCheckpointError(f'no checkpoint to resume from at {path}: check --resume '
+                                      'and --work-dir, or leave --resume out to start afresh')
+    check_archive(path)                       # foreign or damaged files named, not unpickled
     state = torch.load(path, map_location='cpu', weights_only=False)
     missing = {'state_dict', 'optimizer', 'schedule', 'scaler', 'position', 'rng'} - set(state)
     if missing:
-        raise ValueError(f'{path} is not a training checkpoint (missing {sorted(missing)}); '
-                         'to start from model weights only, use --pretrained or load_checkpoint')
+        raise TrainingCheckpointError(
+            f'{path} is not a training checkpoint (missing {sorted(missing)}); to start from '
+            'model weights only, use --pretrained or load_checkpoint')
     model.load_state_dict(state['state_dict'])
     optimizer.load_state_dict(state['optimizer'])
     schedule.load_state_dict(state['schedule'])
@@ -136,7 +146,7 @@ def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
     if restore_rng:
         states = state['rng']
         if rank >= len(states):
-            raise ValueError(f'{path} holds RNG states of {len(states)} processes; resuming '
+            raise TrainingCheckpointError(f'{path} holds RNG states of {len(states)} processes; resuming '
                              f'rank {rank} needs the same number of processes as the saved run')
         set_rng_state(states[rank])
     return TrainPosition(**state['position']), state.get('meta', {})

@@ -31,13 +31,17 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import ModelConfig
 from ..errors import UsageError
-from .checkpointing import (LATEST, SigtermFlag, TrainPosition, atomic_save,
-                            load_training_state, remove_stale_temporaries, rng_state,
-                            save_training_state)
+from .checkpointing import (LATEST, SigtermFlag, TrainPosition, TrainingCheckpointError,
+                            atomic_save, load_training_state, remove_stale_temporaries,
+                            rng_state, save_training_state)
 from .losses import SparseBEVLoss
 from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
 
 FINAL_WEIGHTS = 'model_final.pth'
+
+
+class TrainArgumentError(UsageError, ValueError):
+    """A training option has a value that cannot mean anything; the message names it."""
 
 
 # ----------------------------------------------------------------------------- processes
@@ -75,7 +79,8 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
         name = 'cuda' if torch.cuda.is_available() else 'cpu'
     if name.startswith('cuda'):
         if not torch.cuda.is_available():
-            raise RuntimeError('--device cuda requested but torch.cuda.is_available() is False')
+            raise TrainArgumentError(f'--device {name} requested but torch sees no CUDA device; '
+                                     'use --device cpu or auto')
         if name == 'cuda':
             name = f'cuda:{info.local_rank}'
         torch.cuda.set_device(torch.device(name))
@@ -85,7 +90,7 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
 def per_process_batch_size(total: int, world_size: int) -> int:
     """The official split of the total batch over processes; at least one sample each."""
     if total // world_size < 1:
-        raise ValueError(f'total batch size {total} cannot be split over {world_size} processes '
+        raise TrainArgumentError(f'total batch size {total} cannot be split over {world_size} processes '
                          '(each needs >= 1 sample): raise --batch-size or use fewer processes')
     return total // world_size
 
@@ -203,10 +208,6 @@ class TrainOptions:
     tensorboard: bool = True
 
 
-class TrainArgumentError(UsageError):
-    """A training option has a value that cannot mean anything; the message names it."""
-
-
 def validate_train_options(options: TrainOptions) -> TrainOptions:
     """Refuse option values that would silently mean something else (``--epochs 0`` was "the
     preset's", ``-1`` an untrained model). Returns ``options``; raises TrainArgumentError."""
@@ -309,9 +310,10 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
                                               rank=info.rank)
         for key in ('preset', 'world_size', 'total_batch_size', 'epochs', 'seed'):
             if key in saved and saved[key] != meta[key]:
-                raise ValueError(f'{resume_path} was written by a run with {key}={saved[key]!r}; '
-                                 f'this run has {key}={meta[key]!r}. An exact resume needs the '
-                                 f'same preset, processes, total batch, epochs and seed')
+                raise TrainingCheckpointError(
+                    f'{resume_path} was written by a run with {key}={saved[key]!r}; '
+                    f'this run has {key}={meta[key]!r}. An exact resume needs the '
+                    f'same preset, processes, total batch, epochs and seed')
 
     samples = SeededSamples(dataset, options.seed)
     iters_per_epoch = batches_per_epoch(len(samples), info, batch_size)
