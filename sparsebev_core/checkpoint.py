@@ -79,7 +79,8 @@ _MAGIC = ((b'\xff\xd8\xff', 'a JPEG image'), (b'\x89PNG\r\n\x1a\n', 'a PNG image
 
 def describe_file(path: str | Path) -> str:
     """What a file looks like from its first bytes ('a JPEG image', 'a text file', ...)."""
-    head = Path(path).read_bytes()[:4096] if Path(path).stat().st_size else b''
+    with open(path, 'rb') as f:
+        head = f.read(4096)
     if not head:
         return 'an empty file (0 bytes)'
     for magic, what in _MAGIC:

@@ -102,15 +102,6 @@ class _TfGate:
         return out
 
 
-def _invalid_reason(text: str) -> str:
-    """Summary key of a transform tf2 refuses."""
-    if 'NaN' in text or 'inf' in text:
-        return 'nan_or_inf'
-    if 'quaternion' in text:
-        return 'quaternion_not_unit'
-    return 'bad_frame_ids'
-
-
 class _TfFeed:
     """/tf and /tf_static into the buffer, as tf2's listener: an invalid transform is logged,
     counted and dropped (the rest of its message is kept); data older than the cache means
@@ -126,9 +117,8 @@ class _TfFeed:
             try:
                 self._one(transform, static)
             except InvalidArgumentException as exc:
-                reason = _invalid_reason(str(exc))
-                self.report.tf_invalid[reason] += 1
-                self.warn(f'tf/{reason}', f'rejected a {"/tf_static" if static else "/tf"} '
+                self.report.tf_invalid[exc.reason] += 1
+                self.warn(f'tf/{exc.reason}', f'rejected a {"/tf_static" if static else "/tf"} '
                           f'transform: {exc}')
 
     def _one(self, transform: Any, static: bool) -> None:

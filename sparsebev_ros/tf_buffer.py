@@ -55,8 +55,13 @@ class InvalidArgumentException(TransformException, InputError):
     """A transform that cannot be stored (NaN, bad quaternion, empty or equal frame ids).
 
     Like tf2's ``setTransform``, a caller feeding a stream (replay, the node's listener) logs
-    it, counts it and carries on: one bad message never ends a run.
+    it, counts it and carries on: one bad message never ends a run. ``reason`` is a short key
+    ('nan_or_inf', 'quaternion_not_unit', 'bad_frame_ids', 'not_numbers') for summaries.
     """
+
+    def __init__(self, message: str, reason: str = 'invalid'):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -199,22 +204,25 @@ class TfBuffer:
         """
         parent, child = parent.lstrip('/'), child.lstrip('/')
         if not child or not parent:
-            raise InvalidArgumentException(f"empty frame id (parent '{parent}', child '{child}')")
+            raise InvalidArgumentException(f"empty frame id (parent '{parent}', child '{child}')",
+                                           'bad_frame_ids')
         if parent == child:
-            raise InvalidArgumentException(f"frame_id and child_frame_id are both '{child}'")
+            raise InvalidArgumentException(f"frame_id and child_frame_id are both '{child}'",
+                                           'bad_frame_ids')
         try:
             t = np.asarray(translation, np.float64).reshape(3)
             x, y, z, w = (float(v) for v in rotation_xyzw)
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentException(f'transform {parent} <- {child} is not 3 + 4 numbers: '
-                                           f'{exc}') from None
+                                           f'{exc}', 'not_numbers') from None
         q = np.array([w, x, y, z])
         if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
-            raise InvalidArgumentException(f'NaN or inf in the transform {parent} <- {child}')
+            raise InvalidArgumentException(f'NaN or inf in the transform {parent} <- {child}',
+                                           'nan_or_inf')
         norm2 = float(np.linalg.norm(q)) ** 2             # no overflow for huge components
         if abs(norm2 - 1.0) > QUATERNION_NORMALIZATION_TOLERANCE:
             raise InvalidArgumentException(f'quaternion of {parent} <- {child} is not normalised '
-                                           f'(norm {math.sqrt(norm2):.6g})')
+                                           f'(norm {math.sqrt(norm2):.6g})', 'quaternion_not_unit')
         q = q / np.linalg.norm(q)
         entry = _Entry(int(stamp_ns), parent, t, q)
         with self._lock:
