@@ -232,6 +232,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from nuscenes.nuscenes import NuScenes
+    from .bag_io import BagWriteError
+    if Path(args.out_bag).exists():           # before the (slow) table loading
+        raise BagWriteError(f'output bag {args.out_bag} already exists; remove it or choose '
+                            'another name')
     root = Path(args.root)
     if not (root / args.version).is_dir():
         raise SystemExit(f'{root / args.version} does not exist: --root must hold the '

@@ -352,3 +352,14 @@ def test_the_replay_command_exits_1_when_a_missing_topic_left_nothing_to_publish
     assert 'warning: warning' not in captured.err
     assert 'no frame was published (/CAM_BACK/image_raw/compressed not in the bag)' in captured.err
     assert f'frames lost before sync: {NUM_FRAMES}' in captured.out
+
+
+def test_nuscenes_to_bag_refuses_an_existing_output_before_reading_tables(tmp_path):
+    import argparse
+    from sparsebev_ros import nuscenes_bag
+    (tmp_path / 'out').mkdir()
+    args = argparse.Namespace(out_bag=str(tmp_path / 'out'), root=str(tmp_path / 'no_data'),
+                              scene='scene-0061', version='v1.0-mini', storage='sqlite3',
+                              world_frame='map', base_frame='base_link', max_seconds=None)
+    with pytest.raises(BagWriteError, match='already exists'):
+        nuscenes_bag.main(args)

@@ -174,3 +174,16 @@ def test_convert_checkpoint_refuses_nan_weights_even_without_verify(cfg, saved, 
     assert cli.main(['convert-checkpoint', str(src), str(tmp_path / 'o.pth'), '--preset', 'tiny',
                      '--no-verify']) == 1
     assert name in capsys.readouterr().err and not (tmp_path / 'o.pth').exists()
+
+
+def test_convert_checkpoint_announces_a_guessed_preset_on_stderr(saved, tmp_path, capsys, monkeypatch):
+    import sparsebev_core.checkpoint as checkpoint_module
+    _, src = saved
+    monkeypatch.setattr(checkpoint_module, 'guess_preset', lambda state: 'tiny')
+    assert cli.main(['convert-checkpoint', str(src), str(tmp_path / 'out.pth')]) == 0
+    captured = capsys.readouterr()
+    assert "preset guessed from the checkpoint's shapes: tiny" in captured.err
+    assert 'guessed' not in captured.out
+    assert cli.main(['convert-checkpoint', str(src), str(tmp_path / 'o2.pth'), '--preset', 'tiny']) == 0
+    assert 'guessed' not in capsys.readouterr().err
+
