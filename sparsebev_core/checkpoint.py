@@ -21,6 +21,8 @@ import argparse
 import logging
 import pickle
 import re
+import sys
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
@@ -39,7 +41,7 @@ CURRENT_VERSION = 'v1.0.0'
 FORMAT_NAME = 'sparsebev_ros.checkpoint/1'
 
 
-class CheckpointError(InputError):
+class CheckpointError(InputError, RuntimeError):
     """A checkpoint file cannot be read or does not describe a SparseBEV model."""
 
 
@@ -69,21 +71,96 @@ class CheckpointMismatchError(CheckpointError):
         super().__init__('\n'.join(lines))
 
 
+# ---------------------------------------------------------------------------- integrity
+_MAGIC = ((b'\xff\xd8\xff', 'a JPEG image'), (b'\x89PNG\r\n\x1a\n', 'a PNG image'),
+          (b'\x1f\x8b', 'a gzip archive'), (b'\x89HDF', 'an HDF5 file (Keras/TensorFlow?)'),
+          (b'SQLite format 3', 'an SQLite database (a rosbag2 .db3?)'), (b'%PDF', 'a PDF document'),
+          (b'\x1c\x8d\xe8\xeb', 'a tar archive'), (b'\x89MCAP', 'an MCAP file (a rosbag2?)'),
+          (b'\x7fELF', 'an executable (ELF)'))
+
+
+def describe_file(path: str | Path) -> str:
+    """What a file looks like from its first bytes ('a JPEG image', 'a text file', ...)."""
+    with open(path, 'rb') as f:
+        head = f.read(4096)
+    if not head:
+        return 'an empty file (0 bytes)'
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head.startswith(b'PK'):
+        return 'a zip archive'
+    if head[:1] == b'\x80':
+        return 'a pickle'
+    try:
+        text = head.decode('utf-8')
+    except UnicodeDecodeError:
+        return f'binary data starting with {head[:8]!r}'
+    first = text.strip().splitlines()[0][:60] if text.strip() else ''
+    kind = 'a YAML/JSON text file' if first[:1] in '{[' or ':' in first else 'a text file'
+    return f'{kind} (starting {first!r})'
+
+
+def check_archive(path: str | Path) -> None:
+    """Refuse a file that is not a PyTorch checkpoint, or whose zip members fail their CRC.
+
+    ``torch.save`` writes a zip archive (or, before PyTorch 1.6, a raw pickle); each zip
+    member carries a CRC-32 that ``torch.load`` does not check, so a file with damaged bytes
+    would load silently. Raises CheckpointError saying what the file is or which member is
+    damaged.
+    """
+    path = Path(path)
+    what = describe_file(path)
+    if what == 'a pickle':                       # legacy torch.save format: no checksums
+        return
+    if what != 'a zip archive':
+        raise CheckpointError(f'{path} is {what}, not a PyTorch checkpoint (.pth written by '
+                              'torch.save); check the path')
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f'{path} is a damaged or truncated checkpoint (zip: {err}); '
+                              'download or copy it again') from None
+    if damaged is not None:
+        raise CheckpointError(f'{path} is damaged: member {damaged} fails its CRC check (bytes '
+                              'changed on disk or in transfer); download or copy it again')
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str = '') -> None:
+    """Refuse a state dict with NaN or Inf in a floating-point tensor, naming the tensors."""
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ', '.join(bad[:5]) + (f' and {len(bad) - 5} more' if len(bad) > 5 else '')
+        raise CheckpointError(f'checkpoint {source or "(state dict)"} has NaN or Inf values in '
+                              f'{len(bad)} tensor(s): {shown}; the weights are broken (a diverged '
+                              'training run?), use an earlier checkpoint')
+
+
 # ---------------------------------------------------------------------------- reading
 def read_checkpoint(path: str | Path, allow_pickle: bool = False) -> dict:
-    """``torch.load`` a checkpoint on CPU; ``weights_only=True`` unless ``allow_pickle``."""
+    """``torch.load`` a checkpoint on CPU; ``weights_only=True`` unless ``allow_pickle``.
+
+    The file is checked first (:func:`check_archive`): a file that is not a checkpoint is
+    named for what it is, and a damaged zip member is refused before anything is unpickled.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint file not found: {path}')
+    check_archive(path)
     try:
         obj = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f'{path} contains pickled Python objects that torch.load(weights_only=True) refuses '
             f'({str(err).splitlines()[0]}). If you trust the file, load it with '
-            f'allow_pickle=True (CLI: --allow-pickle), which runs arbitrary code from it.') from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f'cannot read checkpoint {path}: {err}') from err
+            f'allow_pickle=True, or convert it once into a safe file with `sparsebev '
+            f'convert-checkpoint --allow-pickle {path} OUT.pth` (both run code from the file) '
+            'and use OUT.pth.') from err
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError) as err:
+        raise CheckpointError(f'cannot read checkpoint {path} ({describe_file(path)}): '
+                              f'{str(err).strip() or type(err).__name__}') from err
     if not isinstance(obj, Mapping):
         raise CheckpointError(f'{path} holds a {type(obj).__name__}, not a checkpoint dict')
     return dict(obj)
@@ -160,6 +237,7 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: str | Path | Mapping[s
     source = str(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else ''
     obj = read_checkpoint(path_or_state_dict, allow_pickle) if source else path_or_state_dict
     state, info = split_checkpoint(obj)
+    check_finite(state, source)
     missing, unexpected, mismatched = compare_state_dicts(model.state_dict(), state)
     if strict and (missing or unexpected or mismatched):
         raise CheckpointMismatchError(missing, unexpected, mismatched, source)
@@ -235,26 +313,45 @@ def guess_preset(state: Mapping[str, torch.Tensor]) -> str:
     raise CheckpointError('cannot guess the preset from the backbone keys; pass --preset')
 
 
+def _refuse_existing(out_path: str | Path, overwrite: bool) -> None:
+    if Path(out_path).exists() and not overwrite:
+        raise CheckpointError(f'{out_path} already exists; choose another name or pass --force '
+                              '(overwrite=True) to replace it')
+
+
+def _save(obj: dict, out_path: str | Path) -> None:
+    """Write through a temporary name + rename: a failed write leaves no half file."""
+    from .engine.checkpointing import atomic_save
+    atomic_save(obj, out_path)
+
+
 def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
                                 preset: 'str | ModelConfig | None' = None,
-                                allow_pickle: bool = False, verify: bool = True) -> dict:
+                                allow_pickle: bool = False, verify: bool = True,
+                                overwrite: bool = False) -> dict:
     """Read an official checkpoint, map its keys to ours, write our format, verify it loads.
 
     Our format: ``{'state_dict': ..., 'version': box convention, 'meta': {'format', 'source',
     'box_convention', 'preset'}}`` (plain tensors and strings: loads with weights_only=True,
     and the official tools read it too since the key names are the official ones for R50/R101).
-    With ``verify`` the preset's model is built and the weights loaded strictly.
+    With ``verify`` the preset's model is built and the weights loaded strictly. NaN/Inf
+    weights are refused either way; an existing ``out_path`` is refused unless ``overwrite``.
+    ``report['preset_guessed']`` says whether the preset came from :func:`guess_preset`.
     """
     from .presets import get_preset
+    _refuse_existing(out_path, overwrite)
     obj = read_checkpoint(in_path, allow_pickle)
     state, info = split_checkpoint(obj)
+    check_finite(state, str(in_path))
+    guessed = preset is None
     if preset is None:
         preset = guess_preset(state)
     cfg = get_preset(preset) if isinstance(preset, str) else preset
     preset = cfg.name
     state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in state.items())
     report = dict(preset=preset, box_convention=info['box_convention'], num_keys=len(state),
-                  num_elements=sum(v.numel() for v in state.values()), verified=False)
+                  num_elements=sum(v.numel() for v in state.values()), verified=False,
+                  preset_guessed=guessed)
     if verify:
         from .model.detector import build_model
         model = build_model(cfg)
@@ -263,14 +360,13 @@ def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
     out = dict(state_dict=state, version=info['box_convention'],
                meta=dict(format=FORMAT_NAME, source=str(in_path), box_convention=info['box_convention'],
                          preset=preset))
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, out_path)
+    _save(out, out_path)
     return report
 
 
 def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
                                preset: 'str | ModelConfig | None' = None,
-                               allow_pickle: bool = False) -> dict:
+                               allow_pickle: bool = False, overwrite: bool = False) -> dict:
     """Write a checkpoint the official SparseBEV code loads: the mmcv wrapper ``{meta, state_dict}``.
 
     ``in_path``: our converted file or an official one. The weights are loaded strictly into
@@ -282,6 +378,7 @@ def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
     from .model.detector import build_model
     from .official_config import export_official_config
     from .presets import get_preset
+    _refuse_existing(out_path, overwrite)
     obj = read_checkpoint(in_path, allow_pickle)
     state, info = split_checkpoint(obj)
     if preset is None:
@@ -297,14 +394,14 @@ def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
         state_dict=official)
     if info['box_convention'] == LEGACY_VERSION:
         out['version'] = LEGACY_VERSION
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, out_path)
+    _save(out, out_path)
     return dict(preset=cfg.name, box_convention=info['box_convention'], num_keys=len(official),
                 num_elements=sum(v.numel() for v in official.values()), verified=True)
 
 
 def convert_pretrained_backbone(in_path: str | Path, out_path: str | Path,
-                                preset: 'str | ModelConfig', allow_pickle: bool = False) -> dict:
+                                preset: 'str | ModelConfig', allow_pickle: bool = False,
+                                overwrite: bool = False) -> dict:
     """Map a backbone pretrain file (nuImages / DD3D / EVA02) to ``img_backbone.*`` names.
 
     The keys go through the backbone's ``PRETRAIN_KEY_MAP`` and are checked strictly against
@@ -313,6 +410,7 @@ def convert_pretrained_backbone(in_path: str | Path, out_path: str | Path,
     """
     from .model.detector import SparseBEV, build_backbone
     from .presets import get_preset
+    _refuse_existing(out_path, overwrite)
     cfg = get_preset(preset) if isinstance(preset, str) else preset
     model = SparseBEV(cfg, build_backbone(cfg), None, None)
     report = load_pretrained_backbone(model, read_checkpoint(in_path, allow_pickle))
@@ -320,8 +418,7 @@ def convert_pretrained_backbone(in_path: str | Path, out_path: str | Path,
                         for k, v in model.img_backbone.state_dict().items())
     out = dict(state_dict=state, meta=dict(format=FORMAT_NAME, source=str(in_path), kind='backbone',
                                            preset=cfg.name))
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, out_path)
+    _save(out, out_path)
     return dict(preset=cfg.name, num_keys=len(report['loaded']), ignored=report['ignored'])
 
 
@@ -340,6 +437,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              '{meta, state_dict} with official key names, for the official code')
     parser.add_argument('--allow-pickle', action='store_true',
                         help='allow arbitrary pickled objects (only for files you trust)')
+    parser.add_argument('--force', action='store_true', help='replace OUTPUT if it exists')
     parser.add_argument('--no-verify', action='store_true',
                         help='skip building the model and loading the converted weights')
     parser.add_argument('--backbone-only', action='store_true',
@@ -349,12 +447,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Convert, verify, print a one-paragraph summary (errors: ``CheckpointError``, exit 1)."""
+    force = getattr(args, 'force', False)
     if args.config:
         from .loading import model_config
         args.preset = model_config(args.preset, args.config)
     if args.to == 'official':
         report = export_official_checkpoint(args.input, args.output, args.preset,
-                                            allow_pickle=args.allow_pickle)
+                                            allow_pickle=args.allow_pickle, overwrite=force)
         print(f'wrote {args.output} for the official code: preset {report["preset"]}, '
               f'{report["num_keys"]} tensors ({report["num_elements"]:,} values), box convention '
               f'{report["box_convention"]}, verified: loads strictly into the model first')
@@ -363,13 +462,17 @@ def main(args: argparse.Namespace) -> int:
         if not args.preset:
             raise UsageError('--backbone-only needs --preset (the backbone to map the file onto)')
         report = convert_pretrained_backbone(args.input, args.output, args.preset,
-                                             allow_pickle=args.allow_pickle)
+                                             allow_pickle=args.allow_pickle, overwrite=force)
         print(f'converted backbone {args.input} -> {args.output}: preset {report["preset"]}, '
               f'{report["num_keys"]} backbone tensors loaded strictly, {len(report["ignored"])} other '
               f'keys ignored' + (f' (e.g. {", ".join(report["ignored"][:3])})' if report['ignored'] else ''))
         return 0
     report = convert_official_checkpoint(args.input, args.output, args.preset,
-                                         allow_pickle=args.allow_pickle, verify=not args.no_verify)
+                                         allow_pickle=args.allow_pickle, verify=not args.no_verify,
+                                         overwrite=force)
+    if report['preset_guessed']:
+        print(f"preset guessed from the checkpoint's shapes: {report['preset']} "
+              '(pass --preset to choose another)', file=sys.stderr)
     print(f'converted {args.input} -> {args.output}: preset {report["preset"]}, '
           f'{report["num_keys"]} tensors ({report["num_elements"]:,} values), '
           f'box convention {report["box_convention"]}'

@@ -36,26 +36,92 @@ _JPEG_MAGIC = b'\xff\xd8'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+"""Largest image (width x height) decoded by default: well above 4K and nuScenes' 1600x900."""
+DEFLATE_MAX_RATIO = 1032
+"""Deflate's best possible ratio (a 258-byte match in 2 bits): a PNG cannot inflate to more
+than this many bytes per byte of file."""
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}      # IHDR colour type -> samples per pixel
+
+
 class ImageDecodeError(InputError):
     """Raised when encoded image bytes cannot be decoded into an RGB image."""
 
 
-def decode_image(data: bytes | bytearray | memoryview) -> np.ndarray:
+class ImageTooLargeError(ImageDecodeError):
+    """The image header declares more pixels than allowed (checked before decoding)."""
+
+
+def image_header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) a JPEG (SOF) or PNG (IHDR) header declares, read without decoding.
+
+    Raises:
+        ImageDecodeError: the header is missing, truncated or declares a zero size.
+    """
+    if data.startswith(_PNG_MAGIC):
+        if len(data) < 26 or data[12:16] != b'IHDR':
+            raise ImageDecodeError(f'corrupt PNG ({len(data)} bytes): no IHDR header')
+        width, height = int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+    elif data.startswith(_JPEG_MAGIC):
+        import simplejpeg
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as err:
+            raise ImageDecodeError(f'corrupt JPEG header ({len(data)} bytes): {err}') from None
+    else:
+        raise ImageDecodeError(f'not a JPEG or PNG ({len(data)} bytes starting with {data[:8]!r})')
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f'image header declares a size of {width}x{height}')
+    return int(width), int(height)
+
+
+def check_image_size(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(width, height) of encoded ``data`` once its header passed the size checks.
+
+    Refuses, before any pixel is decoded, a header declaring more than ``max_pixels``
+    pixels, and a PNG declaring more pixel bytes than its compressed size can hold (a
+    corrupt or malicious header would otherwise make the decoder allocate gigabytes).
+
+    Raises:
+        ImageTooLargeError: too many pixels declared; ImageDecodeError: a corrupt header.
+    """
+    width, height = image_header_size(data)
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f'image header declares {width}x{height} pixels ({len(data)} bytes of data), more '
+            f'than the limit of {max_pixels} pixels (parameter max_image_pixels); not decoded')
+    if data.startswith(_PNG_MAGIC):
+        depth, colour = data[24], data[25]
+        row_bytes = 1 + (width * _PNG_CHANNELS.get(colour, 4) * max(depth, 1) + 7) // 8
+        if height * row_bytes > DEFLATE_MAX_RATIO * len(data) + 65536:
+            raise ImageDecodeError(
+                f'corrupt PNG: its header declares {width}x{height} pixels, more than its '
+                f'{len(data)} bytes can hold; not decoded')
+    return width, height
+
+
+def decode_image(data: bytes | bytearray | memoryview,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode JPEG (libjpeg-turbo via simplejpeg, accurate DCT) or PNG (OpenCV) bytes.
 
     Args:
         data: the encoded file contents.
+        max_pixels: largest width x height decoded; the header is checked first
+            (:func:`check_image_size`), so memory stays bounded whatever the data claims.
     Returns:
         (H, W, 3) uint8 RGB. Grey-scale and RGBA files are converted to RGB.
     Raises:
-        ImageDecodeError: empty, truncated or corrupt data, or a format other than JPEG/PNG.
+        ImageDecodeError: empty, truncated or corrupt data, or a format other than JPEG/PNG;
+        ImageTooLargeError (a subclass): more than ``max_pixels`` pixels declared.
     """
     data = bytes(data)
     if not data:
         raise ImageDecodeError('cannot decode an empty image buffer (0 bytes)')
     if data.startswith(_JPEG_MAGIC):
+        check_image_size(data, max_pixels)
         return _decode_jpeg(data)
     if data.startswith(_PNG_MAGIC):
+        check_image_size(data, max_pixels)
         return _decode_png(data)
     raise ImageDecodeError(
         f'unsupported or corrupt image data ({len(data)} bytes starting with {data[:8]!r}): '
@@ -74,7 +140,10 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
 
 def _decode_png(data: bytes) -> np.ndarray:
     import cv2
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise ImageDecodeError(f'corrupt PNG ({len(data)} bytes): {str(err).strip()}') from None
     if image is None:
         raise ImageDecodeError(f'corrupt or truncated PNG ({len(data)} bytes)')
     if image.dtype == np.uint16:                     # 16-bit PNG -> 8 bit

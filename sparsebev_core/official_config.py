@@ -706,7 +706,7 @@ def render_value(value: Any, indent: int = 0, width: int = 96) -> str:
     if isinstance(value, dict):
         if all(isinstance(k, str) and k.isidentifier() for k in value):
             items = [f'{inner}{k}={render_value(v, indent + 4, width)}' for k, v in value.items()]
-            return 'dict(\n' + ',\n'.join(items) + f')'
+            return 'dict(\n' + ',\n'.join(items) + ')'
         items = [f'{inner}{k!r}: {render_value(v, indent + 4, width)}' for k, v in value.items()]
         return '{\n' + ',\n'.join(items) + f'\n{pad}}}'
     open_, close = ('[', ']') if isinstance(value, list) else ('(', ')')

@@ -6,6 +6,7 @@ numpy arrays read the same way.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,8 @@ import numpy as np
 from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import (make_transform, quat_to_rot, quat_wxyz_to_xyzw,
                                      quat_xyzw_to_wxyz, rot_to_quat)
-from sparsebev_core.image import ImageDecodeError  # the one decode error, re-exported here
+from sparsebev_core.image import (DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError,  # the one decode
+                                  ImageTooLargeError)  # error type, re-exported here
 
 
 class CodecError(InputError):
@@ -24,6 +26,11 @@ class CodecError(InputError):
 class UnsupportedEncodingError(CodecError):
     """``sensor_msgs/Image`` encoding (or CompressedImage format) we do not decode."""
     reason = 'unsupported_encoding'
+
+
+class TransformError(CodecError):
+    """A transform or pose message with non-finite values or a quaternion that is not unit."""
+    reason = 'invalid_transform'
 
 
 class CameraInfoError(CodecError):
@@ -82,11 +89,18 @@ def as_uint8(data: Any) -> np.ndarray:
 _CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1, '8uc1': 1, '8uc3': 3}
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
+def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(f'{what} declares {width}x{height} pixels, more than the limit of '
+                                 f'{max_pixels} (parameter max_image_pixels); not decoded')
+
+
+def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image`` -> (H, W, 3) uint8 RGB.
 
     Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8 (and 8UC1/8UC3, read as mono/BGR as
     cv_bridge does). Others raise UnsupportedEncodingError; rows may be padded (``step``).
+    More than ``max_pixels`` pixels raise ImageTooLargeError.
     """
     encoding = str(msg.encoding).lower()
     if encoding not in _CHANNELS:
@@ -96,6 +110,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f'image has size {width}x{height}')
+    _check_pixels(width, height, max_pixels, 'raw image')
     data = as_uint8(msg.data)
     if step < width * channels or len(data) < step * height:
         raise ImageDecodeError(f'image data too short: {len(data)} bytes for {width}x{height} '
@@ -113,14 +128,16 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))            # mono8 -> gray RGB
 
 
-def _decode_bytes(data: bytes) -> np.ndarray:
+def _decode_bytes(data: bytes, max_pixels: int) -> np.ndarray:
     """JPEG/PNG bytes -> (H, W, 3) uint8 RGB with the core decoder (the official pixels)."""
     from sparsebev_core.image import decode_image
-    return decode_image(data)
+    return decode_image(data, max_pixels)
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
+def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB.
+
+    The declared size is checked against ``max_pixels`` before anything is decoded."""
     fmt = str(msg.format).lower()
     if 'compresseddepth' in fmt:
         raise UnsupportedEncodingError(f"compressed image format '{msg.format}' is a depth image; "
@@ -136,17 +153,17 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
                                    'JPEG or PNG stream')
         raise UnsupportedEncodingError(f"compressed image format '{msg.format}' is not supported; "
                                        'use jpeg or png')
-    image = _decode_bytes(data)
+    image = _decode_bytes(data, max_pixels)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     return image
 
 
-def to_rgb(msg: Any) -> np.ndarray:
-    """Image or CompressedImage -> (H, W, 3) uint8 RGB."""
+def to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Image or CompressedImage -> (H, W, 3) uint8 RGB (at most ``max_pixels`` pixels)."""
     if hasattr(msg, 'encoding'):
-        return image_to_rgb(msg)
-    return compressed_to_rgb(msg)
+        return image_to_rgb(msg, max_pixels)
+    return compressed_to_rgb(msg, max_pixels)
 
 
 def rgb_to_image_fields(image: np.ndarray, encoding: str = 'rgb8') -> dict[str, Any]:
@@ -167,24 +184,45 @@ def rgb_to_image_fields(image: np.ndarray, encoding: str = 'rgb8') -> dict[str, 
 # CameraInfo
 # --------------------------------------------------------------------------------------------
 def camera_info_K(msg: Any, use_projection_matrix: bool = False) -> np.ndarray:
-    """Intrinsics (3, 3) from ``CameraInfo.k``, or from ``p`` (rectified streams)."""
-    if use_projection_matrix:
-        P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)
-        K = P[:, :3].copy()
-        source = 'p'
-    else:
-        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy()
-        source = 'k'
-    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] == 0:
+    """Intrinsics (3, 3) from ``CameraInfo.k``, or from ``p`` (rectified streams).
+
+    A homogeneous K with ``K[2,2]`` other than 1 is normalised by ``K[2,2]`` (a positive
+    scale of a projection matrix is the same camera). Refused (CameraInfoError): a matrix
+    of the wrong size, non-finite entries, ``K[2,2] <= 0``, and a result whose focal lengths
+    are not finite and positive or whose principal point is not finite.
+    """
+    source = 'p' if use_projection_matrix else 'k'
+    try:
+        values = np.asarray(msg.p if use_projection_matrix else msg.k, dtype=np.float64)
+        K = values.reshape(3, 4)[:, :3].copy() if use_projection_matrix else values.reshape(3, 3).copy()
+    except (TypeError, ValueError) as exc:
+        raise CameraInfoError(f'CameraInfo.{source} is not a {"3x4" if use_projection_matrix else "3x3"}'
+                              f' matrix of numbers ({exc})') from None
+    hint = '; the camera driver must publish calibration'
+    bad = [f'{source}[{i}]={v}' for i, v in enumerate(K.reshape(-1)) if not math.isfinite(v)]
+    if bad:
+        raise CameraInfoError(f'CameraInfo.{source} has no usable intrinsics: non-finite entries ({", ".join(bad)}){hint}')
+    if not K[2, 2] > 0:
+        raise CameraInfoError(f'CameraInfo.{source} has no usable intrinsics: K[2,2]={K[2, 2]} '
+                              f'must be > 0 (1 for a normalised matrix){hint}')
+    with np.errstate(over='ignore', invalid='ignore'):
+        K = K / K[2, 2]
+    if not (np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0):
         raise CameraInfoError(f'CameraInfo.{source} has no usable intrinsics (fx={K[0, 0]}, '
-                              f'fy={K[1, 1]}); the camera driver must publish calibration')
-    return K / K[2, 2]
+                              f'fy={K[1, 1]}, cx={K[0, 2]}, cy={K[1, 2]} after dividing by '
+                              f'K[2,2]){hint}')
+    return K
 
 
 def has_distortion(msg: Any) -> bool:
     """True when CameraInfo carries non-zero distortion coefficients (images not rectified)."""
     d = np.asarray(msg.d, dtype=np.float64).reshape(-1)
-    return bool(d.size and np.any(np.abs(d) > 1e-12))
+    return bool(d.size and (np.any(np.abs(d) > 1e-12) or not np.all(np.isfinite(d))))
+
+
+def distortion_not_finite(msg: Any) -> bool:
+    """True when CameraInfo's distortion coefficients hold NaN or Inf (a broken calibration)."""
+    return not bool(np.all(np.isfinite(np.asarray(msg.d, dtype=np.float64))))
 
 
 def camera_info_size(msg: Any) -> tuple[int, int]:
@@ -195,13 +233,32 @@ def camera_info_size(msg: Any) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 # transforms
 # --------------------------------------------------------------------------------------------
+QUATERNION_TOLERANCE = 1e-2
+"""How far a quaternion's squared norm may be from 1 (tf2's tolerance)."""
+
+
+def _rigid(translation: tuple, q_xyzw: tuple, what: str) -> np.ndarray:
+    """4x4 from a translation and an (x, y, z, w) quaternion; TransformError unless both are
+    finite and the quaternion is unit (within tf2's tolerance)."""
+    t = np.asarray(translation, np.float64)
+    q = np.asarray(q_xyzw, np.float64)
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
+        raise TransformError(f'{what} has NaN or Inf (translation {t.tolist()}, rotation {q.tolist()})')
+    norm = float(np.linalg.norm(q))                   # no overflow for huge components
+    if abs(norm * norm - 1.0) > QUATERNION_TOLERANCE:
+        raise TransformError(f'{what} rotation {q.tolist()} is not a unit quaternion '
+                             f'(norm {norm:.6g})')
+    return make_transform(quat_to_rot(quat_xyzw_to_wxyz(q)), t)
+
+
 def transform_to_matrix(transform: Any) -> np.ndarray:
-    """``geometry_msgs/Transform`` (or a TransformStamped) -> 4x4 ``T_parent_child``."""
+    """``geometry_msgs/Transform`` (or a TransformStamped) -> 4x4 ``T_parent_child``.
+
+    Raises TransformError for non-finite values or a quaternion that is not unit."""
     if hasattr(transform, 'transform'):
         transform = transform.transform
     t, q = transform.translation, transform.rotation
-    R = quat_to_rot(quat_xyzw_to_wxyz((q.x, q.y, q.z, q.w)))
-    return make_transform(R, (t.x, t.y, t.z))
+    return _rigid((t.x, t.y, t.z), (q.x, q.y, q.z, q.w), 'transform')
 
 
 def matrix_to_translation_quat(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

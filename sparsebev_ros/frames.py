@@ -33,10 +33,12 @@ TF_UNAVAILABLE = 'tf_unavailable'
 TF_EXTRAPOLATION = 'tf_extrapolation'
 DECODE_ERROR = 'decode_error'
 UNSUPPORTED_ENCODING = 'unsupported_encoding'
+ZERO_STAMP = 'zero_stamp'
+IMAGE_TOO_LARGE = 'image_too_large'
 
 SKIP_REASONS = (MISSING_CAMERA, MISSING_CAMERA_INFO, ZERO_CAMERA_INFO, CAMERA_INFO_SIZE,
                 CAMERA_TIME_SPREAD, MISSING_FRAME_ID, TF_UNAVAILABLE, TF_EXTRAPOLATION,
-                DECODE_ERROR, UNSUPPORTED_ENCODING)
+                DECODE_ERROR, UNSUPPORTED_ENCODING, ZERO_STAMP, IMAGE_TOO_LARGE)
 
 
 class TransformUnavailable(Exception):
@@ -108,6 +110,8 @@ class FrameAssembler:
             T = np.asarray(self.lookup(target, source, stamp_ns), dtype=np.float64)
         except TransformUnavailable as exc:
             return Skip(exc.reason, f'{target} <- {source} at {stamp_ns / 1e9:.6f}: {exc.detail}', camera)
+        except codecs.TransformError as exc:
+            return Skip(TF_UNAVAILABLE, f'{target} <- {source}: {exc}', camera)
         if T.shape != (4, 4) or not np.all(np.isfinite(T)):
             return Skip(TF_UNAVAILABLE, f'{target} <- {source}: lookup returned no valid 4x4', camera)
         return T
@@ -120,6 +124,11 @@ class FrameAssembler:
                        if i >= len(images) or images[i] is None]
             return Skip(MISSING_CAMERA, f'no image from {", ".join(missing)}', ','.join(missing))
         stamps = [codecs.header_stamp_ns(m) for m in images]
+        unset = [CAMERA_NAMES[i] for i, s in enumerate(stamps) if s <= 0]
+        if unset:   # a lookup at time 0 would mean "the latest pose": never invent one
+            return Skip(ZERO_STAMP, f'header.stamp is {min(stamps)} (unset) on '
+                        f'{", ".join(unset)}; the camera driver must stamp its images',
+                        ','.join(unset))
         spread = max(stamps) - min(stamps)
         if spread > p.max_camera_time_diff * 1e9:
             first, last = CAMERA_NAMES[int(np.argmin(stamps))], CAMERA_NAMES[int(np.argmax(stamps))]
@@ -138,9 +147,11 @@ class FrameAssembler:
                 return Skip(ZERO_CAMERA_INFO, str(exc), name)
             if i not in self._distortion_reported and codecs.has_distortion(info):
                 self._distortion_reported.add(i)
-                self.warn(f'distortion/{name}', f'{name}: CameraInfo has non-zero distortion '
-                          f'({info.distortion_model}); the model assumes rectified images, boxes '
-                          'will be less accurate')
+                what = ('non-finite distortion coefficients (broken calibration?)'
+                        if codecs.distortion_not_finite(info) else
+                        f'non-zero distortion ({info.distortion_model})')
+                self.warn(f'distortion/{name}', f'{name}: CameraInfo has {what}; the model '
+                          'assumes rectified images, boxes will be less accurate')
         # camera frames
         cam_frames = []
         for i, name in enumerate(CAMERA_NAMES):
@@ -174,9 +185,11 @@ class FrameAssembler:
         views = []
         for i, name in enumerate(CAMERA_NAMES):
             try:
-                rgb = codecs.to_rgb(images[i])
+                rgb = codecs.to_rgb(images[i], p.max_image_pixels)
             except codecs.UnsupportedEncodingError as exc:
                 return Skip(UNSUPPORTED_ENCODING, str(exc), name)
+            except codecs.ImageTooLargeError as exc:
+                return Skip(IMAGE_TOO_LARGE, str(exc), name)
             except codecs.CODEC_ERRORS as exc:
                 return Skip(DECODE_ERROR, str(exc), name)
             info_hw = codecs.camera_info_size(self.camera_infos[i])

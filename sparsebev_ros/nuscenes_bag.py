@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import CAMERA_NAMES
 
+from .bag_io import BagWriteError, atomic_output_dir
 from .codecs import matrix_to_translation_quat
 from .messages import RosbagsMessages, header, ros2_typestore
 from .params import defaults, transport_topic
@@ -31,7 +31,7 @@ from .params import defaults, transport_topic
 STORAGES = ('sqlite3', 'mcap')
 
 
-class BagExistsError(InputError, FileExistsError):
+class BagExistsError(BagWriteError, FileExistsError):
     """The output bag folder exists already (nothing is overwritten)."""
 
 
@@ -168,9 +168,14 @@ def scene_sample_data(nusc: Any, scene: dict, channel: str) -> list[dict]:
 def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 'sqlite3',
                 world_frame: str = 'map', base_frame: str = 'base_link', progress: bool = True,
                 max_seconds: float | None = None) -> dict[str, int]:
-    """Write one scene as a rosbag2 (see module docstring); returns message counts per kind."""
+    """Write one scene as a rosbag2 (see module docstring); returns message counts per kind.
+
+    The bag appears at ``out_bag`` only when complete (:func:`~sparsebev_ros.bag_io.atomic_output_dir`);
+    an existing ``out_bag`` raises ``BagWriteError`` before anything is read."""
     from tqdm import tqdm
     from sparsebev_core.data.infos import scene_by_name
+    if Path(out_bag).exists():
+        raise BagExistsError(f'output bag {out_bag} already exists; remove it or choose another name')
     scene = scene_by_name(nusc, scene_name)
     channels = list(CAMERA_NAMES) + ['LIDAR_TOP']
     per_channel = {ch: scene_sample_data(nusc, scene, ch) for ch in channels}
@@ -186,7 +191,7 @@ def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 
                 events.append((stamp_ns, 1, 'camera', ch, sd))
     events.sort(key=lambda e: (e[0], e[1], channels.index(e[3])))
     counts = {'images': 0, 'camera_info': 0, 'tf': 0, 'tf_static': 0}
-    with CameraBagWriter(out_bag, storage) as bag:
+    with atomic_output_dir(out_bag) as tmp_bag, CameraBagWriter(tmp_bag, storage) as bag:
         statics = []
         for ch in channels:
             if per_channel[ch]:
@@ -227,6 +232,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from nuscenes.nuscenes import NuScenes
+    from .bag_io import BagWriteError
+    if Path(args.out_bag).exists():           # before the (slow) table loading
+        raise BagWriteError(f'output bag {args.out_bag} already exists; remove it or choose '
+                            'another name')
     root = Path(args.root)
     if not (root / args.version).is_dir():
         from sparsebev_core.data.infos import TablesNotFoundError

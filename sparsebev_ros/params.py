@@ -177,6 +177,9 @@ class DetectorParams:
                                  '(JPEG/PNG)', one_of('raw', 'compressed'))
     use_projection_matrix: bool = param(False, 'take intrinsics from CameraInfo.p (rectified '
                                         'streams) instead of CameraInfo.k')
+    max_image_pixels: int = param(8192 * 8192, 'largest image (width x height) decoded; a '
+                                  'bigger declared size skips the frame before any decoding',
+                                  in_range(1, 2**31))
     anchor_camera: str = param('CAM_FRONT', 'camera whose stamp is the frame reference stamp',
                                one_of(*CAMERA_NAMES))
     # frames

@@ -15,7 +15,7 @@ the parameters).
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -34,6 +34,8 @@ from .statistics import PipelineStats
 
 RESET_EXPLICIT = resets.EXPLICIT          # the reset keys are sparsebev_core.resets'
 DUPLICATE_FRAME = 'duplicate_frame'       # skip reason: the same anchor stamp twice in a row
+STALE_FRAME = 'stale_frame'              # skip reason: an image set re-delivered after newer ones
+STALE_MEMORY = 64                        # anchor stamps remembered for the stale-set rule
 
 
 class Detector(Protocol):
@@ -108,6 +110,8 @@ class Pipeline:
         self.on_reset: list[Callable[[str], None]] = []
         self._last_stamp_ns: int | None = None
         self._last_shapes: list[tuple[int, ...]] | None = None
+        self._processed_stamps: deque = deque(maxlen=STALE_MEMORY)   # since the last reset
+        self._last_stale_ns: int | None = None                       # the last stale set dropped
         self._keep_labels = self._class_filter(params)
 
     def _class_filter(self, params: DetectorParams) -> np.ndarray:
@@ -138,12 +142,20 @@ class Pipeline:
         self.detector.reset(reason)
         self._last_stamp_ns = None
         self._last_shapes = None
+        self._processed_stamps.clear()
+        self._last_stale_ns = None
         self._count_reset(reason)
 
     def _count_reset(self, reason: str) -> None:
         self.stats.resets[reason] += 1
         for hook in self.on_reset:
             hook(reason)
+
+    def clock_jumped_back(self) -> None:
+        """Tell the pipeline that the sources' clock went back (TF stamps of a frame went
+        back: a bag loop). Image sets with stamps seen before are then new data, not stale
+        re-deliveries."""
+        self._processed_stamps.clear()
 
     def _skip(self, skip: Skip) -> Skip:
         self.stats.skipped[skip.reason] += 1
@@ -166,6 +178,16 @@ class Pipeline:
         # ROS-side rules; going backwards and max_time_gap are the detector's (Detections.reset_reason)
         if stamp_ns == self._last_stamp_ns:
             return self._skip(Skip(DUPLICATE_FRAME, 'same anchor stamp as the previous frame'))
+        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            restarted = self._last_stale_ns is not None and stamp_ns > self._last_stale_ns
+            if stamp_ns in self._processed_stamps and not restarted:
+                # the very set was processed already (a late re-delivery) and the clock did not
+                # go back: dropped, not taken as time going backwards. A second one later than
+                # this (old sets arriving in order) means the source restarted: the detector
+                # then sees time going backwards and resets.
+                self._last_stale_ns = stamp_ns
+                return self._skip(Skip(STALE_FRAME, f'image set stamped {stamp_ns / 1e9:.6f} was '
+                                       'already processed; it arrived again after newer ones'))
         shapes = [tuple(np.shape(c.image)) for c in frame.cameras]
         if self._last_shapes is not None and shapes != self._last_shapes:
             changed = [CAMERA_NAMES[i] for i, (a, b) in enumerate(zip(shapes, self._last_shapes)) if a != b]
@@ -178,6 +200,8 @@ class Pipeline:
             return self._skip(T_out_model)
         self._last_stamp_ns = stamp_ns
         self._last_shapes = shapes
+        self._processed_stamps.append(stamp_ns)
+        self._last_stale_ns = None
         t2 = time.perf_counter()
         try:
             detections = self.detector.step(frame)

@@ -12,29 +12,29 @@ clock has moved ``tf_timeout`` past the moment it was synced.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sparsebev_core.errors import InputError, UsageError
+from sparsebev_core.errors import UsageError
 from sparsebev_core.geometry import CAMERA_NAMES
 
 from .codecs import header_stamp_ns
 from .frames import tf_buffer_lookup
 from .messages import RosbagsMessages, ros2_typestore
+from .bag_io import (BagReadError, atomic_output_dir, iter_messages, open_bag_reader,
+                     read_error_types, salvage_mcap)
 from .nuscenes_bag import STORAGES, BagExistsError, open_writer
 from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, as_dict, defaults, load_yaml,
                      validate)
 from .pipeline import Pipeline, PipelineResult, PipelineStats
 from .sync import ApproximateTimeSynchronizer
-from .tf_buffer import TfBuffer
-
-
-class BagNotFoundError(InputError, FileNotFoundError):
-    """The input bag does not exist."""
+from .tf_buffer import InvalidArgumentException, TfBuffer
 
 
 @dataclass
@@ -44,18 +44,37 @@ class ReplayReport:
     messages: Counter = field(default_factory=Counter)          # per input topic
     missing_topics: list[str] = field(default_factory=list)
     published_stamps: list[int] = field(default_factory=list)   # header stamps of detections
-    tf_rejected: int = 0
+    tf_rejected: int = 0                                        # older than the cache: time jump
+    tf_invalid: Counter = field(default_factory=Counter)        # per reason, e.g. 'nan_or_inf'
+    undecodable: Counter = field(default_factory=Counter)       # per topic: corrupt messages
+    clock_jumps: int = 0                                        # TF stamps of a frame went back
+    sync_lost: int = 0                                          # anchor images never in a set
+    fewest_images: tuple[str, int] = ('', 0)                    # (camera, images) if incomplete
+    salvaged: int = 0                                           # truncated MCAP: intact messages
     wall_s: float = 0.0
 
     def summary(self) -> str:
-        lines = [f'input messages: {sum(self.messages.values())} '
+        lines = [] if not self.salvaged else [
+            f'input bag damaged: replayed only its {self.salvaged} intact messages']
+        lines += [f'input messages: {sum(self.messages.values())} '
                  f'({", ".join(f"{t}: {n}" for t, n in sorted(self.messages.items()))})']
         if self.missing_topics:
             lines.append('topics not in the bag (no frame can sync without them): '
                          + ', '.join(self.missing_topics))
+        if self.sync_lost:
+            camera, count = self.fewest_images
+            lines.append(f'frames lost before sync: {self.sync_lost} (no complete set of '
+                         f'{len(CAMERA_NAMES)} images within slop'
+                         + (f'; fewest images: {camera} with {count}' if camera else '') + ')')
         lines.append(self.stats.summary())
         if self.tf_rejected:
             lines.append(f'TF messages rejected as older than the 10 s cache: {self.tf_rejected}')
+        if self.tf_invalid:
+            lines.append(f'TF transforms rejected as invalid: {sum(self.tf_invalid.values())}'
+                         + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.tf_invalid.items())))
+        if self.undecodable:
+            lines.append(f'messages that could not be deserialized: {sum(self.undecodable.values())}'
+                         + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.undecodable.items())))
         lines.append(f'wall time: {self.wall_s:.1f} s')
         return '\n'.join(lines)
 
@@ -84,18 +103,45 @@ class _TfGate:
         return out
 
 
-def _feed_tf(tf: TfBuffer, gate: _TfGate, msg: Any, static: bool, report: 'ReplayReport') -> None:
-    for transform in msg.transforms:
+class _TfFeed:
+    """/tf and /tf_static into the buffer, as tf2's listener: an invalid transform is logged,
+    counted and dropped (the rest of its message is kept); data older than the cache means
+    time jumped back (a bag loop): the buffer is cleared and refilled."""
+
+    def __init__(self, tf: TfBuffer, gate: _TfGate, pipeline: Pipeline, report: 'ReplayReport',
+                 warn: Callable[[str, str], None]):
+        self.tf, self.gate, self.pipeline, self.report, self.warn = tf, gate, pipeline, report, warn
+        self.newest: dict[str, int] = {}          # child frame -> newest dynamic stamp
+
+    def __call__(self, msg: Any, static: bool) -> None:
+        for transform in msg.transforms:
+            try:
+                self._one(transform, static)
+            except InvalidArgumentException as exc:
+                self.report.tf_invalid[exc.reason] += 1
+                self.warn(f'tf/{exc.reason}', f'rejected a {"/tf_static" if static else "/tf"} '
+                          f'transform: {exc}')
+
+    def _one(self, transform: Any, static: bool) -> None:
         stamp = header_stamp_ns(transform)
-        if tf.set_transform_msg(transform, static=static):
+        child = str(transform.child_frame_id).lstrip('/')
+        if self.tf.set_transform_msg(transform, static=static):
             if not static:
-                gate.newest_tf_ns = max(gate.newest_tf_ns, stamp)
-            continue
+                if stamp < self.newest.get(child, stamp):
+                    self.report.clock_jumps += 1
+                    self.pipeline.clock_jumped_back()
+                self.newest[child] = stamp
+                self.gate.newest_tf_ns = max(self.gate.newest_tf_ns, stamp)
+            return
         # more than the cache length older than the newest data: time jumped back (bag loop)
-        report.tf_rejected += 1
-        tf.clear()
-        tf.set_transform_msg(transform, static=static)
-        gate.newest_tf_ns = stamp
+        self.report.tf_rejected += 1
+        self.report.clock_jumps += 1
+        self.pipeline.clock_jumped_back()
+        self.tf.clear()
+        self.newest.clear()
+        self.tf.set_transform_msg(transform, static=static)
+        self.newest[child] = stamp
+        self.gate.newest_tf_ns = stamp
 
 
 def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, detector: Any,
@@ -106,13 +152,10 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
 
     ``on_result`` sees every published :class:`PipelineResult` (the demo draws from it).
     """
-    from rosbags.highlevel import AnyReader
     from tqdm import tqdm
 
     t_start = time.perf_counter()
     in_path = Path(in_bag)
-    if not in_path.exists():
-        raise BagNotFoundError(f'input bag {in_path} does not exist')
     store = ros2_typestore(distro)
     tf = TfBuffer()
     pipeline = Pipeline(params, detector, tf_buffer_lookup(tf), RosbagsMessages(store), log=log)
@@ -124,10 +167,13 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
     synced: list[tuple] = []
     sync.register_callback(lambda *images: synced.append(images))
     gate = _TfGate(params.tf_timeout)
+    feed_tf = _TfFeed(tf, gate, pipeline, report, pipeline.warn)
 
-    with AnyReader([in_path], default_typestore=store) as reader:
+    with contextlib.ExitStack() as stack:
+        reader = _open_input(in_path, store, report, log, stack)
+        tmp_out = stack.enter_context(atomic_output_dir(out_bag))
         report.missing_topics = _missing_topics(reader, image_topics, info_topics, in_path, log)
-        writer = open_writer(out_bag, storage)
+        writer = open_writer(tmp_out, storage)
         try:
             copies = _copy_connections(reader, writer, store)
             det_conn = writer.add_connection(DETECTIONS_TOPIC, 'vision_msgs/msg/Detection3DArray',
@@ -149,16 +195,22 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
 
             bar = tqdm(total=sum(c.msgcount for c in reader.connections), desc='replay',
                        unit='msg', disable=not progress)
-            for conn, log_ns, raw in reader.messages():
+            for conn, log_ns, raw in iter_messages(reader, in_path):
                 bar.update(1)
                 if conn.topic in copies:
                     writer.write(copies[conn.topic], log_ns, raw)
                 if conn.topic not in inputs:
                     continue
                 report.messages[conn.topic] += 1
-                msg = reader.deserialize(raw, conn.msgtype)
+                try:
+                    msg = reader.deserialize(raw, conn.msgtype)
+                except read_error_types() as exc:          # one corrupt message: count, go on
+                    report.undecodable[conn.topic] += 1
+                    pipeline.warn(f'undecodable/{conn.topic}', f'cannot deserialize a '
+                                  f'{conn.msgtype} on {conn.topic}: {exc}')
+                    continue
                 if conn.topic in ('/tf', '/tf_static'):
-                    _feed_tf(tf, gate, msg, conn.topic == '/tf_static', report)
+                    feed_tf(msg, conn.topic == '/tf_static')
                 elif conn.topic in info_topics:
                     pipeline.on_camera_info(info_topics.index(conn.topic), msg)
                 else:
@@ -171,8 +223,35 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
             bar.close()
         finally:
             writer.close()
+    _count_sync_losses(report, image_topics)
     report.wall_s = time.perf_counter() - t_start
     return report
+
+
+def _open_input(in_path: Path, store: Any, report: ReplayReport, log: Callable[[str], None],
+                stack: contextlib.ExitStack) -> Any:
+    """The input reader; a truncated MCAP bag is replaced by a copy of its intact part."""
+    try:
+        return stack.enter_context(open_bag_reader(in_path, store))
+    except BagReadError as exc:
+        if not (in_path.is_dir() and any(in_path.glob('*.mcap'))):
+            raise
+        salvage = Path(stack.enter_context(tempfile.TemporaryDirectory())) / 'intact'
+        try:
+            report.salvaged = salvage_mcap(in_path, salvage, store)
+        except BagReadError:
+            raise exc from None
+        log(f'{exc}; replaying the {report.salvaged} intact messages of its readable part')
+        return stack.enter_context(open_bag_reader(salvage, store))
+
+
+def _count_sync_losses(report: ReplayReport, image_topics: list[str]) -> None:
+    """Frames that never became a synced set: the most images any camera sent minus the sets."""
+    received = [report.messages.get(t, 0) for t in image_topics]
+    report.sync_lost = max(0, max(received) - report.stats.synced)
+    if report.sync_lost and min(received) < max(received):
+        i = received.index(min(received))
+        report.fewest_images = (CAMERA_NAMES[i], received[i])
 
 
 def _missing_topics(reader: Any, image_topics: list[str], info_topics: list[str], path: Path,
@@ -185,7 +264,7 @@ def _missing_topics(reader: Any, image_topics: list[str], info_topics: list[str]
         if t in image_topics:
             other = sorted(x for x in topics if x.startswith(t.rsplit('/compressed', 1)[0]))
             hint = f' (the bag has {", ".join(other)}: check image_transport)' if other else ''
-        log(f'warning: topic {t} is not in {path}{hint}')
+        log(f'topic {t} is not in {path}{hint}; no frame can sync without it')
     return missing
 
 
@@ -246,8 +325,8 @@ def main(args: argparse.Namespace) -> int:
     """Replay the bag; exit code 1 when frames synced but none was published."""
     from sparsebev_core.loading import model_config
     from .pipeline import build_detector
-    if not Path(args.in_bag).exists():
-        raise BagNotFoundError(f'input bag {args.in_bag} does not exist')
+    if not Path(args.in_bag).exists():             # before the model loads
+        raise BagReadError(f'input bag {args.in_bag} does not exist')
     if Path(args.out_bag).exists():
         raise BagExistsError(f'output bag {args.out_bag} already exists; remove it or choose '
                              'another name')
@@ -261,4 +340,9 @@ def main(args: argparse.Namespace) -> int:
     print(report.summary())
     print(f'wrote {args.out_bag} ({args.storage}): {report.stats.published} Detection3DArray on '
           f'{DETECTIONS_TOPIC}' + (f' and MarkerArray on {MARKERS_TOPIC}' if params.publish_markers else ''))
-    return 0 if report.stats.published or not report.stats.synced else 1
+    missing_images = [t for t in report.missing_topics if t in params.subscribed_image_topics]
+    if not report.stats.published and (report.stats.synced or missing_images):
+        print('error: no frame was published' + (f' ({", ".join(missing_images)} not in the bag)'
+                                                 if missing_images else ''), file=sys.stderr)
+        return 1
+    return 0

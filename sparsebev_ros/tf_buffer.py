@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import invert_transform, make_transform, quat_to_rot
 
 from .codecs import stamp_to_ns
@@ -50,8 +51,17 @@ class ExtrapolationException(TransformException):
     """The requested time lies outside the buffered data of a link."""
 
 
-class InvalidArgumentException(TransformException):
-    """A transform that cannot be stored (NaN, bad quaternion, empty or equal frame ids)."""
+class InvalidArgumentException(TransformException, InputError):
+    """A transform that cannot be stored (NaN, bad quaternion, empty or equal frame ids).
+
+    Like tf2's ``setTransform``, a caller feeding a stream (replay, the node's listener) logs
+    it, counts it and carries on: one bad message never ends a run. ``reason`` is a short key
+    ('nan_or_inf', 'quaternion_not_unit', 'bad_frame_ids', 'not_numbers') for summaries.
+    """
+
+    def __init__(self, message: str, reason: str = 'invalid'):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -182,6 +192,7 @@ class TfBuffer:
         self._frames: set[str] = set()
         self._lock = threading.RLock()
         self.rejected_old = 0
+        self.rejected_invalid = 0
 
     # ---------------------------------------------------------------- insertion
     def set_transform(self, parent: str, child: str, stamp_ns: int, translation: Any,
@@ -193,16 +204,25 @@ class TfBuffer:
         """
         parent, child = parent.lstrip('/'), child.lstrip('/')
         if not child or not parent:
-            raise InvalidArgumentException(f"empty frame id (parent '{parent}', child '{child}')")
+            raise InvalidArgumentException(f"empty frame id (parent '{parent}', child '{child}')",
+                                           'bad_frame_ids')
         if parent == child:
-            raise InvalidArgumentException(f"frame_id and child_frame_id are both '{child}'")
-        t = np.asarray(translation, np.float64).reshape(3)
-        x, y, z, w = (float(v) for v in rotation_xyzw)
+            raise InvalidArgumentException(f"frame_id and child_frame_id are both '{child}'",
+                                           'bad_frame_ids')
+        try:
+            t = np.asarray(translation, np.float64).reshape(3)
+            x, y, z, w = (float(v) for v in rotation_xyzw)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentException(f'transform {parent} <- {child} is not 3 + 4 numbers: '
+                                           f'{exc}', 'not_numbers') from None
         q = np.array([w, x, y, z])
         if not (np.all(np.isfinite(t)) and np.all(np.isfinite(q))):
-            raise InvalidArgumentException(f'NaN or inf in the transform {parent} <- {child}')
-        if abs(float(np.dot(q, q)) - 1.0) > QUATERNION_NORMALIZATION_TOLERANCE:
-            raise InvalidArgumentException(f'quaternion of {parent} <- {child} is not normalised')
+            raise InvalidArgumentException(f'NaN or inf in the transform {parent} <- {child}',
+                                           'nan_or_inf')
+        norm2 = float(np.linalg.norm(q)) ** 2             # no overflow for huge components
+        if abs(norm2 - 1.0) > QUATERNION_NORMALIZATION_TOLERANCE:
+            raise InvalidArgumentException(f'quaternion of {parent} <- {child} is not normalised '
+                                           f'(norm {math.sqrt(norm2):.6g})', 'quaternion_not_unit')
         q = q / np.linalg.norm(q)
         entry = _Entry(int(stamp_ns), parent, t, q)
         with self._lock:
@@ -220,8 +240,21 @@ class TfBuffer:
     def set_transform_msg(self, msg: Any, static: bool = False) -> bool:
         """Store a ``geometry_msgs/TransformStamped`` (rclpy or rosbags)."""
         tr, rot = msg.transform.translation, msg.transform.rotation
-        return self.set_transform(msg.header.frame_id, msg.child_frame_id, stamp_to_ns(msg.header.stamp),
+        return self.set_transform(str(msg.header.frame_id), str(msg.child_frame_id),
+                                  stamp_to_ns(msg.header.stamp),
                                   (tr.x, tr.y, tr.z), (rot.x, rot.y, rot.z, rot.w), static)
+
+    def set_tf_message(self, msg: Any, static: bool = False) -> int:
+        """Store every valid transform of a ``tf2_msgs/TFMessage``; returns how many were
+        accepted. Invalid ones are rejected one by one (counted in ``rejected_invalid``), as
+        tf2 does, so one bad entry does not cost the others."""
+        accepted = 0
+        for t in msg.transforms:
+            try:
+                accepted += bool(self.set_transform_msg(t, static))
+            except InvalidArgumentException:
+                self.rejected_invalid += 1
+        return accepted
 
     def clear(self) -> None:
         """Forget every dynamic transform (static ones stay), as tf2 does on a time jump back."""

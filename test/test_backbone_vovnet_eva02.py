@@ -304,6 +304,8 @@ def test_convert_checkpoint_backbone_only_maps_a_dd3d_file(tmp_path, monkeypatch
     for k, v in backbone.items():
         assert torch.equal(model.img_backbone.state_dict()[k], v), k
     # a file for another backbone is refused with the key report
-    assert cli.main(['convert-checkpoint', str(src), str(out), '--backbone-only', '--preset', 'tiny']) == 1
+    other = tmp_path / 'other.pth'
+    assert cli.main(['convert-checkpoint', str(src), str(other), '--backbone-only', '--preset', 'tiny']) == 1
     err = capsys.readouterr().err              # one error line, exit code 1 (bad input)
     assert 'missing keys' in err and err.startswith('sparsebev convert-checkpoint: error:')
+    assert not other.exists()

@@ -168,7 +168,7 @@ def test_convert_checkpoint_cli_reports_a_preset_mismatch(tmp_path, tiny_state, 
     torch.save(dict(state_dict=tiny_state), src)
     assert cli.main(['convert-checkpoint', str(src), str(tmp_path / 'out.pth'),
                      '--preset', 'r50_nuimg_704x256']) == 1
-    out = capsys.readouterr().err
+    out = capsys.readouterr().err                                  # errors go to stderr
     assert 'missing keys' in out and 'wrongly shaped keys' in out
     assert not (tmp_path / 'out.pth').exists()
 

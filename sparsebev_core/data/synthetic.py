@@ -30,11 +30,13 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from ..attributes import official_attribute
+from ..errors import UsageError
 from ..geometry import CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ, \
     NUSCENES_LIDAR_TOP_TRANSLATION, box_corners, invert_transform, nuscenes_lidar_to_ego, \
     rot_to_quat, transform_from_quat, yaw_to_quat
@@ -392,6 +394,21 @@ TABLE_NAMES = ('category', 'attribute', 'visibility', 'instance', 'sensor', 'cal
                'ego_pose', 'log', 'scene', 'sample', 'sample_data', 'sample_annotation', 'map')
 
 
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 8192
+
+
+def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
+    """(W, H) as ints, or UsageError naming ``--size`` when a side is outside 8..8192 pixels."""
+    try:
+        w, h = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise UsageError(f'--size must be two integers W H, got {image_size!r}') from None
+    if not (MIN_IMAGE_SIDE <= w <= MAX_IMAGE_SIDE and MIN_IMAGE_SIDE <= h <= MAX_IMAGE_SIDE):
+        raise UsageError(f'--size {w} {h}: width and height must each be {MIN_IMAGE_SIDE}..'
+                         f'{MAX_IMAGE_SIDE} pixels (default 400 225)')
+    return w, h
+
+
 def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
                    keyframes_per_scene: int = 20, image_size: tuple[int, int] = (400, 225),
                    version: str = 'v1.0-mini', jpeg_quality: int = 90,
@@ -411,6 +428,7 @@ def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
     from tqdm import tqdm
 
     out = Path(out_dir)
+    check_image_size(image_size)
     if keyframes_per_scene < 2:
         raise ValueError('keyframes_per_scene must be >= 2 (velocities need a neighbour)')
     names = scene_names(num_scenes)

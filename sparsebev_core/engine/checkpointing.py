@@ -2,10 +2,13 @@
 
 A checkpoint holds everything that decides the rest of a run: model, optimiser, schedule and
 loss-scaler states, the position (epoch, iteration within the epoch, global iteration), and
-the random states of python, numpy and torch (CPU and CUDA). Files are written to a temporary
-name and moved into place with ``os.replace``, so a kill during the write leaves the previous
-checkpoint intact. ``SigtermFlag`` turns SIGTERM into a request to stop at the next iteration
-boundary, where the loop writes a checkpoint and exits.
+the random states of python, numpy and torch (CPU and CUDA), all as tensors and plain Python
+values, so the file also loads with ``torch.load(weights_only=True)`` (``load_checkpoint``).
+Files are written to a predictable temporary name (``.latest.pth.tmp``) and moved into place
+with ``os.replace``: a kill during the write leaves the previous checkpoint intact, the next
+save replaces the leftover, and :func:`remove_stale_temporaries` clears leftovers at start.
+``SigtermFlag`` turns SIGTERM into a request to stop at the next iteration boundary, where the
+loop writes a checkpoint and exits.
 """
 from __future__ import annotations
 
@@ -18,7 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 LATEST = 'latest.pth'
+
+
+class TrainingCheckpointError(InputError):
+    """A file given to resume from is missing, not a training checkpoint, or from another run."""
 
 
 @dataclass
@@ -31,8 +40,12 @@ class TrainPosition:
 
 
 def rng_state() -> dict:
-    """Random states of python, numpy and torch (CPU and every CUDA device)."""
-    state = {'python': random.getstate(), 'numpy': np.random.get_state(),
+    """Random states of python, numpy and torch (CPU and every CUDA device), as tensors and
+    plain Python values (the numpy key array as an int64 tensor)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {'python': random.getstate(),
+             'numpy': (str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                       float(cached)),
              'torch': torch.get_rng_state()}
     if torch.cuda.is_available():
         state['cuda'] = torch.cuda.get_rng_state_all()
@@ -42,23 +55,49 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore what ``rng_state`` returned."""
     random.setstate(state['python'])
-    np.random.set_state(state['numpy'])
+    name, keys, pos, has_gauss, cached = state['numpy']
+    if isinstance(keys, torch.Tensor):                 # files before: a uint32 numpy array
+        keys = keys.numpy().astype(np.uint32)
+    np.random.set_state((name, keys, pos, has_gauss, cached))
     torch.set_rng_state(state['torch'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
+def temporary_path(path: str | os.PathLike) -> Path:
+    """The one temporary name ``atomic_save`` writes ``path`` under (``.NAME.tmp``)."""
+    path = Path(path)
+    return path.with_name(f'.{path.name}.tmp')
+
+
 def atomic_save(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` through a temporary file in the same folder + ``os.replace``."""
+    """``torch.save`` to ``path`` through :func:`temporary_path` + ``os.replace``.
+
+    A failure (disk full) removes the temporary file and re-raises; ``path`` keeps its old
+    content. A kill leaves at most the temporary file, which the next save overwrites."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def remove_stale_temporaries(work_dir: str | os.PathLike) -> list[Path]:
+    """Delete checkpoint temporaries a killed run left in ``work_dir`` (``.*.pth.tmp*``,
+    including the pid-suffixed names of earlier versions); returns what was removed."""
+    folder = Path(work_dir)
+    stale = sorted(folder.glob('.*.pth.tmp*')) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_training_state(work_dir: str | os.PathLike, model: torch.nn.Module,
@@ -88,14 +127,18 @@ def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
                         restore_rng: bool = True, rank: int = 0) -> tuple[TrainPosition, dict]:
     """Restore everything ``save_training_state`` wrote (the RNG states of process ``rank``);
     returns (position, meta)."""
+    from ..checkpoint import check_archive
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f'no checkpoint to resume from at {path}')
+        raise TrainingCheckpointError(f'no checkpoint to resume from at {path}: check --resume '
+                                      'and --work-dir, or leave --resume out to start afresh')
+    check_archive(path)                       # foreign or damaged files named, not unpickled
     state = torch.load(path, map_location='cpu', weights_only=False)
     missing = {'state_dict', 'optimizer', 'schedule', 'scaler', 'position', 'rng'} - set(state)
     if missing:
-        raise ValueError(f'{path} is not a training checkpoint (missing {sorted(missing)}); '
-                         'to start from model weights only, use --pretrained or load_checkpoint')
+        raise TrainingCheckpointError(
+            f'{path} is not a training checkpoint (missing {sorted(missing)}); to start from '
+            'model weights only, use --pretrained or load_checkpoint')
     model.load_state_dict(state['state_dict'])
     optimizer.load_state_dict(state['optimizer'])
     schedule.load_state_dict(state['schedule'])
@@ -103,7 +146,7 @@ def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
     if restore_rng:
         states = state['rng']
         if rank >= len(states):
-            raise ValueError(f'{path} holds RNG states of {len(states)} processes; resuming '
+            raise TrainingCheckpointError(f'{path} holds RNG states of {len(states)} processes; resuming '
                              f'rank {rank} needs the same number of processes as the saved run')
         set_rng_state(states[rank])
     return TrainPosition(**state['position']), state.get('meta', {})

@@ -29,10 +29,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config import ModelConfig
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..runtime_env import DistInfo, finish_distributed, init_distributed, resolve_device
-from .checkpointing import (LATEST, SigtermFlag, TrainPosition, atomic_save,
-                            load_training_state, rng_state, save_training_state)
+from .checkpointing import (LATEST, SigtermFlag, TrainPosition, TrainingCheckpointError,
+                            atomic_save, load_training_state, remove_stale_temporaries,
+                            rng_state, save_training_state)
 from .losses import SparseBEVLoss
 from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
 
@@ -43,6 +44,10 @@ class PretrainNotFoundError(InputError, FileNotFoundError):
     """The backbone pretrain file the preset (or --pretrained) names is not there."""
 
 
+class TrainArgumentError(UsageError, ValueError):
+    """A training option has a value that cannot mean anything; the message names it."""
+
+
 # ----------------------------------------------------------------------------- processes
 # DistInfo / init_distributed / resolve_device live in sparsebev_core.runtime_env (one place
 # for devices and the torchrun job); the names are imported above for this module's callers.
@@ -51,7 +56,7 @@ class PretrainNotFoundError(InputError, FileNotFoundError):
 def per_process_batch_size(total: int, world_size: int) -> int:
     """The official split of the total batch over processes; at least one sample each."""
     if total // world_size < 1:
-        raise InputError(f'total batch size {total} cannot be split over {world_size} processes '
+        raise TrainArgumentError(f'total batch size {total} cannot be split over {world_size} processes '
                          '(each needs >= 1 sample): raise --batch-size or use fewer processes')
     return total // world_size
 
@@ -164,8 +169,26 @@ class TrainOptions:
     resume: str | None = None                 # path, or 'auto' = work_dir/latest.pth
     workers: int | None = None
     log_interval: int = 10
+    checkpoint_interval: int = 500            # also write latest.pth every N iterations; 0: off
     progress: bool = True
     tensorboard: bool = True
+
+
+def validate_train_options(options: TrainOptions) -> TrainOptions:
+    """Refuse option values that would silently mean something else (``--epochs 0`` was "the
+    preset's", ``-1`` an untrained model). Returns ``options``; raises TrainArgumentError."""
+    rules = (('epochs', '--epochs', 1, True), ('batch_size', '--batch-size', 1, True),
+             ('max_iters', '--max-iters', 1, True), ('workers', '--workers', 0, True),
+             ('log_interval', '--log-interval', 1, False),
+             ('checkpoint_interval', '--checkpoint-interval', 0, False))
+    for name, flag, lowest, optional in rules:
+        value = getattr(options, name)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            default = " (leave it out for the preset's)" if name in ('epochs', 'batch_size') else ''
+            raise TrainArgumentError(f'{flag} must be an integer >= {lowest}, got {value!r}{default}')
+    return options
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:
@@ -215,13 +238,17 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
     Writes ``work_dir/latest.pth`` (training state) every epoch, on SIGTERM and at
     ``max_iters``, and ``work_dir/model_final.pth`` (weights only) when all epochs are done.
     """
+    validate_train_options(options)
     info = info or DistInfo()
     work_dir = Path(options.work_dir)
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
-    epochs = options.epochs or cfg.train.epochs
-    batch_size = per_process_batch_size(options.batch_size or cfg.train.total_batch_size,
-                                        info.world_size)
+        for stale in remove_stale_temporaries(work_dir):
+            print(f'removed {stale}, left by an interrupted checkpoint save', file=sys.stderr)
+    epochs = cfg.train.epochs if options.epochs is None else options.epochs
+    batch_size = per_process_batch_size(
+        cfg.train.total_batch_size if options.batch_size is None else options.batch_size,
+        info.world_size)
     if model is None:
         from ..model.detector import build_model
         model = build_model(cfg, amp=device.type == 'cuda')
@@ -249,9 +276,10 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
                                               rank=info.rank)
         for key in ('preset', 'world_size', 'total_batch_size', 'epochs', 'seed'):
             if key in saved and saved[key] != meta[key]:
-                raise InputError(f'{resume_path} was written by a run with {key}={saved[key]!r}; '
-                                 f'this run has {key}={meta[key]!r}. An exact resume needs the '
-                                 f'same preset, processes, total batch, epochs and seed')
+                raise TrainingCheckpointError(
+                    f'{resume_path} was written by a run with {key}={saved[key]!r}; '
+                    f'this run has {key}={meta[key]!r}. An exact resume needs the '
+                    f'same preset, processes, total batch, epochs and seed')
 
     samples = SeededSamples(dataset, options.seed)
     iters_per_epoch = batches_per_epoch(len(samples), info, batch_size)
@@ -301,6 +329,9 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
                 if stop or position.global_iteration >= total_iters:
                     stopped_early = stop or position.global_iteration < epochs * iters_per_epoch
                     break
+                if (options.checkpoint_interval and position.iteration_in_epoch < iters_per_epoch
+                        and position.global_iteration % options.checkpoint_interval == 0):
+                    checkpoint()                  # a kill before the epoch ends can resume here
             if position.iteration_in_epoch >= iters_per_epoch:
                 position.epoch += 1
                 position.iteration_in_epoch = 0
@@ -387,6 +418,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--workers', type=int, default=None, help='data-loader workers per process')
     add_threads_argument(parser, default=None)
     parser.add_argument('--log-interval', type=int, default=10)
+    parser.add_argument('--checkpoint-interval', type=int, default=500,
+                        help='also write latest.pth every N iterations (0: only per epoch)')
     parser.add_argument('--no-progress', action='store_true', help='no tqdm bar')
 
 
@@ -410,6 +443,12 @@ def main(args: argparse.Namespace) -> int:
     from ..cli_common import model_config_from_args
     from ..model.detector import build_model
     cfg = model_config_from_args(args)
+    options = validate_train_options(TrainOptions(
+        work_dir=args.work_dir or f'work_dirs/{cfg.name}', epochs=args.epochs,
+        max_iters=args.max_iters, batch_size=args.batch_size, seed=args.seed,
+        deterministic=args.deterministic, resume=args.resume, workers=args.workers,
+        log_interval=args.log_interval, checkpoint_interval=getattr(args, 'checkpoint_interval', 500),
+        progress=not args.no_progress))
     if args.threads:
         torch.set_num_threads(args.threads)
     info = init_distributed(args.device)
@@ -424,18 +463,14 @@ def main(args: argparse.Namespace) -> int:
     if args.resume is None:
         load_backbone_pretrain(model, cfg, args.pretrained)
     attach_image_augmentations(model, cfg)
-    options = TrainOptions(work_dir=args.work_dir or f'work_dirs/{cfg.name}', epochs=args.epochs,
-                           max_iters=args.max_iters, batch_size=args.batch_size, seed=args.seed,
-                           deterministic=args.deterministic, resume=args.resume,
-                           workers=args.workers, log_interval=args.log_interval,
-                           progress=not args.no_progress)
     start = time.time()
     summary = train(cfg, dataset, options, device, info, model)
     if info.is_main:
         state = 'finished' if summary['finished'] else 'stopped'
+        saved = Path(summary['checkpoint'])
         print(f"{state} at epoch {summary['position'].epoch}, iteration "
               f"{summary['position'].global_iteration} after {time.time() - start:.0f} s; "
-              f"checkpoint {summary['checkpoint']}", flush=True)
+              + (f'checkpoint {saved}' if saved.is_file() else 'no checkpoint written'), flush=True)
     finish_distributed(info)
     return 0
 
