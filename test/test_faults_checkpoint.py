@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fault_cases import real_jpeg
-from sparsebev_core import cli
+from sparsebev_cli import cli
 from sparsebev_core.checkpoint import (CheckpointError, check_archive, describe_file,
                                        load_checkpoint, read_checkpoint)
 from sparsebev_core.engine import checkpointing

@@ -100,8 +100,9 @@ def test_resume_from_a_missing_or_foreign_file_is_a_typed_error(tmp_path):
     assert isinstance(err.value, InputError)
 
 
-def test_cuda_without_cuda_names_the_option():
+def test_cuda_without_cuda_names_the_device():
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA')
-    with pytest.raises(TrainArgumentError, match='--device cuda'):
-        train_module.resolve_device('cuda', train_module.DistInfo())
+    from sparsebev_core.runtime_env import DeviceError
+    with pytest.raises(DeviceError, match="device 'cuda' requested but torch sees no CUDA"):
+        train_module.resolve_device('cuda', local_rank=0)

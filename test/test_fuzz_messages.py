@@ -29,7 +29,7 @@ MEMORY_LIMIT = 64 * MAX_PIXELS          # bytes traced while decoding one image 
 STORE = ros2_typestore('humble')
 F = RosbagsMessages(STORE)
 STRANGE = (math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-310, -1.0, 1e308, -1e308, 2.0, 1e-12, 7.0)
-IMAGE_ERRORS = (codecs.CodecError,)
+IMAGE_ERRORS = codecs.CODEC_ERRORS
 
 
 def roundtrip(msg):
