@@ -35,7 +35,7 @@ def view_index(view_coordinate: Tensor, num_views: int) -> Tensor:
     """
     scaled = view_coordinate * float(max(num_views - 1, 0))
     rounded = torch.sign(scaled) * torch.floor(scaled.abs() + 0.5)
-    rounded = torch.nan_to_num(rounded, nan=0.0, posinf=float(num_views - 1), neginf=0.0)
+    rounded = torch.where(rounded == rounded, rounded, torch.zeros_like(rounded))   # NaN -> 0
     return rounded.clamp(0.0, float(num_views - 1)).long()
 
 
