@@ -48,7 +48,12 @@ setup(
         'nuscenes-devkit>=1.1',
         'tensorboard',
     ],
-    extras_require={'test': ['pytest', 'catkin_pkg', 'mcap-ros2-support']},
+    extras_require={
+        'test': ['pytest', 'catkin_pkg', 'mcap-ros2-support'],
+        # ONNX export / onnxruntime (docs/sampling_op.md). Pinned so that one resolver run
+        # installs them beside numpy<2: ml_dtypes 0.6 (pulled by onnx >= 1.19) needs numpy>=2.
+        'onnx': ['onnx==1.23.2', 'onnxruntime==1.32.0', 'ml_dtypes==0.5.4'],
+    },
     zip_safe=True,
     maintainer='sparsebev_ros developers',
     maintainer_email='sparsebev-ros@example.org',
