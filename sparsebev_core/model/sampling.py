@@ -43,8 +43,8 @@ def group_features_for_sampling(features: Sequence[Tensor], num_groups: int,
     once per forward, reused by every decoder layer. ``channels_last`` (default: what the
     selected backend reads fastest, :func:`sparsebev_core.ops.prefers_channels_last`) lays the
     memory out as ``[B*T*G, N, H, W, C]`` with the same logical shape and values.
-    ``valid_views [B, T*N]`` bool: the features of invalid views become zeros (in the same
-    copy), so a point that falls back onto an invalid view samples nothing.
+    ``valid_views [B, T*N]`` bool: the features of invalid views become zeros (one more copy,
+    only when a mask is given), so a point that falls back onto an invalid view samples zeros.
     """
     grouped = []
     for feat in features:
