@@ -157,3 +157,12 @@ def test_onnx_export_runs_in_onnxruntime_like_torch():
     out = session.run(None, inputs)[0]
     ref = ops.msmv_sampling_torch(feats, loc, weights).numpy()
     assert np.abs(out - ref).max() < TOLERANCE
+
+
+def test_float16_features_keep_float32_positions():
+    feats, loc, weights, _ = fixture_inputs()
+    half = [f.half() for f in feats]                           # the fixture's values are float16
+    out = msmv_sampling_gather(half, loc, weights)
+    assert out.dtype == torch.float16
+    ref = ops.msmv_sampling_torch([f.float() for f in half], loc, weights)
+    torch.testing.assert_close(out.float(), ref, rtol=2e-3, atol=2e-3)

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig, ResNetConfig
+from ..errors import InputError
 from .fpn import build_fpn
 
 PAD_MULTIPLE = 32        # official img_pad_cfg size_divisor
@@ -135,7 +136,7 @@ class SparseBEV(nn.Module):
             raise TypeError('timestamps must be float64 seconds: float32 cannot resolve '
                             'milliseconds at Unix-epoch magnitudes (~1.5e9 s)')
         if M == 0 or M % self.cfg.num_frames:
-            raise ValueError(f'preset {self.cfg.name!r} expects T*N images per sample '
+            raise InputError(f'preset {self.cfg.name!r} expects T*N images per sample '
                              f'(T = {self.cfg.num_frames} frames of N >= 1 cameras), got {M}')
 
     def forward_head(self, features: list[torch.Tensor], lidar2img: torch.Tensor,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import HeadConfig
+from ..errors import InputError
 from .boxes import denormalize_bbox, query_to_head_layout
 from .decoder import Transformer, compute_time_diff
 from .denoising import make_denoising_queries
@@ -92,7 +93,7 @@ class SparseBEVHead(nn.Module):
         """Views (cameras) per frame of the input: ``features[0]`` is ``[B, T*N, C, h, w]``."""
         t = self.cfg.num_frames
         if features[0].dim() != 5 or features[0].shape[1] == 0 or features[0].shape[1] % t:
-            raise ValueError(f'feature level 0 must be [B, T*N, {self.cfg.embed_dims}, h, w] with '
+            raise InputError(f'feature level 0 must be [B, T*N, {self.cfg.embed_dims}, h, w] with '
                              f'T={t} frames of N >= 1 cameras, got {list(features[0].shape)}')
         return features[0].shape[1] // t
 
@@ -102,7 +103,7 @@ class SparseBEVHead(nn.Module):
             raise ValueError(f'expected {self.cfg.num_levels} feature levels, got {len(features)}')
         counts = [feat.shape[1] if feat.dim() == 5 else None for feat in features]
         if len(set(counts)) > 1:
-            raise ValueError(f'feature level 0 has {counts[0]} images but the levels disagree: '
+            raise InputError(f'feature level 0 has {counts[0]} images but the levels disagree: '
                              f'{counts} (each level must be [B, T*N, C, h, w])')
         num_views = self.num_views(features)
         t_n = self.cfg.num_frames * num_views
@@ -115,7 +116,7 @@ class SparseBEVHead(nn.Module):
             raise ValueError(f'lidar2img must be [B, {t_n}, 4, 4], got {list(lidar2img.shape)}')
         if valid_views is not None and (valid_views.dtype != torch.bool
                                         or tuple(valid_views.shape) != (features[0].shape[0], t_n)):
-            raise ValueError(f'valid_views must be a bool [B, T*N] = {[features[0].shape[0], t_n]} '
+            raise InputError(f'valid_views must be a bool [B, T*N] = {[features[0].shape[0], t_n]} '
                              f'mask, got {valid_views.dtype} {list(valid_views.shape)}')
 
     def forward(self, features: Sequence[Tensor], lidar2img: Tensor | np.ndarray,

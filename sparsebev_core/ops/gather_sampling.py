@@ -25,6 +25,8 @@ from typing import Sequence
 
 import torch
 
+from ..errors import InputError
+
 Tensor = torch.Tensor
 
 
@@ -95,15 +97,17 @@ def msmv_sampling_gather(features_per_level: Sequence[Tensor], locations: Tensor
     scale_weights ``[R, Q, P, L]`` -> ``[R, Q, C, P]``.
 
     Differentiable through autograd (features, the (x, y) part of the locations, the level
-    weights; the view coordinate is an index and gets gradient 0).
+    weights; the view coordinate is an index and gets gradient 0). Tap positions and weights
+    are computed in float32 (float64 for float64 features), also for float16 features.
     """
     out = None
     for level, feat in enumerate(features_per_level):                      # feat [R, C, N, H, W]
         _, _, num_views, height, width = feat.shape
-        index, weights, inside = bilinear_taps(locations.to(feat.dtype), num_views, height, width)
+        position_dtype = torch.float64 if feat.dtype == torch.float64 else torch.float32
+        index, weights, inside = bilinear_taps(locations.to(position_dtype), num_views, height, width)
         sampled = sample_level(tap_table(feat), index, weights, inside)    # [R, Q, P, C]
         weighted = sampled * scale_weights[..., level, None].to(feat.dtype)
         out = weighted if out is None else out + weighted                  # [R, Q, P, C]
     if out is None:
-        raise ValueError('msmv_sampling needs at least one feature level')
+        raise InputError('msmv_sampling needs at least one feature level')
     return out.permute(0, 1, 3, 2).contiguous()                            # [R, Q, C, P]
