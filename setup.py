@@ -55,6 +55,9 @@ setup(
         # the mmdet3d route (sparsebev_core.integrations.mmdet3d, docs/mmdet3d.md); the core never
         # imports these. mmcv itself (with its compiled ops) comes from your mmdet3d install.
         'mmdet3d': ['mmengine>=0.10.4,<0.11', 'mmdet>=3.0,<3.4', 'mmdet3d>=1.1,<1.5'],
+        # ONNX export / onnxruntime (docs/sampling_op.md). Pinned so that one resolver run
+        # installs them beside numpy<2: ml_dtypes 0.6 (pulled by onnx >= 1.19) needs numpy>=2.
+        'onnx': ['onnx==1.23.2', 'onnxruntime==1.32.0', 'ml_dtypes==0.5.4'],
     },
     zip_safe=True,
     maintainer='sparsebev_ros developers',

@@ -2,15 +2,19 @@
 
     python bench/sampling.py                      # every available backend, fp32 + fp16, GPU if any
     python bench/sampling.py --device cpu --dtypes fp32 --repeats 3
+    python bench/sampling.py --device cpu --shapes r50_nuimg_704x256 --dtypes fp32 --threads 1
 
 Shapes (one decoder layer's sampling call; the head makes six per frame): B = 1, T = 8 frames,
 G = 4 groups of C = 64 channels, N = 6 cameras, Q = 900 queries, P = 4 points, L = 4 FPN levels
 at strides 4, 8, 16, 32 of the input (704x256 for r50_nuimg_704x256, 1408x512 for
-r101_nuimg_1408x512). Rows of the table: the torch backend (the in-run baseline), the CUDA
-backend given the front end's usual [R, C, N, H, W] features (it converts them to channels-last on
-every call), and the CUDA backend given features already in kernel layout (what a head that
-converts once per frame pays). Times are medians; speed-ups are against the torch row of the same
-shape and dtype, measured in the same run.
+r101_nuimg_1408x512). Rows of the table: the torch backend (5-D grid_sample, the in-run baseline)
+given the plain [R, C, N, H, W] features; every backend also given features already in
+channels-last memory [R, N, H, W, C] (what ``group_features_for_sampling`` builds once per frame
+for the backends that prefer it: the CPU torch backend, gather, cuda); the gather backend
+(explicit bilinear taps, the plugin-free ONNX / TensorRT formulation) given plain features (one
+copy per call); the CUDA backend given plain features (converted on every call). All rows sample
+the same inputs in one process. Times are medians; speed-ups are against the torch row of the
+same shape and dtype, measured in the same run.
 """
 from __future__ import annotations
 
@@ -86,9 +90,17 @@ def timed(fn: Callable[[], object], device: str, warmup: int, repeats: int) -> f
     return statistics.median(samples)
 
 
+def channels_last(features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Same values, memory ``[R, N, H, W, C]`` (done once per frame by the head)."""
+    return [f.contiguous(memory_format=torch.channels_last_3d) for f in features]
+
+
 def variants(device: str) -> dict[str, tuple[Callable, Callable]]:
     """name -> (prepare features once, sample) for every backend that runs on ``device``."""
-    out = {'torch': (lambda f: f, ops.msmv_sampling_torch)}
+    out = {'torch': (lambda f: f, ops.msmv_sampling_torch),
+           'torch, channels-last input': (channels_last, ops.msmv_sampling_torch),
+           'gather': (lambda f: f, ops.msmv_sampling_gather),
+           'gather, channels-last input': (channels_last, ops.msmv_sampling_gather)}
     if device.startswith('cuda') and 'cuda' in ops.available_backends():
         from sparsebev_core.ops import cuda_backend
         out['cuda'] = (lambda f: f, cuda_backend.msmv_sampling_cuda)
@@ -131,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--dtypes', nargs='+', default=['fp32', 'fp16'], choices=list(DTYPES))
     parser.add_argument('--warmup', type=int, default=None, help='default: 5 on GPU, 1 on CPU')
     parser.add_argument('--repeats', type=int, default=None, help='default: 50 on GPU, 3 on CPU')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    parser.add_argument('--backends', nargs='+', default=None,
+                        help='rows to run (names as in the table; default: all available)')
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     on_gpu = args.device.startswith('cuda')
     warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 1)
     repeats = args.repeats if args.repeats is not None else (50 if on_gpu else 3)
@@ -145,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         for dtype_name in args.dtypes:
             baseline = None
             for name, (prepare, sample) in variants(args.device).items():
+                if args.backends is not None and name not in args.backends and name != 'torch':
+                    continue
                 try:
                     fwd, fwd_bwd = bench_one(shape, DTYPES[dtype_name], args.device, prepare, sample,
                                              warmup, repeats)

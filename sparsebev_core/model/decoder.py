@@ -118,15 +118,17 @@ class DecoderLayer(nn.Module):
 
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: list[Tensor],
                 lidar2img: Tensor, time_diff: Tensor, image_hw: tuple[int, int],
-                attn_blocked: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                attn_blocked: Tensor | None = None,
+                valid_views: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """query_bbox ``[B, Q, 10]`` (query layout), query_feat ``[B, Q, C]``, grouped features
-        ``[BTG, C/G, N, h, w]`` per level -> (query_feat ``[B, Q, C]``, cls logits
-        ``[B, Q, classes]``, refined boxes ``[B, Q, 10]`` query layout, velocity in m/s)."""
+        ``[BTG, C/G, N, h, w]`` per level, valid_views ``[B, T*N]`` bool or None (all valid)
+        -> (query_feat ``[B, Q, C]``, cls logits ``[B, Q, classes]``, refined boxes
+        ``[B, Q, 10]`` query layout, velocity in m/s)."""
         # quirk 2: the position embedding is added to the content itself, every layer
         query_feat = query_feat + self.position_encoder(query_bbox[..., :3])      # [B, Q, C]
         query_feat = self.norm1(self.self_attn(query_bbox, query_feat, attn_blocked))
         sampled = self.sampling(query_bbox, query_feat, features, lidar2img, time_diff,
-                                image_hw)                                         # [B, Q, G, TP, C/G]
+                                image_hw, valid_views=valid_views)                # [B, Q, G, TP, C/G]
         query_feat = self.norm2(self.mixing(sampled, query_feat))                 # [B, Q, C]
         query_feat = self.norm3(self.ffn(query_feat))                             # [B, Q, C]
 
@@ -144,18 +146,24 @@ class Decoder(nn.Module):
         super().__init__()
         self.num_layers = cfg.num_layers
         self.num_groups = cfg.num_groups
+        self.num_frames = cfg.num_frames
         self.decoder_layer = DecoderLayer(cfg)
 
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: Sequence[Tensor],
                 lidar2img: Tensor, time_diff: Tensor, image_hw: tuple[int, int],
-                attn_blocked: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """FPN levels ``[B, T*N, C, h, w]`` -> stacked (cls ``[L, B, Q, classes]``, boxes
-        ``[L, B, Q, 10]`` query layout)."""
-        grouped = group_features_for_sampling(features, self.num_groups)          # [BTG, C/G, N, h, w]
+                attn_blocked: Tensor | None = None,
+                valid_views: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """FPN levels ``[B, T*N, C, h, w]`` (N views per frame) -> stacked (cls
+        ``[L, B, Q, classes]``, boxes ``[L, B, Q, 10]`` query layout). valid_views ``[B, T*N]``
+        bool: no point samples an invalid view (None: all valid)."""
+        num_views = features[0].shape[1] // self.num_frames
+        grouped = group_features_for_sampling(features, self.num_groups, num_views,
+                                              valid_views=valid_views)            # [BTG, C/G, N, h, w]
         all_cls, all_bbox = [], []
         for _ in range(self.num_layers):
             query_feat, cls_logits, bbox = self.decoder_layer(
-                query_bbox, query_feat, grouped, lidar2img, time_diff, image_hw, attn_blocked)
+                query_bbox, query_feat, grouped, lidar2img, time_diff, image_hw, attn_blocked,
+                valid_views)
             query_bbox = bbox.detach()                                            # quirk 1
             all_cls.append(cls_logits)
             all_bbox.append(bbox)
@@ -171,7 +179,8 @@ class Transformer(nn.Module):
 
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: Sequence[Tensor],
                 lidar2img: Tensor, time_diff: Tensor, image_hw: tuple[int, int],
-                attn_blocked: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                attn_blocked: Tensor | None = None,
+                valid_views: Tensor | None = None) -> tuple[Tensor, Tensor]:
         cls_scores, bbox_preds = self.decoder(query_bbox, query_feat, features, lidar2img,
-                                              time_diff, image_hw, attn_blocked)
+                                              time_diff, image_hw, attn_blocked, valid_views)
         return torch.nan_to_num(cls_scores), torch.nan_to_num(bbox_preds)         # [L, B, Q, ...]

@@ -3,8 +3,9 @@
 Submodule names are the official state-dict prefixes (``img_backbone``, ``img_neck``,
 ``pts_bbox_head``), so official checkpoints load by name (spec/sparsebev.md sections 2.1, 10).
 
-Images come in as RGB, uint8 or float in 0..255, ``[B, M, 3, H, W]`` with ``M = T*6``
-frame-major (index = frame*6 + camera, frame 0 = current). The wrapper converts to the
+Images come in as RGB, uint8 or float in 0..255, ``[B, M, 3, H, W]`` with ``M = T*N``
+frame-major (index = frame*N + camera, frame 0 = current; N cameras, any N >= 1, the six
+nuScenes cameras by default). The wrapper converts to the
 backbone's channel order, applies the preset's mean/std, pads right/bottom with zeros to a
 multiple of 32, and runs backbone + neck on all ``B*M`` images as one batch.
 """
@@ -18,10 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from ..errors import InputError
 from .backbones.dispatch import backbone_kind
 from .fpn import build_fpn
 
-NUM_CAMERAS = 6
 PAD_MULTIPLE = 32        # official img_pad_cfg size_divisor
 FEATURE_STRIDE_0 = 4     # stride of pyramid level 0 for every backbone we have (C2 / x4 of ViT/16)
 
@@ -97,15 +98,16 @@ class SparseBEV(nn.Module):
         B, M = images.shape[:2]
         x = self.normalize_images(images.flatten(0, 1))            # [B*M, 3, H', W']
         x = x.view(B, M, *x.shape[1:])                              # [B, M, 3, H', W']
-        k = self.stop_prev_grad * NUM_CAMERAS
+        num_views = max(M // self.cfg.num_frames, 1)                # cameras per frame
+        k = self.stop_prev_grad * num_views
         if self.training and self.stop_prev_grad > 0 and M > k:
             per_chunk = [self._image_branch(x[:, :k].flatten(0, 1))]
             chunk_sizes = [k]
             self.eval()
             try:
                 with torch.no_grad():
-                    for start in range(k, M, NUM_CAMERAS):
-                        chunk = x[:, start:start + NUM_CAMERAS]
+                    for start in range(k, M, num_views):
+                        chunk = x[:, start:start + num_views]
                         per_chunk.append(self._image_branch(chunk.flatten(0, 1)))
                         chunk_sizes.append(chunk.shape[1])
             finally:
@@ -127,36 +129,38 @@ class SparseBEV(nn.Module):
                            timestamps: torch.Tensor) -> None:
         B, M = features[0].shape[:2]
         if lidar2img.shape != (B, M, 4, 4):
-            raise ValueError(f'lidar2img must be [B, T*6, 4, 4] = {[B, M, 4, 4]}, '
+            raise ValueError(f'lidar2img must be [B, T*N, 4, 4] = {[B, M, 4, 4]}, '
                              f'got {list(lidar2img.shape)}')
         if tuple(timestamps.shape) != (B, M):
-            raise ValueError(f'timestamps must be [B, T*6] = {[B, M]}, got {list(timestamps.shape)}')
+            raise ValueError(f'timestamps must be [B, T*N] = {[B, M]}, got {list(timestamps.shape)}')
         if timestamps.dtype in (torch.float16, torch.bfloat16, torch.float32):
             raise TypeError('timestamps must be float64 seconds: float32 cannot resolve '
                             'milliseconds at Unix-epoch magnitudes (~1.5e9 s)')
-        expected = self.cfg.num_frames * NUM_CAMERAS
-        if M != expected:
-            raise ValueError(f'preset {self.cfg.name!r} expects T*6 = {expected} images per '
-                             f'sample (T = {self.cfg.num_frames}), got {M}')
+        if M == 0 or M % self.cfg.num_frames:
+            raise InputError(f'preset {self.cfg.name!r} expects T*N images per sample '
+                             f'(T = {self.cfg.num_frames} frames of N >= 1 cameras), got {M}')
 
     def forward_head(self, features: list[torch.Tensor], lidar2img: torch.Tensor,
                      timestamps: torch.Tensor, gt_boxes: list[torch.Tensor] | None = None,
-                     gt_labels: list[torch.Tensor] | None = None) -> dict:
-        """Run the head on pyramid features of all ``T*6`` images.
+                     gt_labels: list[torch.Tensor] | None = None,
+                     valid_views: torch.Tensor | None = None) -> dict:
+        """Run the head on pyramid features of all ``T*N`` images (N cameras per frame).
 
-        features: per level ``[B, T*6, C, h_l, w_l]``; lidar2img ``[B, T*6, 4, 4]`` for the
-        network-input pixels; timestamps ``[B, T*6]`` float64 seconds; gt_boxes / gt_labels
+        features: per level ``[B, T*N, C, h_l, w_l]``; lidar2img ``[B, T*N, 4, 4]`` for the
+        network-input pixels; timestamps ``[B, T*N]`` float64 seconds; gt_boxes / gt_labels
         (training, query denoising): per batch element ``[K, 9]`` gravity-centre boxes and
-        ``[K]`` int64 labels. Returns the head's dict (``all_cls_scores [L, B, Q, 10]``,
+        ``[K]`` int64 labels; valid_views ``[B, T*N]`` bool, False for a camera that is
+        missing in that frame (no sampling point reads it; None = all valid, the official
+        computation). Returns the head's dict (``all_cls_scores [L, B, Q, 10]``,
         ``all_bbox_preds [L, B, Q, 10]``, DN outputs in training).
         """
         if self.pts_bbox_head is None:
             raise RuntimeError('this SparseBEV was built without a head (build_model(..., with_head=False))')
         lidar2img, timestamps = torch.as_tensor(lidar2img), torch.as_tensor(timestamps)
         self._check_head_inputs(features, lidar2img, timestamps)
-        return self.pts_bbox_head(features, lidar2img.float(), timestamps.double(),   # [B, T*6, 4, 4], [B, T*6]
+        return self.pts_bbox_head(features, lidar2img.float(), timestamps.double(),   # [B, T*N, 4, 4], [B, T*N]
                                   image_hw=self.input_hw(features),
-                                  gt_boxes=gt_boxes, gt_labels=gt_labels)
+                                  gt_boxes=gt_boxes, gt_labels=gt_labels, valid_views=valid_views)
 
     def forward(self, images: torch.Tensor, lidar2img: torch.Tensor, timestamps: torch.Tensor,
                 gt_boxes: list[torch.Tensor] | None = None,

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from ..config import HeadConfig
+from ..errors import InputError
 from .boxes import query_to_head_layout
 from .coder import decode_predictions
 from .decoder import Transformer, compute_time_diff
 from .denoising import make_denoising_queries
-from .sampling import NUM_CAMERAS
 
 Tensor = torch.Tensor
 
@@ -90,60 +90,86 @@ class SparseBEVHead(nn.Module):
         query_feat = torch.cat([no_label, no_label.new_zeros(self.num_queries, 1)], dim=1)  # [Q, C]
         return query_bbox.repeat(batch_size, 1, 1), query_feat.repeat(batch_size, 1, 1)
 
-    def _check_inputs(self, features: Sequence[Tensor], lidar2img: Tensor) -> None:
-        t_n = self.cfg.num_frames * NUM_CAMERAS
+    def num_views(self, features: Sequence[Tensor]) -> int:
+        """Views (cameras) per frame of the input: ``features[0]`` is ``[B, T*N, C, h, w]``."""
+        t = self.cfg.num_frames
+        if features[0].dim() != 5 or features[0].shape[1] == 0 or features[0].shape[1] % t:
+            raise InputError(f'feature level 0 must be [B, T*N, {self.cfg.embed_dims}, h, w] with '
+                             f'T={t} frames of N >= 1 cameras, got {list(features[0].shape)}')
+        return features[0].shape[1] // t
+
+    def _check_inputs(self, features: Sequence[Tensor], lidar2img: Tensor,
+                      valid_views: Tensor | None) -> None:
         if len(features) != self.cfg.num_levels:
             raise ValueError(f'expected {self.cfg.num_levels} feature levels, got {len(features)}')
+        counts = [feat.shape[1] if feat.dim() == 5 else None for feat in features]
+        if len(set(counts)) > 1:
+            raise InputError(f'feature level 0 has {counts[0]} images but the levels disagree: '
+                             f'{counts} (each level must be [B, T*N, C, h, w])')
+        num_views = self.num_views(features)
+        t_n = self.cfg.num_frames * num_views
         for level, feat in enumerate(features):
             if feat.dim() != 5 or feat.shape[1] != t_n or feat.shape[2] != self.cfg.embed_dims:
                 raise ValueError(f'feature level {level} must be [B, {t_n}, {self.cfg.embed_dims}, h, w] '
-                                 f'(T={self.cfg.num_frames} frames x {NUM_CAMERAS} cameras), '
+                                 f'(T={self.cfg.num_frames} frames x {num_views} cameras), '
                                  f'got {list(feat.shape)}')
         if tuple(lidar2img.shape[1:]) != (t_n, 4, 4):
             raise ValueError(f'lidar2img must be [B, {t_n}, 4, 4], got {list(lidar2img.shape)}')
+        if valid_views is not None and (valid_views.dtype != torch.bool
+                                        or tuple(valid_views.shape) != (features[0].shape[0], t_n)):
+            raise InputError(f'valid_views must be a bool [B, T*N] = {[features[0].shape[0], t_n]} '
+                             f'mask, got {valid_views.dtype} {list(valid_views.shape)}')
 
     def forward(self, features: Sequence[Tensor], lidar2img: Tensor | np.ndarray,
                 timestamps: Tensor | np.ndarray, image_hw: tuple[int, int],
                 gt_boxes: Sequence[Tensor] | None = None,
-                gt_labels: Sequence[Tensor] | None = None) -> dict:
-        """Run the decoder on FPN features of T frames x 6 cameras.
+                gt_labels: Sequence[Tensor] | None = None,
+                valid_views: Tensor | np.ndarray | None = None) -> dict:
+        """Run the decoder on FPN features of T frames x N cameras (any N >= 1).
 
-        features: per level ``[B, T*6, C, h, w]``, frame-major (frame 0 = current);
-        lidar2img ``[B, T*6, 4, 4]`` (model frame -> network-input pixels); timestamps
-        ``[B, T*6]`` float64 seconds; image_hw the padded network-input (H, W);
+        features: per level ``[B, T*N, C, h, w]``, frame-major (frame 0 = current);
+        lidar2img ``[B, T*N, 4, 4]`` (model frame -> network-input pixels); timestamps
+        ``[B, T*N]`` float64 seconds; image_hw the padded network-input (H, W);
         gt_boxes / gt_labels (training with query denoising only): per element ``[K, 9]``
-        gravity boxes and ``[K]`` labels.
+        gravity boxes and ``[K]`` labels; valid_views ``[B, T*N]`` bool (None: all valid):
+        no sampling point reads an invalid view (its timestamp still enters ``time_diff``).
         Returns ``all_cls_scores [L, B, Q, classes]`` (logits) and ``all_bbox_preds [L, B, Q, 10]``
         (``[x, y, log dx, log dy, z_c, log dz, sin, cos, vx, vy]``); with denoising also
         ``dn_cls_scores``, ``dn_bbox_preds`` ``[L, B, pad, ...]`` and ``dn_mask_dict``.
         """
         device = features[0].device
         lidar2img = torch.as_tensor(lidar2img).to(device=device, dtype=torch.float32)   # [B, TN, 4, 4]
-        self._check_inputs(features, lidar2img)
-        time_diff = compute_time_diff(timestamps).to(device)                          # [B, T]
-        return self._decode_queries(features, lidar2img, time_diff, image_hw, gt_boxes, gt_labels)
+        if valid_views is not None:
+            valid_views = torch.as_tensor(valid_views).to(device)                      # [B, TN] bool
+        self._check_inputs(features, lidar2img, valid_views)
+        time_diff = compute_time_diff(timestamps, self.num_views(features)).to(device)  # [B, T]
+        return self._decode_queries(features, lidar2img, time_diff, image_hw, gt_boxes, gt_labels,
+                                    valid_views)
 
     def forward_time_diff(self, features: Sequence[Tensor], lidar2img: Tensor, time_diff: Tensor,
                           image_hw: tuple[int, int], gt_boxes: Sequence[Tensor] | None = None,
-                          gt_labels: Sequence[Tensor] | None = None) -> dict:
+                          gt_labels: Sequence[Tensor] | None = None,
+                          valid_views: Tensor | None = None) -> dict:
         """``forward`` with the time differences already computed: the runtime seam's entry.
 
         time_diff ``[B, T]`` float32 = ``decoder.compute_time_diff(timestamps)`` (float64
         stamps, averaged per frame, then cast: what an exported graph takes as input);
-        lidar2img ``[B, T*6, 4, 4]`` float32 on the features' device; the rest as ``forward``.
+        lidar2img ``[B, T*N, 4, 4]`` float32 on the features' device; the rest as ``forward``.
         """
-        self._check_inputs(features, lidar2img)
+        self._check_inputs(features, lidar2img, valid_views)
         batch = features[0].shape[0]
         if tuple(time_diff.shape) != (batch, self.cfg.num_frames):
             raise ValueError(f'time_diff must be [B, T] = {[batch, self.cfg.num_frames]}, '
                              f'got {list(time_diff.shape)}')
         if time_diff.dtype != torch.float32:
             raise TypeError(f'time_diff must be float32 (compute_time_diff), got {time_diff.dtype}')
-        return self._decode_queries(features, lidar2img, time_diff, image_hw, gt_boxes, gt_labels)
+        return self._decode_queries(features, lidar2img, time_diff, image_hw, gt_boxes, gt_labels,
+                                    valid_views)
 
     def _decode_queries(self, features: Sequence[Tensor], lidar2img: Tensor, time_diff: Tensor,
                         image_hw: tuple[int, int], gt_boxes: Sequence[Tensor] | None,
-                        gt_labels: Sequence[Tensor] | None) -> dict:
+                        gt_labels: Sequence[Tensor] | None,
+                        valid_views: Tensor | None = None) -> dict:
         """The decoder run shared by ``forward`` and ``forward_time_diff`` (inputs checked)."""
         batch = features[0].shape[0]
         query_bbox, query_feat = self.matching_queries(batch)                         # [B, Q, 10], [B, Q, C]
@@ -162,7 +188,8 @@ class SparseBEVHead(nn.Module):
             attn_blocked = dn.attn_blocked                                            # [pad+Q, pad+Q]
 
         cls_scores, bbox_preds = self.transformer(query_bbox, query_feat, list(features), lidar2img,
-                                                  time_diff, tuple(image_hw), attn_blocked)
+                                                  time_diff, tuple(image_hw), attn_blocked,
+                                                  valid_views)
         bbox_preds = query_to_head_layout(bbox_preds, self.pc_range)                  # [L, B, pad+Q, 10]
 
         if dn is None:

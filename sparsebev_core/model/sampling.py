@@ -6,6 +6,12 @@ the cameras with ``lidar2img``, keeps one camera per point, and samples all pyra
 there with query-generated level weights. The official code's numeric quirks (first valid
 camera, unmasked invalid points, the BGT/BTG scale-weight order) are reproduced by named
 functions below.
+
+The view count N comes from the input (``lidar2img [B, T*N, 4, 4]``): any rig, N = 1 included.
+An optional per-view validity mask ``valid_views [B, T*N]`` (a camera that dropped out) makes
+every point ignore the invalid views when it picks its camera, and the invalid views' features
+read as zeros, so no point ever samples them; ``None`` (all valid) is the official computation
+bit for bit.
 """
 from __future__ import annotations
 
@@ -15,32 +21,42 @@ import torch
 from torch import nn
 
 from ..geometry import CAMERA_NAMES
-from ..ops import msmv_sampling, resolve_backend
+from ..ops import msmv_sampling, prefers_channels_last, resolve_backend
 from .activation_checkpoint import run_segment
 from .boxes import decode_bbox
 
 Tensor = torch.Tensor
 
-NUM_CAMERAS = len(CAMERA_NAMES)       # N = 6, camera-minor in every frame
+NUM_CAMERAS = len(CAMERA_NAMES)       # default N of the helpers below (nuScenes rig); the
+                                      # model passes the view count of its input
 DEPTH_EPS = 1e-5                      # projections with depth <= eps are invalid
 
 
 def group_features_for_sampling(features: Sequence[Tensor], num_groups: int,
                                 num_cameras: int = NUM_CAMERAS,
-                                channels_last: bool | None = None) -> list[Tensor]:
+                                channels_last: bool | None = None,
+                                valid_views: Tensor | None = None) -> list[Tensor]:
     """FPN levels ``[B, T*N, G*C, H, W]`` -> the sampling op's layout ``[B*T*G, C, N, H, W]``.
 
     Channel ``g*C + c`` of a level belongs to sampling group g (quirk 11: contiguous groups);
     row ``(b*T + t)*G + g``. This is the one place that knows the op's feature layout: done
-    once per forward, reused by every decoder layer. ``channels_last`` (default: when the
-    CUDA backend will run) lays the memory out as ``[B*T*G, N, H, W, C]``, what the CUDA
-    kernel reads, with the same logical shape.
+    once per forward, reused by every decoder layer. ``channels_last`` (default: what the
+    selected backend reads fastest, :func:`sparsebev_core.ops.prefers_channels_last`) lays the
+    memory out as ``[B*T*G, N, H, W, C]`` with the same logical shape and values.
+    ``valid_views [B, T*N]`` bool: the features of invalid views become zeros (one more copy,
+    only when a mask is given), so a point that falls back onto an invalid view samples zeros.
     """
     grouped = []
     for feat in features:
         b, tn, gc, h, w = feat.shape
         t, c = tn // num_cameras, gc // num_groups
-        use_channels_last = (resolve_backend(feat) == 'cuda') if channels_last is None else channels_last
+        if channels_last is None:
+            use_channels_last = prefers_channels_last(resolve_backend(feat), feat.device)
+        else:
+            use_channels_last = channels_last
+        if valid_views is not None:
+            keep = valid_views.to(device=feat.device, dtype=torch.bool).reshape(b, tn, 1, 1, 1)
+            feat = torch.where(keep, feat, feat.new_zeros(()))               # [B, T*N, G*C, H, W]
         feat = feat.reshape(b, t, num_cameras, num_groups, c, h, w)          # [B, T, N, G, C, H, W]
         if use_channels_last:
             feat = feat.permute(0, 1, 3, 2, 5, 6, 4)                         # [B, T, G, N, H, W, C]
@@ -101,16 +117,17 @@ def apply_homogeneous(matrix: Tensor, xyz: Tensor) -> Tensor:
     return torch.stack(rows, dim=-1)                                         # [..., 4]
 
 
-def project_points(points: Tensor, lidar2img: Tensor, image_hw: tuple[int, int],
-                   num_cameras: int = NUM_CAMERAS) -> tuple[Tensor, Tensor]:
+def project_points(points: Tensor, lidar2img: Tensor,
+                   image_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Project points ``[B, Q, T, K, 3]`` into every camera of their frame.
 
-    lidar2img ``[B, T*N, 4, 4]`` maps model-frame points to network-input pixels; the pixel
-    coordinates are normalised by the (padded) input size (quirk 9).
-    Returns normalised ``(u/W, v/H)`` ``[B, T, N, Q, K, 2]`` and the valid flag
+    lidar2img ``[B, T*N, 4, 4]`` (N views per frame, any N >= 1) maps model-frame points to
+    network-input pixels; the pixel coordinates are normalised by the (padded) input size
+    (quirk 9). Returns normalised ``(u/W, v/H)`` ``[B, T, N, Q, K, 2]`` and the valid flag
     ``[B, T, N, Q, K]`` (depth > eps and strictly inside (0, 1)^2, quirk 8).
     """
     b, q, t, k, _ = points.shape
+    num_cameras = lidar2img.shape[1] // t
     image_h, image_w = image_hw
     lidar2img = lidar2img.reshape(b, t, num_cameras, 1, 1, 4, 4)             # [B, T, N, 1, 1, 4, 4]
     xyz = points.permute(0, 2, 1, 3, 4)[:, :, None]                          # [B, T, 1, Q, K, 3]
@@ -122,6 +139,18 @@ def project_points(points: Tensor, lidar2img: Tensor, image_hw: tuple[int, int],
              & (uv[..., 1] > 0.0) & (uv[..., 1] < 1.0)
              & (uv[..., 0] > 0.0) & (uv[..., 0] < 1.0))                      # [B, T, N, Q, K]
     return uv, valid
+
+
+def mask_invalid_views(valid: Tensor, valid_views: Tensor | None) -> Tensor:
+    """Projection flags ``[B, T, N, Q, K]`` and with the view mask ``[B, T*N]`` (None: as is).
+
+    A projection into an invalid view is not valid, so :func:`select_first_valid_camera` picks
+    the first *valid* view that sees the point.
+    """
+    if valid_views is None:
+        return valid
+    b, t, n = valid.shape[:3]
+    return valid & valid_views.to(device=valid.device, dtype=torch.bool).reshape(b, t, n, 1, 1)
 
 
 def select_first_valid_camera(uv: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,10 +172,11 @@ def pack_locations(uv: Tensor, camera: Tensor, num_groups: int,
                    num_cameras: int = NUM_CAMERAS) -> Tensor:
     """(u/W, v/H, view/(N-1)) in the op's row order ``(b*T + t)*G + g``: ``[BTG, Q, P, 3]``.
 
-    uv ``[B, T, Q, G*P, 2]``, camera ``[B, T, Q, G*P]``.
+    uv ``[B, T, Q, G*P, 2]``, camera ``[B, T, Q, G*P]``. With one view (N = 1) the view
+    coordinate is 0.
     """
     b, t, q, gp, _ = uv.shape
-    view = camera.to(uv.dtype)[..., None] / (num_cameras - 1)                # [B, T, Q, GP, 1]
+    view = camera.to(uv.dtype)[..., None] / max(num_cameras - 1, 1)          # [B, T, Q, GP, 1]
     loc = torch.cat([uv, view], dim=-1)                                      # [B, T, Q, GP, 3]
     loc = loc.reshape(b, t, q, num_groups, gp // num_groups, 3)              # [B, T, Q, G, P, 3]
     loc = loc.permute(0, 1, 3, 2, 4, 5)                                      # [B, T, G, Q, P, 3]
@@ -197,9 +227,11 @@ class SpatioTemporalSampling(nn.Module):
         nn.init.uniform_(self.sampling_offset.bias, -0.5, 0.5)
 
     def _forward(self, query_bbox: Tensor, query_feat: Tensor, features: list[Tensor],
-                 lidar2img: Tensor, time_diff: Tensor, image_hw: tuple[int, int]) -> Tensor:
+                 lidar2img: Tensor, time_diff: Tensor, image_hw: tuple[int, int],
+                 valid_views: Tensor | None) -> Tensor:
         b, q = query_bbox.shape[:2]
         t, g, p, levels = self.num_frames, self.num_groups, self.num_points, self.num_levels
+        num_views = lidar2img.shape[1] // t
 
         offsets = self.sampling_offset(query_feat).view(b, q, g * p, 3)      # [B, Q, GP, 3]
         points = make_sample_points(query_bbox, offsets, self.pc_range,
@@ -213,16 +245,19 @@ class SpatioTemporalSampling(nn.Module):
 
         uv, valid = project_points(points.reshape(b, q, t, g * p, 3), lidar2img,
                                    image_hw)                                 # [B, T, N, Q, GP, 2]
+        valid = mask_invalid_views(valid, valid_views)                       # [B, T, N, Q, GP]
         uv, camera = select_first_valid_camera(uv, valid)                    # [B, T, Q, GP, 2]
-        locations = pack_locations(uv, camera, g)                            # [BTG, Q, P, 3]
+        locations = pack_locations(uv, camera, g, num_views)                 # [BTG, Q, P, 3]
         packed_weights = pack_scale_weights_bgt_quirk(weights, t)            # [BTG, Q, P, L]
         sampled = msmv_sampling(features, locations, packed_weights)         # [BTG, Q, C, P]
         return unpack_sampled(sampled, b, t, g)                              # [B, Q, G, T*P, C]
 
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: list[Tensor],
-                lidar2img: Tensor, time_diff: Tensor, image_hw: tuple[int, int]) -> Tensor:
+                lidar2img: Tensor, time_diff: Tensor, image_hw: tuple[int, int],
+                valid_views: Tensor | None = None) -> Tensor:
         """query_bbox ``[B, Q, 10]``, query_feat ``[B, Q, C]``, features from
-        :func:`group_features_for_sampling`, lidar2img ``[B, T*N, 4, 4]``, time_diff ``[B, T]``,
-        image_hw the padded network-input size -> ``[B, Q, G, T*P, C/G]``."""
+        :func:`group_features_for_sampling` (given the same ``valid_views``), lidar2img
+        ``[B, T*N, 4, 4]``, time_diff ``[B, T]``, image_hw the padded network-input size,
+        valid_views ``[B, T*N]`` bool or None (all valid) -> ``[B, Q, G, T*P, C/G]``."""
         return run_segment(self, self._forward, query_bbox, query_feat, features, lidar2img,
-                           time_diff, image_hw, probe=query_feat)
+                           time_diff, image_hw, valid_views, probe=query_feat)

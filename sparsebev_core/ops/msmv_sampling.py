@@ -10,9 +10,13 @@
 * returns ``[BTG, Q, C, P]``: sum over levels of weight * bilinear sample of the chosen view,
   zero outside the image (spec/sparsebev.md section 3).
 
-Backends: ``torch`` (pure PyTorch, differentiable through autograd, runs everywhere) and
-``cuda`` (``sparsebev_core/csrc``, when built). ``set_backend('auto' | 'torch' | 'cuda')`` is
-the one global switch; ``auto`` picks CUDA for CUDA inputs when the extension is loaded.
+Backends: ``torch`` (pure PyTorch, one 5-D ``grid_sample`` per level, differentiable, runs
+everywhere), ``gather`` (``gather_sampling.py``: the four bilinear taps read with ``Gather``,
+the formulation ONNX / TensorRT run without a plugin, differentiable) and ``cuda``
+(``sparsebev_core/csrc``, when built). ``set_backend('auto' | 'torch' | 'gather' | 'cuda')`` is
+the one global switch; ``auto`` picks CUDA for CUDA inputs when the extension is loaded, else
+``torch``. :func:`prefers_channels_last` says which memory layout of the features each
+backend reads fastest (docs/sampling_op.md).
 """
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import MissingDependencyError
+from .gather_sampling import msmv_sampling_gather
 
-BACKENDS = ('auto', 'torch', 'cuda')
+BACKENDS = ('auto', 'torch', 'gather', 'cuda')
 _backend = 'auto'
 
 # name -> callable(features_per_level, locations, scale_weights) -> Tensor; filled below and
@@ -56,6 +61,7 @@ def msmv_sampling_torch(features_per_level: Sequence[torch.Tensor], locations: t
 
 
 _implementations['torch'] = msmv_sampling_torch
+_implementations['gather'] = msmv_sampling_gather
 
 
 def _try_load_cuda() -> None:
@@ -76,9 +82,10 @@ def _try_load_cuda() -> None:
 
 
 def available_backends() -> list[str]:
-    """Backends that can run here (``torch`` always; ``cuda`` when the extension loaded)."""
+    """Backends that can run here (``torch`` and ``gather`` always; ``cuda`` when the extension
+    loaded)."""
     _try_load_cuda()
-    return [name for name in ('torch', 'cuda') if name in _implementations]
+    return [name for name in ('torch', 'gather', 'cuda') if name in _implementations]
 
 
 def register_backend(name: str, fn: Callable[..., torch.Tensor]) -> None:
@@ -89,7 +96,7 @@ def register_backend(name: str, fn: Callable[..., torch.Tensor]) -> None:
 
 
 def set_backend(name: str) -> None:
-    """Choose the sampling backend globally: ``'auto'``, ``'torch'`` or ``'cuda'``."""
+    """Choose the sampling backend globally: ``'auto'``, ``'torch'``, ``'gather'`` or ``'cuda'``."""
     global _backend
     if name not in BACKENDS:
         raise ValueError(f'unknown msmv_sampling backend {name!r}; choose one of {BACKENDS}')
@@ -116,6 +123,18 @@ def resolve_backend(locations: torch.Tensor) -> str:
         if 'cuda' in _implementations:
             return 'cuda'
     return 'torch'
+
+
+def prefers_channels_last(backend: str, device: torch.device) -> bool:
+    """Whether ``backend`` reads features fastest with channels-last memory ``[R, N, H, W, C]``.
+
+    ``cuda`` and ``gather`` read one pixel's channels together; the 5-D ``grid_sample`` on the
+    CPU loops over channels innermost, so it is about 3x faster that way at the r50 shapes
+    (bitwise the same result, docs/benchmarks.md); on a GPU it keeps the plain layout.
+    """
+    if backend in ('cuda', 'gather'):
+        return True
+    return backend == 'torch' and torch.device(device).type == 'cpu'
 
 
 def msmv_sampling(features_per_level: Sequence[torch.Tensor], locations: torch.Tensor,
