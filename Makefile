@@ -9,15 +9,23 @@ MMDET3D_SPEC ?= mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmdet3d==1.4.0
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-model test test-core test-ros2 venv clean
+.PHONY: demo demo-model test test-core test-ros2 venv venv-test clean
 
+# the package and what it needs to run (the demo)
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# + what the tests need: pytest, the onnx extra, the mmdet3d registry packages
+venv-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[test,onnx]"
 	$(BIN)/pip install -q --no-deps $(MMDET3D_SPEC)
 	$(BIN)/pip install -q addict yapf termcolor rich
 	touch $@
@@ -33,10 +41,10 @@ demo-model: venv
 
 test: test-core test-ros2
 
-test-core: venv
+test-core: venv-test
 	$(BIN)/python -m pytest -q test
 
-test-ros2: venv
+test-ros2: venv-test
 	bash scripts/ros2_tier2.sh
 
 clean:

@@ -169,11 +169,11 @@ def test_stop_prev_grad_runs_old_frames_without_grad_and_in_eval_mode():
     model.train()
     seen_modes = []
     model.img_backbone.register_forward_hook(lambda m, i, o: seen_modes.append((m.training, o[0].requires_grad)))
-    images = torch.randint(0, 256, (1, 18, 3, 64, 64), dtype=torch.uint8)   # 3 frames
+    images = torch.randint(0, 256, (1, 24, 3, 64, 64), dtype=torch.uint8)   # the preset's 4 frames
     feats = model.extract_features(images)
-    assert seen_modes == [(True, True), (False, False), (False, False)]
+    assert seen_modes == [(True, True)] + [(False, False)] * 3
     assert model.training and model.img_backbone.layer1[0].bn1.training
-    assert feats[0].shape[:2] == (1, 18)
+    assert feats[0].shape[:2] == (1, 24)
     # the stopped frames equal an eval-mode pass over the same images
     model.eval()
     with torch.no_grad():
@@ -261,5 +261,5 @@ def test_forward_head_rejects_bad_shapes_and_float32_timestamps():
             model.forward_head(feats, lidar2img, timestamps.float())
         with pytest.raises(ValueError, match='lidar2img'):
             model.forward_head(feats, lidar2img[:, :6], timestamps)
-        with pytest.raises(ValueError, match='expects T\\*6 = 24'):
+        with pytest.raises(ValueError, match='expects T\\*N images per sample'):
             model.forward_head([f[:, :6] for f in feats], lidar2img[:, :6], timestamps[:, :6])
