@@ -46,8 +46,8 @@ CAMERAS = (
 # Arguments that override the parameter file only when set (empty = keep the file's value),
 # with the parameter type their text is converted to.
 OVERRIDES = {
-    'preset': 'str', 'checkpoint': 'str', 'image_transport': 'str', 'device': 'str',
-    'precision': 'str', 'score_threshold': 'float', 'output_frame': 'str', 'world_frame': 'str',
+    'preset': 'str', 'checkpoint': 'str', 'config_file': 'str', 'image_transport': 'str',
+    'device': 'str', 'precision': 'str', 'score_threshold': 'float', 'output_frame': 'str', 'world_frame': 'str',
     'base_frame': 'str', 'use_projection_matrix': 'bool',
 }
 TRUE_WORDS, FALSE_WORDS = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')

@@ -158,6 +158,8 @@ class DetectorParams:
     preset: str = param('tiny', 'model preset (`sparsebev_core.presets`)', _preset)
     checkpoint: str = param('', "checkpoint file; '' = the bundled demo weights for `tiny` "
                             '(synthetic scenes only), required for the other presets')
+    config_file: str = param('', 'official SparseBEV config file (mmcv style, '
+                             "docs/official_config.md); when set it replaces `preset`")
     device: str = param('auto', "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'", _device)
     precision: str = param('fp32', 'inference precision', one_of('fp32', 'fp16', 'bf16'))
     score_threshold: float = param(0.3, 'drop boxes scoring below this', in_range(0.0, 1.0),

@@ -256,13 +256,12 @@ class Pipeline:
 # --------------------------------------------------------------------------------------------
 # the real detector from parameters
 # --------------------------------------------------------------------------------------------
-def build_detector(params: DetectorParams, log: Callable[[str], None] = print,
-                   model_config: Any = None) -> Any:
-    """``StreamingDetector`` for the preset / checkpoint / device / precision parameters
-    (``sparsebev_core.loading.load_detector``); ``model_config`` (a ``ModelConfig``, e.g. from
-    an official config file) replaces the ``preset`` parameter."""
-    from sparsebev_core.loading import load_detector
-    return load_detector(model_config or params.preset, params.checkpoint or None, params.device,
+def build_detector(params: DetectorParams, log: Callable[[str], None] = print) -> Any:
+    """``StreamingDetector`` for the preset (or ``config_file``) / checkpoint / device /
+    precision parameters (``sparsebev_core.loading.load_detector``)."""
+    from sparsebev_core.loading import load_detector, model_config
+    cfg = model_config(config_file=params.config_file) if params.config_file else params.preset
+    return load_detector(cfg, params.checkpoint or None, params.device,
                          log=log, history_spacing=params.history_spacing,
                          max_time_gap=params.max_time_gap,
                          score_threshold=params.score_threshold,

@@ -310,9 +310,10 @@ def params_from_args(args: argparse.Namespace) -> DetectorParams:
     """Parameters from --params, then --preset/--checkpoint/--device/-p overrides."""
     import yaml
     values = as_dict(load_yaml(args.params)) if args.params else as_dict(defaults())
-    for name in ('preset', 'checkpoint', 'device'):
-        if getattr(args, name, None) is not None:
-            values[name] = getattr(args, name)
+    for name, value in (('preset', args.preset), ('checkpoint', args.checkpoint),
+                        ('device', args.device), ('config_file', getattr(args, 'config', None))):
+        if value is not None:
+            values[name] = value
     for item in args.param:
         if ':=' not in item:
             raise UsageError(f"-p expects NAME:=VALUE, got '{item}'")
@@ -323,7 +324,6 @@ def params_from_args(args: argparse.Namespace) -> DetectorParams:
 
 def main(args: argparse.Namespace) -> int:
     """Replay the bag; exit code 1 when frames synced but none was published."""
-    from sparsebev_core.loading import model_config
     from .pipeline import build_detector
     if not Path(args.in_bag).exists():             # before the model loads
         raise BagReadError(f'input bag {args.in_bag} does not exist')
@@ -331,9 +331,7 @@ def main(args: argparse.Namespace) -> int:
         raise BagExistsError(f'output bag {args.out_bag} already exists; remove it or choose '
                              'another name')
     params = params_from_args(args)
-    official = model_config(config_file=args.config) if args.config else None
-    detector = build_detector(params, log=lambda text: print(f'warning: {text}', file=sys.stderr),
-                              model_config=official)
+    detector = build_detector(params, log=lambda text: print(f'warning: {text}', file=sys.stderr))
     report = replay(args.in_bag, args.out_bag, params, detector, storage=args.storage,
                     progress=not args.no_progress, distro=args.distro,
                     log=lambda text: print(f'warning: {text}', file=sys.stderr))

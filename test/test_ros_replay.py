@@ -316,3 +316,26 @@ def test_cli_replay_reports_bad_parameters_and_missing_bags(tmp_path, capsys):
     assert 'NAME:=VALUE' in error_line(['replay', bag.path, str(tmp_path / 'out'), '-p', 'slop'], 2)
     assert main(['replay', bag.path]) == 2 and 'out_bag' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+def test_config_file_parameter_builds_the_detector_from_an_official_config(tmp_path):
+    """``config_file`` replaces ``preset``: the 196-query variant config builds a 196-query
+    detector that loads a checkpoint of that shape (and refuses the 100-query bundled one)."""
+    import torch
+
+    from sparsebev_core.checkpoint import CheckpointMismatchError
+    from sparsebev_core.loading import model_config
+    from sparsebev_core.model.detector import build_model
+    from sparsebev_ros.pipeline import build_detector
+    config = Path(__file__).parent / 'data' / 'official_configs' / 'tiny_196q.py'
+    weights = tmp_path / 'variant.pth'
+    torch.save(dict(state_dict=build_model(model_config(config_file=str(config))).state_dict()),
+               weights)
+    params = validate({'config_file': str(config), 'checkpoint': str(weights), 'device': 'cpu'})
+    detector = build_detector(params, log=lambda text: None)
+    assert detector.cfg.head.num_queries == 196 and detector.cfg.name == 'tiny_196q'
+    bundled = validate({'config_file': str(config), 'checkpoint': str(
+        Path(__file__).parents[1] / 'sparsebev_core' / 'weights' / 'tiny_synthetic.pth'),
+        'device': 'cpu'})
+    with pytest.raises(CheckpointMismatchError, match='init_query_bbox'):
+        build_detector(bundled, log=lambda text: None)
