@@ -47,8 +47,8 @@ CAMERAS = (
 # with the parameter type their text is converted to.
 OVERRIDES = {
     'preset': 'str', 'checkpoint': 'str', 'config_file': 'str', 'image_transport': 'str',
-    'device': 'str', 'precision': 'str', 'score_threshold': 'float', 'output_frame': 'str', 'world_frame': 'str',
-    'base_frame': 'str', 'use_projection_matrix': 'bool',
+    'device': 'str', 'precision': 'str', 'score_threshold': 'float', 'output_frame': 'str',
+    'world_frame': 'str', 'base_frame': 'str', 'use_projection_matrix': 'bool',
 }
 TRUE_WORDS, FALSE_WORDS = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
 
