@@ -366,8 +366,12 @@ def load_yaml(path: str | Path, node_name: str = NODE_NAME) -> DetectorParams:
     path = Path(path)
     if not path.is_file():
         raise ParameterError(f'parameter file {path} does not exist')
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    try:
+        data = yaml.safe_load(path.read_bytes())
+    except yaml.YAMLError as exc:
+        raise ParameterError(f'parameter file {path} is not valid YAML ({exc.__class__.__name__}: '
+                             f'{str(exc).splitlines()[0]}); give a ros__parameters file like '
+                             'config/detector.yaml') from None
     try:
         return validate(parameters_from_yaml(data, node_name))
     except ParameterError as exc:

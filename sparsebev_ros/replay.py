@@ -30,8 +30,8 @@ from .messages import RosbagsMessages, ros2_typestore
 from .bag_io import (BagReadError, atomic_output_dir, iter_messages, open_bag_reader,
                      read_error_types, salvage_mcap)
 from .nuscenes_bag import STORAGES, BagExistsError, open_writer
-from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, as_dict, defaults, load_yaml,
-                     validate)
+from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError, as_dict,
+                     defaults, load_yaml, validate)
 from .pipeline import Pipeline, PipelineResult, PipelineStats
 from .sync import ApproximateTimeSynchronizer
 from .tf_buffer import InvalidArgumentException, TfBuffer
@@ -318,7 +318,12 @@ def params_from_args(args: argparse.Namespace) -> DetectorParams:
         if ':=' not in item:
             raise UsageError(f"-p expects NAME:=VALUE, got '{item}'")
         name, text = item.split(':=', 1)
-        values[name.strip()] = yaml.safe_load(text)
+        try:
+            values[name.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ParameterError(f"-p {item}: the value is not valid YAML "
+                                 f"({str(exc).splitlines()[0]}); quote strings, write lists "
+                                 "as [a, b]") from None
     return validate(values)
 
 

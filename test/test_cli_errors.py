@@ -52,6 +52,27 @@ def test_bad_input_in_demo_and_bag_commands(capsys, tmp_path):
     assert not (tmp_path / 'bag').exists()
 
 
+def test_bad_replay_parameters_and_missing_data_are_one_line(capsys, tmp_path):
+    """Probe row 12: bad -p YAML, a binary --params file, an unknown parameter, a missing
+    dataset: one line naming what is wrong, exit 1, nothing written. (The input bag only has
+    to exist: parameters are read before the bag is opened.)"""
+    bag = tmp_path / 'bag'
+    bag.mkdir()
+    binary = tmp_path / 'params.yaml'
+    binary.write_bytes(b'\x00\x01binary')
+    out = str(tmp_path / 'out')
+    assert_one_error_line(capsys, ['replay', str(bag), out, '-p', 'preset:=[unclosed'], 1,
+                          '-p preset:=[unclosed: the value is not valid YAML')
+    assert_one_error_line(capsys, ['replay', str(bag), out, '--params', str(binary)], 1,
+                          f'parameter file {binary} is not valid YAML')
+    assert_one_error_line(capsys, ['replay', str(bag), out, '-p', 'no_such:=1'], 1,
+                          'unknown parameter(s) no_such')
+    assert_one_error_line(capsys, ['train', '--preset', 'tiny', '--data', str(tmp_path / 'none'),
+                                   '--device', 'cpu', '--work-dir', str(tmp_path / 'w')], 1,
+                          'no nuScenes tables at')
+    assert not (tmp_path / 'out').exists() and not (tmp_path / 'w' / 'latest.pth').exists()
+
+
 def test_usage_errors_are_exit_code_2(capsys, tmp_path):
     # ours (UsageError): one line
     assert_one_error_line(capsys, ['demo', '--nuscenes', str(tmp_path), '--out',

@@ -33,7 +33,7 @@ from ..config import ModelConfig
 from ..frame_layout import frame_offsets
 from ..geometry import compose_lidar2img
 from . import transforms as T
-from .infos import info_path, load_infos, resolve_split
+from .infos import DataFileError, info_path, load_infos, resolve_split
 
 HISTORY_LIMIT = 60          # entries collected into the past / future (official into_past)
 TEST_INTERVAL = 6           # camera frames between selected frames at test time (= keyframes)
@@ -186,8 +186,8 @@ class NuScenesMultiFrameDataset(Dataset):
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise FileNotFoundError(f'camera image {path} is missing (listed in the infos of '
-                                    f'{self.data_root}); is --data the dataset root?') from None
+            raise DataFileError(f'camera image {path} is missing (listed in the infos of '
+                                f'{self.data_root}); is --data the dataset root?') from None
         return T.apply_image_aug(decode_image(data), aug, self.resize_method)
 
 

@@ -76,8 +76,13 @@ class SceneNotFoundError(InputError):
     """A scene name that is not in the loaded nuScenes tables; the message lists the scenes."""
 
 
-class TablesNotFoundError(InputError):
+class TablesNotFoundError(InputError, FileNotFoundError):
     """A dataset root without the nuScenes tables asked for."""
+
+
+class DataFileError(InputError, FileNotFoundError):
+    """A dataset file that is missing or is not what it should be; the message names it and
+    says how to make it."""
 
 
 def table_version(root: str | Path) -> str:
@@ -250,7 +255,7 @@ def build_infos(nusc, split: str | None = None, progress: bool = True) -> list[d
         from nuscenes.utils.splits import create_splits_scenes
         scenes = create_splits_scenes()
         if split not in scenes:
-            raise ValueError(f'unknown split {split!r}; the devkit knows {", ".join(sorted(scenes))}')
+            raise InputError(f'unknown split {split!r}; the devkit knows {", ".join(sorted(scenes))}')
         names = set(scenes[split])
         samples = [s for s in nusc.sample
                    if nusc.get('scene', s['scene_token'])['name'] in names]
@@ -277,12 +282,12 @@ def load_infos(path: str | Path) -> tuple[list[dict], dict]:
     """Read an info file written by :func:`save_infos`; returns (infos, metadata)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f'info file {path} not found; create it with '
+        raise DataFileError(f'info file {path} not found; create it with '
                                 f'`sparsebev prepare-nuscenes --root <dataset root> --version <version>`')
     with open(path, 'rb') as f:
         data = pickle.load(f)
     if not isinstance(data, dict) or data.get('metadata', {}).get('format') != INFO_FORMAT:
-        raise ValueError(f'{path} is not a sparsebev info file (format {INFO_FORMAT}); the '
+        raise DataFileError(f'{path} is not a sparsebev info file (format {INFO_FORMAT}); the '
                          f'official mmdet3d *_sweep.pkl files are not read; regenerate with '
                          f'`sparsebev prepare-nuscenes`')
     return data['infos'], data['metadata']

@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .infos import build_infos, info_path, save_infos, splits_of_version
+from .infos import TablesNotFoundError, build_infos, info_path, save_infos, splits_of_version
 
 
 def prepare_nuscenes(root: str | Path, version: str = 'v1.0-trainval', out: str | Path | None = None,
@@ -18,8 +18,8 @@ def prepare_nuscenes(root: str | Path, version: str = 'v1.0-trainval', out: str 
 
     root = Path(root)
     if not (root / version).is_dir():
-        raise FileNotFoundError(f'no nuScenes tables at {root / version}; pass --root (the folder '
-                                f'holding {version}/, samples/, sweeps/) and --version')
+        raise TablesNotFoundError(f'no nuScenes tables at {root / version}; pass --root (the '
+                                  f'folder holding {version}/, samples/, sweeps/) and --version')
     nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
     written = []
     for split in splits or splits_of_version(version):

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from ..attributes import official_attribute
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 from ..geometry import CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ, \
     NUSCENES_LIDAR_TOP_TRANSLATION, box_corners, invert_transform, nuscenes_lidar_to_ego, \
     rot_to_quat, transform_from_quat, yaw_to_quat
@@ -113,7 +113,7 @@ VISIBILITY_LEVELS = (('1', 'v0-40'), ('2', 'v40-60'), ('3', 'v60-80'), ('4', 'v8
 def scene_names(num_scenes: int) -> list[tuple[str, str]]:
     """(name, split) of each scene: training scenes first, then 1 (<= 5 scenes) or 2 val."""
     if not 1 <= num_scenes <= len(MINI_TRAIN) + len(MINI_VAL):
-        raise ValueError(f'num_scenes must be in 1..{len(MINI_TRAIN) + len(MINI_VAL)} (the '
+        raise InputError(f'num_scenes must be in 1..{len(MINI_TRAIN) + len(MINI_VAL)} (the '
                          f'devkit mini splits name that many scenes); got {num_scenes}')
     n_val = 1 if num_scenes <= 5 else 2
     n_train = num_scenes - n_val
@@ -430,7 +430,7 @@ def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
     out = Path(out_dir)
     check_image_size(image_size)
     if keyframes_per_scene < 2:
-        raise ValueError('keyframes_per_scene must be >= 2 (velocities need a neighbour)')
+        raise InputError('keyframes_per_scene must be >= 2 (velocities need a neighbour)')
     names = scene_names(num_scenes)
     out.mkdir(parents=True, exist_ok=True)
     token = _Tokens(seed)

@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..errors import InputError
 from ..frame import CameraView, Frame
 
 STAGES = ('decode', 'preprocess', 'backbone', 'head', 'postprocess')
@@ -112,7 +113,7 @@ def measure(detector, frames: Sequence[Frame], samples: int, warmup: int,
     wrap-around) and collect per-stage latencies of ``samples`` steps after ``warmup`` steps."""
     from tqdm import tqdm
     if not frames:
-        raise ValueError('no frames to time: the dataset has no keyframes in the chosen scenes')
+        raise InputError('no frames to time: the dataset has no keyframes in the chosen scenes')
     report = TimingReport(warmup=warmup, device=str(detector.device), preset=detector.cfg.name)
     for i in tqdm(range(warmup + samples), desc='timing', unit='sample', disable=not progress):
         frame = frames[i % len(frames)]
