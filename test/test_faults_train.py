@@ -14,7 +14,7 @@ from sparsebev_core.engine.checkpointing import LATEST
 from sparsebev_core.engine.train import (FINAL_WEIGHTS, TrainArgumentError, TrainOptions,
                                          validate_train_options)
 from sparsebev_core.errors import UsageError
-from test_train_resume import RandomPixels, assert_same_parameters, run, tiny_cfg
+from test_train_resume import ActWhenLoading, RandomPixels, assert_same_parameters, run, tiny_cfg
 
 
 @pytest.mark.parametrize('name, value, flag', [
@@ -49,20 +49,9 @@ def test_the_cli_refuses_before_loading_any_data(tmp_path):
     assert not (tmp_path / 'run' / FINAL_WEIGHTS).exists()
 
 
-class CrashAt(torch.utils.data.Dataset):
-    """Raises (a crash or SIGKILL: no SIGTERM save) when the ``after``-th sample is loaded."""
-
-    def __init__(self, dataset, after):
-        self.dataset, self.after, self.loaded = dataset, after, 0
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        self.loaded += 1
-        if self.loaded == self.after:
-            raise RuntimeError('killed')
-        return self.dataset[index]
+def crash():
+    """A crash or SIGKILL while loading: no SIGTERM save."""
+    raise RuntimeError('killed')
 
 
 def test_a_crash_inside_the_first_epoch_resumes_from_the_interval_checkpoint(tmp_path):
@@ -70,7 +59,8 @@ def test_a_crash_inside_the_first_epoch_resumes_from_the_interval_checkpoint(tmp
     cfg = tiny_cfg()                                  # 4 samples, batch 2: 2 iterations per epoch
     full, _ = run(cfg, RandomPixels(cfg), tmp_path / 'full', checkpoint_interval=0)
     with pytest.raises(RuntimeError, match='killed'):
-        run(cfg, CrashAt(RandomPixels(cfg), after=3), tmp_path / 'crash', checkpoint_interval=1)
+        run(cfg, ActWhenLoading(RandomPixels(cfg), after=3, action=crash), tmp_path / 'crash',
+            checkpoint_interval=1)
     saved = torch.load(tmp_path / 'crash' / LATEST, weights_only=True)
     assert saved['position'] == {'epoch': 0, 'iteration_in_epoch': 1, 'global_iteration': 1}
     resumed, summary = run(cfg, RandomPixels(cfg), tmp_path / 'crash', resume='auto')

@@ -53,12 +53,12 @@ class RandomPixels(torch.utils.data.Dataset):
                 'gt_boxes': boxes.astype(np.float32), 'gt_labels': np.array([0, 8])}
 
 
-class SigtermWhenLoading(torch.utils.data.Dataset):
-    """Sends SIGTERM to this process when the ``after``-th sample is loaded (a kill at a known
-    point, without timing races)."""
+class ActWhenLoading(torch.utils.data.Dataset):
+    """Calls ``action()`` when the ``after``-th sample is loaded (a kill or crash at a known
+    point, without timing races); the default action sends SIGTERM to this process."""
 
-    def __init__(self, dataset, after):
-        self.dataset, self.after, self.loaded = dataset, after, 0
+    def __init__(self, dataset, after, action=lambda: os.kill(os.getpid(), signal.SIGTERM)):
+        self.dataset, self.after, self.action, self.loaded = dataset, after, action, 0
 
     def __len__(self):
         return len(self.dataset)
@@ -66,7 +66,7 @@ class SigtermWhenLoading(torch.utils.data.Dataset):
     def __getitem__(self, index):
         self.loaded += 1
         if self.loaded == self.after:
-            os.kill(os.getpid(), signal.SIGTERM)
+            self.action()
         return self.dataset[index]
 
 
@@ -122,7 +122,7 @@ def test_run_stopped_mid_epoch_resumes_to_the_same_parameters(uninterrupted, tmp
 
 def test_sigterm_writes_a_checkpoint_and_the_resumed_run_matches(uninterrupted, tmp_path):
     cfg, full_model, _ = uninterrupted
-    killed = SigtermWhenLoading(RandomPixels(cfg), after=2)   # during the first batch
+    killed = ActWhenLoading(RandomPixels(cfg), after=2)   # during the first batch
     _, first = run(cfg, killed, tmp_path)
     assert not first['finished'] and first['position'].global_iteration == 1
     assert (tmp_path / LATEST).is_file()
