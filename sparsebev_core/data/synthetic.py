@@ -40,45 +40,11 @@ from ..errors import UsageError
 from ..geometry import CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ, \
     NUSCENES_LIDAR_TOP_TRANSLATION, box_corners, invert_transform, nuscenes_lidar_to_ego, \
     rot_to_quat, transform_from_quat, yaw_to_quat
+from ..rig import NUSCENES_CAMERAS, NUSCENES_IMAGE_WH, Rig, load_rig, nuscenes_rig
 from .synthetic_render import CameraModel, box_pixel_area, make_camera, render_camera
 from .synthetic_world import CLASS_CATEGORY, SyntheticWorld, make_world
 
-# nuScenes calibrated_sensor values of log n015-2018-07-24 (1600x900 cameras): rotation is a
-# (w, x, y, z) quaternion sensor -> ego, translation sensor -> ego in metres. Same numbers as
-# test/parity/inputs.py (a test checks that they agree). LIDAR_TOP's are in geometry.py.
-NUSCENES_CAMERAS: dict[str, dict] = {
-    'CAM_FRONT': dict(
-        translation=[1.70079118954, 0.0159456324149, 1.51095763913],
-        rotation=[0.4998015430569128, -0.5030316162024876, 0.4997798114386805, -0.49737083824542755],
-        intrinsic=[[1266.417203046554, 0.0, 816.2670197447984],
-                   [0.0, 1266.417203046554, 491.50706579294757], [0.0, 0.0, 1.0]]),
-    'CAM_FRONT_RIGHT': dict(
-        translation=[1.5508477543, -0.493404796419, 1.49574800619],
-        rotation=[0.2060347966337182, -0.2026940577919598, 0.6824507824531167, -0.6713610884174485],
-        intrinsic=[[1260.8474446004698, 0.0, 807.968244525554],
-                   [0.0, 1260.8474446004698, 495.3344268742088], [0.0, 0.0, 1.0]]),
-    'CAM_FRONT_LEFT': dict(
-        translation=[1.52387798135, 0.494631336551, 1.50932822144],
-        rotation=[0.6757265034669446, -0.6736266522251881, 0.21214015046209478, -0.21122827103904068],
-        intrinsic=[[1272.5979470598488, 0.0, 826.6154927353808],
-                   [0.0, 1272.5979470598488, 479.75165386361925], [0.0, 0.0, 1.0]]),
-    'CAM_BACK': dict(
-        translation=[0.0283260309358, 0.00345136761476, 1.57910346144],
-        rotation=[0.5037872666382278, -0.49740249788611096, -0.4941850223835201, 0.5045496097725578],
-        intrinsic=[[809.2209905677063, 0.0, 829.2196003259838],
-                   [0.0, 809.2209905677063, 481.77842384512485], [0.0, 0.0, 1.0]]),
-    'CAM_BACK_LEFT': dict(
-        translation=[1.03569100218, 0.484795032713, 1.59097014818],
-        rotation=[0.6924185592174665, -0.7031619420114925, -0.11648342771943819, 0.11203317912370753],
-        intrinsic=[[1256.7414812095406, 0.0, 792.1125740759628],
-                   [0.0, 1256.7414812095406, 492.7757465151356], [0.0, 0.0, 1.0]]),
-    'CAM_BACK_RIGHT': dict(
-        translation=[1.0148780988, -0.480568219723, 1.56239545128],
-        rotation=[0.12280980120078765, -0.132400842670559, -0.7004305821388234, 0.690496031265798],
-        intrinsic=[[1259.5137405846733, 0.0, 807.2529053838625],
-                   [0.0, 1259.5137405846733, 501.19579884916527], [0.0, 0.0, 1.0]]),
-}
-NUSCENES_IMAGE_WH = (1600, 900)
+# the nuScenes calibration (log n015) lives in sparsebev_core.rig (the default rig)
 
 # camera trigger offsets (s) relative to the LIDAR_TOP keyframe stamp, CAMERA_NAMES order
 CAMERA_TIME_OFFSETS = (0.0, 0.0085, -0.0085, 0.025, -0.017, 0.017)
