@@ -167,6 +167,15 @@ class AnchorSynchronizer:
             out.append(self._emit(head.anchor_stamp_ns, settled))
         return out
 
+    def flush(self) -> list[CameraSet]:
+        """Emit every pending set now, whatever arrived (the end of a bag)."""
+        out: list[CameraSet] = []
+        while self.pending:
+            head = self.pending.pop(0)
+            settled = [self._settled(c, head.anchor_stamp_ns) for c in range(self.num_cameras)]
+            out.append(self._emit(head.anchor_stamp_ns, settled))
+        return out
+
     def queued(self) -> list[list[int]]:
         """Queued stamps per camera (sorted), for diagnostics."""
         return [sorted(q) for q in self.queues]
@@ -223,3 +232,11 @@ class AnchorSynchronizer:
             for s in [s for s in self.queues[c] if s < keep_from]:
                 del self.queues[c][s]
             self._emitted[c] = {s for s in self._emitted[c] if s >= horizon - self.jump_back_ns}
+
+
+def synchronizer_for(params: Any) -> AnchorSynchronizer:
+    """The synchroniser of the node and of replay from the parameters (``camera_names``,
+    ``anchor_camera``, ``sync_window``, ``sync_max_wait``, ``queue_size``)."""
+    return AnchorSynchronizer(len(params.camera_names), params.anchor_index,
+                              window=params.sync_window, max_wait=params.sync_max_wait,
+                              queue_size=params.queue_size)

@@ -440,6 +440,9 @@ def _check_frame(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
     T_world_ego = _check_pose(frame.T_world_ego, f'frame {frame.key!r} T_world_ego')
     T_ego_model = _check_pose(frame.T_ego_model, f'frame {frame.key!r} T_ego_model')
     names = frame.camera_names
+    if len(set(names)) != len(names):
+        raise InvalidFrameError(f'frame {frame.key!r}: camera names must be unique, got '
+                                f'{", ".join(names)}')
     if not any(c.valid for c in frame.cameras):
         raise InvalidFrameError(f'frame {frame.key!r} has no camera image at all (missing: '
                                 + ', '.join(f'{n}: {r}' for n, r in frame.missing_cameras.items()) + ')')
