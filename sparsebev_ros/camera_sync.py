@@ -30,7 +30,8 @@ uses: the bag's log time in replay, a steady clock in the node):
    set to be emitted first. Images used by an emitted set are removed, and images older than
    ``t_a - window`` of the newest emitted set are pruned. An image that arrives with a stamp
    up to ``t_a + window`` of the newest emitted set, and that belongs to no pending set, came
-   too late: it is dropped and counted as ``late_after_emit``.
+   too late: it is dropped and counted as ``late_after_emit`` (an anchor image newer than
+   the newest emitted anchor always opens its own set).
 
 The window must also stay below the camera period minus the rig's own spread (0.083 - 0.043 s
 for nuScenes), so that a camera's image of the next cycle is never taken as late.
@@ -139,7 +140,9 @@ class AnchorSynchronizer:
         if stamp_ns in self._emitted[camera]:
             self.counts[DUPLICATE] += 1
             return self.poll(now_ns)
-        if self.emitted_anchor_ns is not None and \
+        new_anchor = camera == self.anchor and (self.emitted_anchor_ns is None or
+                                                stamp_ns > self.emitted_anchor_ns)
+        if self.emitted_anchor_ns is not None and not new_anchor and \
                 stamp_ns <= self.emitted_anchor_ns + self.window_ns and \
                 not self._wanted(stamp_ns):
             self.counts[LATE_AFTER_EMIT] += 1

@@ -112,6 +112,7 @@ class Pipeline:
         self._last_shapes: list[tuple[int, ...]] | None = None
         self._processed_stamps: deque = deque(maxlen=STALE_MEMORY)   # since the last reset
         self._last_stale_ns: int | None = None                       # the last stale set dropped
+        self.last_missing: dict[str, str] = {}      # the last published frame's missing cameras
         self._keep_labels = self._class_filter(params)
 
     def _class_filter(self, params: DetectorParams) -> np.ndarray:
@@ -234,6 +235,7 @@ class Pipeline:
         self.stats.add_latencies(timings)
         self.stats.published += 1
         self.stats.add_degraded(frame.missing_cameras)
+        self.last_missing = frame.missing_cameras
         if frame.missing_cameras:
             self.warn('degraded', 'frame without ' + ', '.join(
                 f'{n} ({why})' for n, why in frame.missing_cameras.items()) +

@@ -116,9 +116,9 @@ class _TfFeed:
     counted and dropped (the rest of its message is kept); data older than the cache means
     time jumped back (a bag loop): the buffer is cleared and refilled."""
 
-    def __init__(self, tf: TfBuffer, gate: _TfGate, pipeline: Pipeline, report: 'ReplayReport',
-                 warn: Callable[[str, str], None]):
-        self.tf, self.gate, self.pipeline, self.report, self.warn = tf, gate, pipeline, report, warn
+    def __init__(self, tf: TfBuffer, gate: _TfGate, on_jump: Callable[[], None],
+                 report: 'ReplayReport', warn: Callable[[str, str], None]):
+        self.tf, self.gate, self.on_jump, self.report, self.warn = tf, gate, on_jump, report, warn
         self.newest: dict[str, int] = {}          # child frame -> newest dynamic stamp
 
     def __call__(self, msg: Any, static: bool) -> None:
@@ -137,14 +137,14 @@ class _TfFeed:
             if not static:
                 if stamp < self.newest.get(child, stamp):
                     self.report.clock_jumps += 1
-                    self.pipeline.clock_jumped_back()
+                    self.on_jump()
                 self.newest[child] = stamp
                 self.gate.newest_tf_ns = max(self.gate.newest_tf_ns, stamp)
             return
         # more than the cache length older than the newest data: time jumped back (bag loop)
         self.report.tf_rejected += 1
         self.report.clock_jumps += 1
-        self.pipeline.clock_jumped_back()
+        self.on_jump()
         self.tf.clear()
         self.newest.clear()
         self.tf.set_transform_msg(transform, static=static)
@@ -173,7 +173,11 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
     inputs = set(image_topics) | set(info_topics) | {'/tf', '/tf_static'}
     sync = synchronizer_for(params)
     gate = _TfGate(params.tf_timeout)
-    feed_tf = _TfFeed(tf, gate, pipeline, report, pipeline.warn)
+
+    def clock_jumped_back() -> None:      # a bag loop: old stamps are new data again
+        pipeline.clock_jumped_back()
+        sync.clear()
+    feed_tf = _TfFeed(tf, gate, clock_jumped_back, report, pipeline.warn)
     last_log_ns = [0]
 
     def add_sets(sets: list[CameraSet], log_ns: int | None) -> None:

@@ -82,9 +82,14 @@ def test_frames_wait_for_late_tf_up_to_tf_timeout(tmp_path):
     report = replay(bag.path, tmp_path / 'ok', validate({'tf_timeout': 0.1}), PerfectDriveDetector(),
                     progress=False)
     assert report.stats.published == 4 and not report.stats.skipped
-    report = replay(bag.path, tmp_path / 'late', validate({'tf_timeout': 0.01}), PerfectDriveDetector(),
-                    progress=False)
+    report = replay(bag.path, tmp_path / 'late', validate({'tf_timeout': 0.01, 'min_cameras': 6}),
+                    PerfectDriveDetector(), progress=False)
     assert report.stats.skipped['tf_extrapolation'] >= 3
+    # with the default min_cameras the cameras whose ego pose is not there yet are missing
+    report = replay(bag.path, tmp_path / 'degraded', validate({'tf_timeout': 0.01}),
+                    PerfectDriveDetector(), progress=False)
+    assert report.stats.degraded >= 3 and report.stats.published == 4
+    assert all(key.endswith('/tf_extrapolation') for key in report.stats.missing_cameras)
 
 
 def test_raw_bgr8_images_replay_like_compressed(tmp_path):
@@ -104,12 +109,21 @@ def test_wrong_transport_names_the_missing_topics(tmp_path):
     assert any('check image_transport' in line for line in lines)
 
 
-def test_missing_camera_image_means_no_frame_for_that_instant(tmp_path):
+def test_missing_camera_image_means_a_degraded_frame_or_none_below_min_cameras(tmp_path):
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=6, skip_camera={2: 4})
-    report = replay(bag.path, tmp_path / 'out', validate({}), PerfectDriveDetector(), progress=False)
+    det = PerfectDriveDetector()
+    report = replay(bag.path, tmp_path / 'out', validate({}), det, progress=False)
     stamps = [stamp_to_ns(m.header.stamp) for _, m in read_topic(tmp_path / 'out', DETECTIONS_TOPIC)]
+    assert stamps == bag.anchor_stamps and report.stats.published == 6
+    assert report.stats.degraded == 1
+    assert report.stats.missing_cameras == {'CAM_BACK_LEFT/late': 1}   # waited sync_max_wait
+    assert [f.missing_cameras for f in det.frames][2] == {'CAM_BACK_LEFT': 'late'}
+    assert 'degraded frames (published without some cameras): 1' in report.summary()
+    report = replay(bag.path, tmp_path / 'all', validate({'min_cameras': 6}),
+                    PerfectDriveDetector(), progress=False)
+    stamps = [stamp_to_ns(m.header.stamp) for _, m in read_topic(tmp_path / 'all', DETECTIONS_TOPIC)]
     assert stamps == bag.anchor_stamps[:2] + bag.anchor_stamps[3:]
-    assert report.stats.published == 5
+    assert report.stats.published == 5 and report.stats.skipped == {'late': 1}
 
 
 def test_bag_loop_resets_memory_and_keeps_publishing(tmp_path):
@@ -145,19 +159,30 @@ def test_the_real_detector_owns_the_time_rules_and_the_replay_counts_its_key(tmp
 def test_camera_late_beyond_max_diff_is_skipped_and_resets(tmp_path):
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=5, late_camera={2: (5, 60_000_000)})
     det = PerfectDriveDetector()
-    report = replay(bag.path, tmp_path / 'out', validate({'slop': 0.1, 'max_camera_time_diff': 0.08}),
+    # a window wider than max_camera_time_diff lets the late image into its set: the guard
+    # skips that frame and resets the memory; the other frames are published
+    report = replay(bag.path, tmp_path / 'out', validate({'sync_window': 0.1,
+                                                          'max_camera_time_diff': 0.08}),
                     det, progress=False)
     assert report.stats.skipped['camera_time_spread'] == 1 and det.resets == ['camera_time_spread']
-    # message_filters is greedy: with a 0.1 s slop the late CAM_BACK_RIGHT of frame 2 is grouped
-    # with the closest stamps, i.e. the first two cameras of frame 3 (already queued), so frame
-    # 3 cannot sync either; frame 4 is published again after the reset.
-    assert report.published_stamps == [bag.anchor_stamps[i] for i in (0, 1, 4)]
+    assert report.published_stamps == [bag.anchor_stamps[i] for i in (0, 1, 3, 4)]
+    # the default window (0.06 s) leaves the late image out: a degraded frame, no reset
+    det = PerfectDriveDetector()
+    report = replay(bag.path, tmp_path / 'default', validate({}), det, progress=False)
+    assert report.published_stamps == bag.anchor_stamps and det.resets == []
+    assert report.stats.missing_cameras == {'CAM_BACK_RIGHT/no_image': 1}
+    assert report.sets_over_window == 0 and report.max_set_spread_ns <= 60_000_000
 
 
 def test_corrupt_image_and_size_change_in_a_bag(tmp_path):
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=6, corrupt={1: 2}, size_change_at=4)
     det = PerfectDriveDetector()
     report = replay(bag.path, tmp_path / 'out', validate({}), det, progress=False)
+    assert report.stats.missing_cameras == {'CAM_FRONT_LEFT/decode_error': 1}   # degraded
+    assert det.resets == ['image_size_changed'] and report.stats.published == 6
+    assert 'CAM_FRONT_LEFT/decode_error: 1' in report.summary()
+    det = PerfectDriveDetector()
+    report = replay(bag.path, tmp_path / 'all', validate({'min_cameras': 6}), det, progress=False)
     assert report.stats.skipped == {'decode_error': 1}
     assert det.resets == ['image_size_changed'] and report.stats.published == 5
     assert 'decode_error: 1' in report.summary()
@@ -307,8 +332,8 @@ def test_cli_replay_reports_bad_parameters_and_missing_bags(tmp_path, capsys):
         return lines[0]
 
     # bad input: exit 1, one line on stderr
-    assert "parameter 'slop' must be > 0.0" in error_line(
-        ['replay', bag.path, str(tmp_path / 'out'), '-p', 'slop:=-1'], 1)
+    assert "parameter 'sync_window' must be > 0.0" in error_line(
+        ['replay', bag.path, str(tmp_path / 'out'), '-p', 'sync_window:=-1'], 1)
     assert 'does not exist' in error_line(['replay', str(tmp_path / 'nothing'),
                                            str(tmp_path / 'out')], 1)
     assert 'already exists' in error_line(['replay', bag.path, bag.path], 1)

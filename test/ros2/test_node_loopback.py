@@ -276,7 +276,7 @@ def test_corrupt_jpeg_and_time_going_backwards_are_survived(ros):
 
 
 @pytest.mark.parametrize('name, value, expected', [
-    ('slop', -0.1, "'slop'"),
+    ('sync_window', -0.1, "'sync_window'"),
     ('preset', 'r50_nuimg', "'preset' must be one of"),
     ('image_topics', ['/a', '/b'], "'image_topics' must have exactly 6"),
     ('score_treshold', 0.2, 'unknown parameter.s. score_treshold'),
