@@ -7,8 +7,8 @@ pair images from two different cycles. This synchroniser is keyed on one *anchor
 has these exact semantics (stamps are integer nanoseconds, ``now`` is whatever clock the caller
 uses: the bag's log time in replay, a steady clock in the node):
 
-1. Every camera keeps its recent images in a dict ``{stamp: msg}`` (a repeated stamp
-   overwrites; a stamp already emitted is dropped and counted as ``duplicate``). An image older
+1. An image with an unset stamp (<= 0) is dropped and counted as ``zero_stamp``. Every
+   camera keeps its recent images in a dict ``{stamp: msg}`` (a repeated stamp overwrites; a stamp already emitted is dropped and counted as ``duplicate``). An image older
    than that camera's newest stamp by more than ``jump_back`` seconds is a jump back in time
    (a bag loop): every queue and pending set is cleared, counted as ``time_backwards``, and the
    image starts the new run.
@@ -61,6 +61,7 @@ DUPLICATE = 'duplicate'
 LATE_AFTER_EMIT = 'late_after_emit'
 TIME_BACKWARDS = 'time_backwards'
 QUEUE_OVERFLOW = 'queue_overflow'
+ZERO_STAMP = 'zero_stamp'
 
 
 @dataclass
@@ -133,6 +134,9 @@ class AnchorSynchronizer:
     def add(self, msg: Any, camera: int, stamp_ns: int, now_ns: int) -> list[CameraSet]:
         """Feed one image; returns the sets that became ready (oldest anchor first)."""
         stamp_ns, now_ns = int(stamp_ns), int(now_ns)
+        if stamp_ns <= 0:               # unset: it belongs nowhere (and is no jump back in time)
+            self.counts[ZERO_STAMP] += 1
+            return self.poll(now_ns)
         newest = self.newest_ns[camera]
         if newest is not None and newest - stamp_ns > self.jump_back_ns:
             self.counts[TIME_BACKWARDS] += 1

@@ -67,9 +67,10 @@ class ReplayReport:
             lines.append('topics not in the bag (no frame can sync without them): '
                          + ', '.join(self.missing_topics))
         if self.sync_lost:
+            lines.append(f'anchor images lost before sync: {self.sync_lost}')
+        if self.fewest_images[0]:
             camera, count = self.fewest_images
-            lines.append(f'anchor images lost before sync: {self.sync_lost}'
-                         + (f' (fewest images: {camera} with {count})' if camera else ''))
+            lines.append(f'fewest images: {camera} with {count}')
         lines.append(f'camera sets: {self.stats.synced} from {self.anchor_images} anchor images, '
                      f'widest {self.max_set_spread_ns / 1e6:.1f} ms, {self.sets_over_window} over '
                      'the window' + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.sync_counts.items())))
