@@ -13,6 +13,7 @@ from rosbags.highlevel import AnyReader
 
 from ros_scene import (PerfectDriveDetector, T_world_ego, invert_transform, truth_in, write_drive)
 from sparsebev_core.frame import Detections
+from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_ros.codecs import stamp_to_ns
 from sparsebev_ros.params import DETECTIONS_TOPIC, MARKERS_TOPIC, validate
 from sparsebev_ros.replay import replay
@@ -341,3 +342,72 @@ def test_cli_replay_reports_bad_parameters_and_missing_bags(tmp_path, capsys):
     assert 'NAME:=VALUE' in error_line(['replay', bag.path, str(tmp_path / 'out'), '-p', 'slop'], 2)
     assert main(['replay', bag.path]) == 2 and 'out_bag' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
+
+
+# ------------------------------------------------------------------ degraded frames, any rig
+def lossy_jitter(seed: int, lossy_camera: int = 5, loss: float = 0.2, jitter_ms: float = 5.0):
+    """``jitter_ns(frame, camera)`` (+-jitter_ms, fixed per image) and ``drop(frame, camera)``
+    (``loss`` of ``lossy_camera``'s images) for ``write_drive``."""
+    rng = np.random.default_rng(seed)
+    jitter = rng.integers(-int(jitter_ms * 1e6), int(jitter_ms * 1e6) + 1, (10_000, 6))
+    lost = rng.random(10_000) < loss
+    return (lambda f, i: int(jitter[f, i])), (lambda f, i: i == lossy_camera and bool(lost[f])), lost
+
+
+def test_a_lossy_jittery_camera_degrades_its_frames_and_every_anchor_is_published(tmp_path):
+    """12 Hz, CAM_BACK_RIGHT loses 20% of its images, every stamp jitters +-5 ms: each anchor
+    frame is published, exactly the frames without that camera are degraded, and no camera set
+    spans more than sync_window."""
+    frames = 48
+    jitter, drop, lost = lossy_jitter(seed=3)
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=frames, jitter_ns=jitter, drop=drop)
+    det = PerfectDriveDetector()
+    report = replay(bag.path, tmp_path / 'out', validate({}), det, progress=False)
+    assert report.published_stamps == bag.anchor_stamps
+    assert report.stats.degraded == int(lost[:frames].sum()) > 0
+    assert set(report.stats.missing_cameras) <= {'CAM_BACK_RIGHT/late', 'CAM_BACK_RIGHT/no_image'}
+    assert [bool(f.missing_cameras) for f in det.frames] == list(lost[:frames])
+    assert report.sets_over_window == 0 and report.max_set_spread_ns <= 60_000_000
+
+
+def test_a_camera_topic_gone_for_a_stretch_runs_the_tiny_model_without_ever_sampling_it(tmp_path):
+    """The real tiny SparseBEV through replay: CAM_BACK's images are missing for frames 3..8;
+    detections continue on every frame, each of those frames is reported degraded, and the
+    head is given valid_views False for CAM_BACK in exactly those frames (current and history),
+    so no sampling point reads it."""
+    from sparsebev_ros.pipeline import build_detector
+    params = validate({'preset': 'tiny', 'device': 'cpu', 'score_threshold': 0.0})
+    detector = build_detector(params, log=lambda text: None)
+    stretch = range(3, 9)
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=12,
+                      drop=lambda f, i: i == 3 and f in stretch)
+    seen = []
+
+    def on_result(result):
+        step = detector.last_step
+        seen.append((result.detections.missing_cameras, step.keys,
+                     step.valid_views.reshape(len(step.keys), 6)))
+
+    report = replay(bag.path, tmp_path / 'out', params, detector, progress=False,
+                    on_result=on_result)
+    assert report.published_stamps == bag.anchor_stamps and report.stats.published == 12
+    assert report.stats.degraded == len(stretch)
+    assert 'degraded frames (published without some cameras): 6' in report.summary()
+    degraded_keys = {str(bag.anchor_stamps[f]) for f in stretch}
+    for f, (missing, keys, valid) in enumerate(seen):
+        assert bool(missing) == (f in stretch) and set(missing) <= {'CAM_BACK'}
+        for key, row in zip(keys, valid):          # every frame the head read, its own valid set
+            assert row.tolist() == [True, True, True, key not in degraded_keys, True, True]
+    assert any(not row[3] for _, keys, valid in seen[9:] for row in valid)   # history remembers
+
+
+def test_replay_of_a_five_camera_rig_with_its_own_topics(tmp_path):
+    """``camera_names`` is the rig: five cameras, topics /<name>/image_raw, the bag's sixth
+    camera is simply not subscribed."""
+    names = list(CAMERA_NAMES[:5])
+    det = PerfectDriveDetector()
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=4)
+    report = replay(bag.path, tmp_path / 'out', validate({'camera_names': names}), det,
+                    progress=False)
+    assert report.stats.published == 4 and not report.stats.degraded
+    assert all(f.camera_names == tuple(names) for f in det.frames)
