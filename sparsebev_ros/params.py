@@ -450,7 +450,7 @@ def markdown_table() -> str:
     rows = ['| parameter | type | default | description |', '|---|---|---|---|']
     for p in PARAMS:
         default = _yaml_value(_copy_default(p.default))
-        if p.name.endswith('topics') or p.name == 'camera_names':
+        if p.name.endswith('topics'):
             default = _yaml_value(p.default[0]).replace(CAMERA_NAMES[0], '<CAMERA>') + ' per camera'
         running = ' (settable while running)' if p.runtime else ''
         rows.append(f'| `{p.name}` | {p.type} | `{default}` | {p.description}{running} |')
