@@ -236,8 +236,10 @@ class DetectorNode:
         from vision_msgs.msg import Detection3DArray
         from visualization_msgs.msg import MarkerArray
 
+        from sparsebev_core.loading import bundled_checkpoint
+
         from .messages import ImportedMessages
-        from .pipeline import Pipeline, ThrottledLogger, build_detector, bundled_checkpoint
+        from .pipeline import Pipeline, ThrottledLogger, build_detector
 
         node, log, p = self.node, self.node.get_logger(), self.params
         for name, standin in (('tf2_ros', tf2_ros),):

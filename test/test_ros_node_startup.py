@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sparsebev_ros.node import demo_weights_warning, streak_advice
 from sparsebev_ros.params import defaults, validate
-from sparsebev_ros.pipeline import bundled_checkpoint
+from sparsebev_core.loading import bundled_checkpoint
 
 
 def test_the_bundled_demo_weights_are_announced_by_name():
