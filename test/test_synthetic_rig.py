@@ -64,6 +64,17 @@ def test_the_cli_renders_a_rig_file_with_its_names_and_sizes(tmp_path):
     with Image.open(tmp_path / 'data' / sd['filename']) as image:
         assert image.size == (96, 64)
 
+    # the rig scene as a bag (topics /<name>/...) and replayed with the rig file
+    scene = nusc.scene[0]['name']
+    assert main(['nuscenes-to-bag', '--root', str(tmp_path / 'data'), '--scene', scene,
+                 str(tmp_path / 'bag')]) == 0
+    assert main(['replay', str(tmp_path / 'bag'), str(tmp_path / 'out'), '--rig', str(rig_file),
+                 '--no-progress', '--device', 'cpu']) == 0
+    from rosbags.highlevel import AnyReader
+    with AnyReader([tmp_path / 'out']) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+    assert counts['/REAR_WIDE/image_raw/compressed'] == counts['/sparsebev/detections'] == 7
+
 
 def test_the_tiny_model_runs_unchanged_on_a_rig_dataset(five_camera_root):
     from nuscenes.nuscenes import NuScenes
