@@ -218,8 +218,8 @@ class AnchorSynchronizer:
             values = [s for _, s in present]
             if not values or max(values) - min(values) <= self.window_ns:
                 break
-            worst = max(present, key=lambda cs: abs(cs[1] - anchor_ns))[0]
-            self.queues[worst].pop(stamps[worst])                 # spent: it was this cycle's
+            worst, worst_ns = max(present, key=lambda cs: abs(cs[1] - anchor_ns))
+            self.queues[worst].pop(worst_ns)                      # spent: it was this cycle's
             stamps[worst] = None
             missing[worst] = OUT_OF_WINDOW
         messages = [None if s is None else self.queues[c].pop(s) for c, s in enumerate(stamps)]

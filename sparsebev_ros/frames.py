@@ -177,12 +177,12 @@ class FrameAssembler:
                 views[i] = view
         present = [i for i in range(len(names)) if i not in problems]
         if len(present) < p.min_cameras:        # skipped under the first missing camera's reason
-            first = problems[min(problems)]
+            head = problems[min(problems)]
             others = [str(problems[i]) for i in sorted(problems)[1:]]
-            return Skip(first.reason, first.detail + (
+            return Skip(head.reason, head.detail + (
                 f' ({len(present)} of {len(names)} cameras present, min_cameras '
                 f'{p.min_cameras}' + (f'; also {"; ".join(others)}' if others else '') + ')'),
-                first.camera)
+                head.camera)
         for i, skip in problems.items():
             K, T_ego_cam = nominal.get(i, (None, None))
             views[i] = CameraView.absent(names[i], skip.reason, codecs.ns_to_seconds(anchor_ns),

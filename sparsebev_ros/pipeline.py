@@ -109,7 +109,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self.on_reset: list[Callable[[str], None]] = []
         self._last_stamp_ns: int | None = None
-        self._last_shapes: list[tuple[int, ...]] | None = None
+        self._last_shapes: list[tuple[int, ...] | None] | None = None   # None: camera never seen
         self._processed_stamps: deque = deque(maxlen=STALE_MEMORY)   # since the last reset
         self._last_stale_ns: int | None = None                       # the last stale set dropped
         self.last_missing: dict[str, str] = {}      # the last published frame's missing cameras
@@ -193,12 +193,13 @@ class Pipeline:
                 self._last_stale_ns = stamp_ns
                 return self._skip(Skip(STALE_FRAME, f'image set stamped {stamp_ns / 1e9:.6f} was '
                                        'already processed; it arrived again after newer ones'))
-        shapes = [tuple(np.shape(c.image)) if c.valid else None for c in frame.cameras]
-        if self._last_shapes is not None:      # a missing camera keeps its last known size
-            shapes = [last if now is None else now for now, last in zip(shapes, self._last_shapes)]
-        if self._last_shapes is not None and shapes != self._last_shapes:
-            changed = [self.assembler.names[i] for i, (a, b) in enumerate(zip(shapes, self._last_shapes))
-                       if a != b]
+        shapes: list[tuple[int, ...] | None] = [tuple(np.shape(c.image)) if c.valid else None
+                                                 for c in frame.cameras]
+        last = self._last_shapes or [None] * len(shapes)
+        changed = [self.assembler.names[i] for i, (a, b) in enumerate(zip(shapes, last))
+                   if a is not None and b is not None and a != b]
+        shapes = [b if a is None else a for a, b in zip(shapes, last)]   # missing: last known
+        if changed:
             self.warn(f'reset/{resets.IMAGE_SIZE_CHANGED}', f'image size changed on {", ".join(changed)}: resetting '
                       'temporal memory')
             self.reset(resets.IMAGE_SIZE_CHANGED)
