@@ -11,6 +11,7 @@ Who decides:
 |---|---|---|
 | ``time_backwards`` | a frame stamp earlier than the previous step's (a bag loop) | the detector (:func:`time_reset`) |
 | ``time_gap`` | more than ``max_time_gap`` seconds since the previous step | the detector (:func:`time_reset`) |
+| ``rig_changed`` | the frame's camera names (or count) differ from the cached frames' | the detector (``StreamingDetector``) |
 | ``explicit`` | ``reset()`` called (the node's ``~/reset`` service) | the caller |
 | ``camera_time_spread`` | the six camera stamps spread more than allowed | the ROS pipeline |
 | ``image_size_changed`` | a camera's image size changed | the ROS pipeline |
@@ -30,9 +31,10 @@ EXPLICIT = 'explicit'
 CAMERA_TIME_SPREAD = 'camera_time_spread'
 IMAGE_SIZE_CHANGED = 'image_size_changed'
 INVALID_FRAME = 'invalid_frame'
+RIG_CHANGED = 'rig_changed'
 
-DETECTOR_RESETS: tuple[str, ...] = (TIME_BACKWARDS, TIME_GAP)
-"""Keys the detector decides itself from the frame stamps."""
+DETECTOR_RESETS: tuple[str, ...] = (TIME_BACKWARDS, TIME_GAP, RIG_CHANGED)
+"""Keys the detector decides itself from the frames (stamps, camera names)."""
 CALLER_RESETS: tuple[str, ...] = (EXPLICIT, CAMERA_TIME_SPREAD, IMAGE_SIZE_CHANGED, INVALID_FRAME)
 """Keys a caller passes to ``reset(reason)``."""
 RESET_REASONS: tuple[str, ...] = DETECTOR_RESETS + CALLER_RESETS

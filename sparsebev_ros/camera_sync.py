@@ -7,8 +7,8 @@ pair images from two different cycles. This synchroniser is keyed on one *anchor
 has these exact semantics (stamps are integer nanoseconds, ``now`` is whatever clock the caller
 uses: the bag's log time in replay, a steady clock in the node):
 
-1. Every camera keeps its recent images in a dict ``{stamp: msg}`` (a repeated stamp
-   overwrites; a stamp already emitted is dropped and counted as ``duplicate``). An image older
+1. An image with an unset stamp (<= 0) is dropped and counted as ``zero_stamp``. Every
+   camera keeps its recent images in a dict ``{stamp: msg}`` (a repeated stamp overwrites; a stamp already emitted is dropped and counted as ``duplicate``). An image older
    than that camera's newest stamp by more than ``jump_back`` seconds is a jump back in time
    (a bag loop): every queue and pending set is cleared, counted as ``time_backwards``, and the
    image starts the new run.
@@ -30,7 +30,8 @@ uses: the bag's log time in replay, a steady clock in the node):
    set to be emitted first. Images used by an emitted set are removed, and images older than
    ``t_a - window`` of the newest emitted set are pruned. An image that arrives with a stamp
    up to ``t_a + window`` of the newest emitted set, and that belongs to no pending set, came
-   too late: it is dropped and counted as ``late_after_emit``.
+   too late: it is dropped and counted as ``late_after_emit`` (an anchor image newer than
+   the newest emitted anchor always opens its own set).
 
 The window must also stay below the camera period minus the rig's own spread (0.083 - 0.043 s
 for nuScenes), so that a camera's image of the next cycle is never taken as late.
@@ -60,6 +61,7 @@ DUPLICATE = 'duplicate'
 LATE_AFTER_EMIT = 'late_after_emit'
 TIME_BACKWARDS = 'time_backwards'
 QUEUE_OVERFLOW = 'queue_overflow'
+ZERO_STAMP = 'zero_stamp'
 
 
 @dataclass
@@ -132,6 +134,9 @@ class AnchorSynchronizer:
     def add(self, msg: Any, camera: int, stamp_ns: int, now_ns: int) -> list[CameraSet]:
         """Feed one image; returns the sets that became ready (oldest anchor first)."""
         stamp_ns, now_ns = int(stamp_ns), int(now_ns)
+        if stamp_ns <= 0:               # unset: it belongs nowhere (and is no jump back in time)
+            self.counts[ZERO_STAMP] += 1
+            return self.poll(now_ns)
         newest = self.newest_ns[camera]
         if newest is not None and newest - stamp_ns > self.jump_back_ns:
             self.counts[TIME_BACKWARDS] += 1
@@ -139,7 +144,9 @@ class AnchorSynchronizer:
         if stamp_ns in self._emitted[camera]:
             self.counts[DUPLICATE] += 1
             return self.poll(now_ns)
-        if self.emitted_anchor_ns is not None and \
+        new_anchor = camera == self.anchor and (self.emitted_anchor_ns is None or
+                                                stamp_ns > self.emitted_anchor_ns)
+        if self.emitted_anchor_ns is not None and not new_anchor and \
                 stamp_ns <= self.emitted_anchor_ns + self.window_ns and \
                 not self._wanted(stamp_ns):
             self.counts[LATE_AFTER_EMIT] += 1
@@ -164,6 +171,15 @@ class AnchorSynchronizer:
             if not all(settled) and now_ns < head.deadline_ns:
                 break
             self.pending.pop(0)
+            out.append(self._emit(head.anchor_stamp_ns, settled))
+        return out
+
+    def flush(self) -> list[CameraSet]:
+        """Emit every pending set now, whatever arrived (the end of a bag)."""
+        out: list[CameraSet] = []
+        while self.pending:
+            head = self.pending.pop(0)
+            settled = [self._settled(c, head.anchor_stamp_ns) for c in range(self.num_cameras)]
             out.append(self._emit(head.anchor_stamp_ns, settled))
         return out
 
@@ -202,8 +218,8 @@ class AnchorSynchronizer:
             values = [s for _, s in present]
             if not values or max(values) - min(values) <= self.window_ns:
                 break
-            worst, worst_stamp = max(present, key=lambda cs: abs(cs[1] - anchor_ns))
-            self.queues[worst].pop(worst_stamp)                   # spent: it was this cycle's
+            worst, worst_ns = max(present, key=lambda cs: abs(cs[1] - anchor_ns))
+            self.queues[worst].pop(worst_ns)                      # spent: it was this cycle's
             stamps[worst] = None
             missing[worst] = OUT_OF_WINDOW
         messages = [None if s is None else self.queues[c].pop(s) for c, s in enumerate(stamps)]
@@ -223,3 +239,11 @@ class AnchorSynchronizer:
             for s in [s for s in self.queues[c] if s < keep_from]:
                 del self.queues[c][s]
             self._emitted[c] = {s for s in self._emitted[c] if s >= horizon - self.jump_back_ns}
+
+
+def synchronizer_for(params: Any) -> AnchorSynchronizer:
+    """The synchroniser of the node and of replay from the parameters (``camera_names``,
+    ``anchor_camera``, ``sync_window``, ``sync_max_wait``, ``queue_size``)."""
+    return AnchorSynchronizer(len(params.camera_names), params.anchor_index,
+                              window=params.sync_window, max_wait=params.sync_max_wait,
+                              queue_size=params.queue_size)

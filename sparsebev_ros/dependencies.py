@@ -50,7 +50,6 @@ NODE_DEPENDENCIES: tuple[Dependency, ...] = (
     Dependency('visualization_msgs', '~/markers (MarkerArray)', 'visualization_msgs'),
     Dependency('diagnostic_msgs', '/diagnostics and the latency topics', 'diagnostic_msgs'),
     Dependency('tf2_ros', 'camera extrinsics and ego poses', 'tf2_ros'),
-    Dependency('message_filters', 'the camera synchroniser', 'message_filters'),
     # Python packages with rosdep keys
     Dependency('numpy', 'everything', 'python3-numpy'),
     Dependency('yaml', 'parameter files', 'python3-yaml'),

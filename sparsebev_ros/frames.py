@@ -1,8 +1,14 @@
-"""``FrameAssembler``: six synced image messages + CameraInfos + TF -> a core ``Frame``.
+"""``FrameAssembler``: one camera set (N image messages) + CameraInfos + TF -> a core ``Frame``.
 
-The assembler never invents a pose: when anything needed is missing or wrong it returns a
-:class:`Skip` with a machine-readable ``reason`` (the same keys in the node's warnings, the
-replay summary and the tests) and a sentence for humans.
+The assembler never invents a pose and never fills a camera with a black or a stale image.
+A problem of one camera (no image in the set, an unset stamp, no or a zero CameraInfo, a size
+mismatch, no frame id, no TF for its extrinsics or its stamp, an undecodable or too large
+image) makes that camera *missing* with the same machine-readable key as reason
+(``CameraView.missing``): the frame goes ahead *degraded* while at least
+``params.min_cameras`` cameras are present. Otherwise, and for problems of the frame as a
+whole (the ego pose at the anchor stamp, the model frame, the present cameras' stamps spread
+over ``max_camera_time_diff``), it returns a :class:`Skip` with the ``reason`` (the same keys
+in the node's warnings, the replay summary and the tests) and a sentence for humans.
 
 Transforms come from a ``lookup(target, source, stamp_ns) -> 4x4 T_target_source`` callable
 that raises :class:`TransformUnavailable`; the node wraps ``tf2_ros.Buffer`` with it
@@ -12,12 +18,11 @@ that raises :class:`TransformUnavailable`; the node wraps ``tf2_ros.Buffer`` wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from sparsebev_core.frame import CameraView, Frame
-from sparsebev_core.geometry import CAMERA_NAMES
 
 from . import codecs
 from .params import DetectorParams
@@ -84,10 +89,10 @@ def tf_buffer_lookup(buffer: Any) -> TransformLookup:
 
 
 class FrameAssembler:
-    """Builds ``Frame``s from six image messages (CAMERA_NAMES order) and the latest CameraInfos.
+    """Builds ``Frame``s from camera sets (``params.camera_names`` order) and the latest CameraInfos.
 
     Args:
-        params: validated node parameters (frames, anchor camera, limits, K source).
+        params: validated node parameters (cameras, frames, anchor camera, limits, K source).
         lookup: transform lookup (see module docstring).
         warn: ``warn(key, text)`` for one-off notices (non-zero distortion).
     """
@@ -97,8 +102,9 @@ class FrameAssembler:
         self.params = params
         self.lookup = lookup
         self.warn = warn or (lambda key, text: None)
-        self.camera_infos: list[Any] = [None] * len(CAMERA_NAMES)
-        self.anchor_index = CAMERA_NAMES.index(params.anchor_camera)
+        self.names = tuple(params.camera_names)
+        self.camera_infos: list[Any] = [None] * len(self.names)
+        self.anchor_index = params.anchor_index
         self._distortion_reported: set[int] = set()
 
     def set_camera_info(self, camera_index: int, msg: Any) -> None:
@@ -116,51 +122,39 @@ class FrameAssembler:
             return Skip(TF_UNAVAILABLE, f'{target} <- {source}: lookup returned no valid 4x4', camera)
         return T
 
-    def assemble(self, images: Sequence[Any]) -> Frame | Skip:
-        """A ``Frame`` from six Image/CompressedImage messages, or the reason it cannot be built."""
-        p = self.params
-        if len(images) != len(CAMERA_NAMES) or any(m is None for m in images):
-            missing = [CAMERA_NAMES[i] for i in range(len(CAMERA_NAMES))
-                       if i >= len(images) or images[i] is None]
-            return Skip(MISSING_CAMERA, f'no image from {", ".join(missing)}', ','.join(missing))
-        stamps = [codecs.header_stamp_ns(m) for m in images]
-        unset = [CAMERA_NAMES[i] for i, s in enumerate(stamps) if s <= 0]
-        if unset:   # a lookup at time 0 would mean "the latest pose": never invent one
-            return Skip(ZERO_STAMP, f'header.stamp is {min(stamps)} (unset) on '
-                        f'{", ".join(unset)}; the camera driver must stamp its images',
-                        ','.join(unset))
-        spread = max(stamps) - min(stamps)
+    def assemble(self, images: Sequence[Any], missing: Mapping[int, str] | None = None
+                 ) -> Frame | Skip:
+        """A ``Frame`` from one Image/CompressedImage message per camera (None: missing, with
+        ``missing[i]`` the synchroniser's reason), or the reason it cannot be built."""
+        p, names = self.params, self.names
+        images = list(images) + [None] * (len(names) - len(images))
+        if len(images) != len(names):
+            return Skip(MISSING_CAMERA, f'{len(images)} images for the {len(names)} cameras '
+                        f'{", ".join(names)}')
+        problems: dict[int, Skip] = {}
+        for i, m in enumerate(images):
+            if m is None:
+                why = (missing or {}).get(i, MISSING_CAMERA)
+                problems[i] = Skip(why, f'no image from {names[i]} in the set ({why})', names[i])
+        anchor = images[self.anchor_index]
+        anchor_ns = codecs.header_stamp_ns(anchor) if anchor is not None else 0
+        if anchor_ns <= 0:   # a lookup at time 0 would mean "the latest pose": never invent one
+            return Skip(ZERO_STAMP if anchor is not None else MISSING_CAMERA,
+                        f'the anchor camera {p.anchor_camera} has no stamped image in the set; '
+                        'the camera driver must stamp its images', p.anchor_camera)
+        stamps = [codecs.header_stamp_ns(m) if m is not None else 0 for m in images]
+        for i, s in enumerate(stamps):
+            if images[i] is not None and s <= 0:
+                problems[i] = Skip(ZERO_STAMP, f'header.stamp is {s} (unset); the camera driver '
+                                   'must stamp its images', names[i])
+        present = [i for i in range(len(names)) if i not in problems]
+        spread = max(stamps[i] for i in present) - min(stamps[i] for i in present)
         if spread > p.max_camera_time_diff * 1e9:
-            first, last = CAMERA_NAMES[int(np.argmin(stamps))], CAMERA_NAMES[int(np.argmax(stamps))]
+            first = names[min(present, key=lambda i: stamps[i])]
+            last = names[max(present, key=lambda i: stamps[i])]
             return Skip(CAMERA_TIME_SPREAD, f'camera stamps spread {spread / 1e9:.3f} s '
                         f'({first} .. {last}) > max_camera_time_diff {p.max_camera_time_diff} s')
-        # intrinsics
-        Ks = []
-        for i, name in enumerate(CAMERA_NAMES):
-            info = self.camera_infos[i]
-            if info is None:
-                return Skip(MISSING_CAMERA_INFO, f'no CameraInfo received yet on '
-                            f'{p.camera_info_topics[i]}', name)
-            try:
-                Ks.append(codecs.camera_info_K(info, p.use_projection_matrix))
-            except codecs.CameraInfoError as exc:
-                return Skip(ZERO_CAMERA_INFO, str(exc), name)
-            if i not in self._distortion_reported and codecs.has_distortion(info):
-                self._distortion_reported.add(i)
-                what = ('non-finite distortion coefficients (broken calibration?)'
-                        if codecs.distortion_not_finite(info) else
-                        f'non-zero distortion ({info.distortion_model})')
-                self.warn(f'distortion/{name}', f'{name}: CameraInfo has {what}; the model '
-                          'assumes rectified images, boxes will be less accurate')
-        # camera frames
-        cam_frames = []
-        for i, name in enumerate(CAMERA_NAMES):
-            frame_id = str(images[i].header.frame_id) or str(self.camera_infos[i].header.frame_id)
-            if not frame_id:
-                return Skip(MISSING_FRAME_ID, 'image and CameraInfo have an empty header.frame_id', name)
-            cam_frames.append(frame_id.lstrip('/'))
-        # poses: extrinsics and ego pose at each image's own stamp, ego pose at the anchor stamp
-        anchor_ns = stamps[self.anchor_index]
+        # the frame as a whole: ego pose at the anchor stamp, model frame
         T_world_ego_ref = self.lookup_checked(p.world_frame, p.base_frame, anchor_ns, p.anchor_camera)
         if isinstance(T_world_ego_ref, Skip):
             return T_world_ego_ref
@@ -170,34 +164,75 @@ class FrameAssembler:
                 return T_ego_model
         else:
             T_ego_model = p.T_base_model
-        extrinsics, poses = [], []
-        for i, name in enumerate(CAMERA_NAMES):
-            T_ego_cam = self.lookup_checked(p.base_frame, cam_frames[i], stamps[i], name)
-            if isinstance(T_ego_cam, Skip):
-                return T_ego_cam
-            T_world_ego = T_world_ego_ref if stamps[i] == anchor_ns else \
-                self.lookup_checked(p.world_frame, p.base_frame, stamps[i], name)
-            if isinstance(T_world_ego, Skip):
-                return T_world_ego
-            extrinsics.append(T_ego_cam)
-            poses.append(T_world_ego)
-        # pixels last: decoding is the expensive part
-        views = []
-        for i, name in enumerate(CAMERA_NAMES):
-            try:
-                rgb = codecs.to_rgb(images[i], p.max_image_pixels)
-            except codecs.UnsupportedEncodingError as exc:
-                return Skip(UNSUPPORTED_ENCODING, str(exc), name)
-            except codecs.ImageTooLargeError as exc:
-                return Skip(IMAGE_TOO_LARGE, str(exc), name)
-            except codecs.CODEC_ERRORS as exc:
-                return Skip(DECODE_ERROR, str(exc), name)
-            info_hw = codecs.camera_info_size(self.camera_infos[i])
-            if info_hw != (0, 0) and info_hw != rgb.shape[:2]:
-                return Skip(CAMERA_INFO_SIZE, f'image is {rgb.shape[1]}x{rgb.shape[0]} but its '
-                            f'CameraInfo is for {info_hw[1]}x{info_hw[0]}', name)
-            views.append(CameraView(image=rgb, K=Ks[i], T_ego_cam=extrinsics[i],
-                                    stamp=codecs.ns_to_seconds(stamps[i]),
-                                    T_world_ego=poses[i], name=name))
+        # per camera: intrinsics, frame id, poses, pixels last (decoding is the expensive part)
+        views: list[CameraView | None] = [None] * len(names)
+        nominal: dict[int, tuple[Any, Any]] = {}
+        for i in range(len(names)):
+            if i in problems:
+                continue
+            view = self._camera(i, images[i], stamps[i], anchor_ns, T_world_ego_ref, nominal)
+            if isinstance(view, Skip):
+                problems[i] = view
+            else:
+                views[i] = view
+        present = [i for i in range(len(names)) if i not in problems]
+        if len(present) < p.min_cameras:        # skipped under the first missing camera's reason
+            head = problems[min(problems)]
+            others = [str(problems[i]) for i in sorted(problems)[1:]]
+            return Skip(head.reason, head.detail + (
+                f' ({len(present)} of {len(names)} cameras present, min_cameras '
+                f'{p.min_cameras}' + (f'; also {"; ".join(others)}' if others else '') + ')'),
+                head.camera)
+        for i, skip in problems.items():
+            K, T_ego_cam = nominal.get(i, (None, None))
+            views[i] = CameraView.absent(names[i], skip.reason, codecs.ns_to_seconds(anchor_ns),
+                                         K, T_ego_cam)
         return Frame(cameras=views, stamp=codecs.ns_to_seconds(anchor_ns),
                      T_world_ego=T_world_ego_ref, T_ego_model=T_ego_model, key=str(anchor_ns))
+
+    def _camera(self, i: int, msg: Any, stamp_ns: int, anchor_ns: int, T_world_ego_ref: np.ndarray,
+                nominal: dict[int, tuple[Any, Any]]) -> CameraView | Skip:
+        """One present camera's view, or why it must be treated as missing. ``nominal[i]``
+        gets its (K, T_ego_cam) as far as they were found (for a missing camera's geometry)."""
+        p, name = self.params, self.names[i]
+        info = self.camera_infos[i]
+        if info is None:
+            return Skip(MISSING_CAMERA_INFO, f'no CameraInfo received yet on '
+                        f'{p.camera_info_topics[i]}', name)
+        try:
+            K = codecs.camera_info_K(info, p.use_projection_matrix)
+        except codecs.CameraInfoError as exc:
+            return Skip(ZERO_CAMERA_INFO, str(exc), name)
+        nominal[i] = (K, None)
+        if i not in self._distortion_reported and codecs.has_distortion(info):
+            self._distortion_reported.add(i)
+            what = ('non-finite distortion coefficients (broken calibration?)'
+                    if codecs.distortion_not_finite(info) else
+                    f'non-zero distortion ({info.distortion_model})')
+            self.warn(f'distortion/{name}', f'{name}: CameraInfo has {what}; the model '
+                      'assumes rectified images, boxes will be less accurate')
+        frame_id = (str(msg.header.frame_id) or str(info.header.frame_id)).lstrip('/')
+        if not frame_id:
+            return Skip(MISSING_FRAME_ID, 'image and CameraInfo have an empty header.frame_id', name)
+        T_ego_cam = self.lookup_checked(p.base_frame, frame_id, stamp_ns, name)
+        if isinstance(T_ego_cam, Skip):
+            return T_ego_cam
+        nominal[i] = (K, T_ego_cam)
+        T_world_ego = T_world_ego_ref if stamp_ns == anchor_ns else \
+            self.lookup_checked(p.world_frame, p.base_frame, stamp_ns, name)
+        if isinstance(T_world_ego, Skip):
+            return T_world_ego
+        try:
+            rgb = codecs.to_rgb(msg, p.max_image_pixels)
+        except codecs.UnsupportedEncodingError as exc:
+            return Skip(UNSUPPORTED_ENCODING, str(exc), name)
+        except codecs.ImageTooLargeError as exc:
+            return Skip(IMAGE_TOO_LARGE, str(exc), name)
+        except codecs.CODEC_ERRORS as exc:
+            return Skip(DECODE_ERROR, str(exc), name)
+        info_hw = codecs.camera_info_size(info)
+        if info_hw != (0, 0) and info_hw != rgb.shape[:2]:
+            return Skip(CAMERA_INFO_SIZE, f'image is {rgb.shape[1]}x{rgb.shape[0]} but its '
+                        f'CameraInfo is for {info_hw[1]}x{info_hw[0]}', name)
+        return CameraView(image=rgb, K=K, T_ego_cam=T_ego_cam,
+                          stamp=codecs.ns_to_seconds(stamp_ns), T_world_ego=T_world_ego, name=name)

@@ -1,11 +1,14 @@
-"""The rclpy node ``sparsebev``: six cameras + CameraInfo + TF in, 3D boxes out.
+"""The rclpy node ``sparsebev``: N cameras + CameraInfo + TF in, 3D boxes out.
 
 Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (docs/ros2.md):
 
-* six ``message_filters.Subscriber`` (``Image`` or ``CompressedImage`` by ``image_transport``)
-  grouped by ``message_filters.ApproximateTimeSynchronizer`` (``queue_size``, ``slop``); the
-  latest ``CameraInfo`` of each camera; ``tf2_ros.Buffer`` + ``TransformListener``;
-* each synced set goes into a one-slot :class:`LatestMailbox`; a worker thread takes the latest
+* one subscription per camera of ``camera_names`` (``Image`` or ``CompressedImage`` by
+  ``image_transport``) feeding :class:`sparsebev_ros.camera_sync.AnchorSynchronizer` (the
+  same code as replay: one camera set per anchor image, ``sync_window``, ``sync_max_wait``,
+  ``queue_size``), polled on a steady-clock timer so that a set whose late camera never comes
+  goes ahead without it; the latest ``CameraInfo`` of each camera; ``tf2_ros.Buffer`` +
+  ``TransformListener``;
+* each camera set goes into a one-slot :class:`LatestMailbox`; a worker thread takes the latest
   one, assembles the ``Frame`` (TF lookups at every image stamp, decoding), steps the streaming
   detector and publishes. When inference is slower than the cameras, older sets are replaced
   (dropped), never queued;
@@ -21,8 +24,8 @@ Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (docs/ros2.md):
 * no inference while nobody subscribes to ``~/detections`` or ``~/markers``
   (``skip_when_no_subscribers``).
 
-This is the only module that imports rclpy, tf2_ros and message_filters, and only inside
-functions: ``import sparsebev_ros.node`` works without ROS.
+This is the only module that imports rclpy and tf2_ros, and only inside functions:
+``import sparsebev_ros.node`` works without ROS.
 """
 from __future__ import annotations
 
@@ -224,7 +227,6 @@ class DetectorNode:
     # ------------------------------------------------------------------ configure
     def configure(self) -> None:
         """Load (and warm up) the detector, TF, the pipeline, publishers, ~/reset, diagnostics."""
-        import message_filters
         import tf2_ros
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -240,7 +242,7 @@ class DetectorNode:
         from .pipeline import Pipeline, ThrottledLogger, build_detector
 
         node, log, p = self.node, self.node.get_logger(), self.params
-        for name, standin in (('tf2_ros', tf2_ros), ('message_filters', message_filters)):
+        for name, standin in (('tf2_ros', tf2_ros),):
             if getattr(standin, 'IS_STANDIN', False):
                 log.warning(f'{name} is a test STAND-IN (test/ros2/standins), not the ROS package')
 
@@ -250,7 +252,7 @@ class DetectorNode:
             detector = build_detector(p, log=self._warn_log)
             if notice:
                 log.warning(notice)
-            seconds = warm_up(detector)
+            seconds = warm_up(detector, p.camera_names)
             log.info(f'model loaded and warmed up ({seconds:.1f} s for the first inference)')
         if class_names is None:
             cfg = getattr(detector, 'cfg', None)
@@ -285,20 +287,26 @@ class DetectorNode:
     # ------------------------------------------------------------------ activate / deactivate
     def activate(self) -> None:
         """Subscribe the cameras and CameraInfo and start the inference thread."""
-        import message_filters
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from rclpy.clock import Clock, ClockType
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+        from .camera_sync import synchronizer_for
+
         node, p = self.node, self.params
-        sensors = MutuallyExclusiveCallbackGroup()
+        sensors = MutuallyExclusiveCallbackGroup()      # images, CameraInfo and the sync poll
         qos = input_qos(p.qos_reliability)
         image_type = Image if p.image_transport == 'raw' else CompressedImage
+        self.sync = synchronizer_for(p)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.image_subscribers = [
-            message_filters.Subscriber(node, image_type, topic, qos_profile=qos, callback_group=sensors)
-            for topic in p.subscribed_image_topics]
-        self.sync = message_filters.ApproximateTimeSynchronizer(self.image_subscribers,
-                                                                p.queue_size, p.slop)
-        self.sync.registerCallback(self._on_synced)
+            node.create_subscription(image_type, topic, self._image_callback(i), qos,
+                                     callback_group=sensors)
+            for i, topic in enumerate(p.subscribed_image_topics)]
+        # a set whose late camera never comes goes ahead at its deadline: poll on a steady clock
+        period = max(0.005, min(0.02, p.sync_max_wait / 4 or 0.005))
+        self.sync_timer = node.create_timer(period, self._poll_sync, callback_group=sensors,
+                                            clock=self._steady)
         self.camera_info_subscriptions = [
             node.create_subscription(CameraInfo, topic, self._camera_info_callback(i), qos,
                                      callback_group=sensors)
@@ -315,7 +323,8 @@ class DetectorNode:
     def deactivate(self) -> None:
         """Unsubscribe and stop the inference thread; the model stays loaded."""
         for subscriber in self.image_subscribers:
-            self.node.destroy_subscription(subscriber.sub)
+            self.node.destroy_subscription(subscriber)
+        self.node.destroy_timer(self.sync_timer)
         for subscription in self.camera_info_subscriptions:
             self.node.destroy_subscription(subscription)
         self.image_subscribers, self.camera_info_subscriptions = [], []
@@ -363,13 +372,25 @@ class DetectorNode:
         return (self.detections_pub.get_subscription_count()
                 + self.markers_pub.get_subscription_count()) > 0
 
-    def _on_synced(self, *images: Any) -> None:
-        """Six synced images (CAMERA_NAMES order): hand them to the worker, newest wins."""
+    def _image_callback(self, camera_index: int) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            now_ns = self._steady.now().nanoseconds
+            for camera_set in self.sync.add(msg, camera_index, codecs.header_stamp_ns(msg), now_ns):
+                self._on_synced(camera_set)
+        return callback
+
+    def _poll_sync(self) -> None:
+        """Emit the camera sets whose wait for late cameras is over."""
+        for camera_set in self.sync.poll(self._steady.now().nanoseconds):
+            self._on_synced(camera_set)
+
+    def _on_synced(self, camera_set: Any) -> None:
+        """One camera set (``camera_sync.CameraSet``): hand it to the worker, newest wins."""
         self._last_synced = time.monotonic()
         if self.params.skip_when_no_subscribers and not self.has_subscribers():
             self.counters[NO_SUBSCRIBERS] += 1
             return
-        if self.mailbox.put(images):
+        if self.mailbox.put(camera_set):
             self._note('dropped', 'inference is slower than the cameras: working on the newest '
                        f'frame, {self.mailbox.dropped} older ones dropped so far')
 
@@ -388,12 +409,12 @@ class DetectorNode:
         """Inference loop (until ``mailbox`` is closed): nothing that happens to one frame may
         end it."""
         while not mailbox.closed:
-            images = mailbox.take(timeout=0.5)
-            if images is None:
+            camera_set = mailbox.take(timeout=0.5)
+            if camera_set is None:
                 continue
             try:
                 with self._pipeline_lock:
-                    result = self.pipeline.process(images)
+                    result = self.pipeline.process(camera_set.messages, camera_set.missing)
                 if not isinstance(result, Skip):   # skips are counted and warned by the pipeline
                     self._publish(result)
                 self.error_streak.success()
@@ -468,6 +489,10 @@ class DetectorNode:
                   'errors': self.counters['error']}
         values.update({f'skipped_{k}': v for k, v in sorted(stats.skipped.items())})
         values.update({f'resets_{k}': v for k, v in sorted(stats.resets.items())})
+        values['degraded'] = stats.degraded
+        values.update({f'missing_{k}': v for k, v in sorted(stats.missing_cameras.items())})
+        values.update({f'sync_{k}': v for k, v in sorted(self.sync.counts.items())}
+                      if getattr(self, 'sync', None) is not None else {})
         for stage in ('assemble', 'detector', 'total'):
             for q, ms in stats.percentiles(stage).items():
                 values[f'latency_{stage}_p{q}_ms'] = round(ms, 2)
@@ -480,6 +505,9 @@ class DetectorNode:
             level, message = DiagnosticStatus.ERROR, \
                 f'the last {streak.length} frames failed with {streak.key}; ' \
                 f'{streak_advice(streak.key)}'
+        elif published_lately and self.pipeline.last_missing:
+            level, message = DiagnosticStatus.WARN, 'publishing DEGRADED detections: last frame ' \
+                'without ' + ', '.join(f'{n} ({why})' for n, why in self.pipeline.last_missing.items())
         elif published_lately:
             level, message = DiagnosticStatus.OK, 'publishing detections'
         elif arrived_lately and not self.has_subscribers() and self.params.skip_when_no_subscribers:
@@ -488,8 +516,8 @@ class DetectorNode:
             level, message = DiagnosticStatus.WARN, 'camera frames arrive but none was ' \
                 f'published in 5 s (skipped so far: {dict(stats.skipped) or "none"})'
         else:
-            level, message = DiagnosticStatus.WARN, 'no synchronised camera frames in 5 s ' \
-                '(check the image topics, their stamps and slop)'
+            level, message = DiagnosticStatus.WARN, 'no camera sets in 5 s (check the image ' \
+                'topics, the anchor camera, their stamps and sync_window)'
         return DiagnosticStatus(level=level, name=f'{self.node.get_name()}: detector',
                                 hardware_id=self.params.preset, message=message,
                                 values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
@@ -552,7 +580,7 @@ def _managed_node(owner: DetectorNode, node_name: str, **node_kwargs: Any) -> An
     return ManagedDetector(node_name, **node_kwargs)
 
 
-def warm_up(detector: Any) -> float:
+def warm_up(detector: Any, camera_names: Sequence[str] | None = None) -> float:
     """Run one blank frame through ``detector`` (the first inference allocates and compiles)
     and forget it; seconds it took. Detectors without ``input_hw`` are left alone."""
     input_hw = getattr(detector, 'input_hw', None)
@@ -562,10 +590,11 @@ def warm_up(detector: Any) -> float:
 
     from sparsebev_core.frame import CameraView, Frame
     from sparsebev_core.geometry import CAMERA_NAMES
+    names = tuple(camera_names or CAMERA_NAMES)
     h, w = (int(v) for v in input_hw)
     K = np.array([[w / 2.0, 0.0, w / 2.0], [0.0, w / 2.0, h / 2.0], [0.0, 0.0, 1.0]])
     cameras = [CameraView(np.full((h, w, 3), 128, np.uint8), K, np.eye(4), 0.0, np.eye(4), name)
-               for name in CAMERA_NAMES]
+               for name in names]
     t0 = time.perf_counter()
     detector.step(Frame(cameras, 0.0, np.eye(4), np.eye(4), key='warm_up'))
     detector.reset('warm_up')

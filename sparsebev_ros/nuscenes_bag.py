@@ -21,12 +21,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sparsebev_core.geometry import CAMERA_NAMES
 
 from .bag_io import BagWriteError, atomic_output_dir
 from .codecs import matrix_to_translation_quat
 from .messages import RosbagsMessages, header, ros2_typestore
-from .params import defaults, transport_topic
+from .params import defaults, transport_topic, validate
 
 STORAGES = ('sqlite3', 'mcap')
 
@@ -60,7 +59,8 @@ def open_writer(path: str | Path, storage: str = 'sqlite3') -> Any:
 
 
 class CameraBagWriter:
-    """Writes six cameras (compressed or raw), CameraInfo, /tf and /tf_static to a rosbag2.
+    """Writes N cameras (compressed or raw), CameraInfo, /tf and /tf_static to a rosbag2
+    (the six nuScenes ones unless ``camera_names`` names a rig: topics ``/<name>/...``).
 
     Use as a context manager. Times are integer nanoseconds; the log time of a message is its
     header stamp unless given.
@@ -68,8 +68,9 @@ class CameraBagWriter:
 
     def __init__(self, path: str | Path, storage: str = 'sqlite3', transport: str = 'compressed',
                  image_topics: Sequence[str] | None = None,
-                 camera_info_topics: Sequence[str] | None = None, distro: str = 'humble'):
-        p = defaults()
+                 camera_info_topics: Sequence[str] | None = None, distro: str = 'humble',
+                 camera_names: Sequence[str] | None = None):
+        p = validate({'camera_names': list(camera_names)}) if camera_names else defaults()
         self.store = ros2_typestore(distro)
         self.factory = RosbagsMessages(self.store)
         self.writer = open_writer(path, storage)
@@ -177,7 +178,9 @@ def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 
     if Path(out_bag).exists():
         raise BagExistsError(f'output bag {out_bag} already exists; remove it or choose another name')
     scene = scene_by_name(nusc, scene_name)
-    channels = list(CAMERA_NAMES) + ['LIDAR_TOP']
+    from sparsebev_core.data.infos import camera_channels
+    cameras = list(camera_channels(nusc, nusc.get('sample', scene['first_sample_token'])))
+    channels = cameras + ['LIDAR_TOP']
     per_channel = {ch: scene_sample_data(nusc, scene, ch) for ch in channels}
     start_ns = min(r[0]['timestamp'] for r in per_channel.values() if r) * 1000
     events = []                    # (stamp_ns, order, kind, channel, record)
@@ -191,7 +194,8 @@ def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 
                 events.append((stamp_ns, 1, 'camera', ch, sd))
     events.sort(key=lambda e: (e[0], e[1], channels.index(e[3])))
     counts = {'images': 0, 'camera_info': 0, 'tf': 0, 'tf_static': 0}
-    with atomic_output_dir(out_bag) as tmp_bag, CameraBagWriter(tmp_bag, storage) as bag:
+    with atomic_output_dir(out_bag) as tmp_bag, \
+            CameraBagWriter(tmp_bag, storage, camera_names=cameras) as bag:
         statics = []
         for ch in channels:
             if per_channel[ch]:
@@ -208,7 +212,7 @@ def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 
                     counts['tf'] += 1
                     last_tf = stamp_ns
                 continue
-            i = CAMERA_NAMES.index(ch)
+            i = cameras.index(ch)
             cs = nusc.get('calibrated_sensor', sd['calibrated_sensor_token'])
             bag.write_camera_info(i, np.asarray(cs['camera_intrinsic']), sd['width'], sd['height'],
                                   stamp_ns, ch)

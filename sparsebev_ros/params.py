@@ -96,11 +96,20 @@ def _classes(value: Sequence[str]) -> str | None:
 
 
 def _topics(value: Sequence[str]) -> str | None:
-    problem = length(len(CAMERA_NAMES))(value)
-    if problem:
-        return f'{problem} (one per camera, in the order {", ".join(CAMERA_NAMES)})'
+    if not value:
+        return 'must have one topic per camera of camera_names'
     bad = [t for t in value if not re.fullmatch(r'[~/]?[A-Za-z_][A-Za-z0-9_/{}~]*', t)]
     return f'has invalid topic names {bad}' if bad else None
+
+
+def _camera_names(value: Sequence[str]) -> str | None:
+    if not value:
+        return 'must name at least one camera'
+    bad = [n for n in value if not re.fullmatch(r'[A-Za-z_][A-Za-z0-9_]*', n)]
+    if bad:
+        return f'has invalid camera names {bad} (letters, digits and _; they name the topics)'
+    repeated = sorted({n for n in value if list(value).count(n) > 1})
+    return f'repeats {repeated}: camera names must be unique' if repeated else None
 
 
 def _frame_id(optional: bool) -> Validator:
@@ -169,10 +178,14 @@ class DetectorParams:
                                'classes (ROS 2 parameter files cannot hold an empty list)',
                                _classes, runtime=True)
     # inputs
+    camera_names: list[str] = param(
+        list(CAMERA_NAMES), 'the rig: one name per camera, any number >= 1 (default: the six '
+        'nuScenes cameras in the official order); the topics default to /<name>/image_raw and '
+        '/<name>/camera_info', _camera_names)
     image_topics: list[str] = param(
-        [image_topic(c) for c in CAMERA_NAMES], 'image base topics, one per camera in the order '
-        + ', '.join(CAMERA_NAMES) + " (`/compressed` is appended for image_transport "
-        "'compressed')", _topics)
+        [image_topic(c) for c in CAMERA_NAMES], 'image base topics, one per camera of '
+        "camera_names, same order (`/compressed` is appended for image_transport 'compressed')",
+        _topics)
     camera_info_topics: list[str] = param([camera_info_topic(c) for c in CAMERA_NAMES],
                                           'CameraInfo topics, same order', _topics)
     image_transport: str = param('compressed', 'sensor_msgs/Image (raw) or CompressedImage '
@@ -182,8 +195,12 @@ class DetectorParams:
     max_image_pixels: int = param(8192 * 8192, 'largest image (width x height) decoded; a '
                                   'bigger declared size skips the frame before any decoding',
                                   in_range(1, 2**31))
-    anchor_camera: str = param('CAM_FRONT', 'camera whose stamp is the frame reference stamp',
-                               one_of(*CAMERA_NAMES))
+    anchor_camera: str = param('CAM_FRONT', 'camera whose stamp is the frame reference stamp and '
+                               'whose images open the camera sets (one of camera_names; the '
+                               'first camera when CAM_FRONT is not in the rig and this is unset)')
+    min_cameras: int = param(1, 'a camera set with fewer present cameras is skipped; with at '
+                             'least this many the frame goes ahead degraded (the missing '
+                             'cameras marked invalid and reported)', in_range(1, 1000))
     # frames
     world_frame: str = param('map', 'fixed frame of the ego poses (world_frame <- base_frame)',
                              _frame_id(False))
@@ -203,12 +220,17 @@ class DetectorParams:
     tf_timeout: float = param(0.1, 'seconds to wait for TF before skipping a frame',
                               in_range(0.0, 10.0))
     # sync and temporal memory
-    slop: float = param(0.08, 'ApproximateTimeSynchronizer slop (s)',
-                        in_range(0.0, 10.0, lo_open=True))
-    queue_size: int = param(10, 'ApproximateTimeSynchronizer queue size per camera',
+    sync_window: float = param(0.06, 'camera sets: each camera contributes its image nearest '
+                               'to the anchor image within this many seconds, and no set spans '
+                               'more (keep it under half the camera period minus the rig spread)',
+                               in_range(0.0, 10.0, lo_open=True))
+    sync_max_wait: float = param(0.1, 'a camera set waits at most this long (s) for late '
+                                 'cameras after its anchor image, then goes ahead without them',
+                                 in_range(0.0, 10.0))
+    queue_size: int = param(10, 'images kept per camera while sets are assembled',
                             in_range(1, 1000))
-    max_camera_time_diff: float = param(0.15, 'skip the frame and reset memory when the six '
-                                        'stamps spread more than this (s)',
+    max_camera_time_diff: float = param(0.15, 'skip the frame and reset memory when the present '
+                                        'cameras\' stamps spread more than this (s)',
                                         in_range(0.0, 10.0, lo_open=True))
     history_spacing: float = param(0.5, 'time between the past frames fed to the model (s)',
                                    in_range(0.0, 10.0, lo_open=True))
@@ -228,6 +250,11 @@ class DetectorParams:
                                            'output_frame) for Autoware tracking')
     warn_throttle: float = param(5.0, 'seconds between repeats of the same warning',
                                  in_range(0.0, 3600.0))
+
+    @property
+    def anchor_index(self) -> int:
+        """Index of ``anchor_camera`` in ``camera_names``."""
+        return self.camera_names.index(self.anchor_camera)
 
     @property
     def subscribed_image_topics(self) -> list[str]:
@@ -303,7 +330,29 @@ def validate(values: Mapping[str, Any]) -> DetectorParams:
             if problem:
                 raise ParameterError(f"parameter '{p.name}' {problem} (got {value!r})")
         out[p.name] = value
+    _fit_rig(out, values)
     return DetectorParams(**out)
+
+
+def _fit_rig(out: dict[str, Any], given: Mapping[str, Any]) -> None:
+    """The parameters that depend on ``camera_names``: topics default to the names, lengths
+    must match, the anchor must be a camera of the rig, ``min_cameras`` at most N."""
+    names = out['camera_names']
+    for key, make in (('image_topics', image_topic), ('camera_info_topics', camera_info_topic)):
+        if key not in given:
+            out[key] = [make(n) for n in names]
+        elif len(out[key]) != len(names):
+            raise ParameterError(f"parameter '{key}' has {len(out[key])} topics but "
+                                 f"camera_names has {len(names)} cameras ({', '.join(names)}); "
+                                 'give one topic per camera, same order')
+    if 'anchor_camera' not in given and out['anchor_camera'] not in names:
+        out['anchor_camera'] = names[0]
+    if out['anchor_camera'] not in names:
+        raise ParameterError(f"parameter 'anchor_camera' must be one of camera_names "
+                             f"({', '.join(names)}) (got {out['anchor_camera']!r})")
+    if out['min_cameras'] > len(names):
+        raise ParameterError(f"parameter 'min_cameras' is {out['min_cameras']} but the rig has "
+                             f'only {len(names)} cameras')
 
 
 def with_runtime_changes(params: DetectorParams, changes: Mapping[str, Any]) -> DetectorParams:

@@ -23,7 +23,7 @@ import numpy as np
 
 from sparsebev_core import resets
 from sparsebev_core.frame import Detections, Frame, InvalidFrameError
-from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, bottom_to_gravity_center,
+from sparsebev_core.geometry import (CLASS_NAMES, bottom_to_gravity_center,
                                      gravity_to_bottom_center, transform_boxes)
 
 from . import codecs
@@ -109,9 +109,10 @@ class Pipeline:
         self.stats = PipelineStats()
         self.on_reset: list[Callable[[str], None]] = []
         self._last_stamp_ns: int | None = None
-        self._last_shapes: list[tuple[int, ...]] | None = None
+        self._last_shapes: list[tuple[int, ...] | None] | None = None   # None: camera never seen
         self._processed_stamps: deque = deque(maxlen=STALE_MEMORY)   # since the last reset
         self._last_stale_ns: int | None = None                       # the last stale set dropped
+        self.last_missing: dict[str, str] = {}      # the last published frame's missing cameras
         self._keep_labels = self._class_filter(params)
 
     def _class_filter(self, params: DetectorParams) -> np.ndarray:
@@ -134,7 +135,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ inputs
     def on_camera_info(self, camera_index: int, msg: Any) -> None:
-        """Latest CameraInfo of one camera (CAMERA_NAMES index)."""
+        """Latest CameraInfo of one camera (``params.camera_names`` index)."""
         self.assembler.set_camera_info(camera_index, msg)
 
     def reset(self, reason: str = resets.EXPLICIT) -> None:
@@ -163,18 +164,22 @@ class Pipeline:
         return skip
 
     # ------------------------------------------------------------------ processing
-    def process(self, images: Sequence[Any]) -> PipelineResult | Skip:
-        """Run one synced set of six image messages (CAMERA_NAMES order) through everything."""
+    def process(self, images: Sequence[Any], missing: dict[int, str] | None = None
+                ) -> PipelineResult | Skip:
+        """Run one camera set (one image message per camera of ``params.camera_names``, None
+        for a missing one, ``missing[i]`` its reason) through everything; a frame with missing
+        cameras goes ahead degraded (``Detections.missing_cameras``, ``stats.degraded``) while
+        ``min_cameras`` are present."""
         p = self.params
         self.stats.synced += 1
         t0 = time.perf_counter()
-        frame = self.assembler.assemble(images)
+        frame = self.assembler.assemble(images, missing)
         t1 = time.perf_counter()
         if isinstance(frame, Skip):
             if frame.reason == CAMERA_TIME_SPREAD:
                 self.reset(resets.CAMERA_TIME_SPREAD)
             return self._skip(frame)
-        stamp_ns = codecs.header_stamp_ns(images[self.assembler.anchor_index])
+        stamp_ns = int(frame.key)                          # the anchor image's stamp
         # ROS-side rules; going backwards and max_time_gap are the detector's (Detections.reset_reason)
         if stamp_ns == self._last_stamp_ns:
             return self._skip(Skip(DUPLICATE_FRAME, 'same anchor stamp as the previous frame'))
@@ -188,9 +193,13 @@ class Pipeline:
                 self._last_stale_ns = stamp_ns
                 return self._skip(Skip(STALE_FRAME, f'image set stamped {stamp_ns / 1e9:.6f} was '
                                        'already processed; it arrived again after newer ones'))
-        shapes = [tuple(np.shape(c.image)) for c in frame.cameras]
-        if self._last_shapes is not None and shapes != self._last_shapes:
-            changed = [CAMERA_NAMES[i] for i, (a, b) in enumerate(zip(shapes, self._last_shapes)) if a != b]
+        shapes: list[tuple[int, ...] | None] = [tuple(np.shape(c.image)) if c.valid else None
+                                                 for c in frame.cameras]
+        last = self._last_shapes or [None] * len(shapes)
+        changed = [self.assembler.names[i] for i, (a, b) in enumerate(zip(shapes, last))
+                   if a is not None and b is not None and a != b]
+        shapes = [b if a is None else a for a, b in zip(shapes, last)]   # missing: last known
+        if changed:
             self.warn(f'reset/{resets.IMAGE_SIZE_CHANGED}', f'image size changed on {", ".join(changed)}: resetting '
                       'temporal memory')
             self.reset(resets.IMAGE_SIZE_CHANGED)
@@ -226,6 +235,12 @@ class Pipeline:
                    'messages': (t4 - t3) * 1e3, 'total': (t4 - t0) * 1e3}
         self.stats.add_latencies(timings)
         self.stats.published += 1
+        self.stats.add_degraded(frame.missing_cameras)
+        self.last_missing = frame.missing_cameras
+        if frame.missing_cameras:
+            self.warn('degraded', 'frame without ' + ', '.join(
+                f'{n} ({why})' for n, why in frame.missing_cameras.items()) +
+                ': detections continue from the other cameras')
         return PipelineResult(stamp_ns, frame, detections, boxes, scores, labels, det_msg, markers, timings)
 
     def _output_transform(self, frame: Frame, stamp_ns: int) -> np.ndarray | Skip:

@@ -2,7 +2,9 @@
 
 Reads a rosbag2 (sqlite3 or MCAP) with ``rosbags.highlevel.AnyReader``; ``/tf`` and
 ``/tf_static`` go into :class:`~sparsebev_ros.tf_buffer.TfBuffer`, CameraInfos into the
-pipeline, images through :class:`~sparsebev_ros.sync.ApproximateTimeSynchronizer` into
+pipeline, images through :class:`~sparsebev_ros.camera_sync.AnchorSynchronizer` (one camera
+set per anchor image, polled on the bag's log time; a camera that is late beyond
+``sync_max_wait`` or has no image within ``sync_window`` is missing from its set) into
 :class:`~sparsebev_ros.pipeline.Pipeline` (the same code the node runs). The output bag holds
 every input message unchanged plus ``/sparsebev/detections`` and ``/sparsebev/markers`` (the
 node's topics), so RViz or Foxglove can play it. A synced set waits for TF the way the node
@@ -22,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sparsebev_core.errors import UsageError
-from sparsebev_core.geometry import CAMERA_NAMES
 
 from .codecs import header_stamp_ns
 from .frames import tf_buffer_lookup
@@ -30,10 +31,10 @@ from .messages import RosbagsMessages, ros2_typestore
 from .bag_io import (BagReadError, atomic_output_dir, iter_messages, open_bag_reader,
                      read_error_types, salvage_mcap)
 from .nuscenes_bag import STORAGES, BagExistsError, open_writer
-from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError, as_dict,
-                     defaults, load_yaml, validate)
+from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError, load_yaml,
+                     parameters_from_yaml, validate)
 from .pipeline import Pipeline, PipelineResult, PipelineStats
-from .sync import ApproximateTimeSynchronizer
+from .camera_sync import CameraSet, synchronizer_for
 from .tf_buffer import InvalidArgumentException, TfBuffer
 
 
@@ -50,6 +51,10 @@ class ReplayReport:
     clock_jumps: int = 0                                        # TF stamps of a frame went back
     sync_lost: int = 0                                          # anchor images never in a set
     fewest_images: tuple[str, int] = ('', 0)                    # (camera, images) if incomplete
+    anchor_images: int = 0                                      # images of the anchor camera
+    sync_counts: Counter = field(default_factory=Counter)       # AnchorSynchronizer.counts
+    max_set_spread_ns: int = 0                                  # widest emitted camera set
+    sets_over_window: int = 0                                   # sets spanning > sync_window (0)
     salvaged: int = 0                                           # truncated MCAP: intact messages
     wall_s: float = 0.0
 
@@ -62,10 +67,13 @@ class ReplayReport:
             lines.append('topics not in the bag (no frame can sync without them): '
                          + ', '.join(self.missing_topics))
         if self.sync_lost:
+            lines.append(f'anchor images lost before sync: {self.sync_lost}')
+        if self.fewest_images[0]:
             camera, count = self.fewest_images
-            lines.append(f'frames lost before sync: {self.sync_lost} (no complete set of '
-                         f'{len(CAMERA_NAMES)} images within slop'
-                         + (f'; fewest images: {camera} with {count}' if camera else '') + ')')
+            lines.append(f'fewest images: {camera} with {count}')
+        lines.append(f'camera sets: {self.stats.synced} from {self.anchor_images} anchor images, '
+                     f'widest {self.max_set_spread_ns / 1e6:.1f} ms, {self.sets_over_window} over '
+                     'the window' + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.sync_counts.items())))
         lines.append(self.stats.summary())
         if self.tf_rejected:
             lines.append(f'TF messages rejected as older than the 10 s cache: {self.tf_rejected}')
@@ -87,10 +95,11 @@ class _TfGate:
         self.pending: deque = deque()             # (synced_log_ns, newest image stamp, images)
         self.newest_tf_ns = 0
 
-    def add(self, log_ns: int, images: tuple) -> None:
-        self.pending.append((log_ns, max(header_stamp_ns(m) for m in images), images))
+    def add(self, log_ns: int, images: CameraSet) -> None:
+        newest = max(s for s in images.stamps_ns if s is not None)
+        self.pending.append((log_ns, newest, images))
 
-    def ready(self, now_ns: int | None) -> list[tuple[int, tuple]]:
+    def ready(self, now_ns: int | None) -> list[tuple[int, CameraSet]]:
         """Sets whose TF has arrived or whose wait is over (all of them when ``now_ns`` is None)."""
         out = []
         while self.pending:
@@ -108,9 +117,9 @@ class _TfFeed:
     counted and dropped (the rest of its message is kept); data older than the cache means
     time jumped back (a bag loop): the buffer is cleared and refilled."""
 
-    def __init__(self, tf: TfBuffer, gate: _TfGate, pipeline: Pipeline, report: 'ReplayReport',
-                 warn: Callable[[str, str], None]):
-        self.tf, self.gate, self.pipeline, self.report, self.warn = tf, gate, pipeline, report, warn
+    def __init__(self, tf: TfBuffer, gate: _TfGate, on_jump: Callable[[], None],
+                 report: 'ReplayReport', warn: Callable[[str, str], None]):
+        self.tf, self.gate, self.on_jump, self.report, self.warn = tf, gate, on_jump, report, warn
         self.newest: dict[str, int] = {}          # child frame -> newest dynamic stamp
 
     def __call__(self, msg: Any, static: bool) -> None:
@@ -129,14 +138,14 @@ class _TfFeed:
             if not static:
                 if stamp < self.newest.get(child, stamp):
                     self.report.clock_jumps += 1
-                    self.pipeline.clock_jumped_back()
+                    self.on_jump()
                 self.newest[child] = stamp
                 self.gate.newest_tf_ns = max(self.gate.newest_tf_ns, stamp)
             return
         # more than the cache length older than the newest data: time jumped back (bag loop)
         self.report.tf_rejected += 1
         self.report.clock_jumps += 1
-        self.pipeline.clock_jumped_back()
+        self.on_jump()
         self.tf.clear()
         self.newest.clear()
         self.tf.set_transform_msg(transform, static=static)
@@ -163,11 +172,22 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
     image_topics = params.subscribed_image_topics
     info_topics = list(params.camera_info_topics)
     inputs = set(image_topics) | set(info_topics) | {'/tf', '/tf_static'}
-    sync = ApproximateTimeSynchronizer(len(CAMERA_NAMES), params.queue_size, params.slop, logger=log)
-    synced: list[tuple] = []
-    sync.register_callback(lambda *images: synced.append(images))
+    sync = synchronizer_for(params)
     gate = _TfGate(params.tf_timeout)
-    feed_tf = _TfFeed(tf, gate, pipeline, report, pipeline.warn)
+
+    def clock_jumped_back() -> None:      # a bag loop: old stamps are new data again
+        pipeline.clock_jumped_back()
+        sync.clear()
+    feed_tf = _TfFeed(tf, gate, clock_jumped_back, report, pipeline.warn)
+    last_log_ns = [0]
+
+    def add_sets(sets: list[CameraSet], log_ns: int | None) -> None:
+        if log_ns is not None:
+            last_log_ns[0] = log_ns
+        for camera_set in sets:
+            report.max_set_spread_ns = max(report.max_set_spread_ns, camera_set.spread_ns)
+            report.sets_over_window += int(camera_set.spread_ns > sync.window_ns)
+            gate.add(last_log_ns[0], camera_set)
 
     with contextlib.ExitStack() as stack:
         reader = _open_input(in_path, store, report, log, stack)
@@ -181,9 +201,9 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
             marker_conn = writer.add_connection(MARKERS_TOPIC, 'visualization_msgs/msg/MarkerArray',
                                                 typestore=store) if params.publish_markers else None
 
-            def run(ready: list[tuple[int, tuple]]) -> None:
-                for log_ns, images in ready:
-                    result = pipeline.process(images)
+            def run(ready: list[tuple[int, CameraSet]]) -> None:
+                for log_ns, camera_set in ready:
+                    result = pipeline.process(camera_set.messages, camera_set.missing)
                     if not isinstance(result, PipelineResult):
                         continue
                     for conn, msg in ((det_conn, result.detections_msg), (marker_conn, result.markers_msg)):
@@ -214,16 +234,18 @@ def replay(in_bag: str | Path, out_bag: str | Path, params: DetectorParams, dete
                 elif conn.topic in info_topics:
                     pipeline.on_camera_info(info_topics.index(conn.topic), msg)
                 else:
-                    sync.add(msg, image_topics.index(conn.topic))
-                    for images in synced:
-                        gate.add(log_ns, images)
-                    synced.clear()
+                    camera = image_topics.index(conn.topic)
+                    report.anchor_images += int(camera == params.anchor_index)
+                    add_sets(sync.add(msg, camera, header_stamp_ns(msg), log_ns), log_ns)
+                add_sets(sync.poll(log_ns), log_ns)
                 run(gate.ready(log_ns))
+            add_sets(sync.flush(), None)
             run(gate.ready(None))
             bar.close()
         finally:
             writer.close()
-    _count_sync_losses(report, image_topics)
+    report.sync_counts = Counter(sync.counts)
+    _count_sync_losses(report, image_topics, params.camera_names)
     report.wall_s = time.perf_counter() - t_start
     return report
 
@@ -245,13 +267,13 @@ def _open_input(in_path: Path, store: Any, report: ReplayReport, log: Callable[[
         return stack.enter_context(open_bag_reader(salvage, store))
 
 
-def _count_sync_losses(report: ReplayReport, image_topics: list[str]) -> None:
-    """Frames that never became a synced set: the most images any camera sent minus the sets."""
+def _count_sync_losses(report: ReplayReport, image_topics: list[str], names: list[str]) -> None:
+    """Anchor images that never became a camera set (e.g. sync state cleared by a bag loop)."""
     received = [report.messages.get(t, 0) for t in image_topics]
-    report.sync_lost = max(0, max(received) - report.stats.synced)
-    if report.sync_lost and min(received) < max(received):
+    report.sync_lost = max(0, report.anchor_images - report.stats.synced)
+    if min(received) < max(received):
         i = received.index(min(received))
-        report.fewest_images = (CAMERA_NAMES[i], received[i])
+        report.fewest_images = (names[i], received[i])
 
 
 def _missing_topics(reader: Any, image_topics: list[str], info_topics: list[str], path: Path,
@@ -293,6 +315,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('out_bag', help='output rosbag2 folder (must not exist)')
     parser.add_argument('--params', default=None,
                         help='ROS 2 parameter YAML (/**: ros__parameters:), e.g. config/detector.yaml')
+    parser.add_argument('--rig', default=None, metavar='FILE',
+                        help='rig YAML (sparsebev_core.rig): sets camera_names and anchor_camera '
+                             '(topics /<name>/image_raw, /<name>/camera_info unless given)')
     add_model_arguments(parser, None, checkpoint_help='overrides the checkpoint parameter',
                         preset_help='overrides the preset parameter')
     parser.add_argument('--device', default=None,
@@ -307,9 +332,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def params_from_args(args: argparse.Namespace) -> DetectorParams:
-    """Parameters from --params, then --preset/--checkpoint/--device/-p overrides."""
+    """Parameters from --params, then --rig, then --preset/--checkpoint/--device/-p overrides."""
     import yaml
-    values = as_dict(load_yaml(args.params)) if args.params else as_dict(defaults())
+    values: dict[str, Any] = {}
+    if args.params:
+        load_yaml(args.params)                       # checked on its own: errors name the file
+        values = dict(parameters_from_yaml(yaml.safe_load(Path(args.params).read_text())))
+    if getattr(args, 'rig', None):
+        from sparsebev_core.rig import load_rig
+        rig = load_rig(args.rig)
+        values.update(camera_names=list(rig.names), anchor_camera=rig.anchor)
     for name, value in (('preset', args.preset), ('checkpoint', args.checkpoint),
                         ('device', args.device), ('config_file', getattr(args, 'config', None))):
         if value is not None:

@@ -68,10 +68,18 @@ class PipelineStats:
     published: int = 0
     skipped: Counter = field(default_factory=Counter)
     resets: Counter = field(default_factory=Counter)
+    degraded: int = 0                                      # published without some cameras
+    missing_cameras: Counter = field(default_factory=Counter)   # 'CAMERA/reason' -> frames
     max_samples: int = DEFAULT_MAX_SAMPLES
     max_age: float = DEFAULT_MAX_AGE
     clock: Callable[[], float] = time.monotonic
     latency: dict[str, LatencyWindow] = field(default_factory=dict)
+
+    def add_degraded(self, missing: dict[str, str]) -> None:
+        """One published frame that ran without the cameras ``missing`` (name -> reason)."""
+        if missing:
+            self.degraded += 1
+            self.missing_cameras.update(f'{name}/{why}' for name, why in missing.items())
 
     def add_latencies(self, timings_ms: dict[str, float]) -> None:
         """One frame's ms per stage."""
@@ -94,6 +102,9 @@ class PipelineStats:
                  + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.skipped.items())),
                  f'memory resets: {sum(self.resets.values())}'
                  + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.resets.items()))]
+        if self.degraded:
+            lines.append(f'degraded frames (published without some cameras): {self.degraded}'
+                         + ''.join(f'\n  {k}: {v}' for k, v in sorted(self.missing_cameras.items())))
         for stage in self.latency:
             p = self.percentiles(stage)
             if p:

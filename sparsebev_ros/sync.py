@@ -1,7 +1,7 @@
 """``ApproximateTimeSynchronizer`` with the exact semantics of Python ``message_filters``.
 
-Re-implemented from the documented behaviour (spec/ros2.md section 3e) so that the replay tool
-and the tests group messages exactly as the node's ``message_filters`` does:
+Re-implemented from the documented behaviour (docs/ros2.md section 3e) for the tier-2 stand-in of
+``message_filters`` (the node and replay group images with ``camera_sync.AnchorSynchronizer``):
 
 1. Stamps are integer nanoseconds from ``msg.header.stamp``. Each input keeps a dict
    ``{stamp: msg}`` (a repeated stamp overwrites); while it holds more than ``queue_size``

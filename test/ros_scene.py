@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -77,7 +78,9 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
                 skip_camera: dict | None = None, late_camera: dict | None = None,
                 time_jump_at: int | None = None, corrupt: dict | None = None,
                 size_change_at: int | None = None, with_tf: bool = True,
-                distortion: bool = False, distro: str = 'humble', tf_delay_ns: int = 0) -> WrittenBag:
+                distortion: bool = False, distro: str = 'humble', tf_delay_ns: int = 0,
+                jitter_ns: Callable[[int, int], int] | None = None,
+                drop: Callable[[int, int], bool] | None = None) -> WrittenBag:
     """Write the drive as a rosbag2.
 
     Args:
@@ -87,6 +90,8 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
         corrupt: {frame: camera index} JPEG truncated to garbage.
         size_change_at: from this frame on, images (and CameraInfo) are twice as large.
         tf_delay_ns: /tf messages are recorded this much after their stamp (a slow localizer).
+        jitter_ns: ``jitter_ns(frame, camera)`` ns added to that image's stamp (deterministic).
+        drop: ``drop(frame, camera)`` True leaves that image out (a lossy camera).
     """
     from sparsebev_ros.nuscenes_bag import CameraBagWriter
     skip_camera, late_camera, corrupt = skip_camera or {}, late_camera or {}, corrupt or {}
@@ -103,13 +108,13 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
                 log_offset = (time_jump_at + 5) * FRAME_PERIOD_NS
             scale = 2 if size_change_at is not None and f >= size_change_at else 1
             for i, name in enumerate(CAMERA_NAMES):
-                stamp = camera_stamp(frame_index, i)
+                stamp = camera_stamp(frame_index, i) + (jitter_ns(f, i) if jitter_ns else 0)
                 if late_camera.get(f, (None,))[0] == i:
                     stamp += late_camera[f][1]
                 log_ns = stamp + log_offset
                 if with_tf:
                     w.write_tf([('map', 'base_link', T_world_ego(stamp), stamp)], log_ns=log_ns + tf_delay_ns)
-                if skip_camera.get(f) == i:
+                if skip_camera.get(f) == i or (drop is not None and drop(f, i)):
                     continue
                 Ks = K().copy()
                 Ks[:2] *= scale
@@ -125,6 +130,7 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
                     w.write_image(i, rng.integers(0, 255, (HEIGHT * scale, WIDTH * scale, 3), dtype=np.uint8),
                                   stamp, name, log_ns=log_ns, encoding='bgr8')
             bag.anchor_stamps.append(camera_stamp(frame_index, 0) +
+                                     (jitter_ns(f, 0) if jitter_ns else 0) +
                                      (late_camera[f][1] if late_camera.get(f, (None,))[0] == 0 else 0))
     return bag
 

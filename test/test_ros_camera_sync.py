@@ -4,7 +4,7 @@ import random
 import pytest
 
 from sparsebev_ros.camera_sync import (DUPLICATE, LATE, LATE_AFTER_EMIT, NO_IMAGE, OUT_OF_WINDOW,
-                                       TIME_BACKWARDS, AnchorSynchronizer)
+                                       TIME_BACKWARDS, ZERO_STAMP, AnchorSynchronizer)
 
 MS = 1_000_000
 S = 1000 * MS
@@ -15,7 +15,7 @@ PHASES = [0, 8, -8, 25, 35, 15]                   # nuScenes-like offsets to CAM
 def feed_cycle(sync, k, skip=(), jitter=None, now_offset=0):
     """Feed cycle k of all cameras in stamp order; returns the emitted sets."""
     rng = jitter or (lambda: 0)
-    shots = sorted((k * PERIOD + PHASES[c] * MS + rng(), c) for c in range(len(PHASES))
+    shots = sorted((S + k * PERIOD + PHASES[c] * MS + rng(), c) for c in range(len(PHASES))
                    if c not in skip)
     out = []
     for stamp, c in shots:
@@ -28,7 +28,7 @@ def test_full_cycle_is_emitted_once_all_cameras_settle():
     out = feed_cycle(sync, 10)
     assert len(out) == 1
     s = out[0]
-    assert s.anchor_stamp_ns == 10 * PERIOD
+    assert s.anchor_stamp_ns == S + 10 * PERIOD
     assert s.missing == {}
     assert [m[1] for m in s.messages] == list(range(6))
     assert s.spread_ns == 43 * MS
@@ -62,7 +62,7 @@ def test_tie_goes_to_the_older_image():
 def test_missing_camera_waits_at_most_max_wait_then_emits_degraded():
     sync = AnchorSynchronizer(6, window=0.05, max_wait=0.1)
     assert feed_cycle(sync, 10, skip={3}) == []            # camera 3 never came
-    t_a = 10 * PERIOD
+    t_a = S + 10 * PERIOD
     assert sync.poll(t_a + 99 * MS) == []
     out = sync.poll(t_a + 100 * MS)
     assert len(out) == 1 and out[0].missing == {3: LATE}
@@ -91,7 +91,7 @@ def test_cycles_are_never_mixed_when_a_camera_skips_a_cycle():
     sync = AnchorSynchronizer(6, window=0.05, max_wait=0.1)
     feed_cycle(sync, 9)
     out = feed_cycle(sync, 10, skip={4})                   # phase +35 ms: previous at -48 ms
-    out += sync.poll(10 * PERIOD + S)
+    out += sync.poll(S + 10 * PERIOD + S)
     assert len(out) == 1
     assert out[0].missing == {4: LATE}
 
@@ -141,8 +141,17 @@ def test_time_going_backwards_clears_and_restarts():
 
 def test_single_camera_rig_emits_every_image():
     sync = AnchorSynchronizer(1, window=0.05, max_wait=0.0)
-    out = [s for k in range(5) for s in sync.add(k, 0, k * PERIOD, k * PERIOD)]
+    out = [s for k in range(5) for s in sync.add(k, 0, S + k * PERIOD, S + k * PERIOD)]
     assert [s.messages for s in out] == [[k] for k in range(5)]
+
+
+def test_an_unset_stamp_is_dropped_and_counted_not_taken_as_a_jump_back():
+    sync = AnchorSynchronizer(2, window=0.05, max_wait=1.0)
+    assert sync.add('a', 0, 10 * S, 10 * S) == []
+    assert sync.add('b0', 1, 0, 10 * S) == []
+    assert sync.counts == {ZERO_STAMP: 1} and sync.pending
+    out = sync.add('b', 1, 10 * S + MS, 10 * S)
+    assert [s.messages for s in out] == [['a', 'b']]
 
 
 @pytest.mark.parametrize('seed', [0, 1])

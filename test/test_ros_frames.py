@@ -60,7 +60,9 @@ def frame_images(f, **kw):
 
 
 def pipeline(tf=None, detector=None, log=None, **params):
-    p = validate(params)
+    """A pipeline over the six cameras; ``min_cameras=6`` unless given: any camera problem
+    skips the frame (the degraded-frame rule has its own tests below)."""
+    p = validate({'min_cameras': 6, **params})
     det = detector or PerfectDriveDetector()
     pipe = Pipeline(p, det, tf_buffer_lookup(tf or make_tf()), F, log=log)
     for i in range(6):
@@ -106,7 +108,7 @@ def test_missing_camera_skips_frame():
 
 
 def test_camera_spread_over_limit_skips_and_resets_memory():
-    pipe, det = pipeline(max_camera_time_diff=0.1, slop=0.05)
+    pipe, det = pipeline(max_camera_time_diff=0.1, sync_window=0.05)
     assert isinstance(pipe.process(frame_images(0)), PipelineResult)
     images = frame_images(1)
     images[5] = image(1, 5, stamp=camera_stamp(1, 0) + 120_000_000)
@@ -210,7 +212,7 @@ def test_every_reset_rule_speaks_the_one_key_vocabulary():
             return super().step(frame)
 
     det = RefusesOnce(max_time_gap=0.5)
-    pipe, _ = pipeline(detector=det, max_camera_time_diff=0.1, slop=0.05)
+    pipe, _ = pipeline(detector=det, max_camera_time_diff=0.1, sync_window=0.05)
     pipe.process(frame_images(0))
     spread = frame_images(1)
     spread[5] = image(1, 5, stamp=camera_stamp(1, 0) + 120_000_000)
@@ -224,7 +226,10 @@ def test_every_reset_rule_speaks_the_one_key_vocabulary():
     pipe.reset()                                             # explicit
     det.refuse = True
     pipe.process(frame_images(10, scale=2))                  # invalid_frame
-    assert dict(pipe.stats.resets) == {key: 1 for key in resets.RESET_REASONS}
+    # rig_changed cannot happen here: the pipeline's rig is its camera_names parameter
+    # (test_streaming.py covers it)
+    assert dict(pipe.stats.resets) == {key: 1 for key in resets.RESET_REASONS
+                                       if key != resets.RIG_CHANGED}
     assert det.resets == ['camera_time_spread', 'image_size_changed', 'time_backwards',
                           'time_gap', 'explicit', 'invalid_frame']
     own = {value for name, value in vars(pipeline_module).items() if name.startswith('RESET_')}
@@ -324,3 +329,43 @@ def test_a_detector_bug_surfaces_instead_of_skipping_the_frame(bug):
     with pytest.raises(type(bug), match=str(bug).split()[0]):
         pipe.process(frame_images(0))
     assert pipe.stats.skipped['invalid_frame'] == 0 and 'invalid_frame' not in det.resets
+
+
+# ------------------------------------------------------------------ degraded frames
+def test_a_failing_camera_is_missing_with_its_reason_and_the_frame_goes_ahead():
+    pipe, det = pipeline(min_cameras=4)
+    images = frame_images(0)
+    images[3] = image(0, 3, data=jpeg(3)[:50] + b'\x00' * 40)           # CAM_BACK corrupt
+    images[5] = None                                                     # CAM_BACK_RIGHT late
+    out = pipe.process(images, {5: 'late'})
+    assert isinstance(out, PipelineResult)
+    frame = det.frames[-1]
+    assert frame.missing_cameras == {'CAM_BACK': 'decode_error', 'CAM_BACK_RIGHT': 'late'}
+    assert frame.valid_views.tolist() == [True, True, True, False, True, False]
+    assert frame.cameras[3].image is None and frame.cameras[5].image is None   # never black
+    np.testing.assert_allclose(frame.cameras[3].K, K())        # nominal geometry where known
+    assert pipe.stats.degraded == 1 and pipe.stats.missing_cameras == {
+        'CAM_BACK/decode_error': 1, 'CAM_BACK_RIGHT/late': 1}
+    # back to complete: no image-size reset for the camera that was missing
+    assert isinstance(pipe.process(frame_images(1)), PipelineResult)
+    assert det.resets == [] and not det.frames[-1].missing_cameras
+
+
+def test_fewer_than_min_cameras_skips_under_the_first_missing_cameras_reason():
+    pipe, det = pipeline(min_cameras=5)
+    images = frame_images(0)
+    images[1], images[4] = None, None
+    out = pipe.process(images, {1: 'late', 4: 'no_image'})
+    assert isinstance(out, Skip) and out.reason == 'late' and out.camera == 'CAM_FRONT_RIGHT'
+    assert '4 of 6 cameras present, min_cameras 5' in out.detail and 'CAM_BACK_LEFT' in out.detail
+    assert det.frames == []
+
+
+def test_a_rig_of_three_cameras_assembles_frames_of_three():
+    names = ['CAM_FRONT', 'CAM_BACK', 'CAM_FRONT_LEFT']
+    det = PerfectDriveDetector()
+    pipe = Pipeline(validate({'camera_names': names}), det, tf_buffer_lookup(make_tf()), F)
+    for i, c in enumerate((0, 3, 2)):
+        pipe.on_camera_info(i, info(c))
+    out = pipe.process([image(0, 0), image(0, 3), image(0, 2)])
+    assert isinstance(out, PipelineResult) and det.frames[-1].camera_names == tuple(names)

@@ -30,11 +30,15 @@ def test_defaults_are_valid_and_follow_the_nuscenes_topic_layout():
     ('image_transport', 'theora', "'image_transport' must be one of 'raw', 'compressed'"),
     ('classes', ['car', 'dog'], "'classes' has unknown classes ['dog']"),
     ('classes', [], "'classes' must name at least one class"),
-    ('image_topics', ['/a'] * 5, "'image_topics' must have exactly 6 entries"),
+    ('image_topics', ['/a'] * 5, "'image_topics' has 5 topics but camera_names has 6 cameras"),
+    ('camera_names', ['CAM_A', 'CAM_A'], "'camera_names' repeats ['CAM_A']"),
+    ('camera_names', [], "'camera_names' must name at least one camera"),
+    ('min_cameras', 7, "'min_cameras' is 7 but the rig has only 6 cameras"),
+    ('min_cameras', 0, "'min_cameras' must be >= 1"),
     ('queue_size', 'ten', "'queue_size': must be an integer"),
     ('queue_size', 0, "'queue_size' must be >= 1"),
     ('publish_markers', 'yes', "'publish_markers': must be true or false"),
-    ('slop', 0.0, "'slop' must be > 0.0"),
+    ('sync_window', 0.0, "'sync_window' must be > 0.0"),
     ('preset', 'r49', "'preset' must be one of"),
     ('model_rotation_xyzw', [0, 0, 0, 2], "'model_rotation_xyzw' must be a unit quaternion"),
     ('world_frame', '', "'world_frame' must not be empty"),
@@ -44,6 +48,16 @@ def test_invalid_values_fail_with_a_message_naming_the_parameter(name, value, me
     with pytest.raises(ParameterError) as err:
         validate({name: value})
     assert message in str(err.value)
+
+
+def test_a_rig_of_other_cameras_names_its_topics_and_anchor():
+    p = validate({'camera_names': ['front', 'left', 'right']})
+    assert p.image_topics == ['/front/image_raw', '/left/image_raw', '/right/image_raw']
+    assert p.camera_info_topics[2] == '/right/camera_info'
+    assert p.anchor_camera == 'front' and p.anchor_index == 0
+    assert validate({'camera_names': ['a', 'b'], 'anchor_camera': 'b'}).anchor_index == 1
+    with pytest.raises(ParameterError, match="'anchor_camera' must be one of camera_names"):
+        validate({'camera_names': ['a', 'b'], 'anchor_camera': 'CAM_FRONT'})
 
 
 def test_unknown_parameters_are_refused():
@@ -76,7 +90,7 @@ def test_yaml_sections_merge_like_ros2_and_bad_layouts_are_explained(tmp_path):
 
 
 def test_generated_yaml_round_trips():
-    p = validate({'classes': ['car', 'pedestrian'], 'output_frame': 'map', 'slop': 0.05})
+    p = validate({'classes': ['car', 'pedestrian'], 'output_frame': 'map', 'sync_window': 0.05})
     again = validate(parameters_from_yaml(yaml.safe_load(to_yaml(p))))
     assert as_dict(again) == as_dict(p)
 

@@ -13,6 +13,7 @@ from rosbags.highlevel import AnyReader
 
 from ros_scene import (PerfectDriveDetector, T_world_ego, invert_transform, truth_in, write_drive)
 from sparsebev_core.frame import Detections
+from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_ros.codecs import stamp_to_ns
 from sparsebev_ros.params import DETECTIONS_TOPIC, MARKERS_TOPIC, validate
 from sparsebev_ros.replay import replay
@@ -82,9 +83,14 @@ def test_frames_wait_for_late_tf_up_to_tf_timeout(tmp_path):
     report = replay(bag.path, tmp_path / 'ok', validate({'tf_timeout': 0.1}), PerfectDriveDetector(),
                     progress=False)
     assert report.stats.published == 4 and not report.stats.skipped
-    report = replay(bag.path, tmp_path / 'late', validate({'tf_timeout': 0.01}), PerfectDriveDetector(),
-                    progress=False)
+    report = replay(bag.path, tmp_path / 'late', validate({'tf_timeout': 0.01, 'min_cameras': 6}),
+                    PerfectDriveDetector(), progress=False)
     assert report.stats.skipped['tf_extrapolation'] >= 3
+    # with the default min_cameras the cameras whose ego pose is not there yet are missing
+    report = replay(bag.path, tmp_path / 'degraded', validate({'tf_timeout': 0.01}),
+                    PerfectDriveDetector(), progress=False)
+    assert report.stats.degraded >= 3 and report.stats.published == 4
+    assert all(key.endswith('/tf_extrapolation') for key in report.stats.missing_cameras)
 
 
 def test_raw_bgr8_images_replay_like_compressed(tmp_path):
@@ -104,12 +110,21 @@ def test_wrong_transport_names_the_missing_topics(tmp_path):
     assert any('check image_transport' in line for line in lines)
 
 
-def test_missing_camera_image_means_no_frame_for_that_instant(tmp_path):
+def test_missing_camera_image_means_a_degraded_frame_or_none_below_min_cameras(tmp_path):
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=6, skip_camera={2: 4})
-    report = replay(bag.path, tmp_path / 'out', validate({}), PerfectDriveDetector(), progress=False)
+    det = PerfectDriveDetector()
+    report = replay(bag.path, tmp_path / 'out', validate({}), det, progress=False)
     stamps = [stamp_to_ns(m.header.stamp) for _, m in read_topic(tmp_path / 'out', DETECTIONS_TOPIC)]
+    assert stamps == bag.anchor_stamps and report.stats.published == 6
+    assert report.stats.degraded == 1
+    assert report.stats.missing_cameras == {'CAM_BACK_LEFT/late': 1}   # waited sync_max_wait
+    assert [f.missing_cameras for f in det.frames][2] == {'CAM_BACK_LEFT': 'late'}
+    assert 'degraded frames (published without some cameras): 1' in report.summary()
+    report = replay(bag.path, tmp_path / 'all', validate({'min_cameras': 6}),
+                    PerfectDriveDetector(), progress=False)
+    stamps = [stamp_to_ns(m.header.stamp) for _, m in read_topic(tmp_path / 'all', DETECTIONS_TOPIC)]
     assert stamps == bag.anchor_stamps[:2] + bag.anchor_stamps[3:]
-    assert report.stats.published == 5
+    assert report.stats.published == 5 and report.stats.skipped == {'late': 1}
 
 
 def test_bag_loop_resets_memory_and_keeps_publishing(tmp_path):
@@ -145,19 +160,30 @@ def test_the_real_detector_owns_the_time_rules_and_the_replay_counts_its_key(tmp
 def test_camera_late_beyond_max_diff_is_skipped_and_resets(tmp_path):
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=5, late_camera={2: (5, 60_000_000)})
     det = PerfectDriveDetector()
-    report = replay(bag.path, tmp_path / 'out', validate({'slop': 0.1, 'max_camera_time_diff': 0.08}),
+    # a window wider than max_camera_time_diff lets the late image into its set: the guard
+    # skips that frame and resets the memory; the other frames are published
+    report = replay(bag.path, tmp_path / 'out', validate({'sync_window': 0.1,
+                                                          'max_camera_time_diff': 0.08}),
                     det, progress=False)
     assert report.stats.skipped['camera_time_spread'] == 1 and det.resets == ['camera_time_spread']
-    # message_filters is greedy: with a 0.1 s slop the late CAM_BACK_RIGHT of frame 2 is grouped
-    # with the closest stamps, i.e. the first two cameras of frame 3 (already queued), so frame
-    # 3 cannot sync either; frame 4 is published again after the reset.
-    assert report.published_stamps == [bag.anchor_stamps[i] for i in (0, 1, 4)]
+    assert report.published_stamps == [bag.anchor_stamps[i] for i in (0, 1, 3, 4)]
+    # the default window (0.06 s) leaves the late image out: a degraded frame, no reset
+    det = PerfectDriveDetector()
+    report = replay(bag.path, tmp_path / 'default', validate({}), det, progress=False)
+    assert report.published_stamps == bag.anchor_stamps and det.resets == []
+    assert report.stats.missing_cameras == {'CAM_BACK_RIGHT/no_image': 1}
+    assert report.sets_over_window == 0 and report.max_set_spread_ns <= 60_000_000
 
 
 def test_corrupt_image_and_size_change_in_a_bag(tmp_path):
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=6, corrupt={1: 2}, size_change_at=4)
     det = PerfectDriveDetector()
     report = replay(bag.path, tmp_path / 'out', validate({}), det, progress=False)
+    assert report.stats.missing_cameras == {'CAM_FRONT_LEFT/decode_error': 1}   # degraded
+    assert det.resets == ['image_size_changed'] and report.stats.published == 6
+    assert 'CAM_FRONT_LEFT/decode_error: 1' in report.summary()
+    det = PerfectDriveDetector()
+    report = replay(bag.path, tmp_path / 'all', validate({'min_cameras': 6}), det, progress=False)
     assert report.stats.skipped == {'decode_error': 1}
     assert det.resets == ['image_size_changed'] and report.stats.published == 5
     assert 'decode_error: 1' in report.summary()
@@ -307,8 +333,8 @@ def test_cli_replay_reports_bad_parameters_and_missing_bags(tmp_path, capsys):
         return lines[0]
 
     # bad input: exit 1, one line on stderr
-    assert "parameter 'slop' must be > 0.0" in error_line(
-        ['replay', bag.path, str(tmp_path / 'out'), '-p', 'slop:=-1'], 1)
+    assert "parameter 'sync_window' must be > 0.0" in error_line(
+        ['replay', bag.path, str(tmp_path / 'out'), '-p', 'sync_window:=-1'], 1)
     assert 'does not exist' in error_line(['replay', str(tmp_path / 'nothing'),
                                            str(tmp_path / 'out')], 1)
     assert 'already exists' in error_line(['replay', bag.path, bag.path], 1)
@@ -339,3 +365,72 @@ def test_config_file_parameter_builds_the_detector_from_an_official_config(tmp_p
         'device': 'cpu'})
     with pytest.raises(CheckpointMismatchError, match='init_query_bbox'):
         build_detector(bundled, log=lambda text: None)
+
+
+# ------------------------------------------------------------------ degraded frames, any rig
+def lossy_jitter(seed: int, lossy_camera: int = 5, loss: float = 0.2, jitter_ms: float = 5.0):
+    """``jitter_ns(frame, camera)`` (+-jitter_ms, fixed per image) and ``drop(frame, camera)``
+    (``loss`` of ``lossy_camera``'s images) for ``write_drive``."""
+    rng = np.random.default_rng(seed)
+    jitter = rng.integers(-int(jitter_ms * 1e6), int(jitter_ms * 1e6) + 1, (10_000, 6))
+    lost = rng.random(10_000) < loss
+    return (lambda f, i: int(jitter[f, i])), (lambda f, i: i == lossy_camera and bool(lost[f])), lost
+
+
+def test_a_lossy_jittery_camera_degrades_its_frames_and_every_anchor_is_published(tmp_path):
+    """12 Hz, CAM_BACK_RIGHT loses 20% of its images, every stamp jitters +-5 ms: each anchor
+    frame is published, exactly the frames without that camera are degraded, and no camera set
+    spans more than sync_window."""
+    frames = 48
+    jitter, drop, lost = lossy_jitter(seed=3)
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=frames, jitter_ns=jitter, drop=drop)
+    det = PerfectDriveDetector()
+    report = replay(bag.path, tmp_path / 'out', validate({}), det, progress=False)
+    assert report.published_stamps == bag.anchor_stamps
+    assert report.stats.degraded == int(lost[:frames].sum()) > 0
+    assert set(report.stats.missing_cameras) <= {'CAM_BACK_RIGHT/late', 'CAM_BACK_RIGHT/no_image'}
+    assert [bool(f.missing_cameras) for f in det.frames] == list(lost[:frames])
+    assert report.sets_over_window == 0 and report.max_set_spread_ns <= 60_000_000
+
+
+def test_a_camera_topic_gone_for_a_stretch_runs_the_tiny_model_without_ever_sampling_it(tmp_path):
+    """The real tiny SparseBEV through replay: CAM_BACK's images are missing for frames 3..8;
+    detections continue on every frame, each of those frames is reported degraded, and the
+    head is given valid_views False for CAM_BACK in exactly those frames (current and history),
+    so no sampling point reads it."""
+    from sparsebev_ros.pipeline import build_detector
+    params = validate({'preset': 'tiny', 'device': 'cpu', 'score_threshold': 0.0})
+    detector = build_detector(params, log=lambda text: None)
+    stretch = range(3, 9)
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=12,
+                      drop=lambda f, i: i == 3 and f in stretch)
+    seen = []
+
+    def on_result(result):
+        step = detector.last_step
+        seen.append((result.detections.missing_cameras, step.keys,
+                     step.valid_views.reshape(len(step.keys), 6)))
+
+    report = replay(bag.path, tmp_path / 'out', params, detector, progress=False,
+                    on_result=on_result)
+    assert report.published_stamps == bag.anchor_stamps and report.stats.published == 12
+    assert report.stats.degraded == len(stretch)
+    assert 'degraded frames (published without some cameras): 6' in report.summary()
+    degraded_keys = {str(bag.anchor_stamps[f]) for f in stretch}
+    for f, (missing, keys, valid) in enumerate(seen):
+        assert bool(missing) == (f in stretch) and set(missing) <= {'CAM_BACK'}
+        for key, row in zip(keys, valid):          # every frame the head read, its own valid set
+            assert row.tolist() == [True, True, True, key not in degraded_keys, True, True]
+    assert any(not row[3] for _, keys, valid in seen[9:] for row in valid)   # history remembers
+
+
+def test_replay_of_a_five_camera_rig_with_its_own_topics(tmp_path):
+    """``camera_names`` is the rig: five cameras, topics /<name>/image_raw, the bag's sixth
+    camera is simply not subscribed."""
+    names = list(CAMERA_NAMES[:5])
+    det = PerfectDriveDetector()
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=4)
+    report = replay(bag.path, tmp_path / 'out', validate({'camera_names': names}), det,
+                    progress=False)
+    assert report.stats.published == 4 and not report.stats.degraded
+    assert all(f.camera_names == tuple(names) for f in det.frames)

@@ -328,7 +328,7 @@ def test_corrupt_image_raises_and_leaves_the_memory_intact(tiny):
     ('camera_pose_nan', 'T_world_ego must be a finite'),
     ('extrinsic_scaled', 'not a rigid transform'),
     ('focal_zero', 'focal'),
-    ('camera_order', 'expected CAM_FRONT_RIGHT'),
+    ('duplicate_camera_name', 'names must be unique'),
 ])
 def test_bad_geometry_is_reported_never_assumed(tiny, field, words):
     frame = make_frame(0, T0)

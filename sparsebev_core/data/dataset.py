@@ -132,24 +132,33 @@ class NuScenesMultiFrameDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         """One sample.
 
-        Returns a dict with ``images`` uint8 ``[T*6, 3, H, W]`` RGB (None without images),
-        ``lidar2img`` float32 ``[T*6, 4, 4]``, ``timestamps`` float64 ``[T*6]`` (s),
+        Returns a dict with ``images`` uint8 ``[T*N, 3, H, W]`` RGB (N cameras of the infos;
+        None without images), ``lidar2img`` float32 ``[T*N, 4, 4]``, ``timestamps`` float64
+        ``[T*N]`` (s),
         ``gt_boxes`` float32 ``[K, 9]`` gravity centre ``[x, y, z_c, dx, dy, dz, yaw, vx, vy]``
         in the (augmented) model frame, ``gt_labels`` int64 ``[K]`` and ``meta``
         (sample/scene token, ``T_world_ego`` / ``T_ego_model`` of the keyframe, file names,
-        ``ida``, BEV augmentation, ``gt_index``: the info annotation of each GT box).
+        ``ida`` (of the first camera's size; ``idas`` per image), BEV augmentation,
+        ``gt_index``: the info annotation of each GT box).
         """
         info = self.infos[index]
         cfg = self.cfg
         frames = self.select_frames(index)
-        cams = [cam for frame in frames for cam in frame]                    # T*6, frame-major
-        orig_hw = _image_hw(cams[0], self.data_root)
-        aug = T.sample_image_aug(orig_hw, tuple(cfg.input_size), self.training,
-                                 tuple(cfg.train.resize_lim), cfg.train.flip)
-        ida = aug.ida()
+        cams = [cam for frame in frames for cam in frame]                    # T*N, frame-major
+        # one image augmentation per image size (the official single draw for a rig of one
+        # size); each camera gets the ida of its own size
+        sizes = [_image_hw(c, self.data_root) for c in cams]
+        augs: dict[tuple[int, int], T.ImageAug] = {}
+        for hw in sizes:
+            if hw not in augs:
+                augs[hw] = T.sample_image_aug(hw, tuple(cfg.input_size), self.training,
+                                              tuple(cfg.train.resize_lim), cfg.train.flip)
+        orig_hw = sizes[0]
+        ida = augs[orig_hw].ida()
         lidar2img = np.stack([compose_lidar2img(c['K'], c['T_ego_cam'], c['T_world_ego'],
-                                                info['T_world_ego'], info['T_ego_model'], ida)
-                              for c in cams])                                 # [T*6, 4, 4]
+                                                info['T_world_ego'], info['T_ego_model'],
+                                                augs[hw].ida())
+                              for c, hw in zip(cams, sizes)])                 # [T*N, 4, 4]
         timestamps = np.array([c['stamp'] for c in cams], dtype=np.float64)  # [T*6]
 
         if 'gt_boxes' in info:
@@ -164,7 +173,8 @@ class NuScenesMultiFrameDataset(Dataset):
 
         images = None
         if self.load_images:
-            images = torch.from_numpy(np.stack([self._load(c, aug) for c in cams]))  # [T*6, H, W, 3]
+            images = torch.from_numpy(np.stack([self._load(c, augs[hw])
+                                                for c, hw in zip(cams, sizes)]))  # [T*N, H, W, 3]
             images = images.permute(0, 3, 1, 2).contiguous()                         # [T*6, 3, H, W]
         return dict(
             images=images,
@@ -176,6 +186,7 @@ class NuScenesMultiFrameDataset(Dataset):
                       timestamp=info['timestamp'], T_world_ego=info['T_world_ego'],
                       T_ego_model=info['T_ego_model'],
                       filenames=[c['filename'] for c in cams], ida=ida,
+                      idas=[augs[hw].ida() for hw in sizes],
                       bev_rotation=bev[0], bev_scale=bev[1], orig_hw=orig_hw,
                       gt_index=gt_index),
         )

@@ -2,7 +2,8 @@
 
 One record per keyframe (sample), sorted by time as the official dataset sorts its infos:
 
-* ``cams``: the six keyframe cameras in ``CAMERA_NAMES`` order, each with its own capture
+* ``cams``: the keyframe cameras (:func:`camera_channels`: the six nuScenes ones in
+  ``CAMERA_NAMES`` order, or the cameras of another rig in sensor-table order), each with its own capture
   stamp and the ego pose at that stamp (``T_world_ego``), extrinsics ``T_ego_cam``,
   intrinsics ``K`` and the image path relative to the dataset root;
 * ``sweeps``: spec 5.1 / official ``gen_sweep_info.py``: empty at the first sample of a
@@ -131,6 +132,16 @@ def detection_ground_truth(nusc, sample_token: str) -> tuple[np.ndarray, np.ndar
     return np.asarray(boxes, np.float64).reshape(-1, 9), np.asarray(labels, np.int64)
 
 
+def camera_channels(nusc, sample: dict) -> tuple[str, ...]:
+    """The camera channels of a sample: ``CAMERA_NAMES`` (official order) when it has the six
+    nuScenes cameras, else its camera channels in the order of the sensor table (the rig order
+    of ``make-synthetic --rig``)."""
+    if all(cam in sample['data'] for cam in CAMERA_NAMES):
+        return tuple(CAMERA_NAMES)
+    return tuple(s['channel'] for s in nusc.sensor
+                 if s['modality'] == 'camera' and s['channel'] in sample['data'])
+
+
 def _pose(record: dict) -> np.ndarray:
     return transform_from_quat(record['rotation'], record['translation'])
 
@@ -153,28 +164,30 @@ def camera_record(nusc, sample_data: dict) -> dict:
 
 
 def sweep_chain(nusc, sample: dict, num_sweeps: int = NUM_SWEEPS) -> list[list[dict]]:
-    """The ``sweeps`` of one sample (spec 5.1), each entry six camera records in
-    ``CAMERA_NAMES`` order, newest first."""
+    """The ``sweeps`` of one sample (spec 5.1), each entry one camera record per
+    :func:`camera_channels` in that order, newest first."""
     if sample['prev'] == '':
         return []
-    current = {cam: nusc.get('sample_data', sample['data'][cam]) for cam in CAMERA_NAMES}
+    channels = camera_channels(nusc, sample)
+    walk = SWEEP_WALK_ORDER if channels == tuple(CAMERA_NAMES) else channels
+    current = {cam: nusc.get('sample_data', sample['data'][cam]) for cam in channels}
     entries: list[dict[str, dict]] = []
     for _ in range(num_sweeps):
         entry: dict[str, dict] = {}
-        for cam in SWEEP_WALK_ORDER:
+        for cam in walk:
             if current[cam]['prev'] == '':
                 if not entries:
                     warnings.warn(f'sample {sample["token"]}: {cam} has no previous frame although '
                                   f'the sample has a previous keyframe; using the keyframe images')
                     entry = {c: camera_record(nusc, nusc.get('sample_data', sample['data'][c]))
-                             for c in CAMERA_NAMES}
+                             for c in channels}
                 else:
                     entry = entries[-1]
                 break
             current[cam] = nusc.get('sample_data', current[cam]['prev'])
             entry[cam] = camera_record(nusc, current[cam])
         entries.append(entry)
-    return [[e[cam] for cam in CAMERA_NAMES] for e in entries]
+    return [[e[cam] for cam in channels] for e in entries]
 
 
 def pyquaternion_yaw(q_wxyz: np.ndarray) -> float:
@@ -238,7 +251,7 @@ def sample_info(nusc, sample: dict, with_annotations: bool = True) -> dict:
         lidar_stamp=lidar_sd['timestamp'] / 1e6,
         T_world_ego=T_world_ego, T_ego_model=T_ego_model,
         cams=[camera_record(nusc, nusc.get('sample_data', sample['data'][cam]))
-              for cam in CAMERA_NAMES],
+              for cam in camera_channels(nusc, sample)],
         sweeps=sweep_chain(nusc, sample),
     )
     if with_annotations:

@@ -6,8 +6,10 @@ tiny map mask, so that ``NuScenes(version='v1.0-mini', dataroot=OUT)`` loads it 
 ``DetectionEval(eval_set='mini_val')`` runs on it. What it models:
 
 * six cameras with the nuScenes calibration (log n015) and intrinsics scaled to the image
-  size (default 400x225 = 1600x900 / 4), 12 Hz camera sweeps with per-camera trigger
-  offsets, keyframes (samples) at 2 Hz, an ego pose record per sample_data;
+  size (default 400x225 = 1600x900 / 4), or any camera rig (``rig=``, ``--rig FILE``:
+  ``sparsebev_core.rig``, each camera with its own name, size, intrinsics and extrinsics),
+  12 Hz camera sweeps with per-camera trigger offsets, keyframes (samples) at 2 Hz, an ego
+  pose record per sample_data;
 * LIDAR_TOP sample_data at the keyframes only (nuScenes has 20 Hz sweeps); each
   ``.pcd.bin`` is a small but valid point cloud (a ground ring and the corners of the
   annotated boxes) that no model reads;
@@ -40,48 +42,24 @@ from ..errors import InputError, UsageError
 from ..geometry import CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ, \
     NUSCENES_LIDAR_TOP_TRANSLATION, box_corners, invert_transform, nuscenes_lidar_to_ego, \
     rot_to_quat, transform_from_quat, yaw_to_quat
+from ..rig import NUSCENES_CAMERAS, NUSCENES_IMAGE_WH, Rig, RigCamera, load_rig, nuscenes_rig, \
+    rig_to_dict
 from .synthetic_render import CameraModel, box_pixel_area, make_camera, render_camera
 from .synthetic_world import CLASS_CATEGORY, SyntheticWorld, make_world
 
-# nuScenes calibrated_sensor values of log n015-2018-07-24 (1600x900 cameras): rotation is a
-# (w, x, y, z) quaternion sensor -> ego, translation sensor -> ego in metres. Same numbers as
-# test/parity/inputs.py (a test checks that they agree). LIDAR_TOP's are in geometry.py.
-NUSCENES_CAMERAS: dict[str, dict] = {
-    'CAM_FRONT': dict(
-        translation=[1.70079118954, 0.0159456324149, 1.51095763913],
-        rotation=[0.4998015430569128, -0.5030316162024876, 0.4997798114386805, -0.49737083824542755],
-        intrinsic=[[1266.417203046554, 0.0, 816.2670197447984],
-                   [0.0, 1266.417203046554, 491.50706579294757], [0.0, 0.0, 1.0]]),
-    'CAM_FRONT_RIGHT': dict(
-        translation=[1.5508477543, -0.493404796419, 1.49574800619],
-        rotation=[0.2060347966337182, -0.2026940577919598, 0.6824507824531167, -0.6713610884174485],
-        intrinsic=[[1260.8474446004698, 0.0, 807.968244525554],
-                   [0.0, 1260.8474446004698, 495.3344268742088], [0.0, 0.0, 1.0]]),
-    'CAM_FRONT_LEFT': dict(
-        translation=[1.52387798135, 0.494631336551, 1.50932822144],
-        rotation=[0.6757265034669446, -0.6736266522251881, 0.21214015046209478, -0.21122827103904068],
-        intrinsic=[[1272.5979470598488, 0.0, 826.6154927353808],
-                   [0.0, 1272.5979470598488, 479.75165386361925], [0.0, 0.0, 1.0]]),
-    'CAM_BACK': dict(
-        translation=[0.0283260309358, 0.00345136761476, 1.57910346144],
-        rotation=[0.5037872666382278, -0.49740249788611096, -0.4941850223835201, 0.5045496097725578],
-        intrinsic=[[809.2209905677063, 0.0, 829.2196003259838],
-                   [0.0, 809.2209905677063, 481.77842384512485], [0.0, 0.0, 1.0]]),
-    'CAM_BACK_LEFT': dict(
-        translation=[1.03569100218, 0.484795032713, 1.59097014818],
-        rotation=[0.6924185592174665, -0.7031619420114925, -0.11648342771943819, 0.11203317912370753],
-        intrinsic=[[1256.7414812095406, 0.0, 792.1125740759628],
-                   [0.0, 1256.7414812095406, 492.7757465151356], [0.0, 0.0, 1.0]]),
-    'CAM_BACK_RIGHT': dict(
-        translation=[1.0148780988, -0.480568219723, 1.56239545128],
-        rotation=[0.12280980120078765, -0.132400842670559, -0.7004305821388234, 0.690496031265798],
-        intrinsic=[[1259.5137405846733, 0.0, 807.2529053838625],
-                   [0.0, 1259.5137405846733, 501.19579884916527], [0.0, 0.0, 1.0]]),
-}
-NUSCENES_IMAGE_WH = (1600, 900)
+# the nuScenes calibration (log n015) lives in sparsebev_core.rig (the default rig)
 
 # camera trigger offsets (s) relative to the LIDAR_TOP keyframe stamp, CAMERA_NAMES order
 CAMERA_TIME_OFFSETS = (0.0, 0.0085, -0.0085, 0.025, -0.017, 0.017)
+OTHER_CAMERA_OFFSET_STEP = 0.006  # a camera of another rig fires this much after the previous
+
+
+def camera_time_offset(name: str, index: int) -> float:
+    """Trigger offset (s) of a rig camera: the nuScenes one for a nuScenes camera name,
+    else ``index * OTHER_CAMERA_OFFSET_STEP``."""
+    if name in CAMERA_NAMES:
+        return CAMERA_TIME_OFFSETS[CAMERA_NAMES.index(name)]
+    return index * OTHER_CAMERA_OFFSET_STEP
 CAMERA_PERIOD_US = 83333          # 12 Hz
 SWEEPS_PER_KEYFRAME = 6           # 12 Hz / 2 Hz
 KEYFRAME_PERIOD_US = 500000
@@ -167,13 +145,12 @@ class _SceneWriter:
     """Builds the records and files of one scene."""
 
     def __init__(self, out: Path, tables: dict[str, list], token: _Tokens, scene_index: int,
-                 name: str, world: SyntheticWorld, cameras: list[CameraModel],
-                 num_keyframes: int, image_wh: tuple[int, int], jpeg_quality: int,
-                 rng: np.random.Generator) -> None:
+                 name: str, world: SyntheticWorld, rig: Rig, cameras: list[CameraModel],
+                 num_keyframes: int, jpeg_quality: int, rng: np.random.Generator) -> None:
         self.out, self.tables, self.token = out, tables, token
         self.i, self.name, self.world, self.cameras = scene_index, name, world, cameras
-        self.num_keyframes, self.image_wh, self.quality, self.rng = \
-            num_keyframes, image_wh, jpeg_quality, rng
+        self.rig, self.channels = rig, rig.names
+        self.num_keyframes, self.quality, self.rng = num_keyframes, jpeg_quality, rng
         self.logfile = f'n015-2018-07-24-11-22-45+0800-synthetic{scene_index:02d}'
         self.t0 = FIRST_TIMESTAMP_US + scene_index * 3600 * 1000000
 
@@ -185,17 +162,14 @@ class _SceneWriter:
                                        vehicle='n015', date_captured='2018-07-24',
                                        location='singapore-onenorth'))
         self.calib_token = {}
-        for channel in CAMERA_NAMES + ('LIDAR_TOP',):
+        for channel in self.channels + ('LIDAR_TOP',):
             tok = tk('calibrated_sensor', self.i, channel)
             self.calib_token[channel] = tok
             if channel == 'LIDAR_TOP':
                 rec = dict(translation=list(NUSCENES_LIDAR_TOP_TRANSLATION),
                            rotation=list(NUSCENES_LIDAR_TOP_ROTATION_WXYZ), camera_intrinsic=[])
             else:
-                c = NUSCENES_CAMERAS[channel]
-                K = scaled_intrinsics(np.array(c['intrinsic']), self.image_wh)
-                rec = dict(translation=c['translation'], rotation=c['rotation'],
-                           camera_intrinsic=K.tolist())
+                rec = _calibration(self.rig.camera(channel))
             self.tables['calibrated_sensor'].append(
                 dict(token=tok, sensor_token=tk('sensor', channel), **rec))
 
@@ -208,7 +182,8 @@ class _SceneWriter:
     def camera_stamps(self, key_stamps: np.ndarray) -> list[list[tuple[int, int, bool]]]:
         """Per camera: (timestamp, keyframe index of the associated sample, is_key_frame)."""
         out = []
-        for c, offset in enumerate(CAMERA_TIME_OFFSETS):
+        for c, channel in enumerate(self.channels):
+            offset = camera_time_offset(channel, c)
             chain = []
             for k, t_key in enumerate(key_stamps):
                 sweeps = SWEEPS_PER_KEYFRAME if k + 1 < len(key_stamps) else 1
@@ -242,7 +217,8 @@ class _SceneWriter:
         key_ids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._key_ids = key_ids
         for c, chain in enumerate(self.camera_stamps(key_stamps)):
-            channel = CAMERA_NAMES[c]
+            channel = self.channels[c]
+            width, height = self.rig.cameras[c].image_wh
             records = []
             for n, (stamp, k, is_key) in enumerate(chain):
                 t = self.scene_time(stamp)
@@ -259,8 +235,8 @@ class _SceneWriter:
                 records.append(dict(
                     token=sd_token, sample_token=samples[k]['token'], ego_pose_token=pose_token,
                     calibrated_sensor_token=self.calib_token[channel], timestamp=int(stamp),
-                    fileformat='jpg', is_key_frame=bool(is_key), height=self.image_wh[1],
-                    width=self.image_wh[0], filename=filename, prev='', next=''))
+                    fileformat='jpg', is_key_frame=bool(is_key), height=height,
+                    width=width, filename=filename, prev='', next=''))
                 if is_key:
                     key_ids[(k, c)] = (ids, T_world_ego, boxes)
                 progress.update(1)
@@ -323,7 +299,7 @@ class _SceneWriter:
                 self._write_instance(i, per_object[i])
 
     def _pixel_counts(self, k: int, near: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Visible and unoccluded pixel counts of every object over the six keyframe images."""
+        """Visible and unoccluded pixel counts of every object over the keyframe images."""
         n_obj = len(self.world.objects)
         visible = np.zeros(n_obj, dtype=np.int64)
         full = np.zeros(n_obj, dtype=np.int64)
@@ -375,7 +351,19 @@ def _write_point_cloud(path: Path, T_lidar_world: np.ndarray, boxes_world: np.nd
     path.write_bytes(cloud.astype(np.float32).tobytes())
 
 
-def _static_tables(tables: dict[str, list], token: _Tokens) -> None:
+def _calibration(camera: RigCamera) -> dict:
+    """The calibrated_sensor fields of a rig camera (the nuScenes numbers for the default rig)."""
+    nominal = NUSCENES_CAMERAS.get(camera.name)
+    if nominal is not None and np.array_equal(
+            camera.T_base_cam, transform_from_quat(nominal['rotation'], nominal['translation'])):
+        translation, rotation = nominal['translation'], nominal['rotation']
+    else:
+        translation = [float(v) for v in camera.T_base_cam[:3, 3]]
+        rotation = [float(v) for v in rot_to_quat(camera.T_base_cam[:3, :3])]
+    return dict(translation=translation, rotation=rotation, camera_intrinsic=camera.K.tolist())
+
+
+def _static_tables(tables: dict[str, list], token: _Tokens, channels: Sequence[str]) -> None:
     for idx, name in enumerate(NUSCENES_CATEGORIES):
         tables['category'].append(dict(token=token('category', name), name=name,
                                        description=f'{name} (synthetic)', index=idx + 1))
@@ -385,7 +373,7 @@ def _static_tables(tables: dict[str, list], token: _Tokens) -> None:
     for tok, level in VISIBILITY_LEVELS:
         tables['visibility'].append(dict(token=tok, level=level,
                                          description=f'visibility of whole object is {level}'))
-    for channel in CAMERA_NAMES + ('LIDAR_TOP',):
+    for channel in tuple(channels) + ('LIDAR_TOP',):
         tables['sensor'].append(dict(token=token('sensor', channel), channel=channel,
                                      modality='lidar' if channel == 'LIDAR_TOP' else 'camera'))
 
@@ -412,7 +400,7 @@ def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
 def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
                    keyframes_per_scene: int = 20, image_size: tuple[int, int] = (400, 225),
                    version: str = 'v1.0-mini', jpeg_quality: int = 90,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, rig: Rig | None = None) -> Path:
     """Write a synthetic dataset in the nuScenes layout and return its root.
 
     Args:
@@ -420,10 +408,13 @@ def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
         num_scenes: 1..10; names from the devkit mini splits (see :func:`scene_names`).
         seed: everything (world, stamps, tokens) is a function of the seed.
         keyframes_per_scene: samples per scene (2 Hz; 20 = a 9.5 s scene).
-        image_size: camera image (W, H); intrinsics are the nuScenes ones scaled to it.
+        image_size: camera image (W, H) of the default rig; intrinsics are the nuScenes ones
+            scaled to it.
         version: name of the table folder (``v1.0-mini`` for the mini evaluation splits).
         jpeg_quality: JPEG quality of the camera images.
         progress: show a tqdm bar.
+        rig: the cameras to render (``sparsebev_core.rig``; None: the six nuScenes cameras at
+            ``image_size``); its names are the channels, the rig is written to ``OUT/rig.yaml``.
     """
     from tqdm import tqdm
 
@@ -435,24 +426,21 @@ def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     token = _Tokens(seed)
     tables: dict[str, list] = {name: [] for name in TABLE_NAMES}
-    _static_tables(tables, token)
     image_wh = (int(image_size[0]), int(image_size[1]))
-    cameras = []
-    for channel in CAMERA_NAMES:
-        c = NUSCENES_CAMERAS[channel]
-        cameras.append(make_camera(scaled_intrinsics(np.array(c['intrinsic']), image_wh),
-                                   transform_from_quat(c['rotation'], c['translation']),
-                                   image_wh))
+    custom_rig = rig is not None
+    rig = rig or nuscenes_rig(image_wh)
+    _static_tables(tables, token, rig.names)
+    cameras = [make_camera(c.K, c.T_base_cam, c.image_wh) for c in rig.cameras]
     duration = (keyframes_per_scene - 1) * KEYFRAME_PERIOD_US * 1e-6
-    frames_per_scene = 6 * ((keyframes_per_scene - 1) * SWEEPS_PER_KEYFRAME + 1)
+    frames_per_scene = len(cameras) * ((keyframes_per_scene - 1) * SWEEPS_PER_KEYFRAME + 1)
     start = time.perf_counter()
     with tqdm(total=frames_per_scene * len(names), desc='make-synthetic', unit='img',
               disable=not progress) as bar:
         for i, (name, _split) in enumerate(names):
             rng = np.random.default_rng([seed, i])
             world = make_world(rng, duration)
-            writer = _SceneWriter(out, tables, token, i, name, world, cameras,
-                                  keyframes_per_scene, image_wh, jpeg_quality, rng)
+            writer = _SceneWriter(out, tables, token, i, name, world, rig, cameras,
+                                  keyframes_per_scene, jpeg_quality, rng)
             writer.write_log_and_calibration()
             writer.write(bar)
     map_token = token('map', 0)
@@ -470,6 +458,10 @@ def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
                 keyframes_per_scene=keyframes_per_scene, image_size=list(image_wh),
                 version=version, scenes=[dict(name=n, split=s) for n, s in names],
                 seconds=round(time.perf_counter() - start, 2))
+    if custom_rig:
+        import yaml
+        meta['rig'] = rig_to_dict(rig)
+        (out / 'rig.yaml').write_text(yaml.safe_dump(meta['rig'], sort_keys=False))
     (out / 'synthetic.json').write_text(json.dumps(meta, indent=2))
     return out
 
@@ -482,7 +474,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--keyframes', type=int, default=20, help='keyframes (2 Hz) per scene')
     parser.add_argument('--size', type=int, nargs=2, default=(400, 225), metavar=('W', 'H'),
-                        help='camera image size')
+                        help='camera image size (of the default six nuScenes cameras)')
+    parser.add_argument('--rig', default=None, metavar='FILE',
+                        help='render this camera rig instead (YAML: camera names, image size, '
+                             'intrinsics, extrinsics; see sparsebev_core/rig.py)')
     parser.add_argument('--version', default='v1.0-mini')
 
 
@@ -491,7 +486,8 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = make_synthetic(args.out, num_scenes=args.scenes, seed=args.seed,
                          keyframes_per_scene=args.keyframes, image_size=tuple(args.size),
-                         version=args.version)
+                         version=args.version,
+                         rig=load_rig(args.rig) if getattr(args, 'rig', None) else None)
     print(f'wrote {args.scenes} synthetic scene(s) to {out} in '
           f'{time.perf_counter() - start:.1f} s')
     return 0

@@ -48,7 +48,12 @@ class FeatureSlots:
         return self.capacity - len(self._free)
 
     def store(self, features: Sequence[Tensor]) -> int:
-        """Copy one frame's features (per level ``[N, C, h_l, w_l]``) into a free slot; returns it."""
+        """Copy one frame's features (per level ``[N, C, h_l, w_l]``) into a free slot; returns it.
+        When every slot is free, features of another shape (another camera count) reallocate
+        the buffers; otherwise they must fit the slots."""
+        if self._levels and self.num_used == 0 and \
+                [tuple(b.shape[1:]) for b in self._levels] != [tuple(f.shape) for f in features]:
+            self._levels = []                          # a new rig (camera count) after a reset
         if not self._levels:
             self._levels = [f.new_empty((self.initial_slots, *f.shape)) for f in features]
             self._free = list(range(self.initial_slots))

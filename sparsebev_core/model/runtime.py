@@ -8,7 +8,9 @@ differences, resets, the feature cache, decoding); a runtime only runs the netwo
 * ``run_head(cache_levels, slots, lidar2img, time_diff)``: the cache buffers per level
   ``[S, N, C, h_l, w_l]``, int64 ``slots [T]`` (the cache slot of each of the T frames,
   frame 0 = current), ``lidar2img [1, T*N, 4, 4]`` float32 and ``time_diff [1, T]`` float32
-  (``decoder.compute_time_diff`` of the float64 stamps, computed by the caller) ->
+  (``decoder.compute_time_diff`` of the float64 stamps, computed by the caller), and
+  optionally ``valid_views [1, T*N]`` bool (False: a missing camera that no sampling point may
+  read; None: every view valid, the official path) ->
   ``all_cls_scores [L, 1, Q, K]`` logits and ``all_bbox_preds [L, 1, Q, 10]`` (head layout),
   torch tensors.
 
@@ -43,9 +45,10 @@ class TemporalHead(Protocol):
     """The head over T cached frames, read from the cache by slot."""
 
     def run_head(self, cache_levels: Sequence[Tensor], slots: Tensor, lidar2img: Tensor,
-                 time_diff: Tensor) -> dict[str, Tensor]:
+                 time_diff: Tensor, valid_views: Tensor | None = None) -> dict[str, Tensor]:
         """Per level ``[S, N, C, h_l, w_l]``, slots int64 ``[T]``, lidar2img ``[1, T*N, 4, 4]``,
-        time_diff ``[1, T]`` -> ``all_cls_scores [L, 1, Q, K]``, ``all_bbox_preds [L, 1, Q, 10]``."""
+        time_diff ``[1, T]``, valid_views ``[1, T*N]`` bool or None (all valid) ->
+        ``all_cls_scores [L, 1, Q, K]``, ``all_bbox_preds [L, 1, Q, 10]``."""
         ...
 
 
@@ -96,11 +99,13 @@ class EagerRuntime:
 
     @torch.inference_mode()
     def run_head(self, cache_levels: Sequence[Tensor], slots: Tensor, lidar2img: Tensor,
-                 time_diff: Tensor) -> dict[str, Tensor]:
-        """Gather the T slots (``gather_slots``) and run ``SparseBEVHead.forward_time_diff``."""
+                 time_diff: Tensor, valid_views: Tensor | None = None) -> dict[str, Tensor]:
+        """Gather the T slots (``gather_slots``) and run ``SparseBEVHead.forward_time_diff``
+        (``valid_views [1, T*N]`` bool: no sampling point reads a False view; None: all valid)."""
         features = gather_slots(cache_levels, slots)                   # per level [1, T*N, C, h, w]
         return self.model.pts_bbox_head.forward_time_diff(
-            features, lidar2img, time_diff, image_hw=SparseBEV.input_hw(features))
+            features, lidar2img, time_diff, image_hw=SparseBEV.input_hw(features),
+            valid_views=valid_views)
 
     def _autocast(self):
         if self.precision == 'fp32':

@@ -4,9 +4,14 @@ The official single-GPU evaluation (spec/sparsebev.md 2.1, "online mode") runs t
 only on the current six images and takes the FPN features of the previous keyframes from a
 cache. ``StreamingDetector`` does the same for a live stream:
 
-* the current six images are decoded (if encoded), resized and cropped with the official
-  test-time transform (``image.resize_crop``), and go through backbone + FPN
-  (``runtime.encode``);
+* the current frame's N images (any N >= 1 cameras, named by the rig, each with its own
+  size) are decoded (if encoded), resized and cropped with the official test-time transform
+  for their own size (``image.resize_crop``, one ``ida`` per camera), and go through
+  backbone + FPN (``runtime.encode``);
+* a missing camera (``CameraView.missing``) is never replaced by a black or a stale image:
+  its feature slot holds zeros, its ``lidar2img`` the nominal (or any finite) matrix, and it is
+  marked invalid in ``valid_views`` so that no sampling point reads it; each cached frame keeps
+  its own set of valid cameras; ``Detections.missing_cameras`` reports a degraded frame;
 * the features of every stepped frame are written once into a slot of the preallocated
   cache buffers (``feature_cache.FeatureSlots``, keyed by ``Frame.key``), with the geometry
   of its cameras (intrinsics, extrinsics, ego pose at each camera's stamp, ``ida``);
@@ -44,9 +49,9 @@ from torch import nn
 from ..config import ModelConfig
 from ..frame import Detections, Frame, InvalidFrameError
 from ..frame_layout import needs_future_frames
-from ..geometry import CAMERA_NAMES, compose_lidar2img
+from ..geometry import compose_lidar2img
 from ..image import RESIZE_METHODS, ResizeMethod, as_rgb_image, resize_crop
-from ..resets import EXPLICIT, ResetPolicy
+from ..resets import EXPLICIT, RIG_CHANGED, Reset, ResetPolicy
 from .coder import decode_predictions
 from .decoder import compute_time_diff
 from .feature_cache import FeatureSlots
@@ -61,6 +66,7 @@ class CameraGeometry:
     T_world_ego: np.ndarray     # (4, 4) ego pose at the camera's own stamp
     ida: np.ndarray             # (4, 4) resize/crop of the network input
     stamp: float                # capture time (s)
+    valid: bool = True          # False: the camera was missing (zeros in its feature slot)
 
 
 @dataclass
@@ -69,7 +75,12 @@ class CachedFrame:
     key: str
     stamp: float
     slot: int                             # index into the FeatureSlots buffers
-    cameras: tuple[CameraGeometry, ...]   # six, CAMERA_NAMES order
+    cameras: tuple[CameraGeometry, ...]   # N, the frame's camera order
+
+    @property
+    def valid(self) -> tuple[bool, ...]:
+        """This frame's own set of valid cameras."""
+        return tuple(c.valid for c in self.cameras)
 
 
 @dataclass
@@ -78,13 +89,15 @@ class StepRecord:
 
     Attributes:
         keys: the T frame keys used, frame 0 = current, then the history slots.
-        lidar2img: (T*6, 4, 4) float32, frame-major.
-        timestamps: (T*6,) float64 seconds, frame-major.
+        lidar2img: (T*N, 4, 4) float32, frame-major.
+        timestamps: (T*N,) float64 seconds, frame-major.
         outputs: the head's output dict (``all_cls_scores`` [L, 1, Q, C], ...).
         reset_reason: why the memory was cleared before this step: a key of
             ``sparsebev_core.resets`` ('' if it was not).
         reset_detail: the human-readable detail of that reset.
         slots: the cache slot of each of the T frames (what ``run_head`` was given).
+        valid_views: (T*N,) bool, frame-major: False for a camera missing in that frame (what
+            ``run_head`` was given; None there when all are True).
     """
     keys: list[str]
     lidar2img: np.ndarray
@@ -93,6 +106,7 @@ class StepRecord:
     reset_reason: str = ''
     reset_detail: str = ''
     slots: list[int] = field(default_factory=list)
+    valid_views: np.ndarray | None = None
 
 
 def select_history(past_stamps: Sequence[float], current_stamp: float, num_slots: int,
@@ -158,7 +172,7 @@ class StreamingDetector:
             high-rate streams; the selection rule alone keeps about
             (T-1) * history_spacing * frame rate + 1 frames. The cache buffers grow by
             doubling up to this many slots plus one (the frame being stepped).
-        preprocess_workers: threads that decode and resize the six images in parallel
+        preprocess_workers: threads that decode and resize the N images in parallel
             (0: in the calling thread). Same pixels either way.
     """
 
@@ -197,6 +211,7 @@ class StreamingDetector:
         self.feature_slots = FeatureSlots(self.max_cached_frames + 1,
                                           initial_slots=self.num_frames + 1)
         self.last_step: StepRecord | None = None
+        self._camera_names: tuple[str, ...] | None = None    # the rig of the cached frames
 
     # ------------------------------------------------------------------ public API
     def reset(self, reason: str = EXPLICIT, detail: str = '') -> None:
@@ -220,14 +235,14 @@ class StreamingDetector:
         """Detect objects in ``frame`` using the cached history; returns model-frame boxes."""
         t_start = time.perf_counter()
         reference = _check_frame(frame)
-        reset = self.reset_policy.due(frame.stamp)
+        reset = self.reset_policy.due(frame.stamp) or self._rig_reset(frame)
         entry = None if reset else self._cache.get(frame.key)
         timings: dict[str, float] = {}
         if entry is not None and entry.stamp == frame.stamp:   # seen before: reuse features
             timings['preprocess'] = timings['backbone'] = 0.0
             images = None
         else:
-            images, cameras = self._preprocess(frame)              # [6, 3, H, W] uint8
+            images, cameras = self._preprocess(frame)              # [n_valid, 3, H, W] uint8
         # the frame is usable: only now touch the memory
         if reset:
             self._forget()
@@ -235,7 +250,7 @@ class StreamingDetector:
         if images is not None:
             t_pre = self._now()
             timings['preprocess'] = (t_pre - t_start) * 1e3
-            features = self.runtime.encode(images)                 # per level [6, C, h, w]
+            features = self._encode(images, cameras)               # per level [N, C, h, w]
             entry = CachedFrame(frame.key, float(frame.stamp), self.feature_slots.store(features),
                                 cameras)                           # written once, here
             timings['backbone'] = (self._now() - t_pre) * 1e3
@@ -246,6 +261,7 @@ class StreamingDetector:
                 self.feature_slots.release(entry.slot)
             raise
         self._remember(entry, used)
+        self._camera_names = frame.camera_names
         self.last_step = record
         if reset:
             record.reset_reason, record.reset_detail = reset.key, reset.detail
@@ -265,11 +281,15 @@ class StreamingDetector:
         used = [entry] + [entry if i is None else past[i] for i in chosen]
         lidar2img, timestamps = self._projections(used, *reference)
         slots = [e.slot for e in used]
+        valid = np.array([v for e in used for v in e.valid], dtype=bool)   # [T*N]
+        extra = {} if valid.all() else {                              # None: the official path
+            'valid_views': torch.from_numpy(valid).to(self.device)[None]}  # [1, T*N] bool
         outputs = self.runtime.run_head(
-            self.feature_slots.levels,                                    # per level [S, 6, C, h, w]
+            self.feature_slots.levels,                                    # per level [S, N, C, h, w]
             torch.tensor(slots, dtype=torch.int64, device=self.device),   # [T]
-            torch.from_numpy(lidar2img).to(self.device)[None],            # [1, T*6, 4, 4] float32
-            compute_time_diff(timestamps[None]).to(self.device))          # [1, T] float32
+            torch.from_numpy(lidar2img).to(self.device)[None],            # [1, T*N, 4, 4] float32
+            compute_time_diff(timestamps[None], len(entry.cameras)).to(self.device),  # [1, T]
+            **extra)
         timings['head'] = (self._now() - t_head) * 1e3
 
         t_post = time.perf_counter()
@@ -277,28 +297,62 @@ class StreamingDetector:
                                      self.cfg.head, self.runtime.legacy_yaw_convention,
                                      self.score_threshold, self.max_detections)[0]
         detections = Detections.from_decoded(decoded, frame.stamp, self.cfg.class_names, timings)
+        detections.missing_cameras = frame.missing_cameras
         timings['postprocess'] = (time.perf_counter() - t_post) * 1e3
-        record = StepRecord([e.key for e in used], lidar2img, timestamps, outputs, slots=slots)
+        record = StepRecord([e.key for e in used], lidar2img, timestamps, outputs, slots=slots,
+                            valid_views=valid)
         return detections, used, record
 
+    def _rig_reset(self, frame: Frame) -> Reset | None:
+        """A reset when the frame's cameras are not the cached frames' (another rig)."""
+        names = frame.camera_names
+        if self._camera_names is None or not self._cache or names == self._camera_names:
+            return None
+        return Reset(RIG_CHANGED, f'the cameras changed from {", ".join(self._camera_names)} '
+                                  f'to {", ".join(names)}')
+
     def _preprocess(self, frame: Frame) -> tuple[torch.Tensor, tuple[CameraGeometry, ...]]:
-        """Decode, resize and crop the six images; returns [6, 3, H, W] uint8 + geometry."""
+        """Decode, resize and crop the present cameras' images (each by the rule for its own
+        size); returns [n_valid, 3, H, W] uint8 + the geometry of all N cameras."""
         indexed = list(enumerate(frame.cameras))
         if self._pool is not None:                       # decoders and resizers release the GIL
-            prepared = list(self._pool.map(lambda item: self._prepare_camera(*item), indexed))
+            prepared = list(self._pool.map(lambda item: self._prepare_camera(*item, frame), indexed))
         else:
-            prepared = [self._prepare_camera(*item) for item in indexed]
-        images = [image for image, _ in prepared]                         # 6 x [H, W, 3]
-        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [6, 3, H, W] uint8
+            prepared = [self._prepare_camera(*item, frame) for item in indexed]
+        images = [image for image, _ in prepared if image is not None]    # n_valid x [H, W, 3]
+        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [n_valid, 3, H, W] uint8
         batch = batch.to(self.device, non_blocking=True)
         return batch, tuple(geometry for _, geometry in prepared)
 
-    def _prepare_camera(self, index: int, camera) -> tuple[np.ndarray, CameraGeometry]:
-        """One camera: network-input pixels (H, W, 3) uint8 and its geometry."""
+    def _encode(self, images: torch.Tensor, cameras: Sequence[CameraGeometry]) -> list[torch.Tensor]:
+        """Features of the present cameras, per level ``[N, C, h, w]`` with zeros in the slots
+        of missing cameras (never read: ``valid_views``)."""
+        features = self.runtime.encode(images)                   # per level [n_valid, C, h, w]
+        valid = [c.valid for c in cameras]
+        if all(valid):
+            return features
+        index = torch.tensor([i for i, v in enumerate(valid) if v], device=features[0].device)
+        out = []
+        for level in features:
+            full = level.new_zeros((len(valid), *level.shape[1:]))
+            out.append(full.index_copy_(0, index, level))
+        return out
+
+    def _prepare_camera(self, index: int, camera, frame: Frame
+                        ) -> tuple[np.ndarray | None, CameraGeometry]:
+        """One camera: network-input pixels (H, W, 3) uint8 and its geometry; a missing
+        camera: None and its nominal geometry (identity where unknown: any finite matrix)."""
+        if not camera.valid:
+            stamp = float(camera.stamp) if math.isfinite(camera.stamp) else float(frame.stamp)
+            return None, CameraGeometry(
+                np.eye(3) if camera.K is None else np.asarray(camera.K, np.float64),
+                np.eye(4) if camera.T_ego_cam is None else np.asarray(camera.T_ego_cam, np.float64),
+                np.asarray(frame.T_world_ego if camera.T_world_ego is None else camera.T_world_ego,
+                           np.float64), np.eye(4), stamp, valid=False)
         try:
             rgb = as_rgb_image(camera.image)
         except ValueError as err:
-            raise InvalidFrameError(f'{_camera_label(camera, index)} at {camera.stamp:.6f} s: '
+            raise InvalidFrameError(f'{_camera_label(camera, index, frame.camera_names)} at {camera.stamp:.6f} s: '
                                     f'{err}') from err
         image, ida = resize_crop(rgb, self.input_hw, method=self.resize_method)
         return image, CameraGeometry(
@@ -307,7 +361,7 @@ class StreamingDetector:
 
     def _projections(self, used: Sequence[CachedFrame], T_world_ego_ref: np.ndarray,
                      T_ego_model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """lidar2img [T*6, 4, 4] float32 and stamps [T*6] float64 w.r.t. the current pose."""
+        """lidar2img [T*N, 4, 4] float32 and stamps [T*N] float64 w.r.t. the current pose."""
         lidar2img = np.stack([
             compose_lidar2img(cam.K, cam.T_ego_cam, cam.T_world_ego, T_world_ego_ref,
                               T_ego_model, cam.ida)
@@ -358,8 +412,8 @@ def _as_runtime(model_or_runtime: nn.Module | Runtime, device: str | torch.devic
     return model_or_runtime
 
 
-def _camera_label(camera, index: int) -> str:
-    return f'camera {index} ({camera.name or CAMERA_NAMES[index]})'
+def _camera_label(camera, index: int, names: Sequence[str]) -> str:
+    return f'camera {index} ({names[index]})'
 
 
 def _check_pose(value, what: str, shape: tuple[int, int] = (4, 4)) -> np.ndarray:
@@ -385,11 +439,20 @@ def _check_frame(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidFrameError(f'frame {frame.key!r} has a non-finite stamp {frame.stamp}')
     T_world_ego = _check_pose(frame.T_world_ego, f'frame {frame.key!r} T_world_ego')
     T_ego_model = _check_pose(frame.T_ego_model, f'frame {frame.key!r} T_ego_model')
+    names = frame.camera_names
+    if len(set(names)) != len(names):
+        raise InvalidFrameError(f'frame {frame.key!r}: camera names must be unique, got '
+                                f'{", ".join(names)}')
+    if not any(c.valid for c in frame.cameras):
+        raise InvalidFrameError(f'frame {frame.key!r} has no camera image at all (missing: '
+                                + ', '.join(f'{n}: {r}' for n, r in frame.missing_cameras.items()) + ')')
     for index, camera in enumerate(frame.cameras):
-        label = f'frame {frame.key!r} {_camera_label(camera, index)}'
-        if camera.name and camera.name != CAMERA_NAMES[index]:
-            raise InvalidFrameError(f'{label}: expected {CAMERA_NAMES[index]} in slot {index} '
-                                    f'(order {", ".join(CAMERA_NAMES)})')
+        label = f'frame {frame.key!r} {_camera_label(camera, index, names)}'
+        if not camera.valid:
+            for matrix, what, shape in ((camera.K, 'K', (3, 3)), (camera.T_ego_cam, 'T_ego_cam', (4, 4))):
+                if matrix is not None:
+                    _check_pose(matrix, f'{label} (missing) nominal {what}', shape)
+            continue
         K = _check_pose(camera.K, f'{label} K', (3, 3))
         if K[0, 0] <= 0 or K[1, 1] <= 0:
             raise InvalidFrameError(f'{label} K has non-positive focal lengths {K[0, 0]}, {K[1, 1]}')
