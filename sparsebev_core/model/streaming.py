@@ -25,8 +25,9 @@ cache. ``StreamingDetector`` does the same for a live stream:
 
 The network runs behind the runtime seam (``model.runtime``): a ``SparseBEV`` is wrapped in
 ``EagerRuntime``; any other object with the same two calls plugs in unchanged. The head always
-runs in float32 (as in the official code); ``precision='fp16'|'bf16'`` runs only the backbone
-and FPN under autocast, which changes the numbers slightly.
+runs in float32 by default (as in the official code); ``precision='fp16'|'bf16'`` runs the whole
+network in that dtype with the geometry, time differences, box refinement and decoding in
+float32 (``runtime.EagerRuntime``), which changes the numbers slightly (docs/streaming.md).
 """
 from __future__ import annotations
 
@@ -151,8 +152,10 @@ class StreamingDetector:
         max_time_gap: a gap longer than this (s) between two steps clears the memory.
         score_threshold: keep boxes scoring above this (None: the preset's, 0.05 officially).
         max_detections: top-k of the NMS-free decoder (None: the preset's, 300 officially).
-        precision: 'fp32' (official), or 'fp16' / 'bf16' autocast for backbone + FPN only
-            (for a model; a runtime brings its own precision).
+        precision: 'fp32' (official), or 'fp16' / 'bf16' for backbone, FPN and head (geometry,
+            time differences, box refinement and decoding stay float32; for a model; a
+            runtime brings its own precision).
+        compile_head: ``torch.compile`` the head (for a model; ``runtime.EagerRuntime``).
         resize_method: 'pil' (official pixels) or 'cv2' (faster; see ``image.py``).
         max_cached_frames: hard cap on cached frames (FIFO), a guard against memory growth on
             high-rate streams; the selection rule alone keeps about
@@ -160,6 +163,9 @@ class StreamingDetector:
             doubling up to this many slots plus one (the frame being stepped).
         preprocess_workers: threads that decode and resize the six images in parallel
             (0: in the calling thread). Same pixels either way.
+        cache_channels_last: the feature cache with channels innermost in memory (the CUDA
+            kernel's layout; ``feature_cache.FeatureSlots``); None: on CUDA devices only.
+            Same outputs either way.
     """
 
     def __init__(self, model_or_runtime: nn.Module | Runtime, cfg: ModelConfig,
@@ -167,7 +173,8 @@ class StreamingDetector:
                  history_spacing: float = 0.5, max_time_gap: float = 2.0,
                  score_threshold: float | None = None, max_detections: int | None = None,
                  precision: Precision = 'fp32', resize_method: ResizeMethod = 'pil',
-                 max_cached_frames: int = 64, preprocess_workers: int = 0) -> None:
+                 max_cached_frames: int = 64, preprocess_workers: int = 0,
+                 compile_head: bool = False, cache_channels_last: bool | None = None) -> None:
         if needs_future_frames(cfg):
             raise ValueError(
                 f'preset {cfg.name!r} uses {cfg.num_future_frames} future frames '
@@ -180,7 +187,7 @@ class StreamingDetector:
                              f'{cfg.num_past_frames} past frames of preset {cfg.name!r}')
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f'resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}')
-        self.runtime = _as_runtime(model_or_runtime, device, precision)
+        self.runtime = _as_runtime(model_or_runtime, device, precision, compile_head)
         self.cfg = cfg
         self.device = torch.device(self.runtime.device)
         self.history_spacing = float(history_spacing)
@@ -194,8 +201,11 @@ class StreamingDetector:
         self.num_frames = cfg.num_frames                         # T
         self.input_hw = tuple(cfg.input_size)
         self._cache: OrderedDict[str, CachedFrame] = OrderedDict()
+        if cache_channels_last is None:
+            cache_channels_last = self.device.type == 'cuda'
         self.feature_slots = FeatureSlots(self.max_cached_frames + 1,
-                                          initial_slots=self.num_frames + 1)
+                                          initial_slots=self.num_frames + 1,
+                                          channels_last=cache_channels_last)
         self.last_step: StepRecord | None = None
 
     # ------------------------------------------------------------------ public API
@@ -343,16 +353,17 @@ class StreamingDetector:
 
 
 def _as_runtime(model_or_runtime: nn.Module | Runtime, device: str | torch.device | None,
-                precision: Precision) -> Runtime:
+                precision: Precision, compile_head: bool = False) -> Runtime:
     """A model wrapped in ``EagerRuntime``; a runtime as it is (its device and precision)."""
     if isinstance(model_or_runtime, nn.Module):
-        return EagerRuntime(model_or_runtime, 'cpu' if device is None else device, precision)
+        return EagerRuntime(model_or_runtime, 'cpu' if device is None else device, precision,
+                            compile_head=compile_head)
     if not isinstance(model_or_runtime, Runtime):
         raise TypeError(f'{type(model_or_runtime).__name__} is neither a SparseBEV model nor a '
                         'runtime (encode, run_head, device, legacy_yaw_convention)')
-    if precision != 'fp32':
-        raise ValueError(f'precision={precision!r} applies to a model; a runtime runs at its '
-                         'own precision')
+    if precision != 'fp32' or compile_head:
+        raise ValueError(f'precision={precision!r} / compile_head={compile_head} apply to a '
+                         'model; a runtime runs at its own precision and compilation')
     if device is not None and torch.device(device) != torch.device(model_or_runtime.device):
         raise ValueError(f'device={device!r} but the runtime runs on {model_or_runtime.device}')
     return model_or_runtime
