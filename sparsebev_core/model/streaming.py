@@ -46,7 +46,8 @@ from ..config import ModelConfig
 from ..frame import Detections, Frame, InvalidFrameError
 from ..frame_layout import needs_future_frames
 from ..geometry import CAMERA_NAMES, compose_lidar2img
-from ..image import RESIZE_METHODS, ResizeMethod, as_rgb_image, resize_crop
+from ..image import (RESIZE_METHODS, ImageDecodeError, ResizeMethod, as_rgb_image,
+                     device_jpeg_decoder, resize_crop, resize_crop_tensor)
 from ..resets import EXPLICIT, ResetPolicy
 from .coder import decode_predictions
 from .decoder import compute_time_diff
@@ -166,6 +167,11 @@ class StreamingDetector:
         cache_channels_last: the feature cache with channels innermost in memory (the CUDA
             kernel's layout; ``feature_cache.FeatureSlots``); None: on CUDA devices only.
             Same outputs either way.
+        device_preprocess: upload the decoded uint8 images and resize/crop them on the
+            model's device (``image.resize_crop_tensor``, the ``'torch'`` resize: within 1
+            grey level of PIL), decoding JPEGs on the GPU when a GPU decoder is installed
+            (``image.device_jpeg_decoder``); None: on CUDA devices with
+            ``resize_method='torch'``.
     """
 
     def __init__(self, model_or_runtime: nn.Module | Runtime, cfg: ModelConfig,
@@ -174,7 +180,8 @@ class StreamingDetector:
                  score_threshold: float | None = None, max_detections: int | None = None,
                  precision: Precision = 'fp32', resize_method: ResizeMethod = 'pil',
                  max_cached_frames: int = 64, preprocess_workers: int = 0,
-                 compile_head: bool = False, cache_channels_last: bool | None = None) -> None:
+                 compile_head: bool = False, cache_channels_last: bool | None = None,
+                 device_preprocess: bool | None = None) -> None:
         if needs_future_frames(cfg):
             raise ValueError(
                 f'preset {cfg.name!r} uses {cfg.num_future_frames} future frames '
@@ -201,6 +208,13 @@ class StreamingDetector:
         self.num_frames = cfg.num_frames                         # T
         self.input_hw = tuple(cfg.input_size)
         self._cache: OrderedDict[str, CachedFrame] = OrderedDict()
+        if device_preprocess is None:
+            device_preprocess = self.device.type == 'cuda' and resize_method == 'torch'
+        if device_preprocess and resize_method != 'torch':
+            raise ValueError("device_preprocess resizes with the 'torch' method; "
+                             f'resize_method={resize_method!r} runs on the CPU only')
+        self.device_preprocess = bool(device_preprocess)
+        self._device_decoder = device_jpeg_decoder() if self.device.type == 'cuda' else None
         if cache_channels_last is None:
             cache_channels_last = self.device.type == 'cuda'
         self.feature_slots = FeatureSlots(self.max_cached_frames + 1,
@@ -298,22 +312,41 @@ class StreamingDetector:
             prepared = list(self._pool.map(lambda item: self._prepare_camera(*item), indexed))
         else:
             prepared = [self._prepare_camera(*item) for item in indexed]
-        images = [image for image, _ in prepared]                         # 6 x [H, W, 3]
-        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [6, 3, H, W] uint8
-        batch = batch.to(self.device, non_blocking=True)
+        images = [image for image, _ in prepared]              # 6 x [H, W, 3] or [3, H, W] on device
+        if self.device_preprocess:
+            batch = torch.stack([image.permute(1, 2, 0) for image in images])  # [6, H, W, 3]
+            batch = batch.permute(0, 3, 1, 2)             # [6, 3, H, W] uint8, as the host path
+        else:
+            batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [6, 3, H, W] uint8
+            batch = batch.to(self.device, non_blocking=True)
         return batch, tuple(geometry for _, geometry in prepared)
 
-    def _prepare_camera(self, index: int, camera) -> tuple[np.ndarray, CameraGeometry]:
-        """One camera: network-input pixels (H, W, 3) uint8 and its geometry."""
+    def _prepare_camera(self, index: int, camera) -> tuple[np.ndarray | torch.Tensor, CameraGeometry]:
+        """One camera: network-input pixels ((H, W, 3) uint8, or [3, H, W] on the device with
+        ``device_preprocess``) and its geometry."""
         try:
-            rgb = as_rgb_image(camera.image)
+            if self.device_preprocess:
+                image, ida = resize_crop_tensor(self._upload(camera.image), self.input_hw)
+            else:
+                image, ida = resize_crop(as_rgb_image(camera.image), self.input_hw,
+                                         method=self.resize_method)
         except ValueError as err:
             raise InvalidFrameError(f'{_camera_label(camera, index)} at {camera.stamp:.6f} s: '
                                     f'{err}') from err
-        image, ida = resize_crop(rgb, self.input_hw, method=self.resize_method)
         return image, CameraGeometry(
             np.asarray(camera.K, np.float64), np.asarray(camera.T_ego_cam, np.float64),
             np.asarray(camera.T_world_ego, np.float64), ida, float(camera.stamp))
+
+    def _upload(self, image) -> torch.Tensor:
+        """Decoded uint8 ``[3, H, W]`` on the device (JPEGs through the GPU decoder if any)."""
+        if self._device_decoder is not None and isinstance(image, (bytes, bytearray, memoryview)) \
+                and bytes(image[:2]) == b'\xff\xd8':
+            try:
+                return self._device_decoder(bytes(image), self.device)
+            except RuntimeError as err:
+                raise ImageDecodeError(f'GPU JPEG decoder: {err}') from err
+        rgb = as_rgb_image(image)                                         # (H, W, 3) uint8
+        return torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1)
 
     def _projections(self, used: Sequence[CachedFrame], T_world_ego_ref: np.ndarray,
                      T_ego_model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
