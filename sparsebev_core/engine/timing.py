@@ -10,6 +10,11 @@ are not in the official FPS; we time them too and report an end-to-end FPS besid
 Stages per sample: ``decode`` (JPEG -> RGB, six images), ``preprocess`` (official resize and
 crop, upload), ``backbone`` (normalisation, backbone, FPN), ``head`` (projection matrices,
 decoder), ``postprocess`` (top-k decoding, boxes to numpy).
+
+``--compare`` times, in the same process on the same frames, the baseline (eager, fp32, the
+torch sampling backend, PIL resize) and the fast path (``--fast-precision``, ``--compile-head``,
+the CUDA sampling backend when it is built, the 'torch' resize on the device) and prints per
+stage the medians, p99 and the speed-up (:func:`compare_table`).
 """
 from __future__ import annotations
 
@@ -93,6 +98,10 @@ class TimingReport:
         per_sample = [sum(self.stages[s][i] for s in STAGES) for i in range(self.samples)]
         return 1e3 * len(per_sample) / sum(per_sample)
 
+    def step_ms(self) -> list[float]:
+        """Per sample: backbone + head + postprocess (the streaming model step), ms."""
+        return [sum(self.stages[s][i] for s in MODEL_STAGES) for i in range(self.samples)]
+
     def table(self) -> str:
         lines = [f'{self.preset} on {self.device}: {self.samples} samples after '
                  f'{self.warmup} warm-up, batch 1',
@@ -130,6 +139,62 @@ def measure(detector, frames: Sequence[Frame], samples: int, warmup: int,
     return report
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """What the fast path changes against the baseline (eager fp32, torch sampling, PIL)."""
+    precision: str = 'fp16'
+    compile_head: bool = False
+    sampling_backend: str = 'auto'          # 'cuda' when the extension is built and inputs are
+    resize_method: str = 'torch'
+
+    def describe(self) -> str:
+        return (f'precision {self.precision}, compile_head {self.compile_head}, sampling backend '
+                f'{self.sampling_backend}, resize {self.resize_method}')
+
+
+def compare(model, cfg, device: str, frames: Sequence[Frame], samples: int, warmup: int,
+            fast: FastPath, progress: bool = False) -> tuple[TimingReport, TimingReport]:
+    """(baseline, fast) reports over the same frames in this process, baseline first."""
+    from ..model.runtime import EagerRuntime
+    from ..model.streaming import StreamingDetector
+    from ..ops import get_backend, set_backend
+    previous = get_backend()
+    try:
+        set_backend('torch')
+        baseline = StreamingDetector(EagerRuntime(model, device, 'fp32', channels_last_backbone=False),
+                                     cfg, resize_method='pil', cache_channels_last=False)
+        base = measure(baseline, frames, samples, warmup, progress)
+        del baseline
+        set_backend(fast.sampling_backend)
+        runtime = EagerRuntime(model, device, fast.precision, compile_head=fast.compile_head)
+        fast_report = measure(StreamingDetector(runtime, cfg, resize_method=fast.resize_method),
+                              frames, samples, warmup, progress)
+    finally:
+        set_backend(previous)
+    return base, fast_report
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.median(values)), float(np.percentile(values, 99))
+
+
+def compare_table(base: TimingReport, fast: TimingReport, fast_path: FastPath) -> str:
+    """Markdown: per stage median and p99 (ms) of both paths and the speed-up of the medians."""
+    lines = [f'{base.preset} on {base.device}: {base.samples} samples after {base.warmup} '
+             f'warm-up, batch 1; baseline: eager fp32, torch sampling, PIL resize; fast: '
+             f'{fast_path.describe()}', '',
+             '| stage | baseline median ms | baseline p99 ms | fast median ms | fast p99 ms | speed-up |',
+             '|---|---|---|---|---|---|']
+    rows = [(stage, base.stages[stage], fast.stages[stage]) for stage in STAGES]
+    rows.append(('model step (backbone + head + postprocess)', base.step_ms(), fast.step_ms()))
+    for name, b, f in rows:
+        (bm, bp), (fm, fp) = _stats(b), _stats(f)
+        speedup = f'{bm / fm:.2f}x' if fm > 0 else 'n/a'
+        lines.append(f'| {name} | {bm:.2f} | {bp:.2f} | {fm:.2f} | {fp:.2f} | {speedup} |')
+    return '\n'.join(lines)
+
+
 # ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sparsebev timing``."""
@@ -143,7 +208,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--samples', type=int, default=500, help='counted samples (official: 500)')
     parser.add_argument('--warmup', type=int, default=10, help='uncounted first samples (official: 10)')
     parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'),
-                        help='backbone + FPN autocast (official timing: fp32)')
+                        help='whole-model precision (official timing: fp32)')
+    parser.add_argument('--num-queries', type=int, default=None,
+                        help="override the preset's query count (a perfect square, e.g. 400)")
+    parser.add_argument('--compare', action='store_true',
+                        help='time the baseline (eager fp32, torch sampling) and the fast path '
+                             'in this run and print the speed-up per stage')
+    parser.add_argument('--fast-precision', default='fp16', choices=('fp32', 'fp16', 'bf16'),
+                        help='precision of the fast path (--compare)')
+    parser.add_argument('--compile-head', action='store_true',
+                        help='torch.compile the head in the fast path (CUDA graphs on CUDA)')
 
 
 def main(args: argparse.Namespace) -> int:
@@ -158,15 +232,16 @@ def main(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    loaded = load_model(model_config_from_args(args), args.checkpoint, use_bundled=False,
-                        random_weights_ok=True)
+    cfg = model_config_from_args(args)
+    if getattr(args, 'num_queries', None):
+        cfg.head.num_queries = int(args.num_queries)
+    loaded = load_model(cfg, args.checkpoint, use_bundled=False, random_weights_ok=True)
     model, cfg = loaded.model, loaded.cfg
     if not args.checkpoint:
         print('no --checkpoint: timing random weights (speed does not depend on them, '
               'except through the number of boxes above the score threshold)')
     if device.startswith('cuda'):
         torch.backends.cudnn.benchmark = True
-    detector = StreamingDetector(model, cfg, device=device, precision=args.precision)
 
     with tempfile.TemporaryDirectory() as tmp:
         data, version = args.data, args.version
@@ -176,6 +251,13 @@ def main(args: argparse.Namespace) -> int:
                                            progress=False), 'v1.0-mini'
         nusc = NuScenes(version=version, dataroot=str(data), verbose=False)
         frames = list(keyframe_frames(nusc, evaluation_scenes(nusc, version)))
+        if getattr(args, 'compare', False):
+            fast = FastPath(args.fast_precision, args.compile_head)
+            base, fast_report = compare(model, cfg, device, frames, args.samples, args.warmup,
+                                        fast, progress=True)
+            print(compare_table(base, fast_report, fast))
+            return 0
+        detector = StreamingDetector(model, cfg, device=device, precision=args.precision)
         report = measure(detector, frames, args.samples, args.warmup)
     print(report.table())
     return 0
