@@ -1,0 +1,202 @@
+"""Six 1600x900 JPEGs in at 12 Hz through the node's code path, detections out.
+
+    python bench/pipeline.py --preset r50_nuimg_704x256 --device cuda --precision fp16
+    python bench/pipeline.py --preset tiny --device cpu --frames 24      # slow, but runs
+
+What runs is what the node runs: a camera thread publishes six ``CompressedImage`` messages
+(1600x900 JPEGs, nuScenes-like rig, stamps 1/12 s apart, TF of the ego pose published with
+them) into the node's one-slot mailbox (``sparsebev_ros.node.LatestMailbox``: a set waiting
+when a newer one arrives is dropped); a worker thread takes the newest set and runs
+``sparsebev_ros.pipeline.Pipeline.process`` (FrameAssembler -> StreamingDetector ->
+Detection3DArray + MarkerArray). Latency = from the moment a set is published to its output
+messages. Random weights (speed does not depend on them); the first ``--warmup`` outputs are
+not counted. Prints one markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sparsebev_core.geometry import (CAMERA_NAMES, make_transform,  # noqa: E402
+                                     nuscenes_lidar_to_ego, rot_z)
+
+WIDTH, HEIGHT = 1600, 900
+RATE_HZ = 12.0
+T0_NS = 1_700_000_000_000_000_000
+CAMERA_YAWS_DEG = (0.0, -55.0, 55.0, 180.0, 110.0, -110.0)
+R_EGO_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+K = np.array([[1266.0, 0.0, 800.0], [0.0, 1266.0, 450.0], [0.0, 0.0, 1.0]])
+
+
+def T_ego_cam(i: int) -> np.ndarray:
+    yaw = math.radians(CAMERA_YAWS_DEG[i])
+    return make_transform(rot_z(yaw) @ R_EGO_OPTICAL, (1.5 * math.cos(yaw), 0.5 * math.sin(yaw), 1.6))
+
+
+def T_world_ego(t_ns: int) -> np.ndarray:
+    """Ego pose: 10 m/s, yaw rate 0.05 rad/s."""
+    t = (t_ns - T0_NS) / 1e9
+    return make_transform(rot_z(0.05 * t), (10.0 * t, 0.0, 0.0))
+
+
+def jpeg_set(seed: int) -> list[bytes]:
+    """Six 1600x900 JPEGs (blocks + gradients + noise, ~300 kB each like a real camera)."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    out = []
+    for c in range(6):
+        blocks = rng.integers(0, 256, (HEIGHT // 40 + 1, WIDTH // 40 + 1, 3), dtype=np.uint8)
+        blocks = blocks.repeat(40, 0).repeat(40, 1)[:HEIGHT, :WIDTH].astype(np.float32)
+        grad = np.stack([xx * 255.0 / WIDTH, yy * 255.0 / HEIGHT, np.full_like(xx, 128.0 + c)], -1)
+        image = np.clip(0.6 * blocks + 0.4 * grad + rng.normal(0, 6, (HEIGHT, WIDTH, 3)), 0, 255)
+        out.append(cv2.imencode('.jpg', image.astype(np.uint8)[:, :, ::-1],
+                                [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return out
+
+
+def build(args):
+    """The node's pieces: parameters, detector, TF buffer, message factory, pipeline."""
+    from sparsebev_core.loading import load_model
+    from sparsebev_core.model.runtime import EagerRuntime
+    from sparsebev_core.model.streaming import StreamingDetector
+    from sparsebev_core.runtime_env import resolve_device
+    from sparsebev_ros.codecs import matrix_to_translation_quat
+    from sparsebev_ros.frames import tf_buffer_lookup
+    from sparsebev_ros.messages import RosbagsMessages, header, ros2_typestore
+    from sparsebev_ros.params import validate
+    from sparsebev_ros.pipeline import Pipeline
+    from sparsebev_ros.tf_buffer import TfBuffer
+
+    import torch
+    torch.manual_seed(0)
+    device = resolve_device(args.device)
+    params = validate(dict(preset=args.preset, device=device, precision=args.precision))
+    loaded = load_model(args.preset, None, use_bundled=args.preset == 'tiny', random_weights_ok=True,
+                        log=lambda text: None)
+    runtime = EagerRuntime(loaded.model, device, args.precision, compile_head=args.compile_head)
+    detector = StreamingDetector(runtime, loaded.cfg, score_threshold=params.score_threshold,
+                                 max_detections=params.max_detections, resize_method=args.resize,
+                                 preprocess_workers=args.workers)
+    factory = RosbagsMessages(ros2_typestore('humble'))
+    tf = TfBuffer()
+
+    def put(parent, child, T, stamp, static=False):
+        t, q = matrix_to_translation_quat(T)
+        tf.set_transform(parent, child, stamp, t, q, static)
+
+    for i, name in enumerate(CAMERA_NAMES):
+        put('base_link', name, T_ego_cam(i), 0, static=True)
+    pipe = Pipeline(params, detector, tf_buffer_lookup(tf), factory)
+    for i, name in enumerate(CAMERA_NAMES):
+        pipe.on_camera_info(i, factory.new(
+            'sensor_msgs/msg/CameraInfo', header=header(factory, 0, name), height=HEIGHT,
+            width=WIDTH, distortion_model='plumb_bob', d=np.zeros(5), k=K.reshape(-1),
+            p=np.zeros(12)))
+
+    def publish(frame: int, images: list[bytes]) -> list:
+        stamps = [T0_NS + int(frame * 1e9 / RATE_HZ) + i * 5_000_000 for i in range(6)]
+        for s in stamps:
+            put('map', 'base_link', T_world_ego(s), s)
+        return [factory.new('sensor_msgs/msg/CompressedImage', header=header(factory, s, name),
+                            format='jpeg', data=np.frombuffer(data, np.uint8))
+                for s, name, data in zip(stamps, CAMERA_NAMES, images)]
+
+    return pipe, publish, device, detector
+
+
+def run(args) -> str:
+    """Publish ``args.frames`` sets at 12 Hz, process them as the node does, return the table."""
+    from sparsebev_ros.node import LatestMailbox
+    from sparsebev_ros.frames import Skip
+
+    pipe, publish, device, detector = build(args)
+    sets = [jpeg_set(seed) for seed in range(4)]
+    mailbox: LatestMailbox = LatestMailbox()
+    latencies, stages, skips = [], {}, []
+    processed = 0
+
+    def worker():
+        nonlocal processed
+        while True:
+            item = mailbox.take()
+            if item is None:
+                return
+            published, msgs = item
+            result = pipe.process(msgs)
+            done = time.perf_counter()
+            processed += 1
+            if isinstance(result, Skip):
+                skips.append(result.reason)
+                continue
+            if processed > args.warmup:
+                latencies.append((done - published) * 1e3)
+                for key, value in result.detections.timings.items():
+                    stages.setdefault(key, []).append(float(value))
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    # warm-up frames are offered slowly (compilation, cuDNN autotuning), then 12 Hz
+    for frame in range(args.warmup):
+        mailbox.put((time.perf_counter(), publish(frame, sets[frame % len(sets)])))
+        while processed <= frame:
+            time.sleep(0.001)
+    dropped_before = mailbox.dropped
+    start = time.perf_counter()
+    for k in range(args.frames):
+        frame = args.warmup + k
+        due = start + k / RATE_HZ
+        time.sleep(max(0.0, due - time.perf_counter()))
+        mailbox.put((time.perf_counter(), publish(frame, sets[frame % len(sets)])))
+    while processed + (mailbox.dropped - dropped_before) < args.warmup + args.frames:
+        time.sleep(0.005)
+    mailbox.close()
+    thread.join(timeout=60)
+    dropped = mailbox.dropped - dropped_before
+    return table(args, device, latencies, stages, dropped, skips)
+
+
+def table(args, device: str, latencies, stages, dropped: int, skips) -> str:
+    import torch
+    name = torch.cuda.get_device_name(0) if device.startswith('cuda') else platform.processor() or 'cpu'
+    lat = np.asarray(latencies) if latencies else np.zeros(1)
+    lines = [f'Six 1600x900 JPEGs at {RATE_HZ:g} Hz through the node pipeline: {args.preset}, '
+             f'{device} ({name}), precision {args.precision}, compile_head {args.compile_head}, '
+             f'resize {args.resize}, {args.workers} preprocess workers, torch {torch.__version__}', '',
+             '| frames offered | outputs | dropped | skipped | p50 ms | p90 ms | p99 ms | max ms |',
+             '|---|---|---|---|---|---|---|---|',
+             f'| {args.frames} | {len(latencies)} | {dropped} | {len(skips)} | '
+             f'{np.percentile(lat, 50):.1f} | {np.percentile(lat, 90):.1f} | '
+             f'{np.percentile(lat, 99):.1f} | {lat.max():.1f} |', '',
+             '| stage (detector) | median ms |', '|---|---|']
+    lines += [f'| {key} | {np.median(values):.2f} |' for key, values in stages.items()]
+    if skips:
+        lines.append(f'\nskip reasons: {sorted(set(skips))}')
+    return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--preset', default='r50_nuimg_704x256')
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
+    parser.add_argument('--compile-head', action='store_true')
+    parser.add_argument('--resize', default='torch', choices=('pil', 'torch', 'cv2'))
+    parser.add_argument('--workers', type=int, default=6, help='preprocess (decode) threads')
+    parser.add_argument('--frames', type=int, default=120, help='counted frames (10 s at 12 Hz)')
+    parser.add_argument('--warmup', type=int, default=5)
+    args = parser.parse_args(argv)
+    print(run(args))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
