@@ -15,7 +15,6 @@ not counted. Prints one markdown table.
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import threading
@@ -25,42 +24,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sparsebev_core.geometry import (CAMERA_NAMES, make_transform,  # noqa: E402
-                                     nuscenes_lidar_to_ego, rot_z)
+from sparsebev_core.geometry import CAMERA_NAMES  # noqa: E402
 
-WIDTH, HEIGHT = 1600, 900
+from sparsebev_core.engine.timing import (RIG_HW, RIG_K, rig_jpegs,  # noqa: E402
+                                          rig_T_ego_cam, rig_T_world_ego)
+
+HEIGHT, WIDTH = RIG_HW
 RATE_HZ = 12.0
-T0_NS = 1_700_000_000_000_000_000
-CAMERA_YAWS_DEG = (0.0, -55.0, 55.0, 180.0, 110.0, -110.0)
-R_EGO_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-K = np.array([[1266.0, 0.0, 800.0], [0.0, 1266.0, 450.0], [0.0, 0.0, 1.0]])
-
-
-def T_ego_cam(i: int) -> np.ndarray:
-    yaw = math.radians(CAMERA_YAWS_DEG[i])
-    return make_transform(rot_z(yaw) @ R_EGO_OPTICAL, (1.5 * math.cos(yaw), 0.5 * math.sin(yaw), 1.6))
-
-
-def T_world_ego(t_ns: int) -> np.ndarray:
-    """Ego pose: 10 m/s, yaw rate 0.05 rad/s."""
-    t = (t_ns - T0_NS) / 1e9
-    return make_transform(rot_z(0.05 * t), (10.0 * t, 0.0, 0.0))
-
-
-def jpeg_set(seed: int) -> list[bytes]:
-    """Six 1600x900 JPEGs (blocks + gradients + noise, ~300 kB each like a real camera)."""
-    import cv2
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    out = []
-    for c in range(6):
-        blocks = rng.integers(0, 256, (HEIGHT // 40 + 1, WIDTH // 40 + 1, 3), dtype=np.uint8)
-        blocks = blocks.repeat(40, 0).repeat(40, 1)[:HEIGHT, :WIDTH].astype(np.float32)
-        grad = np.stack([xx * 255.0 / WIDTH, yy * 255.0 / HEIGHT, np.full_like(xx, 128.0 + c)], -1)
-        image = np.clip(0.6 * blocks + 0.4 * grad + rng.normal(0, 6, (HEIGHT, WIDTH, 3)), 0, 255)
-        out.append(cv2.imencode('.jpg', image.astype(np.uint8)[:, :, ::-1],
-                                [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-    return out
+T0_NS = 1_700_000_000_000_000_000          # the rig's start (timing.RIG_T0) in ns
 
 
 def build(args):
@@ -94,18 +65,18 @@ def build(args):
         tf.set_transform(parent, child, stamp, t, q, static)
 
     for i, name in enumerate(CAMERA_NAMES):
-        put('base_link', name, T_ego_cam(i), 0, static=True)
+        put('base_link', name, rig_T_ego_cam(i), 0, static=True)
     pipe = Pipeline(params, detector, tf_buffer_lookup(tf), factory)
     for i, name in enumerate(CAMERA_NAMES):
         pipe.on_camera_info(i, factory.new(
             'sensor_msgs/msg/CameraInfo', header=header(factory, 0, name), height=HEIGHT,
-            width=WIDTH, distortion_model='plumb_bob', d=np.zeros(5), k=K.reshape(-1),
+            width=WIDTH, distortion_model='plumb_bob', d=np.zeros(5), k=RIG_K.reshape(-1),
             p=np.zeros(12)))
 
     def publish(frame: int, images: list[bytes]) -> list:
         stamps = [T0_NS + int(frame * 1e9 / RATE_HZ) + i * 5_000_000 for i in range(6)]
         for s in stamps:
-            put('map', 'base_link', T_world_ego(s), s)
+            put('map', 'base_link', rig_T_world_ego(s / 1e9), s)
         return [factory.new('sensor_msgs/msg/CompressedImage', header=header(factory, s, name),
                             format='jpeg', data=np.frombuffer(data, np.uint8))
                 for s, name, data in zip(stamps, CAMERA_NAMES, images)]
@@ -119,7 +90,7 @@ def run(args) -> str:
     from sparsebev_ros.frames import Skip
 
     pipe, publish, device, detector = build(args)
-    sets = [jpeg_set(seed) for seed in range(4)]
+    sets = [rig_jpegs(seed) for seed in range(4)]
     mailbox: LatestMailbox = LatestMailbox()
     latencies, stages, skips = [], {}, []
     processed = 0

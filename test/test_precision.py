@@ -14,6 +14,7 @@ Run as a script to print the deviations: ``python test/test_precision.py [fp32 b
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -112,17 +113,34 @@ def deviation_from_official(outputs: dict, ref: dict) -> dict[str, float]:
                 velocity=float(d_box[:, 7:9].max()))
 
 
+@contextlib.contextmanager
+def no_tf32():
+    """Plain float32 matrix products on GPUs (cuDNN convolutions default to TF32)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.fixture(scope='module')
 def fixture(tmp_path_factory):
     torch.set_num_threads(1)
     return fixture_model(tmp_path_factory.mktemp('precision'))
 
 
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('precision', ['fp32', 'bf16', 'fp16'])
-def test_whole_model_precision_stays_within_the_measured_bound(fixture, precision):
+def test_whole_model_precision_stays_within_the_measured_bound(fixture, precision, device):
+    """The same bounds on CUDA (TF32 off for fp32, whatever sampling backend 'auto' picks)."""
     model, inp, ref = fixture
-    outputs = run_through_runtime(model, inp, precision)
+    with no_tf32():
+        outputs = run_through_runtime(model, inp, precision, device)
     assert outputs['all_cls_scores'].dtype == outputs['all_bbox_preds'].dtype == torch.float32
     deviation = deviation_from_official(outputs, ref)
     over = {k: f'{v:.2e} > {BOUNDS[precision][k]}' for k, v in deviation.items()

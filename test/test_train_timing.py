@@ -101,3 +101,16 @@ def test_compare_table_speedup_is_the_ratio_of_medians():
     table = timing.compare_table(base, fast, timing.FastPath())
     head_row = next(l for l in table.splitlines() if l.startswith('| head |'))
     assert head_row.split('|')[-2].strip() == f'{6.0 / 1.5:.2f}x'
+
+
+def test_rig_frames_need_no_devkit_and_time(capsys):
+    frames = timing.rig_frames(3)
+    assert len(frames) == 3 and all(len(f.cameras) == 6 for f in frames)
+    assert isinstance(frames[0].cameras[0].image, bytes)
+    decoded = timing.decode_frame(frames[0])
+    assert decoded.cameras[5].image.shape == (*timing.RIG_HW, 3)
+    args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data='rig',
+                              version='v1.0-mini', device='cpu', samples=2, warmup=0,
+                              precision='fp32', num_queries=None, compare=False)
+    assert timing.main(args) == 0
+    assert '2 samples after 0 warm-up' in capsys.readouterr().out
