@@ -8,7 +8,9 @@ What runs is what the node runs: a camera thread publishes six ``CompressedImage
 them) into the node's one-slot mailbox (``sparsebev_ros.node.LatestMailbox``: a set waiting
 when a newer one arrives is dropped); a worker thread takes the newest set and runs
 ``sparsebev_ros.pipeline.Pipeline.process`` (FrameAssembler -> StreamingDetector ->
-Detection3DArray + MarkerArray). Latency = from the moment a set is published to its output
+Detection3DArray + MarkerArray). The JPEGs reach the detector encoded and are decoded in its
+pool (``--workers``) or on the GPU (``Pipeline(defer_decoding=True)``, the node's default on
+CUDA); ``--decode-in-assembler`` decodes them one after another in the assembler instead. Latency = from the moment a set is published to its output
 messages. Random weights (speed does not depend on them); the first ``--warmup`` outputs are
 not counted. Prints one markdown table.
 """
@@ -66,7 +68,8 @@ def build(args):
 
     for i, name in enumerate(CAMERA_NAMES):
         put('base_link', name, rig_T_ego_cam(i), 0, static=True)
-    pipe = Pipeline(params, detector, tf_buffer_lookup(tf), factory)
+    pipe = Pipeline(params, detector, tf_buffer_lookup(tf), factory,
+                    defer_decoding=not args.decode_in_assembler)
     for i, name in enumerate(CAMERA_NAMES):
         pipe.on_camera_info(i, factory.new(
             'sensor_msgs/msg/CameraInfo', header=header(factory, 0, name), height=HEIGHT,
@@ -135,13 +138,22 @@ def run(args) -> str:
     return table(args, device, latencies, stages, dropped, skips)
 
 
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or 'cpu'
+
+
 def table(args, device: str, latencies, stages, dropped: int, skips) -> str:
     import torch
-    name = torch.cuda.get_device_name(0) if device.startswith('cuda') else platform.processor() or 'cpu'
+    name = torch.cuda.get_device_name(0) if device.startswith('cuda') else cpu_name()
     lat = np.asarray(latencies) if latencies else np.zeros(1)
     lines = [f'Six 1600x900 JPEGs at {RATE_HZ:g} Hz through the node pipeline: {args.preset}, '
              f'{device} ({name}), precision {args.precision}, compile_head {args.compile_head}, '
-             f'resize {args.resize}, {args.workers} preprocess workers, torch {torch.__version__}', '',
+             f'resize {args.resize}, {args.workers} preprocess workers, decoding in the '
+             f'{"assembler" if args.decode_in_assembler else "detector"}, torch {torch.__version__}', '',
              '| frames offered | outputs | dropped | skipped | p50 ms | p90 ms | p99 ms | max ms |',
              '|---|---|---|---|---|---|---|---|',
              f'| {args.frames} | {len(latencies)} | {dropped} | {len(skips)} | '
@@ -162,6 +174,9 @@ def main(argv=None) -> int:
     parser.add_argument('--compile-head', action='store_true')
     parser.add_argument('--resize', default='torch', choices=('pil', 'torch', 'cv2'))
     parser.add_argument('--workers', type=int, default=6, help='preprocess (decode) threads')
+    parser.add_argument('--decode-in-assembler', action='store_true',
+                        help='decode in the FrameAssembler, one image after another (the CPU '
+                             "default of the node); default: the detector's pool decodes")
     parser.add_argument('--frames', type=int, default=120, help='counted frames (10 s at 12 Hz)')
     parser.add_argument('--warmup', type=int, default=5)
     args = parser.parse_args(argv)

@@ -89,6 +89,61 @@ def _decode_png(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}   # frame headers (not DHT/JPG/DAC)
+
+
+def encoded_image_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(H, W) of a JPEG (its SOF frame header) or PNG (IHDR) from the first bytes, without
+    decoding: what can be checked before the pixels are decoded elsewhere.
+
+    Raises:
+        ImageDecodeError: not a JPEG/PNG, or the header is truncated or has a zero size.
+    """
+    data = memoryview(data).cast('B') if not isinstance(data, (bytes, bytearray)) else data
+    if bytes(data[:8]) == _PNG_MAGIC:
+        if len(data) < 24 or bytes(data[12:16]) != b'IHDR':
+            raise ImageDecodeError(f'truncated PNG header ({len(data)} bytes)')
+        width, height = int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+    elif bytes(data[:2]) == _JPEG_MAGIC:
+        height = width = 0
+        i = 2
+        while i + 4 <= len(data):
+            if data[i] != 0xFF:
+                raise ImageDecodeError(f'corrupt JPEG: no marker at byte {i}')
+            marker = data[i + 1]
+            if marker == 0xFF:                                  # fill byte
+                i += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xD8)):            # markers without a length
+                i += 2
+                continue
+            length = int.from_bytes(data[i + 2:i + 4], 'big')
+            if marker in _SOF_MARKERS:
+                if i + 9 > len(data):
+                    break
+                height = int.from_bytes(data[i + 5:i + 7], 'big')
+                width = int.from_bytes(data[i + 7:i + 9], 'big')
+                break
+            if marker == 0xDA or length < 2:                    # scan data before a frame header
+                break
+            i += 2 + length
+        if not height or not width:
+            raise ImageDecodeError(f'JPEG without a readable frame header ({len(data)} bytes)')
+    else:
+        raise ImageDecodeError(f'unsupported or corrupt image data ({len(data)} bytes starting '
+                               f'with {bytes(data[:8])!r}): expected a JPEG (FF D8) or PNG file')
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f'image header gives a size of {width}x{height}')
+    return height, width
+
+
+def image_size(image) -> tuple[int, int]:
+    """(H, W) of an image array or of encoded bytes (read from the header)."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return encoded_image_size(image)
+    return tuple(int(n) for n in np.shape(image)[:2])           # type: ignore[return-value]
+
+
 def as_rgb_image(image: np.ndarray | bytes | bytearray | memoryview) -> np.ndarray:
     """Decoded (H, W, 3) uint8 RGB from either encoded bytes or an image array.
 

@@ -119,8 +119,9 @@ def _decode_bytes(data: bytes) -> np.ndarray:
     return decode_image(data)
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
+def compressed_bytes(msg: Any) -> bytes:
+    """The JPEG/PNG bytes of a ``sensor_msgs/CompressedImage``, checked as far as possible
+    without decoding (format, non-empty, file signature); raises like :func:`compressed_to_rgb`."""
     fmt = str(msg.format).lower()
     if 'compresseddepth' in fmt:
         raise UnsupportedEncodingError(f"compressed image format '{msg.format}' is a depth image; "
@@ -136,10 +137,28 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
                                    'JPEG or PNG stream')
         raise UnsupportedEncodingError(f"compressed image format '{msg.format}' is not supported; "
                                        'use jpeg or png')
-    image = _decode_bytes(data)
+    return data
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB."""
+    image = _decode_bytes(compressed_bytes(msg))
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     return image
+
+
+def to_camera_image(msg: Any, decode: bool = True) -> np.ndarray | bytes:
+    """What a ``CameraView`` holds for this message: (H, W, 3) uint8 RGB, or with
+    ``decode=False`` a CompressedImage's checked JPEG/PNG bytes (signature and header size read,
+    ``image.encoded_image_size``), decoded later by the detector's preprocessing (in its
+    thread pool or on the GPU). Raw ``Image`` messages are always converted here."""
+    if decode or hasattr(msg, 'encoding'):
+        return to_rgb(msg)
+    data = compressed_bytes(msg)
+    from sparsebev_core.image import encoded_image_size
+    encoded_image_size(data)                                     # the header must be readable
+    return data
 
 
 def to_rgb(msg: Any) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from sparsebev_core.frame import CameraView, Frame
 from sparsebev_core.geometry import CAMERA_NAMES
+from sparsebev_core.image import image_size
 
 from . import codecs
 from .params import DetectorParams
@@ -88,11 +89,15 @@ class FrameAssembler:
         params: validated node parameters (frames, anchor camera, limits, K source).
         lookup: transform lookup (see module docstring).
         warn: ``warn(key, text)`` for one-off notices (non-zero distortion).
+        decode_images: decode CompressedImages here (True), or check them without decoding
+            (format, signature, header size against the CameraInfo) and hand the encoded bytes
+            on, so that the detector decodes the six images in its pool or on the GPU, once.
     """
 
     def __init__(self, params: DetectorParams, lookup: TransformLookup,
-                 warn: Callable[[str, str], None] | None = None):
+                 warn: Callable[[str, str], None] | None = None, decode_images: bool = True):
         self.params = params
+        self.decode_images = bool(decode_images)
         self.lookup = lookup
         self.warn = warn or (lambda key, text: None)
         self.camera_infos: list[Any] = [None] * len(CAMERA_NAMES)
@@ -170,20 +175,21 @@ class FrameAssembler:
                 return T_world_ego
             extrinsics.append(T_ego_cam)
             poses.append(T_world_ego)
-        # pixels last: decoding is the expensive part
+        # pixels last: decoding is the expensive part (or left to the detector)
         views = []
         for i, name in enumerate(CAMERA_NAMES):
             try:
-                rgb = codecs.to_rgb(images[i])
+                pixels = codecs.to_camera_image(images[i], self.decode_images)
+                height, width = image_size(pixels)
             except codecs.UnsupportedEncodingError as exc:
                 return Skip(UNSUPPORTED_ENCODING, str(exc), name)
             except codecs.CODEC_ERRORS as exc:
                 return Skip(DECODE_ERROR, str(exc), name)
             info_hw = codecs.camera_info_size(self.camera_infos[i])
-            if info_hw != (0, 0) and info_hw != rgb.shape[:2]:
-                return Skip(CAMERA_INFO_SIZE, f'image is {rgb.shape[1]}x{rgb.shape[0]} but its '
+            if info_hw != (0, 0) and info_hw != (height, width):
+                return Skip(CAMERA_INFO_SIZE, f'image is {width}x{height} but its '
                             f'CameraInfo is for {info_hw[1]}x{info_hw[0]}', name)
-            views.append(CameraView(image=rgb, K=Ks[i], T_ego_cam=extrinsics[i],
+            views.append(CameraView(image=pixels, K=Ks[i], T_ego_cam=extrinsics[i],
                                     stamp=codecs.ns_to_seconds(stamps[i]),
                                     T_world_ego=poses[i], name=name))
         return Frame(cameras=views, stamp=codecs.ns_to_seconds(anchor_ns),

@@ -25,6 +25,7 @@ from sparsebev_core import resets
 from sparsebev_core.frame import Detections, Frame, InvalidFrameError
 from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, bottom_to_gravity_center,
                                      gravity_to_bottom_center, transform_boxes)
+from sparsebev_core.image import image_size
 
 from . import codecs
 from .frames import (CAMERA_TIME_SPREAD, FrameAssembler, Skip, TransformLookup)
@@ -91,19 +92,25 @@ class Pipeline:
         factory: message factory (rclpy classes or rosbags typestore).
         log: receives warning lines (throttled per reason by ``params.warn_throttle``).
         class_names: label names of the detector.
+        defer_decoding: hand CompressedImages to the detector encoded (checked, not decoded:
+            ``FrameAssembler(decode_images=False)``) so that it decodes them once, in its
+            preprocessing pool or on the GPU; None: when the detector runs on CUDA.
     """
 
     def __init__(self, params: DetectorParams, detector: Detector, lookup: TransformLookup,
                  factory: MessageFactory, log: Callable[[str], None] | None = None,
                  class_names: Sequence[str] = CLASS_NAMES,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 defer_decoding: bool | None = None):
         self.params = params
         self.detector = detector
         self.lookup = lookup
         self.factory = factory
         self.class_names = tuple(class_names)
         self.warn = ThrottledLogger(log or (lambda text: None), params.warn_throttle, clock)
-        self.assembler = FrameAssembler(params, lookup, self.warn)
+        if defer_decoding is None:      # the detector decodes in its pool / on the GPU: on CUDA
+            defer_decoding = str(getattr(detector, 'device', 'cpu')).startswith('cuda')
+        self.assembler = FrameAssembler(params, lookup, self.warn, decode_images=not defer_decoding)
         self.stats = PipelineStats()
         self.on_reset: list[Callable[[str], None]] = []
         self._last_stamp_ns: int | None = None
@@ -166,7 +173,7 @@ class Pipeline:
         # ROS-side rules; going backwards and max_time_gap are the detector's (Detections.reset_reason)
         if stamp_ns == self._last_stamp_ns:
             return self._skip(Skip(DUPLICATE_FRAME, 'same anchor stamp as the previous frame'))
-        shapes = [tuple(np.shape(c.image)) for c in frame.cameras]
+        shapes = [image_size(c.image) for c in frame.cameras]      # arrays or encoded bytes
         if self._last_shapes is not None and shapes != self._last_shapes:
             changed = [CAMERA_NAMES[i] for i, (a, b) in enumerate(zip(shapes, self._last_shapes)) if a != b]
             self.warn(f'reset/{resets.IMAGE_SIZE_CHANGED}', f'image size changed on {", ".join(changed)}: resetting '
