@@ -4,7 +4,8 @@
 differences, resets, the feature cache, decoding); a runtime only runs the network:
 
 * ``encode(images)``: uint8 RGB ``[N, 3, H, W]`` at the network input size (on
-  ``runtime.device``) -> per level ``[N, C, h_l, w_l]`` float32 (normalisation inside);
+  ``runtime.device``) -> per level ``[N, C, h_l, w_l]`` float32, or the runtime's reduced
+  precision dtype (fp16 / bf16: the cache then holds that dtype; normalisation inside);
 * ``run_head(cache_levels, slots, lidar2img, time_diff)``: the cache buffers per level
   ``[S, N, C, h_l, w_l]``, int64 ``slots [T]`` (the cache slot of each of the T frames,
   frame 0 = current), ``lidar2img [1, T*N, 4, 4]`` float32 and ``time_diff [1, T]`` float32
