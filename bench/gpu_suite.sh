@@ -27,7 +27,8 @@ REPORT="$OUT/gpu_report.md"
 BUDGET=${SUITE_BUDGET_S:-470}
 (( DRY )) && BUDGET=${SUITE_BUDGET_S:-110}
 START=$SECONDS
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export SUITE_SITE="$OUT/site"          # carried wheels unpacked here when there is no pip
+export PYTHONPATH="$REPO:$SUITE_SITE${PYTHONPATH:+:$PYTHONPATH}"
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -p no:logging -o addopts= -W ignore::DeprecationWarning)
@@ -124,7 +125,15 @@ for wheel in wheels:
     except md.PackageNotFoundError:
         missing.append(wheel)
 if missing:
-    subprocess.check_call([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index', *missing])
+    pip = subprocess.run([sys.executable, '-m', 'pip', '--version'], capture_output=True).returncode == 0
+    if pip:
+        subprocess.check_call([sys.executable, '-m', 'pip', 'install', '--no-deps', '--no-index', *missing])
+    else:                               # no pip: unpack the wheels onto the suite's PYTHONPATH
+        import zipfile
+        site = os.environ['SUITE_SITE']
+        for wheel in missing:
+            zipfile.ZipFile(wheel).extractall(site)
+        print(f'no pip: unpacked into {site}')
 print(f'installed {len(missing)} of {len(wheels)} carried wheels')
 EOF
 }
@@ -144,7 +153,10 @@ EOF
 
 # ------------------------------------------------------------------ 2. build the CUDA op
 build_op() {
-    TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS=$(getconf _NPROCESSORS_ONLN) "$PY" -m pip install --no-build-isolation --no-deps -e . \
+    # pip's editable build; without pip (or if it fails) the just-in-time build into the cache
+    export TORCH_CUDA_ARCH_LIST="$ARCH" MAX_JOBS=$(getconf _NPROCESSORS_ONLN)
+    { "$PY" -m pip install --no-build-isolation --no-deps -e . \
+        || { echo '[build_op] pip install failed: python -m sparsebev_core.ops.build'; "$PY" -m sparsebev_core.ops.build; }; } \
         && "$PY" -c 'from sparsebev_core import ops; b = ops.available_backends(); print("backends:", b); assert "cuda" in b, ops.msmv_sampling._cuda_load_error'
 }
 if (( HAS_CUDA )); then step build_op 200 build_op

@@ -147,6 +147,9 @@ class EagerRuntime:
     def run_head(self, cache_levels: Sequence[Tensor], slots: Tensor, lidar2img: Tensor,
                  time_diff: Tensor) -> dict[str, Tensor]:
         """Gather the T slots (``gather_slots``) and run ``SparseBEVHead.forward_time_diff``."""
+        if self.compile_head and self.device.type == 'cuda':
+            for level in cache_levels:           # CUDA graphs read the cache where it lies
+                torch._dynamo.mark_static_address(level)       # (instead of copying it in)
         outputs = self._head(list(cache_levels), slots, lidar2img, time_diff)
         if self.compile_head:                                  # CUDA graphs reuse output memory
             outputs = {k: v.clone() for k, v in outputs.items()}
