@@ -11,10 +11,10 @@ set -euo pipefail
 DIR=${1:-.whl}
 mkdir -p "$DIR"
 PACKAGES=(
-  pytest iniconfig pluggy packaging            # the GPU tests
+  pytest iniconfig pluggy packaging pygments   # the GPU tests
   setuptools wheel ninja                       # pip install --no-build-isolation -e . (nvcc build)
   pillow tqdm pyyaml simplejpeg                # core: PIL resize baseline, progress, params, JPEG
-  rosbags lz4 ruamel.yaml ruamel.yaml.clib zstandard   # message classes of bench/pipeline.py
+  rosbags lz4 ruamel.yaml ruamel.yaml.clib apsw backports.zstd   # messages of bench/pipeline.py
 )
 python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --abi cp312 --abi abi3 --abi none \
