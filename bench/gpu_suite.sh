@@ -172,8 +172,8 @@ if (( HAS_CUDA )); then
     step parity_cuda 90 "${PYTEST[@]}" test/test_parity.py -k cuda
     step fast_path_tests 120 "${PYTEST[@]}" test/test_fast_path.py test/test_precision.py test/test_device_preprocess.py -k 'cuda or gpu'
     step timing_r50_400q 60 "$PY" -m sparsebev_cli.cli timing --preset $P --num-queries 400 --device $DEV --data rig --compare --fast-precision $PREC --samples $N --warmup $W
-    step timing_r101_1408x512 90 "$PY" -m sparsebev_cli.cli timing --preset r101_nuimg_1408x512 --device $DEV --data rig --compare --fast-precision $PREC --samples $N --warmup $W
-    step timing_r50_900q_compiled 120 "$PY" -m sparsebev_cli.cli timing --preset $P --device $DEV --data rig --compare --fast-precision $PREC --compile-head --samples $N --warmup $W
+    step timing_r101_1408x512 90 "$PY" -m sparsebev_cli.cli timing --preset r101_nuimg_1408x512 --device $DEV --data rig --compare --fast-precision $PREC --samples 50 --warmup 5
+    step timing_r50_900q_compiled 120 "$PY" -m sparsebev_cli.cli timing --preset $P --device $DEV --data rig --compare --fast-precision $PREC --compile-head --samples 50 --warmup $W
     step profile_r50 60 "$PY" bench/profile_step.py --preset $P --device $DEV --precision $PREC
 else
     # the same flow on the CPU with the tiny preset; the GPU-only steps say why they skip
