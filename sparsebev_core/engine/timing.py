@@ -139,6 +139,7 @@ class TimingReport:
     warmup: int = 0
     device: str = 'cpu'
     preset: str = ''
+    sampling_backend: str = ''             # the msmv_sampling backend that ran (compare)
 
     @property
     def samples(self) -> int:
@@ -213,18 +214,22 @@ def compare(model, cfg, device: str, frames: Sequence[Frame], samples: int, warm
     """(baseline, fast) reports over the same frames in this process, baseline first."""
     from ..model.runtime import EagerRuntime
     from ..model.streaming import StreamingDetector
-    from ..ops import get_backend, set_backend
+    from ..ops import available_backends, get_backend, set_backend
     previous = get_backend()
     try:
         set_backend('torch')
         baseline = StreamingDetector(EagerRuntime(model, device, 'fp32', channels_last_backbone=False),
                                      cfg, resize_method='pil', cache_channels_last=False)
         base = measure(baseline, frames, samples, warmup, progress)
+        base.sampling_backend = 'torch'
         del baseline
         set_backend(fast.sampling_backend)
         runtime = EagerRuntime(model, device, fast.precision, compile_head=fast.compile_head)
         fast_report = measure(StreamingDetector(runtime, cfg, resize_method=fast.resize_method),
                               frames, samples, warmup, progress)
+        cuda_ran = device.startswith('cuda') and 'cuda' in available_backends() \
+            and fast.sampling_backend in ('auto', 'cuda')
+        fast_report.sampling_backend = 'cuda' if cuda_ran else 'torch'
     finally:
         set_backend(previous)
     return base, fast_report
@@ -239,7 +244,8 @@ def compare_table(base: TimingReport, fast: TimingReport, fast_path: FastPath) -
     """Markdown: per stage median and p99 (ms) of both paths and the speed-up of the medians."""
     lines = [f'{base.preset} on {base.device}: {base.samples} samples after {base.warmup} '
              f'warm-up, batch 1; baseline: eager fp32, torch sampling, PIL resize; fast: '
-             f'{fast_path.describe()}', '',
+             f'{fast_path.describe()}' +
+             (f' (ran: {fast.sampling_backend})' if fast.sampling_backend else ''), '',
              '| stage | baseline median ms | baseline p99 ms | fast median ms | fast p99 ms | speed-up |',
              '|---|---|---|---|---|---|']
     rows = [(stage, base.stages[stage], fast.stages[stage]) for stage in STAGES]
