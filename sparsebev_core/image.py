@@ -7,7 +7,8 @@ reproduces those pixels. Faster paths are explicit options with a documented dif
 
 * ``method='torch'``: PyTorch's antialiased bicubic resize on uint8 channels-last images
   (``F.interpolate(..., antialias=True)``), which follows PIL's fixed-point algorithm: pixels
-  differ from PIL by at most 1 grey level when shrinking, 2 when enlarging (mean < 0.01,
+  differ from PIL by at most 1 grey level when shrinking (2 at some scales, e.g. 1600x900 ->
+  1408x512), 2 when enlarging (mean < 0.01,
   about one pixel value in a thousand differs), and several times faster than PIL on
   one core: ``bench/preprocess.py`` measured decode + resize of six 1600x900 JPEGs at 0.45x
   the PIL path's time (the resize alone ~4x faster).
@@ -157,6 +158,14 @@ def _decode_png(data: bytes) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def image_size(image) -> tuple[int, int]:
+    """(H, W) of an image array or of encoded bytes (read from the header, not decoded)."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        width, height = image_header_size(bytes(image))
+        return height, width
+    return tuple(int(n) for n in np.shape(image)[:2])           # type: ignore[return-value]
+
+
 def as_rgb_image(image: np.ndarray | bytes | bytearray | memoryview) -> np.ndarray:
     """Decoded (H, W, 3) uint8 RGB from either encoded bytes or an image array.
 
@@ -189,6 +198,75 @@ def resize_crop(image: np.ndarray, final_hw: tuple[int, int], method: ResizeMeth
     resized = _resize(image, info['resize_dims'], method)
     left, top, right, bottom = info['crop']
     return _crop(resized, left, top, right - left, bottom - top), ida
+
+
+def resize_crop_tensor(image, final_hw: tuple[int, int], float_resize: bool | None = None):
+    """``resize_crop(..., method='torch')`` on a uint8 tensor ``[3, H, W]`` where it lies (a GPU
+    upload of the decoded pixels): the same antialiased bicubic resize and bottom crop, on
+    the tensor's device. Returns the ``[3, fH, fW]`` uint8 tensor and the 4x4 ``ida``.
+
+    CPU tensors use PyTorch's uint8 kernel (what ``method='torch'`` runs); other devices
+    (``float_resize`` None) or ``float_resize=True`` resize in float32 and round, within 1 grey
+    level of PIL as well (``test/test_device_preprocess.py``).
+    """
+    import torch
+    import torch.nn.functional as F
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
+        raise ImageDecodeError(f'expected a [3, H, W] uint8 tensor, got {tuple(image.shape)} {image.dtype}')
+    ida, info = test_time_image_transform(tuple(image.shape[1:]), final_hw)
+    new_w, new_h = info['resize_dims']
+    x = image[None]                                                     # [1, 3, H, W]
+    if (new_h, new_w) != tuple(image.shape[1:]):
+        if float_resize is None:
+            float_resize = image.device.type != 'cpu'
+        if not float_resize:
+            x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(new_h, new_w),
+                              mode='bicubic', antialias=True, align_corners=False)
+        else:        # PIL's two passes (width, then height), each rounded to uint8 in between
+            y = x.float()
+            for size in ((y.shape[2], new_w), (new_h, new_w)):
+                if tuple(y.shape[2:]) != size:
+                    y = F.interpolate(y, size=size, mode='bicubic', antialias=True,
+                                      align_corners=False).round_().clamp_(0, 255)
+            x = y.to(torch.uint8)
+    left, top, right, bottom = info['crop']
+    fh, fw = bottom - top, right - left
+    if left >= 0 and top >= 0 and right <= new_w and bottom <= new_h:
+        return x[0, :, top:bottom, left:right].contiguous(), ida
+    out = x.new_zeros((3, fh, fw))                                      # PIL: zero outside
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(bottom, new_h), min(right, new_w)
+    if y1 > y0 and x1 > x0:
+        out[:, y0 - top:y1 - top, x0 - left:x1 - left] = x[0, :, y0:y1, x0:x1]
+    return out, ida
+
+
+def device_jpeg_decoder():
+    """A JPEG decoder onto the GPU, ``(bytes, device) -> [3, H, W] uint8 tensor``, when
+    nvImageCodec (``nvidia-nvimgcodec``) or torchvision's CUDA decoder is installed; else None
+    (the detector then decodes with simplejpeg on the CPU). Optional: neither is required."""
+    try:
+        from nvidia import nvimgcodec  # type: ignore[import-not-found]
+    except ImportError:
+        nvimgcodec = None
+    if nvimgcodec is not None:
+        decoder = nvimgcodec.Decoder()
+
+        def decode_nvimgcodec(data: bytes, device):
+            import torch
+            image = torch.as_tensor(decoder.decode(data), device=device)   # [H, W, 3] RGB
+            return image.permute(2, 0, 1).contiguous()
+        return decode_nvimgcodec
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+
+    def decode_torchvision(data: bytes, device):
+        import torch
+        return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                           mode=ImageReadMode.RGB, device=device)
+    return decode_torchvision
 
 
 def transform_image(image: np.ndarray, resize: float, crop_left_top: tuple[int, int],

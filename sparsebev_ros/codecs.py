@@ -134,10 +134,9 @@ def _decode_bytes(data: bytes, max_pixels: int) -> np.ndarray:
     return decode_image(data, max_pixels)
 
 
-def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB.
-
-    The declared size is checked against ``max_pixels`` before anything is decoded."""
+def compressed_bytes(msg: Any) -> bytes:
+    """The JPEG/PNG bytes of a ``sensor_msgs/CompressedImage``, checked as far as possible
+    without decoding (format, non-empty, file signature); raises like :func:`compressed_to_rgb`."""
     fmt = str(msg.format).lower()
     if 'compresseddepth' in fmt:
         raise UnsupportedEncodingError(f"compressed image format '{msg.format}' is a depth image; "
@@ -153,10 +152,32 @@ def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> n
                                    'JPEG or PNG stream')
         raise UnsupportedEncodingError(f"compressed image format '{msg.format}' is not supported; "
                                        'use jpeg or png')
-    image = _decode_bytes(data, max_pixels)
+    return data
+
+
+def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> (H, W, 3) uint8 RGB.
+
+    The declared size is checked against ``max_pixels`` before anything is decoded."""
+    image = _decode_bytes(compressed_bytes(msg), max_pixels)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     return image
+
+
+def to_camera_image(msg: Any, decode: bool = True,
+                    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray | bytes:
+    """What a ``CameraView`` holds for this message: (H, W, 3) uint8 RGB, or with
+    ``decode=False`` a CompressedImage's checked JPEG/PNG bytes (signature read, header size
+    checked against ``max_pixels``: ``image.check_image_size``), decoded later by the
+    detector's preprocessing (in its thread pool or on the GPU). Raw ``Image`` messages are
+    always converted here."""
+    if decode or hasattr(msg, 'encoding'):
+        return to_rgb(msg, max_pixels)
+    data = compressed_bytes(msg)
+    from sparsebev_core.image import check_image_size
+    check_image_size(data, max_pixels)                  # readable header, size within the limit
+    return data
 
 
 def to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:

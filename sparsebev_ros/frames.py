@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from sparsebev_core.frame import CameraView, Frame
+from sparsebev_core.image import image_size
 
 from . import codecs
 from .params import DetectorParams
@@ -95,11 +96,15 @@ class FrameAssembler:
         params: validated node parameters (cameras, frames, anchor camera, limits, K source).
         lookup: transform lookup (see module docstring).
         warn: ``warn(key, text)`` for one-off notices (non-zero distortion).
+        decode_images: decode CompressedImages here (True), or check them without decoding
+            (format, signature, header size against the CameraInfo) and hand the encoded bytes
+            on, so that the detector decodes the six images in its pool or on the GPU, once.
     """
 
     def __init__(self, params: DetectorParams, lookup: TransformLookup,
-                 warn: Callable[[str, str], None] | None = None):
+                 warn: Callable[[str, str], None] | None = None, decode_images: bool = True):
         self.params = params
+        self.decode_images = bool(decode_images)
         self.lookup = lookup
         self.warn = warn or (lambda key, text: None)
         self.names = tuple(params.camera_names)
@@ -222,8 +227,9 @@ class FrameAssembler:
             self.lookup_checked(p.world_frame, p.base_frame, stamp_ns, name)
         if isinstance(T_world_ego, Skip):
             return T_world_ego
-        try:
-            rgb = codecs.to_rgb(msg, p.max_image_pixels)
+        try:                               # pixels last: decoding is the expensive part
+            pixels = codecs.to_camera_image(msg, self.decode_images, p.max_image_pixels)
+            height, width = image_size(pixels)     # or left to the detector (encoded bytes)
         except codecs.UnsupportedEncodingError as exc:
             return Skip(UNSUPPORTED_ENCODING, str(exc), name)
         except codecs.ImageTooLargeError as exc:
@@ -231,8 +237,8 @@ class FrameAssembler:
         except codecs.CODEC_ERRORS as exc:
             return Skip(DECODE_ERROR, str(exc), name)
         info_hw = codecs.camera_info_size(info)
-        if info_hw != (0, 0) and info_hw != rgb.shape[:2]:
-            return Skip(CAMERA_INFO_SIZE, f'image is {rgb.shape[1]}x{rgb.shape[0]} but its '
+        if info_hw != (0, 0) and info_hw != (height, width):
+            return Skip(CAMERA_INFO_SIZE, f'image is {width}x{height} but its '
                         f'CameraInfo is for {info_hw[1]}x{info_hw[0]}', name)
-        return CameraView(image=rgb, K=K, T_ego_cam=T_ego_cam,
+        return CameraView(image=pixels, K=K, T_ego_cam=T_ego_cam,
                           stamp=codecs.ns_to_seconds(stamp_ns), T_world_ego=T_world_ego, name=name)

@@ -25,6 +25,7 @@ from sparsebev_core import resets
 from sparsebev_core.frame import Detections, Frame, InvalidFrameError
 from sparsebev_core.geometry import (CLASS_NAMES, bottom_to_gravity_center,
                                      gravity_to_bottom_center, transform_boxes)
+from sparsebev_core.image import image_size
 
 from . import codecs
 from .frames import (CAMERA_TIME_SPREAD, FrameAssembler, Skip, TransformLookup)
@@ -93,19 +94,25 @@ class Pipeline:
         factory: message factory (rclpy classes or rosbags typestore).
         log: receives warning lines (throttled per reason by ``params.warn_throttle``).
         class_names: label names of the detector.
+        defer_decoding: hand CompressedImages to the detector encoded (checked, not decoded:
+            ``FrameAssembler(decode_images=False)``) so that it decodes them once, in its
+            preprocessing pool or on the GPU; None: when the detector runs on CUDA.
     """
 
     def __init__(self, params: DetectorParams, detector: Detector, lookup: TransformLookup,
                  factory: MessageFactory, log: Callable[[str], None] | None = None,
                  class_names: Sequence[str] = CLASS_NAMES,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 defer_decoding: bool | None = None):
         self.params = params
         self.detector = detector
         self.lookup = lookup
         self.factory = factory
         self.class_names = tuple(class_names)
         self.warn = ThrottledLogger(log or (lambda text: None), params.warn_throttle, clock)
-        self.assembler = FrameAssembler(params, lookup, self.warn)
+        if defer_decoding is None:      # the detector decodes in its pool / on the GPU: on CUDA
+            defer_decoding = str(getattr(detector, 'device', 'cpu')).startswith('cuda')
+        self.assembler = FrameAssembler(params, lookup, self.warn, decode_images=not defer_decoding)
         self.stats = PipelineStats()
         self.on_reset: list[Callable[[str], None]] = []
         self._last_stamp_ns: int | None = None
@@ -193,8 +200,8 @@ class Pipeline:
                 self._last_stale_ns = stamp_ns
                 return self._skip(Skip(STALE_FRAME, f'image set stamped {stamp_ns / 1e9:.6f} was '
                                        'already processed; it arrived again after newer ones'))
-        shapes: list[tuple[int, ...] | None] = [tuple(np.shape(c.image)) if c.valid else None
-                                                 for c in frame.cameras]
+        shapes: list[tuple[int, int] | None] = [image_size(c.image) if c.valid else None
+                                                 for c in frame.cameras]   # arrays or encoded bytes
         last = self._last_shapes or [None] * len(shapes)
         changed = [self.assembler.names[i] for i, (a, b) in enumerate(zip(shapes, last))
                    if a is not None and b is not None and a != b]

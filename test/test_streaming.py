@@ -346,14 +346,14 @@ def test_bad_geometry_is_reported_never_assumed(tiny, field, words):
         detector(tiny).step(frame)
 
 
-def test_reduced_precision_changes_only_the_image_branch_slightly(tiny):
+def test_reduced_precision_changes_the_outputs_slightly(tiny):
     frame = make_frame(0, T0)
     outputs = {}
     for precision in ('fp32', 'fp16'):
         stream = detector(tiny, precision=precision, max_detections=5)
         stream.step(frame)
         outputs[precision] = stream.last_step.outputs['all_bbox_preds']
-    assert outputs['fp16'].dtype == torch.float32                    # head stays float32
+    assert outputs['fp16'].dtype == torch.float32                    # outputs are float32
     difference = (outputs['fp16'] - outputs['fp32']).abs().max()
     assert 0 < difference < 0.1
     with pytest.raises(ValueError, match='precision'):

@@ -68,3 +68,49 @@ def test_timing_command_on_a_synthetic_scene(tmp_path, capsys):
     assert '3 samples after 1 warm-up' in out
     fps = [float(l.rsplit(':', 1)[1]) for l in out.splitlines() if l.startswith('FPS')]
     assert len(fps) == 2 and fps[0] > fps[1] > 0
+
+
+def test_compare_times_baseline_and_fast_path_on_the_same_frames(tmp_path, capsys):
+    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.ops import get_backend
+    data = make_synthetic(tmp_path / 'syn', num_scenes=1, keyframes_per_scene=3, progress=False)
+    args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data=str(data),
+                              version='v1.0-mini', device='cpu', samples=3, warmup=1,
+                              precision='fp32', num_queries=16, compare=True,
+                              fast_precision='bf16', compile_head=False)
+    assert timing.main(args) == 0
+    out = capsys.readouterr().out
+    assert 'baseline: eager fp32, torch sampling' in out and 'precision bf16' in out
+    rows = {line.split('|')[1].strip(): line.split('|')[2:-1] for line in out.splitlines()
+            if line.startswith('| ') and 'stage' not in line}
+    assert set(timing.STAGES) < set(rows)
+    for cells in rows.values():
+        base_median, base_p99, fast_median, fast_p99 = (float(c) for c in cells[:4])
+        assert 0 <= base_median <= base_p99 and 0 <= fast_median <= fast_p99
+    step = rows['model step (backbone + head + postprocess)']
+    assert float(step[0]) > 0 and step[4].strip().endswith('x')
+    assert get_backend() == 'auto'                       # the global switch is restored
+
+
+def test_compare_table_speedup_is_the_ratio_of_medians():
+    base, fast = timing.TimingReport(preset='tiny'), timing.TimingReport(preset='tiny')
+    for i in range(5):
+        for stage in timing.STAGES:
+            base.stages[stage].append(4.0 + i)
+            fast.stages[stage].append(1.0 + i / 4)
+    table = timing.compare_table(base, fast, timing.FastPath())
+    head_row = next(l for l in table.splitlines() if l.startswith('| head |'))
+    assert head_row.split('|')[-2].strip() == f'{6.0 / 1.5:.2f}x'
+
+
+def test_rig_frames_need_no_devkit_and_time(capsys):
+    frames = timing.rig_frames(3)
+    assert len(frames) == 3 and all(len(f.cameras) == 6 for f in frames)
+    assert isinstance(frames[0].cameras[0].image, bytes)
+    decoded = timing.decode_frame(frames[0])
+    assert decoded.cameras[5].image.shape == (*timing.RIG_HW, 3)
+    args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data='rig',
+                              version='v1.0-mini', device='cpu', samples=2, warmup=0,
+                              precision='fp32', num_queries=None, compare=False)
+    assert timing.main(args) == 0
+    assert '2 samples after 0 warm-up' in capsys.readouterr().out

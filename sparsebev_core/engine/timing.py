@@ -10,6 +10,11 @@ are not in the official FPS; we time them too and report an end-to-end FPS besid
 Stages per sample: ``decode`` (JPEG -> RGB, six images), ``preprocess`` (official resize and
 crop, upload), ``backbone`` (normalisation, backbone, FPN), ``head`` (projection matrices,
 decoder), ``postprocess`` (top-k decoding, boxes to numpy).
+
+``--compare`` times, in the same process on the same frames, the baseline (eager, fp32, the
+torch sampling backend, PIL resize) and the fast path (``--fast-precision``, ``--compile-head``,
+the CUDA sampling backend when it is built, the 'torch' resize on the device) and prints per
+stage the medians, p99 and the speed-up (:func:`compare_table`).
 """
 from __future__ import annotations
 
@@ -71,6 +76,62 @@ def decode_frame(frame: Frame) -> Frame:
                  T_ego_model=frame.T_ego_model, key=frame.key)
 
 
+# ----------------------------------------------------------------------------- a rig without the devkit
+RIG_HW = (900, 1600)                       # nuScenes camera size
+RIG_K = np.array([[1266.0, 0.0, 800.0], [0.0, 1266.0, 450.0], [0.0, 0.0, 1.0]])
+_RIG_YAWS_DEG = (0.0, -55.0, 55.0, 180.0, 110.0, -110.0)      # CAMERA_NAMES order
+_R_EGO_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+RIG_T0 = 1_700_000_000.0
+
+
+def rig_T_ego_cam(i: int) -> np.ndarray:
+    """Camera ``i`` -> ego of a six-camera ring (nuScenes-like mounting)."""
+    from ..geometry import make_transform, rot_z
+    yaw = np.radians(_RIG_YAWS_DEG[i])
+    return make_transform(rot_z(yaw) @ _R_EGO_OPTICAL,
+                          (1.5 * np.cos(yaw), 0.5 * np.sin(yaw), 1.6))
+
+
+def rig_T_world_ego(t: float) -> np.ndarray:
+    """Ego pose at ``t`` seconds: 10 m/s with a yaw rate of 0.05 rad/s."""
+    from ..geometry import make_transform, rot_z
+    dt = t - RIG_T0
+    return make_transform(rot_z(0.05 * dt), (10.0 * dt, 0.0, 0.0))
+
+
+def rig_jpegs(seed: int, hw: tuple[int, int] = RIG_HW) -> list[bytes]:
+    """Six JPEGs (blocks + gradients + noise: camera-like sizes, ~0.3 MB at 1600x900)."""
+    import cv2
+    h, w = hw
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for c in range(6):
+        blocks = rng.integers(0, 256, (h // 40 + 1, w // 40 + 1, 3), dtype=np.uint8)
+        blocks = blocks.repeat(40, 0).repeat(40, 1)[:h, :w].astype(np.float32)
+        grad = np.stack([xx * 255.0 / w, yy * 255.0 / h, np.full_like(xx, 128.0 + c)], -1)
+        image = np.clip(0.6 * blocks + 0.4 * grad + rng.normal(0, 6, (h, w, 3)), 0, 255)
+        out.append(cv2.imencode('.jpg', image.astype(np.uint8)[:, :, ::-1],
+                                [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return out
+
+
+def rig_frames(count: int, rate_hz: float = 2.0, distinct_images: int = 4) -> list[Frame]:
+    """``count`` keyframes of six encoded 1600x900 JPEGs on the rig (no nuscenes-devkit needed:
+    ``sparsebev timing --data rig``); cameras fire 5 ms apart, each posed at its own stamp."""
+    from ..geometry import CAMERA_NAMES, nuscenes_lidar_to_ego
+    images = [rig_jpegs(seed) for seed in range(min(distinct_images, count))]
+    frames = []
+    for k in range(count):
+        stamp = RIG_T0 + k / rate_hz
+        cameras = [CameraView(images[k % len(images)][i], RIG_K, rig_T_ego_cam(i), stamp + 0.005 * i,
+                              rig_T_world_ego(stamp + 0.005 * i), name)
+                   for i, name in enumerate(CAMERA_NAMES)]
+        frames.append(Frame(cameras, stamp, rig_T_world_ego(stamp), nuscenes_lidar_to_ego(),
+                            key=f'rig{k}'))
+    return frames
+
+
 # ----------------------------------------------------------------------------- measuring
 @dataclass
 class TimingReport:
@@ -79,6 +140,7 @@ class TimingReport:
     warmup: int = 0
     device: str = 'cpu'
     preset: str = ''
+    sampling_backend: str = ''             # the msmv_sampling backend that ran (compare)
 
     @property
     def samples(self) -> int:
@@ -93,6 +155,10 @@ class TimingReport:
         """Samples per second including JPEG decoding and resizing."""
         per_sample = [sum(self.stages[s][i] for s in STAGES) for i in range(self.samples)]
         return 1e3 * len(per_sample) / sum(per_sample)
+
+    def step_ms(self) -> list[float]:
+        """Per sample: backbone + head + postprocess (the streaming model step), ms."""
+        return [sum(self.stages[s][i] for s in MODEL_STAGES) for i in range(self.samples)]
 
     def table(self) -> str:
         lines = [f'{self.preset} on {self.device}: {self.samples} samples after '
@@ -131,6 +197,67 @@ def measure(detector, frames: Sequence[Frame], samples: int, warmup: int,
     return report
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """What the fast path changes against the baseline (eager fp32, torch sampling, PIL)."""
+    precision: str = 'fp16'
+    compile_head: bool = False
+    sampling_backend: str = 'auto'          # 'cuda' when the extension is built and inputs are
+    resize_method: str = 'torch'
+
+    def describe(self) -> str:
+        return (f'precision {self.precision}, compile_head {self.compile_head}, sampling backend '
+                f'{self.sampling_backend}, resize {self.resize_method}')
+
+
+def compare(model, cfg, device: str, frames: Sequence[Frame], samples: int, warmup: int,
+            fast: FastPath, progress: bool = False) -> tuple[TimingReport, TimingReport]:
+    """(baseline, fast) reports over the same frames in this process, baseline first."""
+    from ..model.runtime import EagerRuntime
+    from ..model.streaming import StreamingDetector
+    from ..ops import available_backends, get_backend, set_backend
+    previous = get_backend()
+    try:
+        set_backend('torch')
+        baseline = StreamingDetector(EagerRuntime(model, device, 'fp32', channels_last_backbone=False),
+                                     cfg, resize_method='pil', cache_channels_last=False)
+        base = measure(baseline, frames, samples, warmup, progress)
+        base.sampling_backend = 'torch'
+        del baseline
+        set_backend(fast.sampling_backend)
+        runtime = EagerRuntime(model, device, fast.precision, compile_head=fast.compile_head)
+        fast_report = measure(StreamingDetector(runtime, cfg, resize_method=fast.resize_method),
+                              frames, samples, warmup, progress)
+        cuda_ran = device.startswith('cuda') and 'cuda' in available_backends() \
+            and fast.sampling_backend in ('auto', 'cuda')
+        fast_report.sampling_backend = 'cuda' if cuda_ran else 'torch'
+    finally:
+        set_backend(previous)
+    return base, fast_report
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.median(values)), float(np.percentile(values, 99))
+
+
+def compare_table(base: TimingReport, fast: TimingReport, fast_path: FastPath) -> str:
+    """Markdown: per stage median and p99 (ms) of both paths and the speed-up of the medians."""
+    lines = [f'{base.preset} on {base.device}: {base.samples} samples after {base.warmup} '
+             f'warm-up, batch 1; baseline: eager fp32, torch sampling, PIL resize; fast: '
+             f'{fast_path.describe()}' +
+             (f' (ran: {fast.sampling_backend})' if fast.sampling_backend else ''), '',
+             '| stage | baseline median ms | baseline p99 ms | fast median ms | fast p99 ms | speed-up |',
+             '|---|---|---|---|---|---|']
+    rows = [(stage, base.stages[stage], fast.stages[stage]) for stage in STAGES]
+    rows.append(('model step (backbone + head + postprocess)', base.step_ms(), fast.step_ms()))
+    for name, b, f in rows:
+        (bm, bp), (fm, fp) = _stats(b), _stats(f)
+        speedup = f'{bm / fm:.2f}x' if fm > 0 else 'n/a'
+        lines.append(f'| {name} | {bm:.2f} | {bp:.2f} | {fm:.2f} | {fp:.2f} | {speedup} |')
+    return '\n'.join(lines)
+
+
 # ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sparsebev timing``."""
@@ -138,19 +265,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, 'r50_nuimg_704x256',
                         checkpoint_help='weights (.pth); without one, random weights are timed')
     parser.add_argument('--data', default=None,
-                        help='nuScenes (or synthetic) root; default: a synthetic scene in a temp dir')
+                        help="nuScenes (or synthetic) root; 'rig': 20 keyframes of 1600x900 JPEGs "
+                             'without the nuscenes-devkit; default: a synthetic scene in a temp dir')
     parser.add_argument('--version', default='v1.0-mini')
     add_device_argument(parser)
     parser.add_argument('--samples', type=int, default=500, help='counted samples (official: 500)')
     parser.add_argument('--warmup', type=int, default=10, help='uncounted first samples (official: 10)')
     parser.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'),
-                        help='backbone + FPN autocast (official timing: fp32)')
+                        help='whole-model precision (official timing: fp32)')
+    parser.add_argument('--num-queries', type=int, default=None,
+                        help="override the preset's query count (a perfect square, e.g. 400)")
+    parser.add_argument('--compare', action='store_true',
+                        help='time the baseline (eager fp32, torch sampling) and the fast path '
+                             'in this run and print the speed-up per stage')
+    parser.add_argument('--fast-precision', default='fp16', choices=('fp32', 'fp16', 'bf16'),
+                        help='precision of the fast path (--compare)')
+    parser.add_argument('--compile-head', action='store_true',
+                        help='torch.compile the head in the fast path (CUDA graphs on CUDA)')
 
 
 def main(args: argparse.Namespace) -> int:
     """Build the model and the detector, load keyframes, time them, print the table."""
     import torch
-    from nuscenes.nuscenes import NuScenes
 
     from ..cli_common import model_config_from_args
     from ..loading import load_model
@@ -159,24 +295,41 @@ def main(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    loaded = load_model(model_config_from_args(args), args.checkpoint, use_bundled=False,
-                        random_weights_ok=True)
+    cfg = model_config_from_args(args)
+    if getattr(args, 'num_queries', None):
+        cfg.head.num_queries = int(args.num_queries)
+    loaded = load_model(cfg, args.checkpoint, use_bundled=False, random_weights_ok=True)
     model, cfg = loaded.model, loaded.cfg
     if not args.checkpoint:
         print('no --checkpoint: timing random weights (speed does not depend on them, '
               'except through the number of boxes above the score threshold)')
     if device.startswith('cuda'):
         torch.backends.cudnn.benchmark = True
-    detector = StreamingDetector(model, cfg, device=device, precision=args.precision)
 
     with tempfile.TemporaryDirectory() as tmp:
         data, version = args.data, args.version
-        if data is None:
-            from ..data.synthetic import make_synthetic
-            data, version = make_synthetic(Path(tmp) / 'synthetic', num_scenes=1, seed=0,
-                                           progress=False), 'v1.0-mini'
-        nusc = NuScenes(version=version, dataroot=str(data), verbose=False)
-        frames = list(keyframe_frames(nusc, evaluation_scenes(nusc, version)))
+        if data == 'rig':
+            frames = rig_frames(20)
+        else:
+            frames = _dataset_frames(data, version, Path(tmp))
+        if getattr(args, 'compare', False):
+            fast = FastPath(args.fast_precision, args.compile_head)
+            base, fast_report = compare(model, cfg, device, frames, args.samples, args.warmup,
+                                        fast, progress=True)
+            print(compare_table(base, fast_report, fast))
+            return 0
+        detector = StreamingDetector(model, cfg, device=device, precision=args.precision)
         report = measure(detector, frames, args.samples, args.warmup)
     print(report.table())
     return 0
+
+
+def _dataset_frames(data: str | None, version: str, tmp: Path) -> list[Frame]:
+    """Keyframes of a nuScenes-layout dataset (a synthetic scene in ``tmp`` when None)."""
+    from nuscenes.nuscenes import NuScenes
+    if data is None:
+        from ..data.synthetic import make_synthetic
+        data, version = make_synthetic(tmp / 'synthetic', num_scenes=1, seed=0,
+                                       progress=False), 'v1.0-mini'
+    nusc = NuScenes(version=version, dataroot=str(data), verbose=False)
+    return list(keyframe_frames(nusc, evaluation_scenes(nusc, version)))

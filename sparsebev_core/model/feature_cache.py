@@ -6,6 +6,13 @@ is never allocated up front). A frame owns one slot from :meth:`FeatureSlots.sto
 :meth:`FeatureSlots.release`; a head reads the T frames it needs by slot index
 (``runtime.gather_slots`` or a kernel's frame-index table): nothing is concatenated per step.
 Buffers keep their storage (and ``data_ptr``) between steps; only a growth reallocates them.
+
+``channels_last=True`` lays each buffer out as ``[S, N, h_l, w_l, C]`` in memory (the logical
+shape stays ``[S, N, C, h_l, w_l]``): the layout the CUDA sampling kernel reads, and what a
+channels-last backbone produces, so the store is a straight copy. The values are the same
+either way; on the CPU the torch sampling path reads the standard layout faster, so the
+detector picks channels-last for CUDA devices only (``test_fast_path.py`` checks the outputs
+are bit-identical on the CPU).
 """
 from __future__ import annotations
 
@@ -23,13 +30,15 @@ class FeatureSlots:
         max_slots: the most frames held at once (the detector's ``max_cached_frames`` plus
             the frame being stepped).
         initial_slots: slots of the first allocation (then doubled as needed).
+        channels_last: buffers with the channels innermost in memory (module docstring).
     """
 
-    def __init__(self, max_slots: int, initial_slots: int = 1) -> None:
+    def __init__(self, max_slots: int, initial_slots: int = 1, channels_last: bool = False) -> None:
         if max_slots < 1 or initial_slots < 1:
             raise ValueError(f'max_slots and initial_slots must be >= 1, got {max_slots}, {initial_slots}')
         self.max_slots = int(max_slots)
         self.initial_slots = min(int(initial_slots), self.max_slots)
+        self.channels_last = bool(channels_last)
         self._levels: list[Tensor] = []
         self._free: list[int] = []
 
@@ -55,7 +64,7 @@ class FeatureSlots:
                 [tuple(b.shape[1:]) for b in self._levels] != [tuple(f.shape) for f in features]:
             self._levels = []                          # a new rig (camera count) after a reset
         if not self._levels:
-            self._levels = [f.new_empty((self.initial_slots, *f.shape)) for f in features]
+            self._levels = [self._empty(f, self.initial_slots, tuple(f.shape)) for f in features]
             self._free = list(range(self.initial_slots))
         self._check_shapes(features)
         if not self._free:
@@ -84,11 +93,18 @@ class FeatureSlots:
         new = min(2 * old, self.max_slots)
         grown = []
         for buffer in self._levels:
-            bigger = buffer.new_empty((new, *buffer.shape[1:]))   # [S', N, C, h_l, w_l]
+            bigger = self._empty(buffer, new, tuple(buffer.shape[1:]))  # [S', N, C, h_l, w_l]
             bigger[:old].copy_(buffer)
             grown.append(bigger)
         self._levels = grown
         self._free.extend(range(old, new))
+
+    def _empty(self, like: Tensor, slots: int, shape: tuple[int, ...]) -> Tensor:
+        """An uninitialised buffer ``[slots, N, C, h, w]`` (channels innermost if asked)."""
+        if not self.channels_last:
+            return like.new_empty((slots, *shape))
+        n, c, h, w = shape
+        return like.new_empty((slots, n, h, w, c)).permute(0, 1, 4, 2, 3)   # [S, N, C, h, w] view
 
     def _check_shapes(self, features: Sequence[Tensor]) -> None:
         expected = [tuple(b.shape[1:]) for b in self._levels]

@@ -4,7 +4,8 @@
 differences, resets, the feature cache, decoding); a runtime only runs the network:
 
 * ``encode(images)``: uint8 RGB ``[N, 3, H, W]`` at the network input size (on
-  ``runtime.device``) -> per level ``[N, C, h_l, w_l]`` float32 (normalisation inside);
+  ``runtime.device``) -> per level ``[N, C, h_l, w_l]`` float32, or the runtime's reduced
+  precision dtype (fp16 / bf16: the cache then holds that dtype; normalisation inside);
 * ``run_head(cache_levels, slots, lidar2img, time_diff)``: the cache buffers per level
   ``[S, N, C, h_l, w_l]``, int64 ``slots [T]`` (the cache slot of each of the T frames,
   frame 0 = current), ``lidar2img [1, T*N, 4, 4]`` float32 and ``time_diff [1, T]`` float32
@@ -66,25 +67,73 @@ def gather_slots(cache_levels: Sequence[Tensor], slots: Tensor) -> list[Tensor]:
     return [level.index_select(0, slots).flatten(0, 1)[None] for level in cache_levels]
 
 
+def precision_dtype(precision: Precision) -> torch.dtype:
+    """The compute dtype of a precision name ('fp32' -> float32, 'fp16', 'bf16')."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'fp32', 'fp16' or 'bf16', got {precision!r}")
+    return _AUTOCAST_DTYPES.get(precision, torch.float32)
+
+
+def autocast_for(precision: Precision, device: torch.device):
+    """The autocast context of ``precision`` on ``device`` (no context for 'fp32').
+
+    Under autocast the matrix products (convolutions, linear layers, ``matmul``) run in the
+    low dtype; elementwise arithmetic follows its inputs, so everything computed from float32
+    tensors (box centres, projection, time differences) stays float32, and ``grid_sample``
+    is on autocast's float32 list (the torch sampling backend samples in float32).
+    """
+    dtype = precision_dtype(precision)
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
 class EagerRuntime:
     """``SparseBEV`` in torch eager mode behind the runtime seam.
 
     Args:
         model: the detector (``model.detector.build_model``); moved to ``device``, eval mode.
         device: where it runs.
-        precision: 'fp32' (official), or 'fp16' / 'bf16' autocast of backbone + FPN only
-            (features are cast back to float32; the head always runs in float32).
+        precision: 'fp32' (official, bit-exact), or 'fp16' / 'bf16' for the whole network:
+            backbone, FPN and head run under autocast, the cache holds the features in that
+            dtype (half the memory), while the query boxes, point projection, time
+            differences, box refinement and decoding stay float32 (``autocast_for``); the
+            outputs are float32. Deviation from fp32 on the parity fixture:
+            ``test/test_precision.py``.
+        compile_head: run the head (slot gather + decoder) through ``torch.compile`` at its
+            fixed shapes: on CUDA with ``mode='reduce-overhead'`` (CUDA graphs), elsewhere
+            plain inductor. The first steps compile (seconds to a minute); outputs agree
+            with eager within 1e-5 (``test/test_fast_path.py``).
+        compile_backend: the ``torch.compile`` backend ('inductor'; 'aot_eager' where no C++
+            compiler is available).
+        channels_last_backbone: backbone and FPN weights in channels-last memory with cuDNN's
+            autotuner on (None: on CUDA devices only; the values do not change on the CPU).
     """
 
     def __init__(self, model: SparseBEV, device: str | torch.device = 'cpu',
-                 precision: Precision = 'fp32') -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be 'fp32', 'fp16' or 'bf16', got {precision!r}")
+                 precision: Precision = 'fp32', *, compile_head: bool = False,
+                 compile_backend: str = 'inductor',
+                 channels_last_backbone: bool | None = None) -> None:
+        self.feature_dtype = precision_dtype(precision)        # refuses unknown names
         if model.pts_bbox_head is None:
             raise ValueError('the model was built without a head (build_model(..., with_head=False))')
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.precision = precision
+        if channels_last_backbone is None:
+            channels_last_backbone = self.device.type == 'cuda'
+        if channels_last_backbone:
+            self.model.img_backbone.to(memory_format=torch.channels_last)
+            if self.model.img_neck is not None:
+                self.model.img_neck.to(memory_format=torch.channels_last)
+            if self.device.type == 'cuda':
+                torch.backends.cudnn.benchmark = True          # fixed input size: autotune once
+        self.compile_head = bool(compile_head)
+        self._head = self._gather_and_decode
+        if self.compile_head:
+            mode = 'reduce-overhead' if self.device.type == 'cuda' else None
+            self._head = torch.compile(self._gather_and_decode, backend=compile_backend,
+                                       mode=mode, dynamic=False, fullgraph=False)
 
     @property
     def legacy_yaw_convention(self) -> bool:
@@ -92,22 +141,31 @@ class EagerRuntime:
 
     @torch.inference_mode()
     def encode(self, images: Tensor) -> list[Tensor]:
-        """uint8 RGB ``[N, 3, H, W]`` -> per level ``[N, C, h_l, w_l]`` float32."""
-        with self._autocast():
+        """uint8 RGB ``[N, 3, H, W]`` -> per level ``[N, C, h_l, w_l]`` in ``feature_dtype``."""
+        with autocast_for(self.precision, self.device):
             features = self.model.extract_features(images[None])      # per level [1, N, C, h, w]
-        return [f[0].float() for f in features]                        # per level [N, C, h, w]
+        return [f[0].to(self.feature_dtype) for f in features]         # per level [N, C, h, w]
 
     @torch.inference_mode()
     def run_head(self, cache_levels: Sequence[Tensor], slots: Tensor, lidar2img: Tensor,
                  time_diff: Tensor, valid_views: Tensor | None = None) -> dict[str, Tensor]:
         """Gather the T slots (``gather_slots``) and run ``SparseBEVHead.forward_time_diff``
         (``valid_views [1, T*N]`` bool: no sampling point reads a False view; None: all valid)."""
-        features = gather_slots(cache_levels, slots)                   # per level [1, T*N, C, h, w]
-        return self.model.pts_bbox_head.forward_time_diff(
-            features, lidar2img, time_diff, image_hw=SparseBEV.input_hw(features),
-            valid_views=valid_views)
+        if self.compile_head and self.device.type == 'cuda':
+            for level in cache_levels:           # CUDA graphs read the cache where it lies
+                torch._dynamo.mark_static_address(level)       # (instead of copying it in)
+        outputs = self._head(list(cache_levels), slots, lidar2img, time_diff, valid_views)
+        if self.compile_head:                                  # CUDA graphs reuse output memory
+            outputs = {k: v.clone() for k, v in outputs.items()}
+        return outputs
 
-    def _autocast(self):
-        if self.precision == 'fp32':
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
+    def _gather_and_decode(self, cache_levels: list[Tensor], slots: Tensor, lidar2img: Tensor,
+                           time_diff: Tensor, valid_views: Tensor | None = None
+                           ) -> dict[str, Tensor]:
+        """The head's work of one step (what ``compile_head`` compiles)."""
+        features = gather_slots(cache_levels, slots)                   # per level [1, T*N, C, h, w]
+        with autocast_for(self.precision, self.device):
+            outputs = self.model.pts_bbox_head.forward_time_diff(
+                features, lidar2img, time_diff, image_hw=SparseBEV.input_hw(features),
+                valid_views=valid_views)
+        return {k: v.float() for k, v in outputs.items()}              # decoding in float32

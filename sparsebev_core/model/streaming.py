@@ -30,8 +30,9 @@ cache. ``StreamingDetector`` does the same for a live stream:
 
 The network runs behind the runtime seam (``model.runtime``): a ``SparseBEV`` is wrapped in
 ``EagerRuntime``; any other object with the same two calls plugs in unchanged. The head always
-runs in float32 (as in the official code); ``precision='fp16'|'bf16'`` runs only the backbone
-and FPN under autocast, which changes the numbers slightly.
+runs in float32 by default (as in the official code); ``precision='fp16'|'bf16'`` runs the whole
+network in that dtype with the geometry, time differences, box refinement and decoding in
+float32 (``runtime.EagerRuntime``), which changes the numbers slightly (docs/streaming.md).
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ from ..config import ModelConfig
 from ..frame import Detections, Frame, InvalidFrameError
 from ..frame_layout import needs_future_frames
 from ..geometry import compose_lidar2img
-from ..image import RESIZE_METHODS, ResizeMethod, as_rgb_image, resize_crop
+from ..image import (RESIZE_METHODS, ImageDecodeError, ResizeMethod, as_rgb_image,
+                     device_jpeg_decoder, resize_crop, resize_crop_tensor)
 from ..resets import EXPLICIT, RIG_CHANGED, Reset, ResetPolicy
 from .coder import decode_predictions
 from .decoder import compute_time_diff
@@ -165,8 +167,10 @@ class StreamingDetector:
         max_time_gap: a gap longer than this (s) between two steps clears the memory.
         score_threshold: keep boxes scoring above this (None: the preset's, 0.05 officially).
         max_detections: top-k of the NMS-free decoder (None: the preset's, 300 officially).
-        precision: 'fp32' (official), or 'fp16' / 'bf16' autocast for backbone + FPN only
-            (for a model; a runtime brings its own precision).
+        precision: 'fp32' (official), or 'fp16' / 'bf16' for backbone, FPN and head (geometry,
+            time differences, box refinement and decoding stay float32; for a model; a
+            runtime brings its own precision).
+        compile_head: ``torch.compile`` the head (for a model; ``runtime.EagerRuntime``).
         resize_method: 'pil' (official pixels) or 'cv2' (faster; see ``image.py``).
         max_cached_frames: hard cap on cached frames (FIFO), a guard against memory growth on
             high-rate streams; the selection rule alone keeps about
@@ -174,6 +178,14 @@ class StreamingDetector:
             doubling up to this many slots plus one (the frame being stepped).
         preprocess_workers: threads that decode and resize the N images in parallel
             (0: in the calling thread). Same pixels either way.
+        cache_channels_last: the feature cache with channels innermost in memory (the CUDA
+            kernel's layout; ``feature_cache.FeatureSlots``); None: on CUDA devices only.
+            Same outputs either way.
+        device_preprocess: upload the decoded uint8 images and resize/crop them on the
+            model's device (``image.resize_crop_tensor``, the ``'torch'`` resize: within 1
+            grey level of PIL), decoding JPEGs on the GPU when a GPU decoder is installed
+            (``image.device_jpeg_decoder``); None: on CUDA devices with
+            ``resize_method='torch'``.
     """
 
     def __init__(self, model_or_runtime: nn.Module | Runtime, cfg: ModelConfig,
@@ -181,7 +193,9 @@ class StreamingDetector:
                  history_spacing: float = 0.5, max_time_gap: float = 2.0,
                  score_threshold: float | None = None, max_detections: int | None = None,
                  precision: Precision = 'fp32', resize_method: ResizeMethod = 'pil',
-                 max_cached_frames: int = 64, preprocess_workers: int = 0) -> None:
+                 max_cached_frames: int = 64, preprocess_workers: int = 0,
+                 compile_head: bool = False, cache_channels_last: bool | None = None,
+                 device_preprocess: bool | None = None) -> None:
         if needs_future_frames(cfg):
             raise ValueError(
                 f'preset {cfg.name!r} uses {cfg.num_future_frames} future frames '
@@ -194,7 +208,7 @@ class StreamingDetector:
                              f'{cfg.num_past_frames} past frames of preset {cfg.name!r}')
         if resize_method not in RESIZE_METHODS:
             raise ValueError(f'resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}')
-        self.runtime = _as_runtime(model_or_runtime, device, precision)
+        self.runtime = _as_runtime(model_or_runtime, device, precision, compile_head)
         self.cfg = cfg
         self.device = torch.device(self.runtime.device)
         self.history_spacing = float(history_spacing)
@@ -208,8 +222,18 @@ class StreamingDetector:
         self.num_frames = cfg.num_frames                         # T
         self.input_hw = tuple(cfg.input_size)
         self._cache: OrderedDict[str, CachedFrame] = OrderedDict()
+        if device_preprocess is None:
+            device_preprocess = self.device.type == 'cuda' and resize_method == 'torch'
+        if device_preprocess and resize_method != 'torch':
+            raise ValueError("device_preprocess resizes with the 'torch' method; "
+                             f'resize_method={resize_method!r} runs on the CPU only')
+        self.device_preprocess = bool(device_preprocess)
+        self._device_decoder = device_jpeg_decoder() if self.device.type == 'cuda' else None
+        if cache_channels_last is None:
+            cache_channels_last = self.device.type == 'cuda'
         self.feature_slots = FeatureSlots(self.max_cached_frames + 1,
-                                          initial_slots=self.num_frames + 1)
+                                          initial_slots=self.num_frames + 1,
+                                          channels_last=cache_channels_last)
         self.last_step: StepRecord | None = None
         self._camera_names: tuple[str, ...] | None = None    # the rig of the cached frames
 
@@ -319,9 +343,14 @@ class StreamingDetector:
             prepared = list(self._pool.map(lambda item: self._prepare_camera(*item, frame), indexed))
         else:
             prepared = [self._prepare_camera(*item, frame) for item in indexed]
-        images = [image for image, _ in prepared if image is not None]    # n_valid x [H, W, 3]
-        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [n_valid, 3, H, W] uint8
-        batch = batch.to(self.device, non_blocking=True)
+        # n_valid x [H, W, 3] uint8 (host) or [3, H, W] on the device (device_preprocess)
+        images = [image for image, _ in prepared if image is not None]
+        if self.device_preprocess:
+            batch = torch.stack([image.permute(1, 2, 0) for image in images])  # [n, H, W, 3]
+            batch = batch.permute(0, 3, 1, 2)             # [n, 3, H, W] uint8, as the host path
+        else:
+            batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [n, 3, H, W] uint8
+            batch = batch.to(self.device, non_blocking=True)
         return batch, tuple(geometry for _, geometry in prepared)
 
     def _encode(self, images: torch.Tensor, cameras: Sequence[CameraGeometry]) -> list[torch.Tensor]:
@@ -339,9 +368,10 @@ class StreamingDetector:
         return out
 
     def _prepare_camera(self, index: int, camera, frame: Frame
-                        ) -> tuple[np.ndarray | None, CameraGeometry]:
-        """One camera: network-input pixels (H, W, 3) uint8 and its geometry; a missing
-        camera: None and its nominal geometry (identity where unknown: any finite matrix)."""
+                        ) -> tuple[np.ndarray | torch.Tensor | None, CameraGeometry]:
+        """One camera: network-input pixels ((H, W, 3) uint8, or [3, H, W] on the device with
+        ``device_preprocess``) and its geometry; a missing camera: None and its nominal geometry
+        (identity where unknown: any finite matrix)."""
         if not camera.valid:
             stamp = float(camera.stamp) if math.isfinite(camera.stamp) else float(frame.stamp)
             return None, CameraGeometry(
@@ -350,14 +380,28 @@ class StreamingDetector:
                 np.asarray(frame.T_world_ego if camera.T_world_ego is None else camera.T_world_ego,
                            np.float64), np.eye(4), stamp, valid=False)
         try:
-            rgb = as_rgb_image(camera.image)
+            if self.device_preprocess:
+                image, ida = resize_crop_tensor(self._upload(camera.image), self.input_hw)
+            else:
+                image, ida = resize_crop(as_rgb_image(camera.image), self.input_hw,
+                                         method=self.resize_method)
         except ValueError as err:
             raise InvalidFrameError(f'{_camera_label(camera, index, frame.camera_names)} at {camera.stamp:.6f} s: '
                                     f'{err}') from err
-        image, ida = resize_crop(rgb, self.input_hw, method=self.resize_method)
         return image, CameraGeometry(
             np.asarray(camera.K, np.float64), np.asarray(camera.T_ego_cam, np.float64),
             np.asarray(camera.T_world_ego, np.float64), ida, float(camera.stamp))
+
+    def _upload(self, image) -> torch.Tensor:
+        """Decoded uint8 ``[3, H, W]`` on the device (JPEGs through the GPU decoder if any)."""
+        if self._device_decoder is not None and isinstance(image, (bytes, bytearray, memoryview)) \
+                and bytes(image[:2]) == b'\xff\xd8':
+            try:
+                return self._device_decoder(bytes(image), self.device)
+            except RuntimeError as err:
+                raise ImageDecodeError(f'GPU JPEG decoder: {err}') from err
+        rgb = as_rgb_image(image)                                         # (H, W, 3) uint8
+        return torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1)
 
     def _projections(self, used: Sequence[CachedFrame], T_world_ego_ref: np.ndarray,
                      T_ego_model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -397,16 +441,17 @@ class StreamingDetector:
 
 
 def _as_runtime(model_or_runtime: nn.Module | Runtime, device: str | torch.device | None,
-                precision: Precision) -> Runtime:
+                precision: Precision, compile_head: bool = False) -> Runtime:
     """A model wrapped in ``EagerRuntime``; a runtime as it is (its device and precision)."""
     if isinstance(model_or_runtime, nn.Module):
-        return EagerRuntime(model_or_runtime, 'cpu' if device is None else device, precision)
+        return EagerRuntime(model_or_runtime, 'cpu' if device is None else device, precision,
+                            compile_head=compile_head)
     if not isinstance(model_or_runtime, Runtime):
         raise TypeError(f'{type(model_or_runtime).__name__} is neither a SparseBEV model nor a '
                         'runtime (encode, run_head, device, legacy_yaw_convention)')
-    if precision != 'fp32':
-        raise ValueError(f'precision={precision!r} applies to a model; a runtime runs at its '
-                         'own precision')
+    if precision != 'fp32' or compile_head:
+        raise ValueError(f'precision={precision!r} / compile_head={compile_head} apply to a '
+                         'model; a runtime runs at its own precision and compilation')
     if device is not None and torch.device(device) != torch.device(model_or_runtime.device):
         raise ValueError(f'device={device!r} but the runtime runs on {model_or_runtime.device}')
     return model_or_runtime

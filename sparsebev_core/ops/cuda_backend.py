@@ -20,6 +20,7 @@ The location gradient of the view coordinate is zero (it is an index, as in the 
 from __future__ import annotations
 
 import os
+import warnings
 from types import ModuleType
 from typing import Callable, Sequence
 
@@ -108,6 +109,43 @@ def make_backend(extension: ModuleType) -> Callable[..., torch.Tensor]:
     return msmv_sampling_cuda
 
 
+# what CUDA reports when the extension has no kernel for this GPU (built for other archs, no PTX)
+KERNEL_IMAGE_ERRORS = ('no kernel image is available', 'invalid device function',
+                       'unsupported toolchain', 'cudaErrorNoKernelImageForDevice')
+
+
+def with_fallback(kernel: Callable[..., torch.Tensor], fallback: Callable[..., torch.Tensor]
+                  ) -> Callable[..., torch.Tensor]:
+    """``kernel``, but when its first call fails because the build has no kernel for the
+    present GPU (``KERNEL_IMAGE_ERRORS``), warn once and run ``fallback`` from then on.
+
+    Any other error is raised as it is; once the first call succeeded, the guard is gone.
+    """
+    state = {'checked': False, 'fallen_back': False}
+
+    def guarded(*args, **kwargs) -> torch.Tensor:
+        if state['fallen_back']:
+            return fallback(*args, **kwargs)
+        if state['checked']:
+            return kernel(*args, **kwargs)
+        try:
+            out = kernel(*args, **kwargs)
+        except RuntimeError as error:
+            if not any(text in str(error) for text in KERNEL_IMAGE_ERRORS):
+                raise
+            state['fallen_back'] = True
+            warnings.warn(f'the CUDA msmv_sampling kernel cannot run on this GPU ({error}); '
+                          'using the torch backend from now on. Rebuild the extension for this '
+                          'GPU (TORCH_CUDA_ARCH_LIST="<arch>+PTX" pip install --no-build-isolation '
+                          '-e .)', RuntimeWarning, stacklevel=2)
+            return fallback(*args, **kwargs)
+        state['checked'] = True
+        return out
+
+    guarded.fallback_state = state         # type: ignore[attr-defined]  (for tests/diagnostics)
+    return guarded
+
+
 try:
     _C: ModuleType | None = load_extension()
     LOAD_ERROR: str | None = None
@@ -117,5 +155,6 @@ except (ImportError, OSError, RuntimeError) as error:  # not built / not loadabl
 
 msmv_sampling_cuda: Callable[..., torch.Tensor] | None = None
 if _C is not None:
-    msmv_sampling_cuda = make_backend(_C)
+    from .msmv_sampling import msmv_sampling_torch
+    msmv_sampling_cuda = with_fallback(make_backend(_C), msmv_sampling_torch)
     register_backend('cuda', msmv_sampling_cuda)
