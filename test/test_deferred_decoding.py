@@ -56,7 +56,10 @@ def test_deferred_frames_carry_the_bytes_and_decode_to_the_same_pixels():
 
 
 def test_deferred_checks_still_skip_early():
-    pipe, det = deferred_pipeline()
+    """The checks that need no pixels run before the detector: with every camera required
+    (min_cameras 6) the frame is skipped; with the default the camera is missing, and the
+    frame goes ahead degraded."""
+    pipe, det = deferred_pipeline(min_cameras=6)
     images = frame_images(0)
     images[1] = image(0, 1, scale=2)                                    # header 2x the CameraInfo
     assert pipe.process(images).reason == 'camera_info_size_mismatch'
@@ -64,6 +67,10 @@ def test_deferred_checks_still_skip_early():
     images[3] = image(0, 3, data=b'\xff\xd8\xff' + b'\x00' * 40)        # no frame header
     out = pipe.process(images)
     assert out.reason == 'decode_error' and out.camera == 'CAM_BACK' and det.frames == []
+    pipe, det = deferred_pipeline()
+    out = pipe.process(images)
+    assert out.frame.missing_cameras == {'CAM_BACK': 'decode_error'}
+    assert len(det.frames) == 1 and not det.frames[0].cameras[3].valid
 
 
 def test_size_change_rule_reads_the_header_of_deferred_images():
