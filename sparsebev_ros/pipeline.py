@@ -116,7 +116,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self.on_reset: list[Callable[[str], None]] = []
         self._last_stamp_ns: int | None = None
-        self._last_shapes: list[tuple[int, ...] | None] | None = None   # None: camera never seen
+        self._last_shapes: list[tuple[int, int] | None] | None = None   # None: camera never seen
         self._processed_stamps: deque = deque(maxlen=STALE_MEMORY)   # since the last reset
         self._last_stale_ns: int | None = None                       # the last stale set dropped
         self.last_missing: dict[str, str] = {}      # the last published frame's missing cameras
