@@ -11,8 +11,8 @@
 #    from the upstream message definitions (test/ros2/interfaces/, sparsebev_ros/msg/) with the
 #    wheels' rosidl CMake.
 # 3. pytest test/ros2 (node on loopback, random ROS_DOMAIN_ID) and mypy on sparsebev_ros against
-#    the real rclpy. tf2_ros and message_filters have no wheels: test/ros2/standins/ supplies
-#    stand-ins built on sparsebev_ros.tf_buffer / sparsebev_ros.sync, for this tier only.
+#    the real rclpy. tf2_ros has no wheel: test/ros2/standins/ supplies a stand-in built on
+#    sparsebev_ros.tf_buffer, for this tier only.
 #
 # Idempotent: the venv and the interface build are redone only when their inputs change
 # (stamp files hold a hash of the pins / of the .msg sources). Fails (non-zero) when the

@@ -242,9 +242,8 @@ class DetectorNode:
         from .pipeline import Pipeline, ThrottledLogger, build_detector
 
         node, log, p = self.node, self.node.get_logger(), self.params
-        for name, standin in (('tf2_ros', tf2_ros),):
-            if getattr(standin, 'IS_STANDIN', False):
-                log.warning(f'{name} is a test STAND-IN (test/ros2/standins), not the ROS package')
+        if getattr(tf2_ros, 'IS_STANDIN', False):
+            log.warning('tf2_ros is a test STAND-IN (test/ros2/standins), not the ROS package')
 
         detector, class_names = self._given_detector, self._given_class_names
         if detector is None:
