@@ -48,7 +48,7 @@ CAMERAS = (
 OVERRIDES = {
     'preset': 'str', 'checkpoint': 'str', 'image_transport': 'str', 'device': 'str',
     'precision': 'str', 'score_threshold': 'float', 'output_frame': 'str', 'world_frame': 'str',
-    'base_frame': 'str', 'use_projection_matrix': 'bool',
+    'base_frame': 'str', 'use_projection_matrix': 'bool', 'runtime': 'str', 'onnx_dir': 'str',
 }
 TRUE_WORDS, FALSE_WORDS = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
 

@@ -258,12 +258,14 @@ class Pipeline:
 # --------------------------------------------------------------------------------------------
 def build_detector(params: DetectorParams, log: Callable[[str], None] = print,
                    model_config: Any = None) -> Any:
-    """``StreamingDetector`` for the preset / checkpoint / device / precision parameters
+    """``StreamingDetector`` for the preset / checkpoint / device / precision / runtime parameters
     (``sparsebev_core.loading.load_detector``); ``model_config`` (a ``ModelConfig``, e.g. from
     an official config file) replaces the ``preset`` parameter."""
     from sparsebev_core.loading import load_detector
     return load_detector(model_config or params.preset, params.checkpoint or None, params.device,
-                         log=log, history_spacing=params.history_spacing,
+                         log=log, runtime=params.runtime, onnx_dir=params.onnx_dir or None,
+                         onnx_providers=params.onnx_providers,
+                         history_spacing=params.history_spacing,
                          max_time_gap=params.max_time_gap,
                          score_threshold=params.score_threshold,
                          max_detections=params.max_detections, precision=params.precision)
