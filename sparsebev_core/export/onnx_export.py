@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -238,9 +239,11 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, opset: int, input_
             output_names: list[str], dynamic_axes: dict) -> None:
     """``torch.onnx.export`` (TorchScript exporter) into ``path`` via a temporary file."""
     tmp = path.with_name(path.name + '.tmp')
-    torch.onnx.export(module.eval(), args, str(tmp), opset_version=opset, dynamo=False,
-                      input_names=input_names, output_names=output_names,
-                      dynamic_axes=dynamic_axes or None, do_constant_folding=True)
+    with warnings.catch_warnings():     # shape checks become constants: intended (fixed shapes)
+        warnings.simplefilter('ignore', torch.jit.TracerWarning)
+        torch.onnx.export(module.eval(), args, str(tmp), opset_version=opset, dynamo=False,
+                          input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes or None, do_constant_folding=True)
     os.replace(tmp, path)
 
 
