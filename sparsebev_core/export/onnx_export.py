@@ -123,10 +123,12 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
 def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *,
                 opset: int = DEFAULT_OPSET, precision: str = 'fp32',
                 num_cameras: int = len(CAMERA_NAMES), config_file: str | None = None,
-                force: bool = False, log: Callable[[str], None] = print) -> dict:
+                force: bool = False, random_weights_ok: bool = False,
+                log: Callable[[str], None] = print) -> dict:
     """Export ``encoder.onnx`` and ``head.onnx`` of ``cfg`` with ``checkpoint`` (bundled or
-    random ``tiny`` weights when None: ``loading.load_model``), check them, measure their
-    deviation from PyTorch in onnxruntime (CPU) and write ``export.json``. Returns the manifest."""
+    random ``tiny`` weights when None: ``loading.load_model``; ``random_weights_ok``: any
+    preset, for timing), check them, measure their deviation from PyTorch in onnxruntime (CPU)
+    and write ``export.json``. Returns the manifest."""
     onnx, ort = require_onnx()
     from ..loading import load_model
     from ..model.runtime import gather_slots
@@ -144,7 +146,7 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
         raise ExportError(f'{existing[0]} exists; choose another --out or pass --force')
     out.mkdir(parents=True, exist_ok=True)
 
-    loaded = load_model(cfg, checkpoint, log=log)
+    loaded = load_model(cfg, checkpoint, log=log, random_weights_ok=random_weights_ok)
     model = loaded.model.float().eval()
     images, lidar2img, time_diff = probe_inputs(cfg, num_cameras)
     T = cfg.num_frames
