@@ -9,10 +9,11 @@ alike otherwise: the cost does not depend on the values), exported with ``export
 temporary folder, run as ``EagerRuntime`` (torch eager, float32, the default CPU sampling
 backend) and as ``OnnxRuntime`` (``CPUExecutionProvider``) with the same thread count. A step is
 what ``StreamingDetector`` asks of a runtime per frame: ``encode`` of the six current images and
-``run_head`` over T cache slots (S = T + 1 slots, the probe inputs of the export). Reported: the
-median and p90 over ``--steps`` timed steps (after one warm-up), encoder and head separately, and
-the speed-up of onnxruntime. ``--profile``: onnxruntime's own profiler (``enable_profiling``) on
-one more step; the ops that take most of the time, per graph.
+``run_head`` over T cache slots (S = T + 1 slots, the probe inputs of the export); the two
+runtimes take turns step by step. Reported: the median, p90 and minimum over ``--steps`` timed
+steps (after one warm-up), encoder and head separately, and the speed-up of onnxruntime.
+``--profile``: onnxruntime's own profiler (``enable_profiling``) on one more step; the ops that
+take most of the time, per graph.
 """
 from __future__ import annotations
 
@@ -40,21 +41,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def time_runtime(runtime, images, cache, slots, lidar2img, time_diff, steps: int) -> dict:
-    """Per step: encode ms and run_head ms (one warm-up step first)."""
-    enc, head = [], []
+def time_runtimes(runtimes: dict, images, cache, slots, lidar2img, time_diff, steps: int) -> dict:
+    """Per runtime and step: encode ms and run_head ms. The runtimes take turns step by step
+    (one warm-up step first), so a load change on a shared machine hits both alike."""
+    times = {name: {'encoder': [], 'head': []} for name in runtimes}
     for step in range(steps + 1):
-        t0 = time.perf_counter()
-        runtime.encode(images)
-        t1 = time.perf_counter()
-        runtime.run_head(cache, slots, lidar2img, time_diff)
-        t2 = time.perf_counter()
-        if step:
-            enc.append((t1 - t0) * 1e3)
-            head.append((t2 - t1) * 1e3)
-    total = [a + b for a, b in zip(enc, head)]
-    return {name: (statistics.median(v), percentile(v, 0.9))
-            for name, v in (('encoder', enc), ('head', head), ('step', total))}
+        for name, runtime in runtimes.items():
+            t0 = time.perf_counter()
+            runtime.encode(images)
+            t1 = time.perf_counter()
+            runtime.run_head(cache, slots, lidar2img, time_diff)
+            t2 = time.perf_counter()
+            if step:
+                times[name]['encoder'].append((t1 - t0) * 1e3)
+                times[name]['head'].append((t2 - t1) * 1e3)
+    result = {}
+    for name, t in times.items():
+        t['step'] = [a + b for a, b in zip(t['encoder'], t['head'])]
+        result[name] = {k: (statistics.median(v), percentile(v, 0.9), min(v)) for k, v in t.items()}
+    return result
 
 
 def top_ops(profile_file: str, count: int = 6) -> list[tuple[str, float]]:
@@ -103,9 +108,8 @@ def bench_preset(name: str, steps: int, threads: int, want_profile: bool) -> dic
         T = cfg.num_frames
         cache = [torch.stack([lv * (1.0 + 0.05 * s) for s in range(T + 1)]) for lv in levels]
         slots = torch.tensor([(3 * t + 1) % (T + 1) for t in range(T)], dtype=torch.int64)
-        result = {'torch': time_runtime(eager, images, cache, slots, lidar2img, time_diff, steps),
-                  'onnxruntime': time_runtime(onnx_rt, images, cache, slots, lidar2img, time_diff,
-                                              steps)}
+        result = time_runtimes({'torch': eager, 'onnxruntime': onnx_rt}, images, cache, slots,
+                               lidar2img, time_diff, steps)
         if want_profile:
             result['profile'] = profile(Path(tmp), cfg, threads, images, cache, slots,
                                         lidar2img, time_diff)
@@ -125,16 +129,17 @@ def main() -> int:
     import onnxruntime as ort
     print(f'machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} '
           f'thread(s); torch {torch.__version__}, onnxruntime {ort.__version__}')
-    print('| preset | runtime | encoder median / p90 (ms) | head median / p90 (ms) | '
-          'step median / p90 (ms) | step speed-up |')
+    print('| preset | runtime | encoder median / p90 / min (ms) | head median / p90 / min (ms) | '
+          'step median / p90 / min (ms) | step speed-up (median, min) |')
     print('|---|---|---|---|---|---|')
     for name, n in zip(args.presets, steps):
         r = bench_preset(name, n, args.threads, args.profile)
-        base = r['torch']['step'][0]
+        base = r['torch']['step']
         for runtime in ('torch', 'onnxruntime'):
             t = r[runtime]
-            cells = ' | '.join(f'{t[k][0]:.0f} / {t[k][1]:.0f}' for k in ('encoder', 'head', 'step'))
-            print(f'| {name} | {runtime} | {cells} | {base / t["step"][0]:.2f}x |', flush=True)
+            cells = ' | '.join('{:.0f} / {:.0f} / {:.0f}'.format(*t[k]) for k in ('encoder', 'head', 'step'))
+            print(f'| {name} | {runtime} | {cells} | {base[0] / t["step"][0]:.2f}x, '
+                  f'{base[2] / t["step"][2]:.2f}x |', flush=True)
         for graph, ops in r.get('profile', {}).items():
             print(f'  profile {name} {graph}: ' + ', '.join(f'{op} {share:.0%}' for op, share in ops))
     return 0

@@ -205,6 +205,8 @@ def test_cli_export_and_replay_with_a_bad_onnx_dir(tmp_path, capsys):
     capsys.readouterr()
     assert main(['export-onnx', '--preset', 'tiny', '--out', str(out)]) == 1
     assert '--force' in capsys.readouterr().err
+    assert main(['export-onnx', '--preset', 'tiny', '--out', str(tmp_path / 'x'), '--opset', '10']) == 2
+    assert 'opset >= 11' in capsys.readouterr().err and not (tmp_path / 'x').exists()
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=2)
     rc = main(['replay', bag.path, str(tmp_path / 'out'), '--preset', 'tiny', '--device', 'cpu',
                '-p', 'runtime:=onnxruntime', '-p', f'onnx_dir:={tmp_path / "nowhere"}',
