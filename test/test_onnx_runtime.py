@@ -214,3 +214,16 @@ def test_cli_export_and_replay_with_a_bad_onnx_dir(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and 'nowhere is not a folder' in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'out').exists()
+
+
+def test_fp16_export_keeps_float32_levels_and_a_float32_head(tmp_path):
+    manifest = export_onnx(model_config('tiny'), None, tmp_path, precision='fp16',
+                           log=lambda text: None)
+    assert manifest['precision'] == 'fp16'
+    assert {o['dtype'] for o in manifest['graphs']['encoder']['outputs']} == {'float32'}
+    dev = manifest['deviation_from_pytorch']
+    assert 0 < max(dev['encoder_levels_max_abs']) < 2e-3 * max(dev['encoder_levels_absmax'])
+    assert max(dev['head_all_cls_scores_max_abs_per_layer']) < 1e-4     # the head is float32
+    levels = OnnxRuntime(tmp_path, model_config('tiny')).encode(
+        torch.zeros(6, 3, *model_config('tiny').input_size, dtype=torch.uint8))
+    assert all(level.dtype == torch.float32 for level in levels)
