@@ -217,8 +217,14 @@ def test_cli_export_and_replay_with_a_bad_onnx_dir(tmp_path, capsys):
 
 
 def test_fp16_export_keeps_float32_levels_and_a_float32_head(tmp_path):
-    manifest = export_onnx(model_config('tiny'), None, tmp_path, precision='fp16',
-                           log=lambda text: None)
+    from sparsebev_core import ops
+    ops.set_backend('torch')
+    try:
+        manifest = export_onnx(model_config('tiny'), None, tmp_path, precision='fp16',
+                               log=lambda text: None)
+        assert ops.get_backend() == 'torch'                  # the gather backend only for the trace
+    finally:
+        ops.set_backend('auto')
     assert manifest['precision'] == 'fp16'
     assert {o['dtype'] for o in manifest['graphs']['encoder']['outputs']} == {'float32'}
     dev = manifest['deviation_from_pytorch']
