@@ -48,7 +48,8 @@ CAMERAS = (
 OVERRIDES = {
     'preset': 'str', 'checkpoint': 'str', 'config_file': 'str', 'image_transport': 'str',
     'device': 'str', 'precision': 'str', 'score_threshold': 'float', 'output_frame': 'str',
-    'world_frame': 'str', 'base_frame': 'str', 'use_projection_matrix': 'bool',
+    'world_frame': 'str', 'base_frame': 'str', 'use_projection_matrix': 'bool', 'runtime': 'str',
+    'onnx_dir': 'str',
 }
 TRUE_WORDS, FALSE_WORDS = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
 

@@ -31,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'timing': ('sparsebev_core.engine.timing', 'measure FPS and a per-stage latency breakdown'),
     'viz': ('sparsebev_core.viz.cli', 'draw predictions and sampling points'),
     'convert-checkpoint': ('sparsebev_core.checkpoint', 'convert an official SparseBEV checkpoint'),
+    'export-onnx': ('sparsebev_core.export.onnx_export',
+                    'export the encoder and head as ONNX graphs + export.json (docs/deploy.md)'),
     'build-op': ('sparsebev_core.ops.build',
                  'compile the CUDA sampling op just in time (also: python -m sparsebev_core.ops.build)'),
     'replay': ('sparsebev_ros.replay', 'run the ROS pipeline over a rosbag2 file, without ROS'),

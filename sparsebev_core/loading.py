@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .config import ModelConfig
 from .errors import UsageError
@@ -91,18 +91,63 @@ def load_model(preset_or_config: str | ModelConfig, checkpoint: str | None = Non
     return LoadedModel(model, cfg, checkpoint)
 
 
+RUNTIMES = ('torch', 'onnxruntime')
+
+
 def load_detector(preset_or_config: str | ModelConfig, checkpoint: str | None = None,
                   device: str = 'auto', *, log: Callable[[str], None] = print,
+                  runtime: str = 'torch', onnx_dir: str | None = None,
+                  onnx_providers: Sequence[str] = ('CPUExecutionProvider',),
                   **streaming_options: Any) -> 'StreamingDetector':
     """A ``StreamingDetector`` on ``device`` for the preset (or config) and checkpoint.
 
+    ``runtime='torch'``: the model in torch eager mode (``detector.model`` is the loaded
+    model). ``runtime='onnxruntime'``: the export in ``onnx_dir`` (``sparsebev export-onnx``)
+    on ``onnx_providers`` (``export.onnx_runtime.OnnxRuntime``), no torch model is built;
+    a ``checkpoint`` given then must be the one exported (sha256 in ``export.json``).
     ``streaming_options`` go to ``StreamingDetector`` (``history_spacing``, ``max_time_gap``,
     ``score_threshold``, ``max_detections``, ``precision``, ...). The detector's ``cfg`` is
-    the recipe; ``detector.model`` the loaded model.
+    the recipe.
     """
     from .model.streaming import StreamingDetector
     from .runtime_env import resolve_device
 
+    if runtime not in RUNTIMES:
+        raise UsageError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
+    if runtime == 'onnxruntime':
+        if streaming_options.get('precision', 'fp32') != 'fp32':
+            raise UsageError("with runtime 'onnxruntime' the precision is the export's "
+                             '(sparsebev export-onnx --precision); leave precision at fp32')
+        return StreamingDetector(_onnx_runtime(preset_or_config, checkpoint, onnx_dir,
+                                               onnx_providers), _config_of(preset_or_config),
+                                 **streaming_options)
     device = resolve_device(device)
     loaded = load_model(preset_or_config, checkpoint, log=log)
     return StreamingDetector(loaded.model, loaded.cfg, device=device, **streaming_options)
+
+
+def _config_of(preset_or_config: str | ModelConfig) -> ModelConfig:
+    return model_config(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
+
+
+def _onnx_runtime(preset_or_config: str | ModelConfig, checkpoint: str | None,
+                  onnx_dir: str | None, providers: Sequence[str]) -> Any:
+    """``OnnxRuntime`` of ``onnx_dir`` for the model; the checkpoint, if given, must match."""
+    from .export.manifest import OnnxExportError, sha256_of_file
+    from .export.onnx_runtime import OnnxRuntime
+
+    cfg = _config_of(preset_or_config)
+    if not onnx_dir:
+        raise UsageError("runtime 'onnxruntime' needs an export folder (onnx_dir / --onnx-dir): "
+                         f'make one with sparsebev export-onnx --preset {cfg.name} --out DIR')
+    onnx = OnnxRuntime(onnx_dir, cfg, providers)
+    exported = onnx.manifest['model'].get('checkpoint_sha256')
+    if checkpoint and not Path(checkpoint).is_file():
+        raise OnnxExportError(f'checkpoint {checkpoint} not found (with runtime onnxruntime it '
+                              'is only compared with the exported weights; leave it empty to skip)')
+    if checkpoint and sha256_of_file(checkpoint) != exported:
+        raise OnnxExportError(f'{onnx_dir} was exported from other weights than {checkpoint} '
+                              '(sha256 in export.json differs): export this checkpoint again '
+                              f'(sparsebev export-onnx --preset {cfg.name} --checkpoint '
+                              f'{checkpoint} --out {onnx_dir} --force) or leave the checkpoint empty')
+    return onnx

@@ -120,6 +120,11 @@ def _frame_id(optional: bool) -> Validator:
     return check
 
 
+def _providers(value: Sequence[str]) -> str | None:
+    return None if value and all(re.fullmatch(r'[A-Za-z]+ExecutionProvider', v) for v in value) \
+        else "must name at least one onnxruntime provider, e.g. ['CPUExecutionProvider']"
+
+
 def _unit_quaternion(value: Sequence[float]) -> str | None:
     if len(value) != 4:
         return 'must have 4 entries (x, y, z, w)'
@@ -171,6 +176,14 @@ class DetectorParams:
                              "docs/official_config.md); when set it replaces `preset`")
     device: str = param('auto', "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'", _device)
     precision: str = param('fp32', 'inference precision', one_of('fp32', 'fp16', 'bf16'))
+    runtime: str = param('torch', "network runtime: 'torch' (PyTorch eager) or 'onnxruntime' "
+                         '(the export in onnx_dir, docs/deploy.md)', one_of('torch', 'onnxruntime'))
+    onnx_dir: str = param('', 'folder written by `sparsebev export-onnx` (encoder.onnx, head.onnx, '
+                          "export.json); needed by runtime 'onnxruntime'")
+    onnx_providers: list[str] = param(['CPUExecutionProvider'], 'onnxruntime execution providers '
+                                      'in priority order (CPUExecutionProvider, '
+                                      'CUDAExecutionProvider, TensorrtExecutionProvider)',
+                                      _providers)
     score_threshold: float = param(0.3, 'drop boxes scoring below this', in_range(0.0, 1.0),
                                    runtime=True)
     max_detections: int = param(300, 'at most this many boxes per frame', in_range(1, 10000))

@@ -280,11 +280,13 @@ class Pipeline:
 # --------------------------------------------------------------------------------------------
 def build_detector(params: DetectorParams, log: Callable[[str], None] = print) -> Any:
     """``StreamingDetector`` for the preset (or ``config_file``) / checkpoint / device /
-    precision parameters (``sparsebev_core.loading.load_detector``)."""
+    precision / runtime parameters (``sparsebev_core.loading.load_detector``)."""
     from sparsebev_core.loading import load_detector, model_config
     cfg = model_config(config_file=params.config_file) if params.config_file else params.preset
     return load_detector(cfg, params.checkpoint or None, params.device,
-                         log=log, history_spacing=params.history_spacing,
+                         log=log, runtime=params.runtime, onnx_dir=params.onnx_dir or None,
+                         onnx_providers=params.onnx_providers,
+                         history_spacing=params.history_spacing,
                          max_time_gap=params.max_time_gap,
                          score_threshold=params.score_threshold,
                          max_detections=params.max_detections, precision=params.precision)

@@ -102,7 +102,7 @@ class SparseBEVHead(nn.Module):
                       valid_views: Tensor | None) -> None:
         if len(features) != self.cfg.num_levels:
             raise ValueError(f'expected {self.cfg.num_levels} feature levels, got {len(features)}')
-        counts = [feat.shape[1] if feat.dim() == 5 else None for feat in features]
+        counts = [int(feat.shape[1]) if feat.dim() == 5 else None for feat in features]  # ints when traced
         if len(set(counts)) > 1:
             raise InputError(f'feature level 0 has {counts[0]} images but the levels disagree: '
                              f'{counts} (each level must be [B, T*N, C, h, w])')

@@ -57,6 +57,14 @@ def group_features_for_sampling(features: Sequence[Tensor], num_groups: int,
         if valid_views is not None:
             keep = valid_views.to(device=feat.device, dtype=torch.bool).reshape(b, tn, 1, 1, 1)
             feat = torch.where(keep, feat, feat.new_zeros(()))               # [B, T*N, G*C, H, W]
+        if use_channels_last and torch.onnx.is_in_onnx_export():
+            # the same layout as two cheap transposes (C <-> H*W, then a block move of G):
+            # onnxruntime runs the one 7-D permutation below 1.6x slower (docs/benchmarks.md)
+            x = feat.reshape(b * tn * num_groups, c, h * w).transpose(1, 2)    # [BTNG, HW, C]
+            x = x.reshape(b * t, num_cameras, num_groups, h * w * c).transpose(1, 2)
+            x = x.reshape(b * t * num_groups, num_cameras, h, w, c)            # [BTG, N, H, W, C]
+            grouped.append(x.permute(0, 4, 1, 2, 3))                           # [BTG, C, N, H, W] view
+            continue
         feat = feat.reshape(b, t, num_cameras, num_groups, c, h, w)          # [B, T, N, G, C, H, W]
         if use_channels_last:
             feat = feat.permute(0, 1, 3, 2, 5, 6, 4)                         # [B, T, G, N, H, W, C]

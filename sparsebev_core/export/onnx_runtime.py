@@ -1,0 +1,119 @@
+"""``OnnxRuntime``: an ONNX export folder run by onnxruntime behind the runtime seam.
+
+``StreamingDetector(OnnxRuntime(onnx_dir, cfg), cfg)`` streams exactly as with the torch
+runtime: the feature cache, the history choice, the geometry, the time differences and the
+top-k decoding stay in ``StreamingDetector``; the two calls run ``encoder.onnx`` and
+``head.onnx`` (``export.onnx_export``). Inputs are handed to onnxruntime as numpy views of the
+CPU tensors (onnxruntime's CPU provider reads them in place: the cache buffers are never
+copied per step); outputs come back as ``torch.from_numpy`` views.
+
+Start-up checks, all before any step (``manifest.read_manifest``): the export belongs to the
+configured model, each graph is complete (size and sha256), the requested execution providers
+are installed; onnxruntime missing is a ``MissingDependencyError``. Nothing is half-loaded: a
+failure raises before the runtime exists.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..config import ModelConfig
+from ..errors import MissingDependencyError
+from .manifest import (ENCODER_FILE, HEAD_FILE, ONNX_INSTALL_HINT, OnnxExportError,
+                       read_manifest)
+
+Tensor = torch.Tensor
+
+PROVIDER_ALIASES = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider',
+                    'tensorrt': 'TensorrtExecutionProvider'}
+DEFAULT_PROVIDERS = ('CPUExecutionProvider',)
+
+
+class ProviderUnavailableError(OnnxExportError):
+    """A requested onnxruntime execution provider is not in the installed onnxruntime."""
+
+
+def import_onnxruntime():
+    """The ``onnxruntime`` module, or ``MissingDependencyError`` with the install command."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise MissingDependencyError(f'runtime onnxruntime needs the onnxruntime package, which '
+                                     f'is not installed: {ONNX_INSTALL_HINT}') from err
+    return onnxruntime
+
+
+def resolve_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Full provider names (aliases ``cpu``, ``cuda``, ``tensorrt`` allowed), each installed."""
+    names = [PROVIDER_ALIASES.get(p.lower(), p) for p in requested] or list(DEFAULT_PROVIDERS)
+    missing = [p for p in names if p not in available]
+    if missing:
+        raise ProviderUnavailableError(
+            f'onnxruntime execution provider(s) {missing} are not available in this onnxruntime '
+            f'(available: {list(available)}); set onnx_providers to available ones, or install '
+            'the onnxruntime build that has them (onnxruntime-gpu for CUDA / TensorRT)')
+    return names
+
+
+class OnnxRuntime:
+    """The two seam calls on onnxruntime sessions of an export folder.
+
+    Args:
+        onnx_dir: the folder written by ``sparsebev export-onnx`` (``export.json`` + graphs).
+        cfg: the model the caller expects; the manifest must match it.
+        providers: onnxruntime execution providers in priority order (full names or the
+            aliases ``cpu``, ``cuda``, ``tensorrt``); default CPU.
+        threads: onnxruntime intra-op threads (0: onnxruntime's default).
+        num_cameras: cameras per frame the caller will feed (None: not checked).
+    """
+
+    def __init__(self, onnx_dir: str | Path, cfg: ModelConfig,
+                 providers: Sequence[str] = DEFAULT_PROVIDERS, threads: int = 0,
+                 num_cameras: int | None = None) -> None:
+        ort = import_onnxruntime()
+        self.manifest = read_manifest(onnx_dir, cfg, num_cameras)
+        self.providers = resolve_providers(providers, ort.get_available_providers())
+        folder = Path(onnx_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        self.encoder = _session(ort, folder / ENCODER_FILE, options, self.providers)
+        self.head = _session(ort, folder / HEAD_FILE, options, self.providers)
+        graphs = self.manifest['graphs']
+        self.level_names = [o['name'] for o in graphs['encoder']['outputs']]
+        self.cache_names = [i['name'] for i in graphs['head']['inputs']][:len(self.level_names)]
+        self.device = torch.device('cpu')           # inputs are handed over as host memory
+        self.legacy_yaw_convention = bool(self.manifest['model']['legacy_yaw_convention'])
+
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """uint8 RGB ``[N, 3, H, W]`` -> per level ``[N, C, h_l, w_l]`` float32."""
+        levels = self.encoder.run(self.level_names, {'images': _host(images)})
+        return [torch.from_numpy(level) for level in levels]
+
+    def run_head(self, cache_levels: Sequence[Tensor], slots: Tensor, lidar2img: Tensor,
+                 time_diff: Tensor, valid_views: Tensor | None = None) -> dict[str, Tensor]:
+        """The cache buffers as they are + ``slots``, ``lidar2img``, ``time_diff`` ->
+        ``all_cls_scores [L, 1, Q, K]``, ``all_bbox_preds [L, 1, Q, 10]``."""
+        if valid_views is not None and not bool(valid_views.all()):
+            raise OnnxExportError('the exported head takes no camera validity mask: every '
+                                  'camera of every frame must be valid with runtime onnxruntime')
+        feed = {name: _host(level) for name, level in zip(self.cache_names, cache_levels)}
+        feed.update(slots=_host(slots), lidar2img=_host(lidar2img), time_diff=_host(time_diff))
+        cls, bbox = self.head.run(['all_cls_scores', 'all_bbox_preds'], feed)
+        return dict(all_cls_scores=torch.from_numpy(cls), all_bbox_preds=torch.from_numpy(bbox))
+
+
+def _host(tensor: Tensor):
+    """A numpy view of a CPU tensor (a copy only when it lives on a GPU)."""
+    return tensor.detach().cpu().numpy()
+
+
+def _session(ort, path: Path, options, providers: list[str]):
+    """An ``InferenceSession``; an unreadable graph is an ``OnnxExportError`` naming the file."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:        # onnxruntime raises its own Fail / InvalidProtobuf / ...
+        raise OnnxExportError(f'onnxruntime cannot load {path} ({type(err).__name__}: '
+                              f'{str(err).strip()[:300]}); export it again with '
+                              'sparsebev export-onnx ... --force') from err

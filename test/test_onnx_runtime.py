@@ -1,0 +1,235 @@
+"""ONNX export and the onnxruntime runtime (docs/deploy.md): graphs, manifest, the seam, the
+replay with ``runtime:=torch`` vs ``runtime:=onnxruntime``, and the start-up errors.
+
+The tiny preset with its bundled weights is exported once per module; the r50 parity check
+through onnxruntime lives in ``test_onnx_parity.py``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip('onnx', reason="onnx not installed (pip install -e '.[onnx]')")
+ort = pytest.importorskip('onnxruntime', reason="onnxruntime not installed (pip install -e '.[onnx]')")
+
+from ros_scene import write_drive                                       # noqa: E402
+from sparsebev_core.errors import MissingDependencyError, UsageError   # noqa: E402
+from sparsebev_core.export.manifest import OnnxExportError, sha256_of_file  # noqa: E402
+from sparsebev_core.export.onnx_export import export_onnx              # noqa: E402
+from sparsebev_core.export.onnx_runtime import OnnxRuntime, ProviderUnavailableError  # noqa: E402
+from sparsebev_core.loading import bundled_checkpoint, load_model, model_config  # noqa: E402
+from sparsebev_core.model.runtime import EagerRuntime                  # noqa: E402
+from sparsebev_ros.params import DETECTIONS_TOPIC, validate            # noqa: E402
+from sparsebev_ros.pipeline import build_detector                      # noqa: E402
+from sparsebev_ros.replay import replay                                # noqa: E402
+from test_ros_replay import read_topic                                 # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def tiny_export(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp('onnx_tiny')
+    export_onnx(model_config('tiny'), None, out, log=lambda text: None)
+    return out
+
+
+def copy_export(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_graphs_pass_the_checker_with_default_domain_ops_and_the_manifest_says_what_they_are(
+        tiny_export):
+    manifest = json.loads((tiny_export / 'export.json').read_text())
+    for key in ('encoder', 'head'):
+        model = onnx.load(str(tiny_export / manifest['graphs'][key]['file']))
+        onnx.checker.check_model(model, full_check=True)
+        assert {node.domain for node in model.graph.node} <= {'', 'ai.onnx'}
+        assert 'GridSample' not in {node.op_type for node in model.graph.node}
+        assert [i.name for i in model.graph.input] == [i['name'] for i in manifest['graphs'][key]['inputs']]
+    cfg = model_config('tiny')
+    assert manifest['sampling'] == 'gather' and manifest['batch'] == 1 and manifest['fixed_shapes']
+    assert manifest['model']['preset'] == 'tiny' and manifest['input_hw'] == list(cfg.input_size)
+    assert manifest['model']['checkpoint_sha256'] == sha256_of_file(bundled_checkpoint('tiny'))
+    images = manifest['graphs']['encoder']['inputs'][0]
+    assert images == {'name': 'images', 'shape': [6, 3, *cfg.input_size], 'dtype': 'uint8'}
+    head_in = {i['name']: i for i in manifest['graphs']['head']['inputs']}
+    assert head_in['cache_level0']['shape'][0] == 'cache_slots'
+    assert head_in['lidar2img']['shape'] == [1, cfg.num_frames * 6, 4, 4]
+    assert head_in['time_diff'] == {'name': 'time_diff', 'shape': [1, cfg.num_frames], 'dtype': 'float32'}
+    assert head_in['slots']['dtype'] == 'int64'
+    dev = manifest['deviation_from_pytorch']
+    assert max(dev['encoder_levels_max_abs']) < 1e-3 * max(dev['encoder_levels_absmax'])
+    assert max(dev['head_all_cls_scores_max_abs_per_layer']) < 1e-4
+    assert max(dev['head_all_bbox_preds_max_abs_per_layer']) < 1e-3
+
+
+def test_onnxruntime_runs_the_seam_like_the_torch_runtime_for_any_cache_size(tiny_export):
+    cfg = model_config('tiny')
+    eager = EagerRuntime(load_model('tiny', log=lambda text: None).model)
+    onnx_rt = OnnxRuntime(tiny_export, cfg)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (6, 3, *cfg.input_size), generator=g, dtype=torch.uint8)
+    ours, theirs = onnx_rt.encode(images), eager.encode(images)
+    assert [f.shape for f in ours] == [f.shape for f in theirs]
+    for a, b in zip(ours, theirs):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+    S = cfg.num_frames + 5                      # not the size the graph was traced with
+    cache = [torch.stack([f * (1 + 0.1 * s) for s in range(S)]) for f in theirs]
+    slots = torch.tensor([7, 2, 2, 0], dtype=torch.int64)
+    from sparsebev_core.export.onnx_export import probe_inputs
+    _, lidar2img, time_diff = probe_inputs(cfg, 6, seed=3)
+    a = onnx_rt.run_head(cache, slots, lidar2img, time_diff)
+    b = eager.run_head(cache, slots, lidar2img, time_diff)
+    for key in ('all_cls_scores', 'all_bbox_preds'):
+        assert a[key].shape == b[key].shape
+        assert (a[key] - b[key]).abs().max() < 1e-4, key
+    moved = onnx_rt.run_head(cache, torch.tensor([1, 2, 2, 0]), lidar2img, time_diff)
+    assert (moved['all_cls_scores'] - a['all_cls_scores']).abs().max() > 1e-3   # slots matter
+
+
+def _detections(bag: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    frames = []
+    for _, msg in read_topic(bag, DETECTIONS_TOPIC):
+        boxes = np.array([[d.bbox.center.position.x, d.bbox.center.position.y,
+                           d.bbox.center.position.z, d.bbox.size.x, d.bbox.size.y, d.bbox.size.z]
+                          for d in msg.detections]).reshape(-1, 6)
+        scores = np.array([d.results[0].hypothesis.score for d in msg.detections])
+        frames.append((boxes, scores))
+    return frames
+
+
+def test_replay_gives_the_same_detections_with_torch_and_onnxruntime(tmp_path, tiny_export):
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=8)
+    common = {'preset': 'tiny', 'device': 'cpu', 'score_threshold': 0.0, 'max_detections': 20}
+    runs = {}
+    for runtime in ('torch', 'onnxruntime'):
+        params = validate({**common, 'runtime': runtime, 'onnx_dir': str(tiny_export)})
+        detector = build_detector(params, log=lambda text: None)
+        assert type(detector.runtime).__name__ == ('OnnxRuntime' if runtime == 'onnxruntime'
+                                                   else 'EagerRuntime')
+        replay(bag.path, tmp_path / runtime, params, detector, progress=False)
+        runs[runtime] = _detections(tmp_path / runtime)
+    assert len(runs['torch']) == len(runs['onnxruntime']) == 8
+    for (box_t, score_t), (box_o, score_o) in zip(runs['torch'], runs['onnxruntime']):
+        assert len(box_t) == len(box_o) == 20
+        assert np.abs(score_t - score_o).max() <= 1e-4
+        assert np.abs(box_t - box_o).max() <= 1e-3
+
+
+# ------------------------------------------------------------------ bad input at start-up
+def _onnx_params(onnx_dir, **extra):
+    return validate({'preset': 'tiny', 'device': 'cpu', 'runtime': 'onnxruntime',
+                     'onnx_dir': str(onnx_dir), **extra})
+
+
+def test_a_manifest_of_another_preset_is_refused_naming_both(tiny_export):
+    with pytest.raises(OnnxExportError, match=r"model name 'tiny'.*'r50_nuimg_704x256'.*export-onnx"):
+        build_detector(_onnx_params(tiny_export, preset='r50_nuimg_704x256'), log=lambda text: None)
+
+
+@pytest.mark.parametrize('damage', ['missing', 'truncated', 'replaced'])
+@pytest.mark.parametrize('graph', ['encoder.onnx', 'head.onnx'])
+def test_a_missing_truncated_or_replaced_graph_is_refused_naming_the_file(tmp_path, tiny_export,
+                                                                          damage, graph):
+    folder = copy_export(tiny_export, tmp_path / 'export')
+    path = folder / graph
+    if damage == 'missing':
+        path.unlink()
+    elif damage == 'truncated':
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        data = bytearray(path.read_bytes())
+        data[-10] ^= 0xFF
+        path.write_bytes(bytes(data))
+    words = {'missing': 'is missing', 'truncated': 'truncated', 'replaced': 'sha256'}[damage]
+    with pytest.raises(OnnxExportError, match=rf'{graph}.*{words}.*export-onnx'):
+        build_detector(_onnx_params(folder), log=lambda text: None)
+
+
+def test_a_graph_onnxruntime_cannot_parse_is_refused_naming_the_file(tmp_path, tiny_export):
+    folder = copy_export(tiny_export, tmp_path / 'export')
+    (folder / 'head.onnx').write_bytes(b'not a protobuf')
+    manifest = json.loads((folder / 'export.json').read_text())
+    manifest['graphs']['head'].update(bytes=14, sha256=sha256_of_file(folder / 'head.onnx'))
+    (folder / 'export.json').write_text(json.dumps(manifest))
+    with pytest.raises(OnnxExportError, match=r'onnxruntime cannot load .*head.onnx'):
+        OnnxRuntime(folder, model_config('tiny'))
+
+
+def test_missing_folder_manifest_or_onnx_dir_parameter(tmp_path, tiny_export):
+    with pytest.raises(OnnxExportError, match='is not a folder'):
+        build_detector(_onnx_params(tmp_path / 'nowhere'), log=lambda text: None)
+    folder = copy_export(tiny_export, tmp_path / 'export')
+    (folder / 'export.json').unlink()
+    with pytest.raises(OnnxExportError, match='export.json is missing'):
+        build_detector(_onnx_params(folder), log=lambda text: None)
+    with pytest.raises(UsageError, match='needs an export folder'):
+        build_detector(_onnx_params(''), log=lambda text: None)
+
+
+def test_onnxruntime_not_installed_says_how_to_install(tiny_export, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)          # import fails
+    with pytest.raises(MissingDependencyError, match=r"pip install -e '\.\[onnx\]'"):
+        build_detector(_onnx_params(tiny_export), log=lambda text: None)
+
+
+def test_an_unavailable_provider_is_refused_naming_the_available_ones(tiny_export):
+    if 'TensorrtExecutionProvider' in ort.get_available_providers():
+        pytest.skip('this onnxruntime has TensorRT')
+    with pytest.raises(ProviderUnavailableError, match=r"TensorrtExecutionProvider.*CPUExecutionProvider"):
+        build_detector(_onnx_params(tiny_export, onnx_providers=['TensorrtExecutionProvider']),
+                       log=lambda text: None)
+
+
+def test_a_checkpoint_other_than_the_exported_one_is_refused(tmp_path, tiny_export):
+    other = tmp_path / 'other.pth'
+    other.write_bytes(Path(bundled_checkpoint('tiny')).read_bytes() + b'x')
+    with pytest.raises(OnnxExportError, match='other weights'):
+        build_detector(_onnx_params(tiny_export, checkpoint=str(other)), log=lambda text: None)
+    detector = build_detector(_onnx_params(tiny_export, checkpoint=bundled_checkpoint('tiny')),
+                              log=lambda text: None)
+    assert type(detector.runtime).__name__ == 'OnnxRuntime'
+
+
+def test_cli_export_and_replay_with_a_bad_onnx_dir(tmp_path, capsys):
+    from sparsebev_cli.cli import main
+    out = tmp_path / 'export'
+    assert main(['export-onnx', '--preset', 'tiny', '--out', str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {'encoder.onnx', 'head.onnx', 'export.json'}
+    capsys.readouterr()
+    assert main(['export-onnx', '--preset', 'tiny', '--out', str(out)]) == 1
+    assert '--force' in capsys.readouterr().err
+    assert main(['export-onnx', '--preset', 'tiny', '--out', str(tmp_path / 'x'), '--opset', '10']) == 2
+    assert 'opset >= 11' in capsys.readouterr().err and not (tmp_path / 'x').exists()
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=2)
+    rc = main(['replay', bag.path, str(tmp_path / 'out'), '--preset', 'tiny', '--device', 'cpu',
+               '-p', 'runtime:=onnxruntime', '-p', f'onnx_dir:={tmp_path / "nowhere"}',
+               '--no-progress'])
+    err = capsys.readouterr().err
+    assert rc == 1 and 'nowhere is not a folder' in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / 'out').exists()
+
+
+def test_fp16_export_keeps_float32_levels_and_a_float32_head(tmp_path):
+    from sparsebev_core import ops
+    ops.set_backend('torch')
+    try:
+        manifest = export_onnx(model_config('tiny'), None, tmp_path, precision='fp16',
+                               log=lambda text: None)
+        assert ops.get_backend() == 'torch'                  # the gather backend only for the trace
+    finally:
+        ops.set_backend('auto')
+    assert manifest['precision'] == 'fp16'
+    assert {o['dtype'] for o in manifest['graphs']['encoder']['outputs']} == {'float32'}
+    dev = manifest['deviation_from_pytorch']
+    assert 0 < max(dev['encoder_levels_max_abs']) < 2e-3 * max(dev['encoder_levels_absmax'])
+    assert max(dev['head_all_cls_scores_max_abs_per_layer']) < 1e-4     # the head is float32
+    levels = OnnxRuntime(tmp_path, model_config('tiny')).encode(
+        torch.zeros(6, 3, *model_config('tiny').input_size, dtype=torch.uint8))
+    assert all(level.dtype == torch.float32 for level in levels)
