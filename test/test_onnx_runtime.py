@@ -233,3 +233,14 @@ def test_fp16_export_keeps_float32_levels_and_a_float32_head(tmp_path):
     levels = OnnxRuntime(tmp_path, model_config('tiny')).encode(
         torch.zeros(6, 3, *model_config('tiny').input_size, dtype=torch.uint8))
     assert all(level.dtype == torch.float32 for level in levels)
+
+
+def test_a_camera_mask_is_refused_as_an_invalid_frame_not_a_crash():
+    """The exported head has no camera-mask input yet: a degraded frame is an InvalidFrameError
+    (the pipeline skips it with a reason) rather than an error that stops a replay."""
+    from sparsebev_core.export.onnx_runtime import OnnxRuntime
+    from sparsebev_core.frame import InvalidFrameError
+    mask = torch.tensor([[True, False]])
+    with pytest.raises(InvalidFrameError, match='camera validity mask'):
+        OnnxRuntime.run_head(object.__new__(OnnxRuntime), [], torch.zeros(1), torch.zeros(1),
+                             torch.zeros(1), valid_views=mask)

@@ -21,6 +21,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import MissingDependencyError
+from ..frame import InvalidFrameError
 from .manifest import (ENCODER_FILE, HEAD_FILE, ONNX_INSTALL_HINT, OnnxExportError,
                        read_manifest)
 
@@ -96,8 +97,11 @@ class OnnxRuntime:
         """The cache buffers as they are + ``slots``, ``lidar2img``, ``time_diff`` ->
         ``all_cls_scores [L, 1, Q, K]``, ``all_bbox_preds [L, 1, Q, 10]``."""
         if valid_views is not None and not bool(valid_views.all()):
-            raise OnnxExportError('the exported head takes no camera validity mask: every '
-                                  'camera of every frame must be valid with runtime onnxruntime')
+            # a degraded frame (or a history frame that was one): skipped, like any frame the
+            # detector refuses, until the exported head takes the camera mask as an input
+            raise InvalidFrameError('runtime onnxruntime: the exported head takes no camera '
+                                    'validity mask, so a frame missing a camera (now or in its '
+                                    'history) cannot run; use runtime torch for degraded frames')
         feed = {name: _host(level) for name, level in zip(self.cache_names, cache_levels)}
         feed.update(slots=_host(slots), lidar2img=_host(lidar2img), time_diff=_host(time_diff))
         cls, bbox = self.head.run(['all_cls_scores', 'all_bbox_preds'], feed)
