@@ -2,9 +2,9 @@
 
 Official checkpoints are mmcv ``.pth`` files: ``{'meta', 'state_dict', ['optimizer'],
 ['version']}`` with the state-dict names of ``sparsebev_core.model.detector.SparseBEV``
-(``img_backbone.*``, ``img_neck.*``, ``pts_bbox_head.*``; spec/sparsebev.md section 10).
+(``img_backbone.*``, ``img_neck.*``, ``pts_bbox_head.*``; docs/official_model.md section 10).
 A ``version`` of ``'v0.17.1'`` marks weights trained with the old mmdet3d box convention
-(spec 2.7): loading such a file switches ``model.pts_bbox_head.legacy_yaw_convention`` on.
+(docs/official_model.md 2.7): loading such a file switches ``model.pts_bbox_head.legacy_yaw_convention`` on.
 
 Loading is always strict unless asked otherwise: a mismatch raises
 ``CheckpointMismatchError`` naming every missing, unexpected and wrongly-shaped key, and
@@ -261,7 +261,7 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path | Mapping[str, A
     nuImages Cascade Mask R-CNN files (r50/r101 presets): keys ``backbone.*`` become
     ``img_backbone.*`` (the official ``revise_keys=[('backbone', 'img_backbone')]``); the
     detector's ``neck.*``, ``rpn_head.*``, ``roi_head.*`` keys are ignored and reported, so
-    the FPN keeps its own Xavier init exactly as in the official training (quirk 21). The
+    the FPN keeps its own Xavier init exactly as in the official training (docs/official_model.md, quirk 21). The
     table for each backbone is its ``backbones.dispatch.BACKBONES`` entry's
     ``pretrain_key_map``. Within the backbone the load is strict: a missing or wrongly-shaped
     backbone key raises ``CheckpointMismatchError``.

@@ -32,7 +32,7 @@ class FPNConfig:
 
 @dataclass
 class HeadConfig:
-    """SparseBEV head and decoder (spec/sparsebev.md section 2.4 - 2.6)."""
+    """SparseBEV head and decoder (docs/official_model.md section 2.4 - 2.6)."""
     num_classes: int = 10
     embed_dims: int = 256
     num_queries: int = 900                   # must be a perfect square (grid init)
@@ -60,7 +60,7 @@ class HeadConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation recipe (spec/sparsebev.md section 4.3) and data augmentation ranges."""
+    """Optimisation recipe (docs/official_model.md section 4.3) and data augmentation ranges."""
     epochs: int = 24
     total_batch_size: int = 8                # split evenly over processes (>= 1 each)
     lr: float = 2e-4

@@ -2,7 +2,7 @@
 
 The nuScenes dataset, the synthetic generator, the ROS node and the rosbag replay all build
 ``Frame``s; the streaming detector consumes them and returns ``Detections``. Nothing
-downstream knows where a frame came from (DESIGN.md section 3).
+downstream knows where a frame came from (docs/design.md section 3).
 """
 from __future__ import annotations
 

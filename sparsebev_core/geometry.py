@@ -1,6 +1,6 @@
 """Poses, quaternions, projection matrices and box conventions.
 
-One place for every frame convention of the project (DESIGN.md section 2):
+One place for every frame convention of the project (docs/design.md section 2):
 
 * 4x4 homogeneous transforms are named ``T_<to>_<from>``: ``T_world_ego`` maps ego
   coordinates into the world frame, ``T_ego_cam`` camera coordinates into the ego frame.
@@ -198,7 +198,7 @@ def compose_lidar2img(K: np.ndarray, T_ego_cam: np.ndarray, T_world_ego_cam: np.
         T_ego_model: model frame (nuScenes LIDAR_TOP axes) -> ego.
         ida: image-space transform of the network input (identity if None).
     Returns:
-        (4, 4) float64. Ego motion between the two stamps lives here (spec 5.3).
+        (4, 4) float64. Ego motion between the two stamps lives here (docs/official_model.md 5.3).
     """
     T_world_cam = np.asarray(T_world_ego_cam, np.float64) @ np.asarray(T_ego_cam, np.float64)
     T_world_model = np.asarray(T_world_ego_ref, np.float64) @ np.asarray(T_ego_model, np.float64)
@@ -219,7 +219,7 @@ def project_points(lidar2img: np.ndarray, points: np.ndarray, eps: float = 1e-5
 
 
 # --------------------------------------------------------------------------------------------
-# boxes (mmdet3d >= 1.0 LiDAR convention, DESIGN.md section 2)
+# boxes (mmdet3d >= 1.0 LiDAR convention, docs/design.md section 2)
 # --------------------------------------------------------------------------------------------
 def box_corners(boxes: np.ndarray) -> np.ndarray:
     """Eight corners (N, 8, 3) of boxes (N, >=7) ``[x, y, z_bottom, dx, dy, dz, yaw, ...]``.

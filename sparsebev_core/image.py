@@ -1,6 +1,6 @@
 """Camera images: decoding and the official image-space transforms.
 
-The exact input pixels matter for the official weights (spec/sparsebev.md 5.5 and quirk 22):
+The exact input pixels matter for the official weights (docs/official_model.md 5.5 and quirk 22):
 the official test pipeline decodes with libjpeg-turbo and resizes with PIL's bicubic filter,
 then crops the bottom of the image, centred horizontally. ``resize_crop(..., method='pil')``
 reproduces those pixels. Faster paths are explicit options with a documented difference:
@@ -272,7 +272,7 @@ def device_jpeg_decoder():
 def transform_image(image: np.ndarray, resize: float, crop_left_top: tuple[int, int],
                     final_hw: tuple[int, int], flip: bool = False, method: ResizeMethod = 'pil'
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """General resize -> crop -> optional horizontal flip (training augmentation, spec 5.5).
+    """General resize -> crop -> optional horizontal flip (training augmentation, docs/official_model.md 5.5).
 
     The resized size is ``(int(W * resize), int(H * resize))`` as in the official code; crop
     regions outside the resized image are zero-filled (PIL semantics).

@@ -1,6 +1,6 @@
 """The official SparseBEV configurations by name, plus ``tiny`` for tests, the demo and CPU training.
 
-Presets are data (spec/sparsebev.md section 7): each is a function returning a fresh
+Presets are data (docs/official_model.md section 7): each is a function returning a fresh
 ``ModelConfig``, so callers may edit what they get without touching anyone else's copy.
 
 ==================================  ========  =========  ======  ====  ========  ==  ======

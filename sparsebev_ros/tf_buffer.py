@@ -1,4 +1,4 @@
-"""``TfBuffer``: a ROS-free transform buffer with the semantics of tf2 (spec/ros2.md 3e).
+"""``TfBuffer``: a ROS-free transform buffer with the semantics of tf2 (docs/ros2.md 3e).
 
 * Dynamic frames keep a time-sorted cache of ``cache_time`` seconds (10 s by default).
   Inserting prunes entries older than ``newest - cache_time`` and *rejects* data older than that

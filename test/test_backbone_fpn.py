@@ -1,4 +1,4 @@
-"""ResNet backbone, FPN neck and the detector's image branch (spec/sparsebev.md 2.1-2.3, 10)."""
+"""ResNet backbone, FPN neck and the detector's image branch (docs/official_model.md 2.1-2.3, 10)."""
 from __future__ import annotations
 
 import json

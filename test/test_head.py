@@ -1,5 +1,5 @@
 """The SparseBEV head as a specification: box layouts, query init, the sampling quirks,
-velocity handling, query denoising and the NMS-free coder (spec/sparsebev.md 1.1, 2.4-2.7, 6)."""
+velocity handling, query denoising and the NMS-free coder (docs/official_model.md 1.1, 2.4-2.7, 6)."""
 import json
 import math
 from pathlib import Path
@@ -40,7 +40,7 @@ def random_inputs(cfg: HeadConfig, batch: int = 1, seed: int = 0):
     return feats, lidar2img, ts.expand(batch, tn).clone(), (64, 128)
 
 
-# ---------------------------------------------------------------- box layouts (spec 1.1)
+# ---------------------------------------------------------------- box layouts (docs/official_model.md 1.1)
 def gravity_boxes(n=20, seed=0):
     g = torch.Generator().manual_seed(seed)
     xyz = torch.rand(n, 3, generator=g) * 80 - 40
@@ -77,7 +77,7 @@ def test_inverse_sigmoid_clamps():
     assert torch.allclose(y[[3, 4]], torch.tensor(-math.log(1e-5)))
 
 
-# ---------------------------------------------------------------- queries (spec 2.4)
+# ---------------------------------------------------------------- queries (docs/official_model.md 2.4)
 def test_query_grid_init_is_ij_ordered_pillars_at_the_bottom():
     head = SparseBEVHead(small_cfg(num_queries=9))
     w = head.init_query_bbox.weight.detach()
@@ -116,7 +116,7 @@ def test_state_dict_matches_official_head_names_and_shapes():
     assert not SparseBEVHead(HeadConfig(num_queries=4)).code_weights.requires_grad
 
 
-# ---------------------------------------------------------------- sampling (spec 2.5.3)
+# ---------------------------------------------------------------- sampling (docs/official_model.md 2.5.3)
 def test_offsets_rotate_counter_clockwise_and_clockwise_for_legacy_checkpoints():
     pc_range = (-51.2, -51.2, -5.0, 51.2, 51.2, 3.0)
     box = torch.tensor([[0.0, 0.0, 0.0, 4.0, 2.0, 1.0, math.pi / 2, 0.0, 0.0]])

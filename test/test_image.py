@@ -1,4 +1,4 @@
-"""Image decoding and the official test-time resize/crop (spec/sparsebev.md 5.5)."""
+"""Image decoding and the official test-time resize/crop (docs/official_model.md 5.5)."""
 import cv2
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""The CUDA sampling op (sparsebev_core/csrc) against the torch backend (spec/sparsebev.md section 3).
+"""The CUDA sampling op (sparsebev_core/csrc) against the torch backend (docs/official_model.md section 3).
 
 Three tiers, each skipping with its reason when the machine cannot run it:
 

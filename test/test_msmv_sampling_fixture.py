@@ -1,4 +1,4 @@
-"""The pure-PyTorch sampling backend against the official fixture (spec 3.3, parity README)."""
+"""The pure-PyTorch sampling backend against the official fixture (docs/official_model.md 3.3, parity README)."""
 from pathlib import Path
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Presets: the official config matrix (spec/sparsebev.md section 7) and ``tiny``."""
+"""Presets: the official config matrix (docs/official_model.md section 7) and ``tiny``."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""TfBuffer against the documented tf2 behaviour (spec/ros2.md section 3e)."""
+"""TfBuffer against the documented tf2 behaviour (docs/ros2.md section 3e)."""
 import math
 
 import numpy as np

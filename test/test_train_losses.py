@@ -1,4 +1,4 @@
-"""Matching and losses against small cases computed by hand (spec/sparsebev.md 4.1, 4.2)."""
+"""Matching and losses against small cases computed by hand (docs/official_model.md 4.1, 4.2)."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Optimiser, schedule and checkpoint files of the training recipe (spec/sparsebev.md 4.3)."""
+"""Optimiser, schedule and checkpoint files of the training recipe (docs/official_model.md 4.3)."""
 import os
 import random
 import signal

@@ -1,7 +1,7 @@
 // Multi-scale multi-view sampling: the per-point arithmetic shared by the CUDA kernels
 // (msmv_sampling_kernels.cu) and the CPU harness (host_harness.cpp) that tests it with g++.
 //
-// Semantics (spec/sparsebev.md section 3, same as the official op):
+// Semantics (docs/official_model.md section 3, same as the official op):
 //   out[r, q, c, p] = sum_l  weight[r, q, p, l] * bilinear(feat_l[r, view, :, :, c], y * (H_l - 1), x * (W_l - 1))
 // with (x, y, v) = loc[r, q, p, :], view = round(v * (N - 1)) clamped into [0, N - 1]
 // (the official kernel does not clamp; the head only produces exact view indices, so the

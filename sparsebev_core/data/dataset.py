@@ -1,7 +1,7 @@
 """Multi-frame nuScenes samples with the official frame selection and augmentation.
 
 ``NuScenesMultiFrameDataset[i]`` is one keyframe and T - 1 earlier (and, for the future
-presets, later) camera frames (spec 5.2 / 5.3):
+presets, later) camera frames (docs/official_model.md 5.2 / 5.3):
 
 * the "prev" list of a keyframe is ``[s1..s5, KF(t-1), s1..s5 of t-1, KF(t-2), ...]``
   (official ``collect_sweeps``, up to 60 entries, stopping at the scene start), so entry

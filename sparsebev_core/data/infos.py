@@ -6,7 +6,7 @@ One record per keyframe (sample), sorted by time as the official dataset sorts i
   ``CAMERA_NAMES`` order, or the cameras of another rig in sensor-table order), each with its own capture
   stamp and the ego pose at that stamp (``T_world_ego``), extrinsics ``T_ego_cam``,
   intrinsics ``K`` and the image path relative to the dataset root;
-* ``sweeps``: spec 5.1 / official ``gen_sweep_info.py``: empty at the first sample of a
+* ``sweeps``: docs/official_model.md 5.1 / official ``gen_sweep_info.py``: empty at the first sample of a
   scene, otherwise exactly 5 entries, entry k holding for each camera the frame k steps back
   along that camera's 12 Hz ``prev`` chain (not stopping at the previous keyframe); when a
   camera's chain ends, the whole previous entry is repeated;
@@ -164,7 +164,7 @@ def camera_record(nusc, sample_data: dict) -> dict:
 
 
 def sweep_chain(nusc, sample: dict, num_sweeps: int = NUM_SWEEPS) -> list[list[dict]]:
-    """The ``sweeps`` of one sample (spec 5.1), each entry one camera record per
+    """The ``sweeps`` of one sample (docs/official_model.md 5.1), each entry one camera record per
     :func:`camera_channels` in that order, newest first."""
     if sample['prev'] == '':
         return []

@@ -1,4 +1,4 @@
-"""The official data augmentations (spec/sparsebev.md 5.4-5.6), as plain functions.
+"""The official data augmentations (docs/official_model.md 5.4-5.6), as plain functions.
 
 Per sample (CPU, in the dataset):
 

@@ -1,6 +1,6 @@
 """``sparsebev eval``: inference over a split and the nuscenes-devkit detection evaluation.
 
-Two inference modes, as the official code has (spec 6.3):
+Two inference modes, as the official code has (docs/official_model.md 6.3):
 
 * ``online`` (the official single-GPU path): keyframes in time order through
   ``StreamingDetector``, which runs the backbone on the six current images and takes the past

@@ -1,4 +1,4 @@
-"""SparseBEV training losses (spec/sparsebev.md section 4.2).
+"""SparseBEV training losses (docs/official_model.md section 4.2).
 
 For every decoder layer: a sigmoid focal loss (alpha 0.25, gamma 2, weight 2.0) over all
 matching queries, with unmatched queries as background (an all-zero target row), and a

@@ -1,4 +1,4 @@
-"""One-to-one assignment of predictions to ground truth (spec/sparsebev.md section 4.1).
+"""One-to-one assignment of predictions to ground truth (docs/official_model.md section 4.1).
 
 The targets do not include "no object", so each ground-truth box is given to exactly one
 query by a Hungarian assignment on a cost that mirrors the losses: a focal classification

@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedule of the official recipe (spec/sparsebev.md section 4.3).
+"""Optimiser and learning-rate schedule of the official recipe (docs/official_model.md section 4.3).
 
 AdamW with weight decay on every parameter (no exemption for norms or biases) and learning-rate
 multipliers chosen by a substring of the parameter name (``img_backbone`` x0.1,

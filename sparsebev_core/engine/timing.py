@@ -1,6 +1,6 @@
 """``sparsebev timing``: inference speed the official way, plus where the time goes.
 
-Official methodology (spec/sparsebev.md section 8.1): batch 1, keyframes of the validation
+Official methodology (docs/official_model.md section 8.1): batch 1, keyframes of the validation
 scenes in order, the streaming ("online") path in which only the current six images go
 through the backbone and past features come from a cache, a warm-up whose iterations are not
 counted, and FPS = samples / time of the model call (host-to-device copy, normalisation,

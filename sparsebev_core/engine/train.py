@@ -1,6 +1,6 @@
 """Train a SparseBEV preset: ``sparsebev train`` or ``torchrun -m sparsebev_core.engine.train``.
 
-The official recipe (spec/sparsebev.md section 4): Hungarian matching, focal + L1 losses on
+The official recipe (docs/official_model.md section 4): Hungarian matching, focal + L1 losses on
 every decoder layer with query denoising, AdamW with lr multipliers, cosine schedule by epoch
 with linear warm-up, fp16 AMP on the image branch with a static loss scale (CUDA only; CPU
 runs in fp32), gradient clipping at 35, DDP with the total batch split over processes.

@@ -1,4 +1,4 @@
-"""Scale-adaptive self-attention (SASA, spec/sparsebev.md section 2.5.2).
+"""Scale-adaptive self-attention (SASA, docs/official_model.md section 2.5.2).
 
 Multi-head self-attention among all queries whose logits get a distance penalty:
 ``logit_hij = q_i . k_j / sqrt(d) - tau_hi * D_ij``, with ``D_ij`` the BEV distance (metres)

@@ -1,4 +1,4 @@
-"""The four box layouts of SparseBEV (spec/sparsebev.md section 1.1), as pure functions.
+"""The four box layouts of SparseBEV (docs/official_model.md section 1.1), as pure functions.
 
 | layout | fields |
 |---|---|
@@ -90,7 +90,7 @@ def query_to_head_layout(query_boxes: Tensor, pc_range: Sequence[float]) -> Tens
     """Decoder output (query layout) -> head-output layout, as the official head does it.
 
     Centres are de-normalised in place of x^, y^, z^ and the fields are then reordered to
-    ``[x, y, log dx, log dy, z, log dz, sin, cos, vx, vy]`` (quirk 14 of spec section 11).
+    ``[x, y, log dx, log dy, z, log dz, sin, cos, vx, vy]`` (quirk 14 of docs/official_model.md section 11).
     """
     xyz = _denormalize_xyz(query_boxes[..., 0:3], pc_range)            # [..., 3]
     return torch.cat([xyz[..., 0:2], query_boxes[..., 3:5], xyz[..., 2:3],

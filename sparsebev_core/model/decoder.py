@@ -1,8 +1,8 @@
-"""The SparseBEV decoder: one layer, shared, run ``num_layers`` times (spec section 2.5).
+"""The SparseBEV decoder: one layer, shared, run ``num_layers`` times (docs/official_model.md section 2.5).
 
 Per iteration: position MLP added to the query content -> SASA -> adaptive spatio-temporal
 sampling -> adaptive mixing -> FFN -> class logits and box refinement. Boxes are detached
-between iterations (quirk 1); all iterations' outputs are returned for deep supervision.
+between iterations (docs/official_model.md, quirk 1); all iterations' outputs are returned for deep supervision.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def compute_time_diff(timestamps: Tensor | np.ndarray, num_cameras: int = NUM_CA
     """``time_diff[b, t]`` = mean over cameras of ``ts[b, frame 0, cam] - ts[b, t, cam]``.
 
     timestamps ``[B, T*N]`` seconds, frame-major. Computed in float64 and only then cast to
-    float32 (quirk 13: absolute stamps ~1.5e9 s would lose the milliseconds in float32).
+    float32 (docs/official_model.md, quirk 13: absolute stamps ~1.5e9 s would lose the milliseconds in float32).
     Returns ``[B, T]`` float32 (0 for frame 0, positive for past frames).
     """
     if getattr(timestamps, 'dtype', None) in _LOW_PRECISION_TIME_DTYPES:
@@ -54,7 +54,7 @@ def velocity_time_scale(time_diff: Tensor) -> Tensor:
 def refine_boxes(query_bbox: Tensor, regression: Tensor) -> Tensor:
     """New query boxes: residual x^, y^, z^ in logit space, everything else re-predicted.
 
-    Quirk 4: only the centre is refined (``sigmoid(delta + logit(old))``, logit with eps 1e-5);
+    docs/official_model.md, quirk 4: only the centre is refined (``sigmoid(delta + logit(old))``, logit with eps 1e-5);
     log sizes, sin, cos and velocity come straight from the regression branch.
     """
     xyz = torch.sigmoid(regression[..., 0:3] + inverse_sigmoid(query_bbox[..., 0:3]))  # [B, Q, 3]
@@ -109,7 +109,7 @@ class DecoderLayer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Official init on top of PyTorch defaults (spec 2.5.x): tau, offsets, mixing, cls prior."""
+        """Official init on top of PyTorch defaults (docs/official_model.md 2.5.x): tau, offsets, mixing, cls prior."""
         self.self_attn.init_weights()
         self.sampling.init_weights()
         self.mixing.init_weights()
@@ -124,7 +124,7 @@ class DecoderLayer(nn.Module):
         ``[BTG, C/G, N, h, w]`` per level, valid_views ``[B, T*N]`` bool or None (all valid)
         -> (query_feat ``[B, Q, C]``, cls logits ``[B, Q, classes]``, refined boxes
         ``[B, Q, 10]`` query layout, velocity in m/s)."""
-        # quirk 2: the position embedding is added to the content itself, every layer
+        # docs/official_model.md, quirk 2: the position embedding is added to the content itself, every layer
         query_feat = query_feat + self.position_encoder(query_bbox[..., :3])      # [B, Q, C]
         query_feat = self.norm1(self.self_attn(query_bbox, query_feat, attn_blocked))
         sampled = self.sampling(query_bbox, query_feat, features, lidar2img, time_diff,
@@ -134,7 +134,7 @@ class DecoderLayer(nn.Module):
 
         cls_logits = self.cls_branch(query_feat)                                  # [B, Q, classes]
         bbox = refine_boxes(query_bbox, self.reg_branch(query_feat))              # [B, Q, 10]
-        if time_diff.shape[1] > 1:                                                # quirk 5
+        if time_diff.shape[1] > 1:                                                # docs/official_model.md, quirk 5
             bbox = torch.cat([bbox[..., :8], bbox[..., 8:] / velocity_time_scale(time_diff)], dim=-1)
         return query_feat, cls_logits, bbox
 
@@ -164,7 +164,7 @@ class Decoder(nn.Module):
             query_feat, cls_logits, bbox = self.decoder_layer(
                 query_bbox, query_feat, grouped, lidar2img, time_diff, image_hw, attn_blocked,
                 valid_views)
-            query_bbox = bbox.detach()                                            # quirk 1
+            query_bbox = bbox.detach()                                            # docs/official_model.md, quirk 1
             all_cls.append(cls_logits)
             all_bbox.append(bbox)
         return torch.stack(all_cls), torch.stack(all_bbox)                        # [L, B, Q, ...]

@@ -1,4 +1,4 @@
-"""Query denoising for training (DN-DETR style, spec/sparsebev.md section 2.4.1).
+"""Query denoising for training (DN-DETR style, docs/official_model.md section 2.4.1).
 
 Noised copies of the ground-truth boxes are prepended to the matching queries, in
 ``num_groups`` groups; the decoder must reconstruct the un-noised boxes and labels from them.

@@ -1,7 +1,7 @@
 """The SparseBEV detector wrapper: image branch (normalise, pad, backbone, FPN) + head.
 
 Submodule names are the official state-dict prefixes (``img_backbone``, ``img_neck``,
-``pts_bbox_head``), so official checkpoints load by name (spec/sparsebev.md sections 2.1, 10).
+``pts_bbox_head``), so official checkpoints load by name (docs/official_model.md sections 2.1, 10).
 
 Images come in as RGB, uint8 or float in 0..255, ``[B, M, 3, H, W]`` with ``M = T*N``
 frame-major (index = frame*N + camera, frame 0 = current; N cameras, any N >= 1, the six

@@ -1,4 +1,4 @@
-"""mmdet FPN as the official configs use it (spec/sparsebev.md section 2.3).
+"""mmdet FPN as the official configs use it (docs/official_model.md section 2.3).
 
 No extra convs, no norm, no activation: a 1x1 lateral conv per input level, a top-down
 pathway that upsamples the coarser level with nearest-neighbour interpolation to the

@@ -1,7 +1,7 @@
 """``SparseBEVHead``: box-shaped queries, the shared decoder, output assembly, NMS-free decoding.
 
-spec/sparsebev.md sections 2.4, 2.6, 2.7 and 6.1-6.2. Submodule and parameter names match
-the official state dict under ``pts_bbox_head.`` (spec 10.3).
+docs/official_model.md sections 2.4, 2.6, 2.7 and 6.1-6.2. Submodule and parameter names match
+the official state dict under ``pts_bbox_head.`` (docs/official_model.md 10.3).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ Tensor = torch.Tensor
 
 
 def init_query_boxes(weight: Tensor) -> None:
-    """Official query init (quirk 6) on top of an N(0, 1) embedding ``[Q, 10]``, in place.
+    """Official query init (docs/official_model.md, quirk 6) on top of an N(0, 1) embedding ``[Q, 10]``, in place.
 
     x^, y^ on a sqrt(Q) x sqrt(Q) grid of cell centres (meshgrid 'ij': x is the slow index),
     z^ = 0 (the bottom of the range), log dz = 1.5, velocity 0; log dx, log dy and sin, cos
@@ -62,11 +62,11 @@ class SparseBEVHead(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Official initialisation (spec 2.4, 2.5.x, 2.7); everything else keeps PyTorch defaults."""
+        """Official initialisation (docs/official_model.md 2.4, 2.5.x, 2.7); everything else keeps PyTorch defaults."""
         init_query_boxes(self.init_query_bbox.weight)
         self.transformer.decoder.decoder_layer.init_weights()
 
-    # -- the 0.17.1 box convention (spec 2.7) ------------------------------------------------
+    # -- the 0.17.1 box convention (docs/official_model.md 2.7) ------------------------------
     @property
     def legacy_yaw_convention(self) -> bool:
         """True for checkpoints trained with mmdet3d 0.17.1 boxes (``version == 'v0.17.1'``):
@@ -199,7 +199,7 @@ class SparseBEVHead(nn.Module):
                     dn_cls_scores=cls_scores[:, :, :pad], dn_bbox_preds=bbox_preds[:, :, :pad],
                     dn_mask_dict=dn.mask_dict())
 
-    # -- NMS-free coder (spec 6.1, 6.2) ---------------------------------------------------------
+    # -- NMS-free coder (docs/official_model.md 6.1, 6.2) ---------------------------------------
     def decode(self, outputs: dict, score_threshold: float | None = None,
                max_num: int | None = None) -> list[dict]:
         """``coder.decode_predictions`` of the outputs with this head's config and box

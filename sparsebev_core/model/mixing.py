@@ -1,4 +1,4 @@
-"""Adaptive mixing (AdaMixer-style, spec/sparsebev.md section 2.5.4).
+"""Adaptive mixing (AdaMixer-style, docs/official_model.md section 2.5.4).
 
 The query generates, per sampling group, a channel-mixing matrix M ``[C_in, C_out]`` and a
 point-mixing matrix S ``[out_points, in_points]`` and applies them to its own sampled
@@ -45,7 +45,7 @@ class AdaptiveMixing(nn.Module):
         s = s.reshape(b * q, g, self.out_points, p)                    # [BQ, G, P_out, P_in]
         x = sampled.reshape(b * q, g, p, c)                            # [BQ, G, P_in, C]
 
-        # channel mixing, then a LayerNorm over (points, channels) jointly, no affine (quirk 12)
+        # channel mixing, then a LayerNorm over (points, channels) jointly, no affine (docs/official_model.md, quirk 12)
         x = torch.matmul(x, m)                                         # [BQ, G, P_in, C]
         x = F.relu(F.layer_norm(x, [x.size(-2), x.size(-1)]), inplace=True)
         # point mixing

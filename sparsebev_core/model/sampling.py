@@ -1,4 +1,4 @@
-"""Adaptive spatio-temporal sampling (spec/sparsebev.md section 2.5.3).
+"""Adaptive spatio-temporal sampling (docs/official_model.md section 2.5.3).
 
 Each query generates ``G * P`` 3-D points inside its box (offsets in units of the box size,
 in the box frame), warps them into every past frame with its own velocity, projects them into
@@ -38,7 +38,7 @@ def group_features_for_sampling(features: Sequence[Tensor], num_groups: int,
                                 valid_views: Tensor | None = None) -> list[Tensor]:
     """FPN levels ``[B, T*N, G*C, H, W]`` -> the sampling op's layout ``[B*T*G, C, N, H, W]``.
 
-    Channel ``g*C + c`` of a level belongs to sampling group g (quirk 11: contiguous groups);
+    Channel ``g*C + c`` of a level belongs to sampling group g (docs/official_model.md, quirk 11: contiguous groups);
     row ``(b*T + t)*G + g``. This is the one place that knows the op's feature layout: done
     once per forward, reused by every decoder layer. ``channels_last`` (default: what the
     selected backend reads fastest, :func:`sparsebev_core.ops.prefers_channels_last`) lays the
@@ -79,7 +79,7 @@ def group_features_for_sampling(features: Sequence[Tensor], num_groups: int,
 def rotate_offsets_about_z(offsets: Tensor, yaw: Tensor, legacy_yaw_convention: bool) -> Tensor:
     """Rotate box-frame offsets ``[B, Q, K, 3]`` by the box yaw ``[B, Q, 1]`` about +z.
 
-    mmdet3d >= 1.0 boxes: counter-clockwise rotation. Quirk 7 / spec 2.7: checkpoints trained
+    mmdet3d >= 1.0 boxes: counter-clockwise rotation. Quirk 7 / docs/official_model.md 2.7: checkpoints trained
     with the mmdet3d 0.17.1 convention (``version == 'v0.17.1'``) rotate the other way.
     """
     sin, cos = torch.sin(yaw)[..., None], torch.cos(yaw)[..., None]          # [B, Q, 1, 1]
@@ -131,8 +131,8 @@ def project_points(points: Tensor, lidar2img: Tensor,
 
     lidar2img ``[B, T*N, 4, 4]`` (N views per frame, any N >= 1) maps model-frame points to
     network-input pixels; the pixel coordinates are normalised by the (padded) input size
-    (quirk 9). Returns normalised ``(u/W, v/H)`` ``[B, T, N, Q, K, 2]`` and the valid flag
-    ``[B, T, N, Q, K]`` (depth > eps and strictly inside (0, 1)^2, quirk 8).
+    (docs/official_model.md, quirk 9). Returns normalised ``(u/W, v/H)`` ``[B, T, N, Q, K, 2]`` and the valid flag
+    ``[B, T, N, Q, K]`` (depth > eps and strictly inside (0, 1)^2, docs/official_model.md, quirk 8).
     """
     b, q, t, k, _ = points.shape
     num_cameras = lidar2img.shape[1] // t
@@ -164,7 +164,7 @@ def mask_invalid_views(valid: Tensor, valid_views: Tensor | None) -> Tensor:
 def select_first_valid_camera(uv: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     """Keep one projection per point: the first camera (in camera order) where it is valid.
 
-    Quirk 8 ([issue #74]): a point valid in no camera falls back to camera 0 with whatever
+    docs/official_model.md, quirk 8 ([issue #74]): a point valid in no camera falls back to camera 0 with whatever
     coordinates camera 0 produced, and is *not* masked afterwards; it only samples zeros
     when those coordinates leave the image. ``argmax`` returns the first maximum.
     uv ``[B, T, N, Q, K, 2]``, valid ``[B, T, N, Q, K]`` -> uv ``[B, T, Q, K, 2]``,
@@ -194,7 +194,7 @@ def pack_locations(uv: Tensor, camera: Tensor, num_groups: int,
 def pack_scale_weights_bgt_quirk(scale_weights: Tensor, num_frames: int) -> Tensor:
     """Level weights ``[B, Q, G, P, L]`` packed the official (mis-ordered) way: ``[BTG, Q, P, L]``.
 
-    Quirk 10 ([issue #24], [issue #66], kept for weight compatibility): the official code
+    docs/official_model.md, quirk 10 ([issue #24], [issue #66], kept for weight compatibility): the official code
     flattens the weights as ``(b, g, t)`` while locations and features are ``(b, t, g)``.
     Row ``(b*T + t)*G + g`` therefore receives the weights of group ``(t*G + g) // T``
     (the same for every frame, so only the group index is scrambled).

@@ -1,6 +1,6 @@
 """Streaming SparseBEV: one ``Frame`` in, ``Detections`` out, with a cache of past features.
 
-The official single-GPU evaluation (spec/sparsebev.md 2.1, "online mode") runs the backbone
+The official single-GPU evaluation (docs/official_model.md 2.1, "online mode") runs the backbone
 only on the current six images and takes the FPN features of the previous keyframes from a
 cache. ``StreamingDetector`` does the same for a live stream:
 

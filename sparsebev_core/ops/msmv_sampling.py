@@ -8,7 +8,7 @@
   pixels; (0, 0) is the first pixel centre and (1, 1) the last one (align_corners=True).
 * ``scale_weights``: ``[BTG, Q, P, L]`` per-point weights of the L levels.
 * returns ``[BTG, Q, C, P]``: sum over levels of weight * bilinear sample of the chosen view,
-  zero outside the image (spec/sparsebev.md section 3).
+  zero outside the image (docs/official_model.md section 3).
 
 Backends: ``torch`` (pure PyTorch, one 5-D ``grid_sample`` per level, differentiable, runs
 everywhere), ``gather`` (``gather_sampling.py``: the four bilinear taps read with ``Gather``,
@@ -46,7 +46,7 @@ def msmv_sampling_torch(features_per_level: Sequence[torch.Tensor], locations: t
     """Pure-PyTorch backend: one 5-D ``grid_sample`` per level (trilinear over views).
 
     The view coordinate ``view / (N - 1)`` maps exactly onto a view index, so the trilinear
-    weight along the view axis is 1 for the chosen view (up to float rounding, spec 3.3).
+    weight along the view axis is 1 for the chosen view (up to float rounding, docs/official_model.md 3.3).
     """
     btg, q, p, _ = locations.shape
     grid = (locations * 2.0 - 1.0).reshape(btg, q, p, 1, 3)               # [BTG, Q, P, 1, 3]

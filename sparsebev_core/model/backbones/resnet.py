@@ -4,7 +4,7 @@ State-dict names follow mmdet (and torchvision, minus ``fc``): ``conv1``, ``bn1`
 ``layer{1..4}.{i}.conv{1,2,3}`` / ``bn{1,2,3}`` / ``downsample.{0,1}``, so official
 checkpoints and the nuImages Cascade Mask R-CNN pretrain files load by name.
 
-Options (spec/sparsebev.md section 2.2):
+Options (docs/official_model.md section 2.2):
 * ``frozen_stages``: the stem (conv1 + bn1) and layers ``1..frozen_stages`` get
   ``requires_grad=False`` and are kept in eval mode, whatever ``train()`` says.
 * ``norm_eval``: every BatchNorm stays in eval mode during training (running statistics

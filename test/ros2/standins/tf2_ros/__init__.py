@@ -3,7 +3,7 @@
 Not the ROS package: the subset of its Python API the detector node uses -- ``Buffer``,
 ``TransformListener`` and the lookup exceptions -- with the same names and signatures, backed
 by ``sparsebev_ros.tf_buffer.TfBuffer`` (our re-implementation of tf2's cache and lookup
-semantics, spec/ros2.md 3e). ``TransformListener`` subscribes the real ``/tf`` and
+semantics, docs/ros2.md 3e). ``TransformListener`` subscribes the real ``/tf`` and
 ``/tf_static`` topics with tf2's QoS through rclpy. On a ROS install the real package is
 imported instead (this directory is only on PYTHONPATH in ``scripts/ros2_tier2.sh``).
 """
