@@ -27,6 +27,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
         items[:] = keep
 
 
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """One torch thread for a module: the tiny model's operations are too small for intra-op
+    threads, and on a shared 2-core machine two OpenMP threads made such tests ~6x slower."""
+    import torch
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+    """The tiny preset's model with seeded random weights, in eval mode, and its config."""
+    import torch
+
+    from sparsebev_core.model.detector import build_model
+    from sparsebev_core.presets import get_preset
+    torch.manual_seed(0)
+    cfg = get_preset('tiny')
+    return build_model(cfg).eval(), cfg
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if run_by_colcon(config) and not os.environ.get('SPARSEBEV_ALL_TESTS'):
         return ["colcon test: only the tests marked 'colcon' run (SPARSEBEV_ALL_TESTS=1 for all)"]

@@ -13,23 +13,10 @@ from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.feature_cache import FeatureSlots
 from sparsebev_core.model.runtime import EagerRuntime
 from sparsebev_core.model.streaming import StreamingDetector
-from sparsebev_core.presets import get_preset
 from test_streaming import T0, make_frame   # the streaming tests' synthetic rig
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope='module')
-def tiny():
-    torch.manual_seed(0)
-    cfg = get_preset('tiny')
-    return build_model(cfg).eval(), cfg
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def stream_outputs(stream: StreamingDetector, count: int = 5) -> list[dict]:

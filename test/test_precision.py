@@ -14,7 +14,6 @@ Run as a script to print the deviations: ``python test/test_precision.py [fp32 b
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import sys
@@ -32,6 +31,7 @@ from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.feature_cache import FeatureSlots
 from sparsebev_core.model.runtime import EagerRuntime
 from sparsebev_core.presets import get_preset
+from test_parity import full_fp32_matmuls
 
 PARITY_DIR = Path(__file__).parent / 'parity'
 FIXTURE = PARITY_DIR / 'ref_seed0_704x256.npz'
@@ -116,17 +116,6 @@ def deviation_from_official(outputs: dict, ref: dict) -> dict[str, float]:
                 velocity=float(d_box[:, 7:9].max()))
 
 
-@contextlib.contextmanager
-def no_tf32():
-    """Plain float32 matrix products on GPUs (cuDNN convolutions default to TF32)."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 @pytest.fixture(scope='module')
 def fixture(tmp_path_factory):
     torch.set_num_threads(1)
@@ -142,7 +131,7 @@ DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 def test_whole_model_precision_stays_within_the_measured_bound(fixture, precision, device):
     """The same bounds on CUDA (TF32 off for fp32, whatever sampling backend 'auto' picks)."""
     model, inp, ref = fixture
-    with no_tf32():
+    with full_fp32_matmuls():
         outputs = run_through_runtime(model, inp, precision, device)
     assert outputs['all_cls_scores'].dtype == outputs['all_bbox_preds'].dtype == torch.float32
     deviation = deviation_from_official(outputs, ref)

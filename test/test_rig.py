@@ -13,28 +13,14 @@ from sparsebev_core.frame import CameraView, Frame, InvalidFrameError
 from sparsebev_core.geometry import CAMERA_NAMES, make_transform, quat_to_rot
 from sparsebev_core.image import resize_crop
 from sparsebev_core.model.decoder import compute_time_diff
-from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.streaming import StreamingDetector
-from sparsebev_core.presets import get_preset
 from sparsebev_core.resets import RIG_CHANGED
 from sparsebev_core.rig import Rig, RigCamera, RigError, load_rig, make_rig, nuscenes_rig, rig_to_dict
 
 T0 = 1533151603.5
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope='module')
-def tiny():
-    torch.manual_seed(0)
-    cfg = get_preset('tiny')
-    return build_model(cfg).eval(), cfg
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def stream(tiny) -> StreamingDetector:

@@ -18,7 +18,6 @@ from sparsebev_core.config import ModelConfig
 from sparsebev_core.frame import CameraView, Detections, Frame
 from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_core.model.coder import decode_predictions
-from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.feature_cache import FeatureSlots
 from sparsebev_core.model.runtime import EagerRuntime, Runtime
 from sparsebev_core.model.streaming import InvalidFrameError, StreamingDetector, select_history
@@ -75,21 +74,7 @@ def keyframe_stamps(n: int, seed: int = 0) -> list[float]:
     return [T0 + 0.5 * i + jitter[i] for i in range(n)]
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    """The tiny model's operations are too small for intra-op threads; with anything else on a
-    2-core machine two OpenMP threads made these tests ~6x slower (60 s against 11 s)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope='module')
-def tiny():
-    torch.manual_seed(0)
-    cfg = get_preset('tiny')
-    return build_model(cfg).eval(), cfg
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def detector(tiny, **kwargs) -> StreamingDetector:

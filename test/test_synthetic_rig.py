@@ -26,12 +26,7 @@ def five_cameras(wh=(160, 120)):
     return make_rig(cameras)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
