@@ -232,7 +232,7 @@ def salvage_mcap(path: str | Path, out_bag: str | Path, typestore: Any) -> int:
                         cid, sid, topic = c.u16(), c.u16(), c.text()
                         channels[cid] = (topic, schemas.get(sid, ''))
                     elif op == _OP_MESSAGE:
-                        cid, _seq, log_time = c.u16(), c.u32(), c.u64()
+                        cid, _, log_time = c.u16(), c.u32(), c.u64()        # channel, sequence, log time
                         c.u64()
                         if cid not in conns and cid in channels and channels[cid][1] in typestore.fielddefs:
                             topic, msgtype = channels[cid]
