@@ -59,6 +59,8 @@ def test_graphs_pass_the_checker_with_default_domain_ops_and_the_manifest_says_w
     images = manifest['graphs']['encoder']['inputs'][0]
     assert images == {'name': 'images', 'shape': [6, 3, *cfg.input_size], 'dtype': 'uint8'}
     head_in = {i['name']: i for i in manifest['graphs']['head']['inputs']}
+    assert head_in['valid_views'] == {'name': 'valid_views', 'shape': [1, cfg.num_frames * 6],
+                                      'dtype': 'bool'}
     assert head_in['cache_level0']['shape'][0] == 'cache_slots'
     assert head_in['lidar2img']['shape'] == [1, cfg.num_frames * 6, 4, 4]
     assert head_in['time_diff'] == {'name': 'time_diff', 'shape': [1, cfg.num_frames], 'dtype': 'float32'}
@@ -235,12 +237,24 @@ def test_fp16_export_keeps_float32_levels_and_a_float32_head(tmp_path):
     assert all(level.dtype == torch.float32 for level in levels)
 
 
-def test_a_camera_mask_is_refused_as_an_invalid_frame_not_a_crash():
-    """The exported head has no camera-mask input yet: a degraded frame is an InvalidFrameError
-    (the pipeline skips it with a reason) rather than an error that stops a replay."""
-    from sparsebev_core.export.onnx_runtime import OnnxRuntime
-    from sparsebev_core.frame import InvalidFrameError
-    mask = torch.tensor([[True, False]])
-    with pytest.raises(InvalidFrameError, match='camera validity mask'):
-        OnnxRuntime.run_head(object.__new__(OnnxRuntime), [], torch.zeros(1), torch.zeros(1),
-                             torch.zeros(1), valid_views=mask)
+def test_the_exported_head_takes_the_camera_mask_like_the_torch_runtime(tiny_export):
+    """A degraded frame (camera 3 missing now, camera 1 in a history frame) runs through the
+    exported head exactly as through the torch one, and the mask changes the result."""
+    cfg = model_config('tiny')
+    eager = EagerRuntime(load_model('tiny', log=lambda text: None).model)
+    onnx_rt = OnnxRuntime(tiny_export, cfg)
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (6, 3, *cfg.input_size), generator=g, dtype=torch.uint8)
+    levels = eager.encode(images)
+    cache = [torch.stack([f * (1 + 0.1 * s) for s in range(cfg.num_frames)]) for f in levels]
+    slots = torch.arange(cfg.num_frames, dtype=torch.int64)
+    from sparsebev_core.export.onnx_export import probe_inputs
+    _, lidar2img, time_diff = probe_inputs(cfg, 6, seed=4)
+    mask = torch.ones(1, cfg.num_frames * 6, dtype=torch.bool)
+    mask[0, 3] = mask[0, 6 + 1] = False
+    a = onnx_rt.run_head(cache, slots, lidar2img, time_diff, valid_views=mask)
+    b = eager.run_head(cache, slots, lidar2img, time_diff, valid_views=mask)
+    full = onnx_rt.run_head(cache, slots, lidar2img, time_diff)
+    for key in ('all_cls_scores', 'all_bbox_preds'):
+        assert (a[key] - b[key]).abs().max() < 1e-4, key
+    assert (a['all_cls_scores'] - full['all_cls_scores']).abs().max() > 1e-3   # the mask matters

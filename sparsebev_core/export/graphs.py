@@ -47,16 +47,19 @@ class EncoderGraph(nn.Module):
 
 class HeadGraph(nn.Module):
     """The head over the T cache slots named by ``slots``; the slot gather is inside the graph,
-    so a runtime hands over the cache buffers as they are (no copy per step)."""
+    so a runtime hands over the cache buffers as they are (no copy per step). ``valid_views``
+    bool ``[1, T*N]`` marks the cameras present in each frame (all True for a complete frame):
+    no sampling point reads a False view."""
 
     def __init__(self, model: SparseBEV) -> None:
         super().__init__()
         self.head = model.pts_bbox_head
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
-        *levels, slots, lidar2img, time_diff = inputs
+        *levels, slots, lidar2img, time_diff, valid_views = inputs
         features = gather_slots(levels, slots)                            # per level [1, T*N, C, h, w]
         out = self.head.forward_time_diff(features, lidar2img, time_diff,
-                                          image_hw=SparseBEV.input_hw(features))
+                                          image_hw=SparseBEV.input_hw(features),
+                                          valid_views=valid_views)
         cls, bbox = out['all_cls_scores'], out['all_bbox_preds']          # [L, 1, Q, K], [L, 1, Q, 10]
         return cls[-1], bbox[-1], cls, bbox

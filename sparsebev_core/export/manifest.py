@@ -16,7 +16,7 @@ from ..config import ModelConfig
 from ..errors import InputError
 
 FORMAT = 'sparsebev-onnx'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                  # 2: the head takes valid_views
 ENCODER_FILE = 'encoder.onnx'
 HEAD_FILE = 'head.onnx'
 MANIFEST_FILE = 'export.json'

@@ -6,7 +6,8 @@ Writes into ``--out DIR``:
   ``level0 .. level{L-1}`` ``[N, C, h_l, w_l]`` float32 (normalisation inside);
 * ``head.onnx``: ``cache_level0 ..`` ``[S, N, C, h_l, w_l]`` (the feature cache buffers as
   they are; ``S`` is the one dynamic axis, ``cache_slots``), ``slots [T]`` int64,
-  ``lidar2img [1, T*N, 4, 4]`` float32, ``time_diff [1, T]`` float32 -> ``cls_scores [1, Q, K]``
+  ``lidar2img [1, T*N, 4, 4]`` float32, ``time_diff [1, T]`` float32, ``valid_views [1, T*N]``
+  bool (the cameras present in each frame; all True for a complete one) -> ``cls_scores [1, Q, K]``
   and ``bbox_preds [1, Q, 10]`` of the last decoder layer, ``all_cls_scores [L, 1, Q, K]`` and
   ``all_bbox_preds [L, 1, Q, 10]`` of every layer (for checks);
 * ``export.json``: the manifest (``export.manifest``): model, checkpoint sha256, graphs with
@@ -161,15 +162,16 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
     num_levels = len(ref_levels)
     level_names = [f'level{i}' for i in range(num_levels)]
     cache_names = [f'cache_level{i}' for i in range(num_levels)]
-    head_inputs = [*cache_names, 'slots', 'lidar2img', 'time_diff']
+    valid_views = torch.ones(lidar2img.shape[:2], dtype=torch.bool)  # [1, T*N]: all present
+    head_inputs = [*cache_names, 'slots', 'lidar2img', 'time_diff', 'valid_views']
     cache_dynamic = {name: {0: 'cache_slots'} for name in cache_names}
 
     with sampling_backend(SAMPLING_FORMULATION), torch.no_grad():
         head_path = out / HEAD_FILE
         log(f'exporting {head_path} (opset {opset}, sampling {SAMPLING_FORMULATION})')
-        _export(HeadGraph(model), (*cache, slots, lidar2img, time_diff), head_path, opset,
-                head_inputs, list(HEAD_OUTPUTS), cache_dynamic)
-        head_eager = HeadGraph(model)(*cache, slots, lidar2img, time_diff)
+        _export(HeadGraph(model), (*cache, slots, lidar2img, time_diff, valid_views), head_path,
+                opset, head_inputs, list(HEAD_OUTPUTS), cache_dynamic)
+        head_eager = HeadGraph(model)(*cache, slots, lidar2img, time_diff, valid_views)
         encoder_path = out / ENCODER_FILE
         log(f'exporting {encoder_path} (opset {opset}, {precision})')
         encoder = EncoderGraph(model, half=precision == 'fp16')
@@ -181,7 +183,8 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
     head_sess = ort.InferenceSession(str(head_path), options, providers=['CPUExecutionProvider'])
     ort_levels = enc_sess.run(level_names, {'images': images.numpy()})
     feed = {name: c.numpy() for name, c in zip(cache_names, cache)}
-    feed.update(slots=slots.numpy(), lidar2img=lidar2img.numpy(), time_diff=time_diff.numpy())
+    feed.update(slots=slots.numpy(), lidar2img=lidar2img.numpy(), time_diff=time_diff.numpy(),
+                valid_views=valid_views.numpy())
     ort_head = dict(zip(HEAD_OUTPUTS, head_sess.run(list(HEAD_OUTPUTS), feed)))
     ref_head_np = {k: v.numpy() for k, v in ref_head.items()}
     deviation = {
@@ -219,7 +222,8 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
                         'outputs': _io_spec(level_names, ort_levels), 'ops': ops_used['encoder']},
             'head': {'file': HEAD_FILE, 'sha256': sha256_of_file(head_path),
                      'bytes': head_path.stat().st_size,
-                     'inputs': _io_spec(head_inputs, [*cache, slots, lidar2img, time_diff],
+                     'inputs': _io_spec(head_inputs,
+                                        [*cache, slots, lidar2img, time_diff, valid_views],
                                         cache_dynamic),
                      'outputs': _io_spec(list(HEAD_OUTPUTS), head_out_arrays), 'ops': ops_used['head']},
         },

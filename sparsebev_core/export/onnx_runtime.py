@@ -21,7 +21,6 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import MissingDependencyError
-from ..frame import InvalidFrameError
 from .manifest import (ENCODER_FILE, HEAD_FILE, ONNX_INSTALL_HINT, OnnxExportError,
                        read_manifest)
 
@@ -94,16 +93,14 @@ class OnnxRuntime:
 
     def run_head(self, cache_levels: Sequence[Tensor], slots: Tensor, lidar2img: Tensor,
                  time_diff: Tensor, valid_views: Tensor | None = None) -> dict[str, Tensor]:
-        """The cache buffers as they are + ``slots``, ``lidar2img``, ``time_diff`` ->
-        ``all_cls_scores [L, 1, Q, K]``, ``all_bbox_preds [L, 1, Q, 10]``."""
-        if valid_views is not None and not bool(valid_views.all()):
-            # a degraded frame (or a history frame that was one): skipped, like any frame the
-            # detector refuses, until the exported head takes the camera mask as an input
-            raise InvalidFrameError('runtime onnxruntime: the exported head takes no camera '
-                                    'validity mask, so a frame missing a camera (now or in its '
-                                    'history) cannot run; use runtime torch for degraded frames')
+        """The cache buffers as they are + ``slots``, ``lidar2img``, ``time_diff`` and the
+        camera mask ``valid_views [1, T*N]`` (None: all present) -> ``all_cls_scores
+        [L, 1, Q, K]``, ``all_bbox_preds [L, 1, Q, 10]``."""
+        if valid_views is None:
+            valid_views = torch.ones(lidar2img.shape[:2], dtype=torch.bool)
         feed = {name: _host(level) for name, level in zip(self.cache_names, cache_levels)}
-        feed.update(slots=_host(slots), lidar2img=_host(lidar2img), time_diff=_host(time_diff))
+        feed.update(slots=_host(slots), lidar2img=_host(lidar2img), time_diff=_host(time_diff),
+                    valid_views=_host(valid_views.to(torch.bool)))
         cls, bbox = self.head.run(['all_cls_scores', 'all_bbox_preds'], feed)
         return dict(all_cls_scores=torch.from_numpy(cls), all_bbox_preds=torch.from_numpy(bbox))
 
