@@ -29,10 +29,9 @@ import numpy as np
 from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import invert_transform, make_transform, quat_to_rot
 
-from .codecs import stamp_to_ns
+from .codecs import QUATERNION_TOLERANCE, stamp_to_ns
 
 DEFAULT_CACHE_TIME = 10.0
-QUATERNION_NORMALIZATION_TOLERANCE = 10e-3
 
 
 class TransformException(Exception):
@@ -220,7 +219,7 @@ class TfBuffer:
             raise InvalidArgumentException(f'NaN or inf in the transform {parent} <- {child}',
                                            'nan_or_inf')
         norm2 = float(np.linalg.norm(q)) ** 2             # no overflow for huge components
-        if abs(norm2 - 1.0) > QUATERNION_NORMALIZATION_TOLERANCE:
+        if abs(norm2 - 1.0) > QUATERNION_TOLERANCE:              # tf2's, as the codecs'
             raise InvalidArgumentException(f'quaternion of {parent} <- {child} is not normalised '
                                            f'(norm {math.sqrt(norm2):.6g})', 'quaternion_not_unit')
         q = q / np.linalg.norm(q)
