@@ -422,8 +422,9 @@ def parameters_from_yaml(data: Mapping[str, Any], node_name: str = NODE_NAME) ->
     return merged
 
 
-def load_yaml(path: str | Path, node_name: str = NODE_NAME) -> DetectorParams:
-    """Read and validate a ``ros__parameters`` YAML file."""
+def read_yaml_values(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
+    """The ``ros__parameters`` values of a YAML file, checked and validated on their own
+    (ParameterError naming the file), as given (defaults not filled in)."""
     import yaml
     path = Path(path)
     if not path.is_file():
@@ -435,9 +436,16 @@ def load_yaml(path: str | Path, node_name: str = NODE_NAME) -> DetectorParams:
                              f'{str(exc).splitlines()[0]}); give a ros__parameters file like '
                              'config/detector.yaml') from None
     try:
-        return validate(parameters_from_yaml(data, node_name))
+        values = parameters_from_yaml(data, node_name)
+        validate(values)
     except ParameterError as exc:
         raise ParameterError(f'{path}: {exc}') from None
+    return values
+
+
+def load_yaml(path: str | Path, node_name: str = NODE_NAME) -> DetectorParams:
+    """Read and validate a ``ros__parameters`` YAML file."""
+    return validate(read_yaml_values(path, node_name))
 
 
 def to_yaml(params: DetectorParams | None = None) -> str:

@@ -31,8 +31,8 @@ from .messages import RosbagsMessages, ros2_typestore
 from .bag_io import (BagReadError, atomic_output_dir, iter_messages, open_bag_reader,
                      read_error_types, salvage_mcap)
 from .nuscenes_bag import STORAGES, BagExistsError, open_writer
-from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError, load_yaml,
-                     parameters_from_yaml, validate)
+from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError,
+                     read_yaml_values, validate)
 from .pipeline import Pipeline, PipelineResult, PipelineStats
 from .camera_sync import CameraSet, synchronizer_for
 from .tf_buffer import InvalidArgumentException, TfBuffer
@@ -335,9 +335,8 @@ def params_from_args(args: argparse.Namespace) -> DetectorParams:
     """Parameters from --params, then --rig, then --preset/--checkpoint/--device/-p overrides."""
     import yaml
     values: dict[str, Any] = {}
-    if args.params:
-        load_yaml(args.params)                       # checked on its own: errors name the file
-        values = dict(parameters_from_yaml(yaml.safe_load(Path(args.params).read_text())))
+    if args.params:                                  # checked on its own: errors name the file
+        values = dict(read_yaml_values(args.params))
     if getattr(args, 'rig', None):
         from sparsebev_core.rig import load_rig
         rig = load_rig(args.rig)
