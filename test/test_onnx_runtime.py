@@ -6,9 +6,11 @@ through onnxruntime lives in ``test_onnx_parity.py``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,9 @@ from sparsebev_core.export.manifest import OnnxExportError, sha256_of_file  # no
 from sparsebev_core.export.onnx_export import export_onnx              # noqa: E402
 from sparsebev_core.export.onnx_runtime import OnnxRuntime, ProviderUnavailableError  # noqa: E402
 from sparsebev_core.loading import bundled_checkpoint, load_model, model_config  # noqa: E402
+from sparsebev_core.model import sampling as sampling_module          # noqa: E402
+from sparsebev_core.model.boxes import denormalize_bbox               # noqa: E402
+from sparsebev_core.model.coder import to_lidar_boxes                  # noqa: E402
 from sparsebev_core.model.runtime import EagerRuntime                  # noqa: E402
 from sparsebev_ros.params import DETECTIONS_TOPIC, validate            # noqa: E402
 from sparsebev_ros.pipeline import build_detector                      # noqa: E402
@@ -106,22 +111,140 @@ def _detections(bag: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return frames
 
 
-def test_replay_gives_the_same_detections_with_torch_and_onnxruntime(tmp_path, tiny_export):
-    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=8)
-    common = {'preset': 'tiny', 'device': 'cpu', 'score_threshold': 0.0, 'max_detections': 20}
+# Two runtimes agree query by query, except where a sampling point lies within float rounding of
+# an image edge: its camera choice may flip (docs/official_model.md, quirk 8, "Edge flips").
+EDGE_MARGIN = 2e-5                       # normalised image coordinates; seen: a flip at 2.1e-6
+SAME = dict(score=1e-4, box=1e-3)        # every other query (seen: 1e-5 / 1e-5)
+FLIP_BOUND = dict(score=0.1, box=1.0)    # a query with a point that close (seen: 0.01 / 0.03)
+MAX_DETECTIONS = 20
+
+
+def edge_margin(uv: torch.Tensor) -> torch.Tensor:
+    """Distance of each projection ``uv [..., 2]`` (normalised) to the image edge it could cross:
+    |u| or |1 - u| where v lies in [0, 1], and the other way round; inf elsewhere. (A point
+    behind a camera has its depth clamped to 1e-5, so its uv is far outside the image.)"""
+    u, v = uv[..., 0], uv[..., 1]
+    inf = torch.full_like(u, float('inf'))
+    du = torch.where((v >= 0) & (v <= 1), torch.minimum(u.abs(), (1 - u).abs()), inf)
+    dv = torch.where((u >= 0) & (u <= 1), torch.minimum(v.abs(), (1 - v).abs()), inf)
+    return torch.minimum(du, dv)
+
+
+@dataclass
+class ReplayRun:
+    """What one runtime computed over a replay: per frame the last layer's scores ``[Q, K]`` and
+    boxes ``[Q, 9]`` of every query (not only the published ones), the queries with a sampling
+    point within ``EDGE_MARGIN`` of an image edge at any layer (torch run only), and what the
+    replay published (boxes, scores)."""
+    scores: list[np.ndarray] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+    near_edge: list[set[int]] = field(default_factory=list)
+    published: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def _record(runtime, run: ReplayRun, monkeypatch, edges: bool) -> None:
+    """Wrap ``runtime.run_head`` (and, for ``edges``, the head's projection) to fill ``run``;
+    the values the replay sees are unchanged."""
+    run_head, project = runtime.run_head, sampling_module.project_points
+    close: set[int] = set()
+
+    def recording_head(*args, **kwargs):
+        close.clear()
+        outputs = run_head(*args, **kwargs)
+        run.scores.append(outputs['all_cls_scores'][-1, 0].sigmoid().numpy())
+        run.boxes.append(to_lidar_boxes(denormalize_bbox(outputs['all_bbox_preds'][-1, 0])).numpy())
+        run.near_edge.append(set(close))
+        return outputs
+
+    def recording_projection(points, lidar2img, image_hw):
+        uv, valid = project(points, lidar2img, image_hw)                     # [B, T, N, Q, K, 2]
+        near = edge_margin(uv) < EDGE_MARGIN                                 # [B, T, N, Q, K]
+        close.update(near.any(-1).any(2).any(1).any(0).nonzero().flatten().tolist())
+        return uv, valid
+
+    monkeypatch.setattr(runtime, 'run_head', recording_head)
+    if edges:
+        monkeypatch.setattr(sampling_module, 'project_points', recording_projection)
+
+
+def runtime_differences(reference: ReplayRun, other: ReplayRun) -> list[str]:
+    """Query by query, frame by frame: every (query, label) score and every query's box agree
+    within ``SAME``, except the queries of ``reference.near_edge`` (edge flips), which stay
+    within ``FLIP_BOUND``. Returns one line per disagreement (empty: the runs agree)."""
+    problems = []
+    for frame, (s_ref, s_other, b_ref, b_other, flips) in enumerate(zip(
+            reference.scores, other.scores, reference.boxes, other.boxes, reference.near_edge)):
+        d_score = np.abs(s_ref - s_other).max(1)                              # [Q]
+        d_box = np.abs(b_ref - b_other)                                       # [Q, 9]
+        d_box[:, 6] = np.abs((d_box[:, 6] + np.pi) % (2 * np.pi) - np.pi)    # yaw wrapped
+        d_box = d_box.max(1)                                                  # [Q]
+        for query in range(len(d_score)):
+            bound, why = (FLIP_BOUND, 'edge flip') if query in flips else (SAME, 'query')
+            if d_score[query] > bound['score'] or d_box[query] > bound['box']:
+                problems.append(f'frame {frame} {why} {query}: score {d_score[query]:.2e}, '
+                                f'box {d_box[query]:.2e} (bounds {bound})')
+    if len(reference.scores) != len(other.scores):
+        problems.append(f'{len(reference.scores)} frames against {len(other.scores)}')
+    return problems
+
+
+@pytest.fixture(scope='module')
+def replays(tmp_path_factory, tiny_export) -> dict[str, ReplayRun]:
+    """The same 8-frame bag replayed with ``runtime: torch`` and ``runtime: onnxruntime``."""
+    tmp = tmp_path_factory.mktemp('replays')
+    bag = write_drive(tmp / 'in', 'sqlite3', num_frames=8)
+    common = {'preset': 'tiny', 'device': 'cpu', 'score_threshold': 0.0,
+              'max_detections': MAX_DETECTIONS}
     runs = {}
     for runtime in ('torch', 'onnxruntime'):
         params = validate({**common, 'runtime': runtime, 'onnx_dir': str(tiny_export)})
         detector = build_detector(params, log=lambda text: None)
         assert type(detector.runtime).__name__ == ('OnnxRuntime' if runtime == 'onnxruntime'
                                                    else 'EagerRuntime')
-        replay(bag.path, tmp_path / runtime, params, detector, progress=False)
-        runs[runtime] = _detections(tmp_path / runtime)
-    assert len(runs['torch']) == len(runs['onnxruntime']) == 8
-    for (box_t, score_t), (box_o, score_o) in zip(runs['torch'], runs['onnxruntime']):
-        assert len(box_t) == len(box_o) == 20
-        assert np.abs(score_t - score_o).max() <= 1e-4
-        assert np.abs(box_t - box_o).max() <= 1e-3
+        run = runs[runtime] = ReplayRun()
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            _record(detector.runtime, run, monkeypatch, edges=runtime == 'torch')
+            replay(bag.path, tmp / runtime, params, detector, progress=False)
+        run.published = _detections(tmp / runtime)
+    return runs
+
+
+def test_replay_gives_the_same_detections_with_torch_and_onnxruntime(replays):
+    """Compared the way the parity test compares two implementations: query by query, with the
+    documented edge flips allowed and bounded (docs/official_model.md, quirk 8). An earlier
+    version compared the top-20 lists entry by entry and failed on an AMD EPYC: one query with
+    a sampling point at u/W = 2.1e-6 changed camera in onnxruntime (score 0.548 -> 0.538)."""
+    torch_run, onnx_run = replays['torch'], replays['onnxruntime']
+    assert len(torch_run.scores) == len(onnx_run.scores) == 8
+    assert not runtime_differences(torch_run, onnx_run)
+    for run in (torch_run, onnx_run):      # the replay published what the runtime computed
+        assert len(run.published) == 8
+        for (boxes, scores), all_scores in zip(run.published, run.scores):
+            assert len(scores) == MAX_DETECTIONS
+            top = np.sort(all_scores.reshape(-1))[::-1][:MAX_DETECTIONS]
+            assert np.abs(np.sort(scores)[::-1] - top).max() <= 1e-6
+
+
+def test_the_runtime_comparison_fails_on_a_real_divergence(replays):
+    """The allowance for edge flips hides nothing else: a 2e-3 score change of a query with no
+    point near an edge, or a flip beyond its bound, is reported."""
+    torch_run, onnx_run = replays['torch'], replays['onnxruntime']
+    frame = 0
+    query = next(q for q in range(torch_run.scores[frame].shape[0])
+                 if q not in torch_run.near_edge[frame])
+    diverged = copy.deepcopy(onnx_run)
+    diverged.scores[frame][query, 3] += 2e-3
+    lines = runtime_differences(torch_run, diverged)
+    assert len(lines) == 1 and lines[0].startswith(f'frame {frame} query {query}: score 2.0'), lines
+    diverged = copy.deepcopy(onnx_run)
+    diverged.boxes[5][query, 0] += 0.01                       # 1 cm off in x
+    assert any(line.startswith(f'frame 5 query {query}: ') for line in
+               runtime_differences(torch_run, diverged))
+    flipped = copy.deepcopy(torch_run)
+    flipped.near_edge[frame].add(query)                       # a flip, but out of its bound
+    diverged = copy.deepcopy(onnx_run)
+    diverged.scores[frame][query, 3] += 0.5
+    assert any(f'edge flip {query}' in line for line in runtime_differences(flipped, diverged))
 
 
 # ------------------------------------------------------------------ bad input at start-up
