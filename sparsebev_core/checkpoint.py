@@ -30,9 +30,9 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from .config import ModelConfig
 from .errors import InputError, UsageError
 from .model.backbones.dispatch import backbone_kind
+from .recipe.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
     weights are refused either way; an existing ``out_path`` is refused unless ``overwrite``.
     ``report['preset_guessed']`` says whether the preset came from :func:`guess_preset`.
     """
-    from .presets import get_preset
+    from .recipe.presets import get_preset
     _refuse_existing(out_path, overwrite)
     obj = read_checkpoint(in_path, allow_pickle)
     state, info = split_checkpoint(obj)
@@ -376,8 +376,8 @@ def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
     top-level ``version`` (the official tools read it there).
     """
     from .model.detector import build_model
-    from .official_config import export_official_config
-    from .presets import get_preset
+    from .recipe.official import export_official_config
+    from .recipe.presets import get_preset
     _refuse_existing(out_path, overwrite)
     obj = read_checkpoint(in_path, allow_pickle)
     state, info = split_checkpoint(obj)
@@ -409,7 +409,7 @@ def convert_pretrained_backbone(in_path: str | Path, out_path: str | Path,
     ``img_backbone.*`` tensors and loads again with ``load_pretrained_backbone``.
     """
     from .model.detector import SparseBEV, build_backbone
-    from .presets import get_preset
+    from .recipe.presets import get_preset
     _refuse_existing(out_path, overwrite)
     cfg = get_preset(preset) if isinstance(preset, str) else preset
     model = SparseBEV(cfg, build_backbone(cfg), None, None)

@@ -15,8 +15,8 @@ import argparse
 import sys
 from typing import Callable
 
-from .config import ModelConfig
 from .errors import SparseBEVError
+from .recipe.config import ModelConfig
 from .runtime_env import DEFAULT_DEVICE, DEVICE_HELP
 
 

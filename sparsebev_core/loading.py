@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .config import ModelConfig
 from .errors import UsageError
+from .recipe.config import ModelConfig
 
 if TYPE_CHECKING:                       # torch-heavy modules, imported when a model is built
     from .model.detector import SparseBEV
@@ -48,11 +48,11 @@ def model_config(preset: str | None = None, config_file: str | None = None) -> M
         raise UsageError(f'give one model, --preset NAME or --config FILE, not both (got '
                          f'{preset!r} and {config_file!r})')
     if config_file:
-        from .official_config import load_official_config   # only when a config file is given
+        from .recipe.official import load_official_config   # only when a config file is given
         return load_official_config(config_file)
     if not preset:
         raise UsageError('give a model: --preset NAME or --config FILE')
-    from .presets import get_preset
+    from .recipe.presets import get_preset
     return get_preset(preset)
 
 

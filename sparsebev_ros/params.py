@@ -82,7 +82,7 @@ def _device(value: str) -> str | None:
 
 
 def _preset(value: str) -> str | None:
-    from sparsebev_core.presets import PRESET_NAMES     # imports torch: only when validating
+    from sparsebev_core.recipe.presets import PRESET_NAMES     # imports torch: only when validating
     return None if value in PRESET_NAMES else f'must be one of {", ".join(PRESET_NAMES)}'
 
 
@@ -169,7 +169,7 @@ class DetectorParams:
     :func:`defaults` / :func:`load_yaml`.
     """
     # model
-    preset: str = param('tiny', 'model preset (`sparsebev_core.presets`)', _preset)
+    preset: str = param('tiny', 'model preset (`sparsebev_core.recipe.presets`)', _preset)
     checkpoint: str = param('', "checkpoint file; '' = the bundled demo weights for `tiny` "
                             '(synthetic scenes only), required for the other presets')
     config_file: str = param('', 'official SparseBEV config file (mmcv style, '

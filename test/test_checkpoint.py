@@ -15,7 +15,7 @@ from sparsebev_core.checkpoint import (CheckpointError, CheckpointMismatchError,
 from sparsebev_core.errors import InputError
 from sparsebev_core.model.backbones.dispatch import BACKBONES, UnknownBackboneError
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import PRESET_NAMES, get_preset
+from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset
 
 MANIFEST = Path(__file__).parent / 'parity' / 'official_r50_nuimg_704x256_manifest.json'
 

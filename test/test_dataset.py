@@ -10,9 +10,9 @@ from sparsebev_core.data.dataset import NuScenesMultiFrameDataset, build_dataset
 from sparsebev_core.data.infos import info_path, load_infos
 from sparsebev_core.data.synthetic import make_synthetic
 from sparsebev_core.data.synthetic_world import CLASS_COLOR
-from sparsebev_core.frame_layout import FrameLayoutError, frame_offsets
 from sparsebev_core.geometry import CLASS_NAMES, project_points
-from sparsebev_core.presets import PRESET_NAMES, get_preset
+from sparsebev_core.recipe.frame_layout import FrameLayoutError, frame_offsets
+from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset
 
 KEYFRAMES = 6
 

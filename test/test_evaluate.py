@@ -14,7 +14,7 @@ from sparsebev_core.data.synthetic import make_synthetic
 from sparsebev_core.engine import evaluate as ev
 from sparsebev_core.geometry import gravity_to_bottom_center
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 KEYFRAMES = 4
 

@@ -17,7 +17,7 @@ from sparsebev_core.engine.checkpointing import (atomic_save, load_training_stat
                                                  temporary_path, TrainPosition)
 from sparsebev_core.errors import InputError
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 
 @pytest.fixture(scope='module')

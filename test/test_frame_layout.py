@@ -1,4 +1,4 @@
-"""The frame layout rule (``sparsebev_core.frame_layout``): slot offsets and the layout checks."""
+"""The frame layout rule (``sparsebev_core.recipe.frame_layout``): slot offsets and the layout checks."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from sparsebev_core.errors import InputError
-from sparsebev_core.frame_layout import FrameLayoutError, frame_offsets, needs_future_frames
-from sparsebev_core.presets import FUTURE_PRESET_NAMES, PRESET_NAMES, get_preset
+from sparsebev_core.recipe.frame_layout import FrameLayoutError, frame_offsets, needs_future_frames
+from sparsebev_core.recipe.presets import FUTURE_PRESET_NAMES, PRESET_NAMES, get_preset
 
 
 def test_offsets_of_each_layout():

@@ -6,7 +6,7 @@ import torch
 from sparsebev_core.errors import InputError, UsageError
 from sparsebev_core.loading import (WEIGHTS_DIR, MissingCheckpointError, bundled_checkpoint,
                                     load_detector, load_model, model_config)
-from sparsebev_core.presets import UnknownPresetError
+from sparsebev_core.recipe.presets import UnknownPresetError
 from sparsebev_core.runtime_env import DeviceError, resolve_device
 
 

@@ -12,8 +12,8 @@ import torch
 
 from sparsebev_cli import cli
 from sparsebev_core.checkpoint import LEGACY_VERSION, load_checkpoint
-from sparsebev_core.official_config import load_official_config
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.official import load_official_config
+from sparsebev_core.recipe.presets import get_preset
 
 MANIFEST = Path(__file__).parent / 'parity' / 'official_r50_nuimg_704x256_manifest.json'
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'

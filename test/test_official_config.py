@@ -1,4 +1,4 @@
-"""Official SparseBEV config files in and out (sparsebev_core/official_config.py, config_file.py).
+"""Official SparseBEV config files in and out (sparsebev_core/recipe/official.py, config_file.py).
 
 The configs under test/data/official_configs are our own, written in the official style:
 ``tiny_base.py`` is the ``tiny`` preset, ``tiny_196q.py`` overrides only
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from sparsebev_core.config_file import UnsafeConfigError, read_config_file
 from sparsebev_core.errors import InputError, UsageError
 from sparsebev_core.loading import model_config
-from sparsebev_core.official_config import (OfficialConfigError, export_official_config,
+from sparsebev_core.recipe.mmcv_reader import UnsafeConfigError, read_config_file
+from sparsebev_core.recipe.official import (OfficialConfigError, export_official_config,
                                             load_official_config)
-from sparsebev_core.presets import PRESET_NAMES, get_preset
+from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset
 
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'
 

@@ -32,7 +32,7 @@ from sparsebev_core.model import sampling as sampling_module
 from sparsebev_core.model.decoder import compute_time_diff
 from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.sampling import group_features_for_sampling
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 PARITY_DIR = Path(__file__).parent / 'parity'
 MANIFEST = PARITY_DIR / 'official_r50_nuimg_704x256_manifest.json'

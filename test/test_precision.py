@@ -30,7 +30,7 @@ from sparsebev_core.model.decoder import compute_time_diff
 from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.feature_cache import FeatureSlots
 from sparsebev_core.model.runtime import EagerRuntime
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 from test_parity import full_fp32_matmuls
 
 PARITY_DIR = Path(__file__).parent / 'parity'

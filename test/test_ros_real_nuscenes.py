@@ -83,7 +83,7 @@ def lidar_key_from_anchor(info: dict) -> np.ndarray:
 def replayed(tmp_path_factory):
     from sparsebev_core.model.detector import build_model
     from sparsebev_core.model.streaming import StreamingDetector
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
 
     info = load_sample()
     folder = tmp_path_factory.mktemp('real_nuscenes')

@@ -93,7 +93,7 @@ def test_training_on_a_five_camera_rig_makes_the_loss_fall(five_camera_root, tmp
     from sparsebev_core.data.dataset import build_dataset
     from sparsebev_core.engine.train import TrainOptions, attach_image_augmentations, train
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
 
     torch.manual_seed(0)
     cfg = get_preset('tiny')

@@ -28,7 +28,7 @@ def synthetic_root(tmp_path_factory):
 def test_a_few_dozen_steps_make_the_loss_fall(synthetic_root, tmp_path):
     from sparsebev_core.data.dataset import build_dataset
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)          # busy-waiting threads cost more than they give on a shared CPU

@@ -8,7 +8,7 @@ from PIL import Image
 
 from sparsebev_core.engine import timing
 from sparsebev_core.frame import CameraView, Detections, Frame
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 
 def jpeg_bytes():

@@ -33,7 +33,7 @@ from sparsebev_core.engine.evaluate import evaluate, metrics_table
 from sparsebev_core.engine.train import (TrainOptions, attach_image_augmentations,
                                          set_random_seed, train)
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 VERSION = 'v1.0-mini'
 

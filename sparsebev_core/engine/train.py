@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..config import ModelConfig
 from ..errors import InputError, UsageError
+from ..recipe.config import ModelConfig
 from ..runtime_env import DistInfo, finish_distributed, init_distributed, resolve_device
 from .checkpointing import (LATEST, SigtermFlag, TrainPosition, TrainingCheckpointError,
                             atomic_save, load_training_state, remove_stale_temporaries,

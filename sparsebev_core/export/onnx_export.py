@@ -32,9 +32,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..config import ModelConfig
 from ..errors import InputError, MissingDependencyError, UsageError
 from ..geometry import CAMERA_NAMES
+from ..recipe.config import ModelConfig
 from .manifest import (ENCODER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE, MANIFEST_FILE,
                        ONNX_INSTALL_HINT, sha256_of_file)
 

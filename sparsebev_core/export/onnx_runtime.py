@@ -19,8 +19,8 @@ from typing import Sequence
 
 import torch
 
-from ..config import ModelConfig
 from ..errors import MissingDependencyError
+from ..recipe.config import ModelConfig
 from .manifest import (ENCODER_FILE, HEAD_FILE, ONNX_INSTALL_HINT, OnnxExportError,
                        read_manifest)
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import MissingDependencyError
-from ..official_config import read_backbone_dict, read_head_dict, read_model_dict
+from ..recipe.official import read_backbone_dict, read_head_dict, read_model_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def build_sparsebev_head(**head: Any) -> nn.Module:
 
 def _backbone_builder(kind: str):
     def build(**backbone: Any) -> nn.Module:
-        from ..config import ModelConfig
         from ..model.detector import build_backbone
+        from ..recipe.config import ModelConfig
         cfg, _ = read_backbone_dict(dict(type=kind, **backbone))
         return build_backbone(ModelConfig(name=kind, backbone=cfg))
     build.__name__ = build.__qualname__ = f'build_{kind.lower()}_backbone'

@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ...config import ResNetConfig
-from ...errors import InputError
 from . import eva02, resnet, vovnet
+from ...errors import InputError
+from ...recipe.config import ResNetConfig
 
 
 class UnknownBackboneError(InputError, TypeError):

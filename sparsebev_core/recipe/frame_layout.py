@@ -14,8 +14,8 @@ online evaluation refuse configs for which :func:`needs_future_frames` holds.
 """
 from __future__ import annotations
 
+from ..errors import InputError
 from .config import ModelConfig
-from .errors import InputError
 
 
 class FrameLayoutError(InputError):

@@ -1,6 +1,6 @@
 """Plain dataclasses that describe a SparseBEV model and its training recipe.
 
-Presets (``sparsebev_core.presets``) are instances of these; models are built from them with
+Presets (``sparsebev_core.recipe.presets``) are instances of these; models are built from them with
 plain constructors (``build_model(cfg)``), no registry and no dict configs.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .geometry import CLASS_NAMES, POINT_CLOUD_RANGE
+from ..geometry import CLASS_NAMES, POINT_CLOUD_RANGE
 
 
 @dataclass

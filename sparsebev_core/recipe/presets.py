@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..errors import InputError
+from ..model.backbones.eva02 import EVA02Config
+from ..model.backbones.vovnet import VoVNetConfig
 from .config import FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig
-from .errors import InputError
 from .frame_layout import needs_future_frames
-from .model.backbones.eva02 import EVA02Config
-from .model.backbones.vovnet import VoVNetConfig
 
 # Official pretrain files (names as in the official configs' ``load_from`` / ``pretrained``).
 NUIMG_R50_PRETRAIN = 'pretrain/cascade_mask_rcnn_r50_fpn_coco-20e_20e_nuim_20201009_124951-40963960.pth'

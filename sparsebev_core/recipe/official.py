@@ -30,10 +30,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..model.backbones.eva02 import EVA02Config
+from ..model.backbones.vovnet import VoVNetConfig
 from .config import FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig
-from .config_file import ConfigFileError, read_config_file_with_helpers
-from .model.backbones.eva02 import EVA02Config
-from .model.backbones.vovnet import VoVNetConfig
+from .mmcv_reader import ConfigFileError, read_config_file_with_helpers
 
 log = logging.getLogger(__name__)
 
@@ -689,7 +689,7 @@ def export_official_config(cfg: ModelConfig) -> str:
     if not t.grid_mask:
         top.append(('use_grid_mask', False))            # extension: the official detector always masks
     header = (f'# SparseBEV config "{cfg.name}" in the official (mmcv) format, written by '
-              f'sparsebev_core.official_config.export_official_config\n')
+              f'sparsebev_core.recipe.official.export_official_config\n')
     return header + ''.join(f'\n{name} = {render_value(value)}\n' for name, value in top)
 
 
