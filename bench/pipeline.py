@@ -39,9 +39,9 @@ T0_NS = 1_700_000_000_000_000_000          # the rig's start (timing.RIG_T0) in 
 def build(args):
     """The node's pieces: parameters, detector, TF buffer, message factory, pipeline."""
     from sparsebev_core.loading import load_model
-    from sparsebev_core.model.runtime import EagerRuntime
-    from sparsebev_core.model.streaming import StreamingDetector
     from sparsebev_core.runtime_env import resolve_device
+    from sparsebev_core.streaming.detector import StreamingDetector
+    from sparsebev_core.streaming.runtime import EagerRuntime
     from sparsebev_ros.codecs import matrix_to_translation_quat
     from sparsebev_ros.frames import tf_buffer_lookup
     from sparsebev_ros.messages import RosbagsMessages, header, ros2_typestore

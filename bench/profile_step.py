@@ -32,9 +32,9 @@ def main(argv=None) -> int:
 
     from sparsebev_core.engine.timing import decode_frame, rig_frames
     from sparsebev_core.loading import load_model
-    from sparsebev_core.model.runtime import EagerRuntime
-    from sparsebev_core.model.streaming import StreamingDetector
     from sparsebev_core.runtime_env import resolve_device
+    from sparsebev_core.streaming.detector import StreamingDetector
+    from sparsebev_core.streaming.runtime import EagerRuntime
 
     torch.manual_seed(0)
     device = resolve_device(args.device)

@@ -22,7 +22,7 @@ from .recipe.config import ModelConfig
 
 if TYPE_CHECKING:                       # torch-heavy modules, imported when a model is built
     from .model.detector import SparseBEV
-    from .model.streaming import StreamingDetector
+    from .streaming.detector import StreamingDetector
 
 WEIGHTS_DIR = Path(__file__).with_name('weights')
 RANDOM_WEIGHTS_PRESETS = ('tiny',)      # may run without weights (tests, plumbing checks)
@@ -109,8 +109,8 @@ def load_detector(preset_or_config: str | ModelConfig, checkpoint: str | None = 
     ``score_threshold``, ``max_detections``, ``precision``, ...). The detector's ``cfg`` is
     the recipe.
     """
-    from .model.streaming import StreamingDetector
     from .runtime_env import resolve_device
+    from .streaming.detector import StreamingDetector
 
     if runtime not in RUNTIMES:
         raise UsageError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
@@ -133,8 +133,8 @@ def _config_of(preset_or_config: str | ModelConfig) -> ModelConfig:
 def _onnx_runtime(preset_or_config: str | ModelConfig, checkpoint: str | None,
                   onnx_dir: str | None, providers: Sequence[str]) -> Any:
     """``OnnxRuntime`` of ``onnx_dir`` for the model; the checkpoint, if given, must match."""
-    from .export.manifest import OnnxExportError, sha256_of_file
-    from .export.onnx_runtime import OnnxRuntime
+    from .streaming.onnx_manifest import OnnxExportError, sha256_of_file
+    from .streaming.onnx_runtime import OnnxRuntime
 
     cfg = _config_of(preset_or_config)
     if not onnx_dir:

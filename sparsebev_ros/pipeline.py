@@ -9,7 +9,7 @@ and are counted here from ``Detections.reset_reason``), the output transform int
 ``output_frame``, per-reason skip counters and throttled warnings; the bounded counters and
 latency windows are :class:`sparsebev_ros.statistics.PipelineStats`. The
 detector is anything with ``step(frame) -> Detections`` and ``reset(reason)``
-(``sparsebev_core.model.streaming.StreamingDetector``; :func:`build_detector` makes one from
+(``sparsebev_core.streaming.detector.StreamingDetector``; :func:`build_detector` makes one from
 the parameters).
 """
 from __future__ import annotations

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.model.feature_cache import FeatureSlots
-from sparsebev_core.model.runtime import EagerRuntime
-from sparsebev_core.model.streaming import StreamingDetector
+from sparsebev_core.streaming.detector import StreamingDetector
+from sparsebev_core.streaming.feature_cache import FeatureSlots
+from sparsebev_core.streaming.runtime import EagerRuntime
 from test_streaming import T0, make_frame   # the streaming tests' synthetic rig
 
 

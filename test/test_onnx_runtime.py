@@ -20,11 +20,11 @@ ort = pytest.importorskip('onnxruntime', reason="onnxruntime not installed (pip 
 
 from ros_scene import write_drive                                       # noqa: E402
 from sparsebev_core.errors import MissingDependencyError, UsageError   # noqa: E402
-from sparsebev_core.export.manifest import OnnxExportError, sha256_of_file  # noqa: E402
 from sparsebev_core.export.onnx_export import export_onnx              # noqa: E402
-from sparsebev_core.export.onnx_runtime import OnnxRuntime, ProviderUnavailableError  # noqa: E402
 from sparsebev_core.loading import bundled_checkpoint, load_model, model_config  # noqa: E402
-from sparsebev_core.model.runtime import EagerRuntime                  # noqa: E402
+from sparsebev_core.streaming.onnx_manifest import OnnxExportError, sha256_of_file  # noqa: E402
+from sparsebev_core.streaming.onnx_runtime import OnnxRuntime, ProviderUnavailableError  # noqa: E402
+from sparsebev_core.streaming.runtime import EagerRuntime              # noqa: E402
 from sparsebev_ros.params import DETECTIONS_TOPIC, validate            # noqa: E402
 from sparsebev_ros.pipeline import build_detector                      # noqa: E402
 from sparsebev_ros.replay import replay                                # noqa: E402

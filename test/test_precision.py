@@ -28,9 +28,9 @@ from sparsebev_core.model.boxes import denormalize_bbox
 from sparsebev_core.model.coder import to_lidar_boxes
 from sparsebev_core.model.decoder import compute_time_diff
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.model.feature_cache import FeatureSlots
-from sparsebev_core.model.runtime import EagerRuntime
 from sparsebev_core.recipe.presets import get_preset
+from sparsebev_core.streaming.feature_cache import FeatureSlots
+from sparsebev_core.streaming.runtime import EagerRuntime
 from test_parity import full_fp32_matmuls
 
 PARITY_DIR = Path(__file__).parent / 'parity'

@@ -13,9 +13,9 @@ from sparsebev_core.frame import CameraView, Frame, InvalidFrameError
 from sparsebev_core.geometry import CAMERA_NAMES, make_transform, quat_to_rot
 from sparsebev_core.image import resize_crop
 from sparsebev_core.model.decoder import compute_time_diff
-from sparsebev_core.model.streaming import StreamingDetector
 from sparsebev_core.resets import RIG_CHANGED
 from sparsebev_core.rig import Rig, RigCamera, RigError, load_rig, make_rig, nuscenes_rig, rig_to_dict
+from sparsebev_core.streaming.detector import StreamingDetector
 
 T0 = 1533151603.5
 
@@ -159,7 +159,7 @@ def test_a_complete_stream_takes_the_official_path_without_a_mask(tiny):
             return self.runtime.run_head(cache_levels, slots, lidar2img, time_diff, **extra)
 
     model, cfg = tiny
-    from sparsebev_core.model.runtime import EagerRuntime
+    from sparsebev_core.streaming.runtime import EagerRuntime
     detector = StreamingDetector(Recording(EagerRuntime(model)), cfg)
     rig = nuscenes_rig((400, 225))
     detector.step(rig_frame(rig, T0))

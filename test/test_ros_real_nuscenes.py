@@ -82,8 +82,8 @@ def lidar_key_from_anchor(info: dict) -> np.ndarray:
 @pytest.fixture(scope='module')
 def replayed(tmp_path_factory):
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.model.streaming import StreamingDetector
     from sparsebev_core.recipe.presets import get_preset
+    from sparsebev_core.streaming.detector import StreamingDetector
 
     info = load_sample()
     folder = tmp_path_factory.mktemp('real_nuscenes')

@@ -17,12 +17,12 @@ from PIL import Image
 from sparsebev_core.frame import CameraView, Detections, Frame
 from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_core.model.coder import decode_predictions
-from sparsebev_core.model.feature_cache import FeatureSlots
-from sparsebev_core.model.runtime import EagerRuntime, Runtime
-from sparsebev_core.model.streaming import InvalidFrameError, StreamingDetector, select_history
 from sparsebev_core.recipe.config import ModelConfig
 from sparsebev_core.recipe.presets import get_preset
 from sparsebev_core.resets import EXPLICIT, TIME_BACKWARDS, TIME_GAP
+from sparsebev_core.streaming.detector import InvalidFrameError, StreamingDetector, select_history
+from sparsebev_core.streaming.feature_cache import FeatureSlots
+from sparsebev_core.streaming.runtime import EagerRuntime, Runtime
 
 sys.path.insert(0, str(Path(__file__).parent / 'parity'))
 import inputs as rig  # noqa: E402  (nuScenes calibration and an ego trajectory, numpy only)

@@ -209,8 +209,8 @@ def infer_online(model, cfg, infos: Sequence[dict], data_root: str | Path, devic
     from tqdm import tqdm
 
     from ..data.infos import frame_from_info
-    from ..model.streaming import StreamingDetector
     from ..resets import EXPLICIT
+    from ..streaming.detector import StreamingDetector
 
     detector = StreamingDetector(model, cfg, device=device)
     results = {}

@@ -213,9 +213,9 @@ class FastPath:
 def compare(model, cfg, device: str, frames: Sequence[Frame], samples: int, warmup: int,
             fast: FastPath, progress: bool = False) -> tuple[TimingReport, TimingReport]:
     """(baseline, fast) reports over the same frames in this process, baseline first."""
-    from ..model.runtime import EagerRuntime
-    from ..model.streaming import StreamingDetector
     from ..ops import available_backends, get_backend, set_backend
+    from ..streaming.detector import StreamingDetector
+    from ..streaming.runtime import EagerRuntime
     previous = get_backend()
     try:
         set_backend('torch')
@@ -290,8 +290,8 @@ def main(args: argparse.Namespace) -> int:
 
     from ..cli_common import model_config_from_args
     from ..loading import load_model
-    from ..model.streaming import StreamingDetector
     from ..runtime_env import resolve_device
+    from ..streaming.detector import StreamingDetector
 
     device = resolve_device(args.device)
     torch.manual_seed(0)

@@ -35,8 +35,8 @@ import torch
 from ..errors import InputError, MissingDependencyError, UsageError
 from ..geometry import CAMERA_NAMES
 from ..recipe.config import ModelConfig
-from .manifest import (ENCODER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE, MANIFEST_FILE,
-                       ONNX_INSTALL_HINT, sha256_of_file)
+from ..streaming.onnx_manifest import (ENCODER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE,
+                                       MANIFEST_FILE, ONNX_INSTALL_HINT, sha256_of_file)
 
 DEFAULT_OPSET = 17          # LayerNormalization native; the gather sampling needs >= 11
 MIN_OPSET = 11
@@ -132,7 +132,7 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
     and write ``export.json``. Returns the manifest."""
     onnx, ort = require_onnx()
     from ..loading import load_model
-    from ..model.runtime import gather_slots
+    from ..streaming.runtime import gather_slots
     from .graphs import HEAD_OUTPUTS, EncoderGraph, HeadGraph
 
     if opset < MIN_OPSET:

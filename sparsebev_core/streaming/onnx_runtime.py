@@ -21,8 +21,8 @@ import torch
 
 from ..errors import MissingDependencyError
 from ..recipe.config import ModelConfig
-from .manifest import (ENCODER_FILE, HEAD_FILE, ONNX_INSTALL_HINT, OnnxExportError,
-                       read_manifest)
+from .onnx_manifest import (ENCODER_FILE, HEAD_FILE, ONNX_INSTALL_HINT, OnnxExportError,
+                            read_manifest)
 
 Tensor = torch.Tensor
 

@@ -51,11 +51,11 @@ from ..frame import Detections, Frame, InvalidFrameError
 from ..geometry import compose_lidar2img
 from ..image import (RESIZE_METHODS, ImageDecodeError, ResizeMethod, as_rgb_image,
                      device_jpeg_decoder, resize_crop, resize_crop_tensor)
+from ..model.coder import decode_predictions
+from ..model.decoder import compute_time_diff
 from ..recipe.config import ModelConfig
 from ..recipe.frame_layout import needs_future_frames
 from ..resets import EXPLICIT, RIG_CHANGED, Reset, ResetPolicy
-from .coder import decode_predictions
-from .decoder import compute_time_diff
 from .feature_cache import FeatureSlots
 from .runtime import EagerRuntime, Precision, Runtime
 

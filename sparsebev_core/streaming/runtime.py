@@ -26,7 +26,7 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .detector import SparseBEV
+from ..model.detector import SparseBEV
 
 Tensor = torch.Tensor
 Precision = Literal['fp32', 'fp16', 'bf16']
