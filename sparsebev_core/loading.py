@@ -72,7 +72,7 @@ def load_model(preset_or_config: str | ModelConfig, checkpoint: str | None = Non
     ``use_bundled=False``: no bundled weights; ``random_weights_ok=True``: any preset may run
     without weights (``sparsebev timing`` times random weights; the caller says so).
     """
-    from .checkpoint import load_checkpoint
+    from .checkpoints.official import load_checkpoint
     from .model.detector import build_model
 
     cfg = model_config(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from sparsebev_cli import cli
-from sparsebev_core.checkpoint import (CheckpointError, CheckpointMismatchError, guess_preset,
-                                       load_checkpoint, load_pretrained_backbone)
+from sparsebev_core.checkpoints.official import (CheckpointError, CheckpointMismatchError,
+                                                 guess_preset, load_checkpoint,
+                                                 load_pretrained_backbone)
 from sparsebev_core.errors import InputError
 from sparsebev_core.model.backbones.dispatch import BACKBONES, UnknownBackboneError
 from sparsebev_core.model.detector import build_model

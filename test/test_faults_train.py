@@ -10,9 +10,9 @@ import torch
 
 from sparsebev_core.data.synthetic import check_image_size, make_synthetic
 from sparsebev_core.engine import train as train_module
-from sparsebev_core.engine.checkpointing import LATEST
 from sparsebev_core.engine.train import (FINAL_WEIGHTS, TrainArgumentError, TrainOptions,
                                          validate_train_options)
+from sparsebev_core.engine.train_state import LATEST
 from sparsebev_core.errors import UsageError
 from test_train_resume import ActWhenLoading, RandomPixels, assert_same_parameters, run, tiny_cfg
 
@@ -77,8 +77,8 @@ def test_make_synthetic_refuses_a_meaningless_image_size(tmp_path, size):
 
 
 def test_resume_from_a_missing_or_foreign_file_is_a_typed_error(tmp_path):
-    from sparsebev_core.checkpoint import CheckpointError
-    from sparsebev_core.engine.checkpointing import TrainingCheckpointError
+    from sparsebev_core.checkpoints.official import CheckpointError
+    from sparsebev_core.engine.train_state import TrainingCheckpointError
     from sparsebev_core.errors import InputError
     cfg = tiny_cfg()
     with pytest.raises(TrainingCheckpointError, match='no checkpoint to resume from'):

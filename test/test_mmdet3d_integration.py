@@ -18,7 +18,7 @@ import torch
 
 mmengine = pytest.importorskip('mmengine', reason='install the mmdet3d extra: pip install -e ".[mmdet3d]"')
 
-from sparsebev_core.checkpoint import load_checkpoint  # noqa: E402
+from sparsebev_core.checkpoints.official import load_checkpoint  # noqa: E402
 from sparsebev_core.errors import MissingDependencyError  # noqa: E402
 from sparsebev_core.integrations import mmdet3d as integration  # noqa: E402
 from sparsebev_core.model.backbones.eva02 import EVA02Config  # noqa: E402

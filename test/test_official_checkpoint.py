@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sparsebev_cli import cli
-from sparsebev_core.checkpoint import LEGACY_VERSION, load_checkpoint
+from sparsebev_core.checkpoints.official import LEGACY_VERSION, load_checkpoint
 from sparsebev_core.recipe.official import load_official_config
 from sparsebev_core.recipe.presets import get_preset
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsebev_core.checkpoint import load_checkpoint
+from sparsebev_core.checkpoints.official import load_checkpoint
 from sparsebev_core.model.boxes import denormalize_bbox
 from sparsebev_core.model.coder import to_lidar_boxes
 from sparsebev_core.model.decoder import compute_time_diff

@@ -349,7 +349,7 @@ def test_config_file_parameter_builds_the_detector_from_an_official_config(tmp_p
     detector that loads a checkpoint of that shape (and refuses the 100-query bundled one)."""
     import torch
 
-    from sparsebev_core.checkpoint import CheckpointMismatchError
+    from sparsebev_core.checkpoints.official import CheckpointMismatchError
     from sparsebev_core.loading import model_config
     from sparsebev_core.model.detector import build_model
     from sparsebev_ros.pipeline import build_detector

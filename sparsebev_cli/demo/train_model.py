@@ -28,10 +28,10 @@ import torch
 
 from sparsebev_core.data.dataset import build_dataset
 from sparsebev_core.data.synthetic import make_synthetic
-from sparsebev_core.engine.checkpointing import atomic_save
 from sparsebev_core.engine.evaluate import evaluate, metrics_table
 from sparsebev_core.engine.train import (TrainOptions, attach_image_augmentations,
                                          set_random_seed, train)
+from sparsebev_core.engine.train_state import atomic_save
 from sparsebev_core.model.detector import build_model
 from sparsebev_core.recipe.presets import get_preset
 

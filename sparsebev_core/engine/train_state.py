@@ -127,7 +127,7 @@ def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
                         restore_rng: bool = True, rank: int = 0) -> tuple[TrainPosition, dict]:
     """Restore everything ``save_training_state`` wrote (the RNG states of process ``rank``);
     returns (position, meta)."""
-    from ..checkpoint import check_archive
+    from ..checkpoints.official import check_archive
     path = Path(path)
     if not path.is_file():
         raise TrainingCheckpointError(f'no checkpoint to resume from at {path}: check --resume '

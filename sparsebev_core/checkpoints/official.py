@@ -30,9 +30,9 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from .errors import InputError, UsageError
-from .model.backbones.dispatch import backbone_kind
-from .recipe.config import ModelConfig
+from ..errors import InputError, UsageError
+from ..model.backbones.dispatch import backbone_kind
+from ..recipe.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def _refuse_existing(out_path: str | Path, overwrite: bool) -> None:
 
 def _save(obj: dict, out_path: str | Path) -> None:
     """Write through a temporary name + rename: a failed write leaves no half file."""
-    from .engine.checkpointing import atomic_save
+    from ..engine.train_state import atomic_save
     atomic_save(obj, out_path)
 
 
@@ -338,7 +338,7 @@ def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
     weights are refused either way; an existing ``out_path`` is refused unless ``overwrite``.
     ``report['preset_guessed']`` says whether the preset came from :func:`guess_preset`.
     """
-    from .recipe.presets import get_preset
+    from ..recipe.presets import get_preset
     _refuse_existing(out_path, overwrite)
     obj = read_checkpoint(in_path, allow_pickle)
     state, info = split_checkpoint(obj)
@@ -353,7 +353,7 @@ def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
                   num_elements=sum(v.numel() for v in state.values()), verified=False,
                   preset_guessed=guessed)
     if verify:
-        from .model.detector import build_model
+        from ..model.detector import build_model
         model = build_model(cfg)
         load_checkpoint(model, dict(state_dict=state, version=info['box_convention']))
         report['verified'] = True
@@ -375,9 +375,9 @@ def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
     in the official format), ``CLASSES`` and ``box_convention``; a v0.17.1 source keeps its
     top-level ``version`` (the official tools read it there).
     """
-    from .model.detector import build_model
-    from .recipe.official import export_official_config
-    from .recipe.presets import get_preset
+    from ..model.detector import build_model
+    from ..recipe.official import export_official_config
+    from ..recipe.presets import get_preset
     _refuse_existing(out_path, overwrite)
     obj = read_checkpoint(in_path, allow_pickle)
     state, info = split_checkpoint(obj)
@@ -408,8 +408,8 @@ def convert_pretrained_backbone(in_path: str | Path, out_path: str | Path,
     the preset's backbone (``load_pretrained_backbone``); the written file holds only
     ``img_backbone.*`` tensors and loads again with ``load_pretrained_backbone``.
     """
-    from .model.detector import SparseBEV, build_backbone
-    from .recipe.presets import get_preset
+    from ..model.detector import SparseBEV, build_backbone
+    from ..recipe.presets import get_preset
     _refuse_existing(out_path, overwrite)
     cfg = get_preset(preset) if isinstance(preset, str) else preset
     model = SparseBEV(cfg, build_backbone(cfg), None, None)
@@ -449,7 +449,7 @@ def main(args: argparse.Namespace) -> int:
     """Convert, verify, print a one-paragraph summary (errors: ``CheckpointError``, exit 1)."""
     force = getattr(args, 'force', False)
     if args.config:
-        from .loading import model_config
+        from ..loading import model_config
         args.preset = model_config(args.preset, args.config)
     if args.to == 'official':
         report = export_official_checkpoint(args.input, args.output, args.preset,
