@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sparsebev_cli.demo.command import DEMO_SEED, EVAL_MAX_BOXES, EVAL_SCORE_THRESHOLD
     from sparsebev_core.data.infos import detection_ground_truth, frame_from_info, sample_info
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     from sparsebev_core.engine.evaluate import boxes_to_submission, evaluate_samples
     from sparsebev_core.frame import CameraView, Frame
     from sparsebev_core.geometry import CAMERA_NAMES, transform_boxes

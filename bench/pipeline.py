@@ -38,8 +38,8 @@ T0_NS = 1_700_000_000_000_000_000          # the rig's start (timing.RIG_T0) in 
 
 def build(args):
     """The node's pieces: parameters, detector, TF buffer, message factory, pipeline."""
+    from sparsebev_core.devices import resolve_device
     from sparsebev_core.loading import load_model
-    from sparsebev_core.runtime_env import resolve_device
     from sparsebev_core.streaming.detector import StreamingDetector
     from sparsebev_core.streaming.runtime import EagerRuntime
     from sparsebev_ros.codecs import matrix_to_translation_quat

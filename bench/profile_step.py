@@ -30,9 +30,9 @@ def main(argv=None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from sparsebev_core.devices import resolve_device
     from sparsebev_core.engine.timing import decode_frame, rig_frames
     from sparsebev_core.loading import load_model
-    from sparsebev_core.runtime_env import resolve_device
     from sparsebev_core.streaming.detector import StreamingDetector
     from sparsebev_core.streaming.runtime import EagerRuntime
 

@@ -22,7 +22,7 @@ from sparsebev_core.cli_common import parse_or_exit_code, run_command
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'demo': ('sparsebev_cli.demo.command',
              'detect objects in a synthetic scene end to end (bag -> replay -> pictures, metrics)'),
-    'make-synthetic': ('sparsebev_core.data.synthetic',
+    'make-synthetic': ('sparsebev_core.data.synthetic.scenes',
                        'generate a synthetic dataset in the nuScenes table layout'),
     'prepare-nuscenes': ('sparsebev_core.data.prepare',
                          'build info files (cameras, sweeps, annotations) from nuScenes tables'),

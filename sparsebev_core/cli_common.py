@@ -15,9 +15,9 @@ import argparse
 import sys
 from typing import Callable
 
+from .devices import DEFAULT_DEVICE, DEVICE_HELP
 from .errors import SparseBEVError
 from .recipe.config import ModelConfig
-from .runtime_env import DEFAULT_DEVICE, DEVICE_HELP
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, preset_default: str | None,

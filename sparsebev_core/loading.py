@@ -109,7 +109,7 @@ def load_detector(preset_or_config: str | ModelConfig, checkpoint: str | None = 
     ``score_threshold``, ``max_detections``, ``precision``, ...). The detector's ``cfg`` is
     the recipe.
     """
-    from .runtime_env import resolve_device
+    from .devices import resolve_device
     from .streaming.detector import StreamingDetector
 
     if runtime not in RUNTIMES:

@@ -8,8 +8,8 @@ import pytest
 
 from sparsebev_core.data.dataset import NuScenesMultiFrameDataset, build_dataset, collate
 from sparsebev_core.data.infos import info_path, load_infos
-from sparsebev_core.data.synthetic import make_synthetic
-from sparsebev_core.data.synthetic_world import CLASS_COLOR
+from sparsebev_core.data.synthetic.scenes import make_synthetic
+from sparsebev_core.data.synthetic.world import CLASS_COLOR
 from sparsebev_core.geometry import CLASS_NAMES, project_points
 from sparsebev_core.recipe.frame_layout import FrameLayoutError, frame_offsets
 from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset

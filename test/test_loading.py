@@ -3,11 +3,11 @@ loader), weights (given, bundled, or random for ``tiny`` only) and the device ('
 import pytest
 import torch
 
+from sparsebev_core.devices import DeviceError, resolve_device
 from sparsebev_core.errors import InputError, UsageError
 from sparsebev_core.loading import (WEIGHTS_DIR, MissingCheckpointError, bundled_checkpoint,
                                     load_detector, load_model, model_config)
 from sparsebev_core.recipe.presets import UnknownPresetError
-from sparsebev_core.runtime_env import DeviceError, resolve_device
 
 
 def test_model_config_from_a_preset_and_its_errors():

@@ -204,7 +204,7 @@ def test_no_tf_means_no_detections_never_an_identity_pose(tmp_path):
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory):
     from nuscenes.nuscenes import NuScenes
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     root = make_synthetic(tmp_path_factory.mktemp('syn'), num_scenes=1, keyframes_per_scene=3,
                           image_size=(200, 112), progress=False)
     return NuScenes(version='v1.0-mini', dataroot=str(root), verbose=False)

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 @pytest.fixture(scope='module')
 def five_camera_root(tmp_path_factory):
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     return make_synthetic(tmp_path_factory.mktemp('rig5'), num_scenes=2, seed=5,
                           keyframes_per_scene=8, progress=False, rig=five_cameras())
 

@@ -18,7 +18,7 @@ MIN_MAP = 0.02
 
 def test_tiny_model_learns_to_detect_the_objects_of_a_scene(tmp_path):
     from sparsebev_core.data.dataset import build_dataset
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     from sparsebev_core.engine.evaluate import evaluate
     from sparsebev_core.model.detector import build_model
     from sparsebev_core.recipe.presets import get_preset

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     return make_synthetic(tmp_path_factory.mktemp('syn'), num_scenes=2, seed=3,
                           keyframes_per_scene=8, progress=False)
 

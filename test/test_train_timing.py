@@ -55,7 +55,7 @@ def test_warmup_is_not_counted_and_fps_is_per_sample():
 
 
 def test_timing_command_on_a_synthetic_scene(tmp_path, capsys):
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     data = make_synthetic(tmp_path / 'syn', num_scenes=1, keyframes_per_scene=3, progress=False)
     args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data=str(data),
                               version='v1.0-mini',
@@ -71,7 +71,7 @@ def test_timing_command_on_a_synthetic_scene(tmp_path, capsys):
 
 
 def test_compare_times_baseline_and_fast_path_on_the_same_frames(tmp_path, capsys):
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     from sparsebev_core.ops import get_backend
     data = make_synthetic(tmp_path / 'syn', num_scenes=1, keyframes_per_scene=3, progress=False)
     args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data=str(data),

@@ -171,7 +171,7 @@ def run_demo(options: DemoOptions | None = None, log: Callable[[str], None] = pr
 
     ``overrides`` replace fields of ``options`` (``run_demo(out_dir=..., keyframes=4)``).
     """
-    from sparsebev_core.runtime_env import cpu_threads
+    from sparsebev_core.devices import cpu_threads
 
     options = dataclasses.replace(options or DemoOptions(), **overrides)
     if options.nuscenes_root is not None and options.scene is None:
@@ -187,7 +187,7 @@ def _scene(options: DemoOptions, out: Path, seconds: dict[str, float]) -> tuple[
     from sparsebev_core.data.infos import table_version
 
     if options.nuscenes_root is None:
-        from sparsebev_core.data.synthetic import make_synthetic
+        from sparsebev_core.data.synthetic.scenes import make_synthetic
         t = time.perf_counter()
         root = make_synthetic(_fresh(out / 'dataset'), num_scenes=1, seed=options.seed,
                               keyframes_per_scene=options.keyframes, progress=options.progress)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from sparsebev_core.data.dataset import build_dataset
-from sparsebev_core.data.synthetic import make_synthetic
+from sparsebev_core.data.synthetic.scenes import make_synthetic
 from sparsebev_core.engine.evaluate import evaluate, metrics_table
 from sparsebev_core.engine.train import (TrainOptions, attach_image_augmentations,
                                          set_random_seed, train)

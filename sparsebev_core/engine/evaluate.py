@@ -26,10 +26,10 @@ from typing import Sequence
 import numpy as np
 
 from ..attributes import official_attribute
+from ..devices import dist_info_from_env, finish_distributed, init_distributed, resolve_device
 from ..errors import InputError
 from ..geometry import CLASS_NAMES, rot_to_quat
 from ..recipe.frame_layout import needs_future_frames
-from ..runtime_env import dist_info_from_env, finish_distributed, init_distributed, resolve_device
 
 SUBMISSION_META = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False,
                        use_external=False)

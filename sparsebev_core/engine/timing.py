@@ -289,8 +289,8 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..cli_common import model_config_from_args
+    from ..devices import resolve_device
     from ..loading import load_model
-    from ..runtime_env import resolve_device
     from ..streaming.detector import StreamingDetector
 
     device = resolve_device(args.device)
@@ -328,7 +328,7 @@ def _dataset_frames(data: str | None, version: str, tmp: Path) -> list[Frame]:
     """Keyframes of a nuScenes-layout dataset (a synthetic scene in ``tmp`` when None)."""
     from nuscenes.nuscenes import NuScenes
     if data is None:
-        from ..data.synthetic import make_synthetic
+        from ..data.synthetic.scenes import make_synthetic
         data, version = make_synthetic(tmp / 'synthetic', num_scenes=1, seed=0,
                                        progress=False), 'v1.0-mini'
     nusc = NuScenes(version=version, dataroot=str(data), verbose=False)

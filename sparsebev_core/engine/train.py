@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..devices import DistInfo, finish_distributed, init_distributed, resolve_device
 from ..errors import InputError, UsageError
 from ..recipe.config import ModelConfig
-from ..runtime_env import DistInfo, finish_distributed, init_distributed, resolve_device
 from .losses import SparseBEVLoss
 from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
 from .train_state import (LATEST, SigtermFlag, TrainPosition, TrainingCheckpointError, atomic_save,
@@ -49,7 +49,7 @@ class TrainArgumentError(UsageError, ValueError):
 
 
 # ----------------------------------------------------------------------------- processes
-# DistInfo / init_distributed / resolve_device live in sparsebev_core.runtime_env (one place
+# DistInfo / init_distributed / resolve_device live in sparsebev_core.devices (one place
 # for devices and the torchrun job); the names are imported above for this module's callers.
 
 

@@ -20,7 +20,7 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
-from sparsebev_core.data.synthetic import NUSCENES_CAMERAS, scaled_intrinsics
+from sparsebev_core.data.synthetic.scenes import NUSCENES_CAMERAS, scaled_intrinsics
 from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_ros import codecs
 from sparsebev_ros.params import camera_info_topic, image_topic

@@ -37,15 +37,15 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..attributes import official_attribute
-from ..errors import InputError, UsageError
-from ..geometry import CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ, \
-    NUSCENES_LIDAR_TOP_TRANSLATION, box_corners, invert_transform, nuscenes_lidar_to_ego, \
-    rot_to_quat, transform_from_quat, yaw_to_quat
-from ..rig import NUSCENES_CAMERAS, NUSCENES_IMAGE_WH, Rig, RigCamera, load_rig, nuscenes_rig, \
-    rig_to_dict
-from .synthetic_render import CameraModel, box_pixel_area, make_camera, render_camera
-from .synthetic_world import CLASS_CATEGORY, SyntheticWorld, make_world
+from ...attributes import official_attribute
+from ...errors import InputError, UsageError
+from ...geometry import (CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ,
+                         NUSCENES_LIDAR_TOP_TRANSLATION, box_corners, invert_transform,
+                         nuscenes_lidar_to_ego, rot_to_quat, transform_from_quat, yaw_to_quat)
+from ...rig import (NUSCENES_CAMERAS, NUSCENES_IMAGE_WH, Rig, RigCamera, load_rig, nuscenes_rig,
+                    rig_to_dict)
+from .render import CameraModel, box_pixel_area, make_camera, render_camera
+from .world import CLASS_CATEGORY, SyntheticWorld, make_world
 
 # the nuScenes calibration (log n015) lives in sparsebev_core.rig (the default rig)
 
