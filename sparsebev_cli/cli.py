@@ -35,8 +35,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                     'export the encoder and head as ONNX graphs + export.json (docs/deploy.md)'),
     'build-op': ('sparsebev_core.ops.build',
                  'compile the CUDA sampling op just in time (also: python -m sparsebev_core.ops.build)'),
-    'replay': ('sparsebev_ros.replay', 'run the ROS pipeline over a rosbag2 file, without ROS'),
-    'nuscenes-to-bag': ('sparsebev_ros.nuscenes_bag', 'write a nuScenes (or synthetic) scene as a rosbag2'),
+    'replay': ('sparsebev_ros.bags.replay', 'run the ROS pipeline over a rosbag2 file, without ROS'),
+    'nuscenes-to-bag': ('sparsebev_ros.bags.from_nuscenes', 'write a nuScenes (or synthetic) scene as a rosbag2'),
     'params-table': ('sparsebev_ros.params',
                      "print the README table of the node's parameters (also: python -m sparsebev_ros.params)"),
 }

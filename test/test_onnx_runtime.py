@@ -25,9 +25,9 @@ from sparsebev_core.loading import bundled_checkpoint, load_model, model_config 
 from sparsebev_core.streaming.onnx_manifest import OnnxExportError, sha256_of_file  # noqa: E402
 from sparsebev_core.streaming.onnx_runtime import OnnxRuntime, ProviderUnavailableError  # noqa: E402
 from sparsebev_core.streaming.runtime import EagerRuntime              # noqa: E402
+from sparsebev_ros.bags.replay import replay                           # noqa: E402
 from sparsebev_ros.params import DETECTIONS_TOPIC, validate            # noqa: E402
 from sparsebev_ros.pipeline import build_detector                      # noqa: E402
-from sparsebev_ros.replay import replay                                # noqa: E402
 from test_ros_replay import read_topic                                 # noqa: E402
 
 

@@ -22,10 +22,10 @@ import torch
 
 from sparsebev_core import geometry
 from sparsebev_core.geometry import CAMERA_NAMES
-from sparsebev_ros.nuscenes_bag import CameraBagWriter
+from sparsebev_ros.bags.from_nuscenes import CameraBagWriter
+from sparsebev_ros.bags.replay import replay
 from sparsebev_ros.params import validate
 from sparsebev_ros.pipeline import PipelineResult
-from sparsebev_ros.replay import replay
 
 pytestmark = pytest.mark.slow        # one R50 inference at 704x256 on the CPU (~10 s unloaded)
 

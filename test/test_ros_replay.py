@@ -14,9 +14,9 @@ from rosbags.highlevel import AnyReader
 from ros_scene import (PerfectDriveDetector, T_world_ego, invert_transform, truth_in, write_drive)
 from sparsebev_core.frame import Detections
 from sparsebev_core.geometry import CAMERA_NAMES
+from sparsebev_ros.bags.replay import replay
 from sparsebev_ros.codecs import stamp_to_ns
 from sparsebev_ros.params import DETECTIONS_TOPIC, MARKERS_TOPIC, validate
-from sparsebev_ros.replay import replay
 
 
 def read_topic(bag, topic):
@@ -249,7 +249,7 @@ class DatasetTruthDetector:
 def test_synthetic_scene_bag_detections_land_on_ground_truth(tmp_path, synthetic, output_frame,
                                                              model_frame, storage):
     from pyquaternion import Quaternion
-    from sparsebev_ros.nuscenes_bag import write_scene
+    from sparsebev_ros.bags.from_nuscenes import write_scene
     nusc = synthetic
     scene = nusc.scene[0]['name']
     counts = write_scene(nusc, scene, tmp_path / 'in', storage, progress=False)

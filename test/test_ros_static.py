@@ -65,7 +65,7 @@ def message_type_packages(path: Path) -> set[str]:
 def ros_dependencies_of_code() -> dict[str, set[str]]:
     """ROS package -> files that need it, over sparsebev_ros/*.py and the launch file."""
     needed: dict[str, set[str]] = {}
-    for path in sorted((ROOT / 'sparsebev_ros').glob('*.py')) + [LAUNCH_FILE]:
+    for path in sorted((ROOT / 'sparsebev_ros').rglob('*.py')) + [LAUNCH_FILE]:
         for module in imported_modules(path) | message_type_packages(path):
             if module in ROS_MODULES:
                 needed.setdefault(ROS_MODULES[module], set()).add(path.name)
@@ -346,7 +346,7 @@ def test_setup_py_installs_launch_config_and_ament_resource():
 
 def test_only_node_py_imports_the_ros_client_libraries():
     client_libraries = {'rclpy', 'tf2_ros', 'message_filters', 'cv_bridge'}
-    for path in sorted((ROOT / 'sparsebev_ros').glob('*.py')):
+    for path in sorted((ROOT / 'sparsebev_ros').rglob('*.py')):
         if path.name != 'node.py':
             assert not imported_modules(path) & client_libraries, f'{path.name} imports ROS'
     for path in sorted((ROOT / 'sparsebev_core').rglob('*.py')):

@@ -4,8 +4,8 @@
    (``data.synthetic.make_synthetic`` with the demo seed), or take a real nuScenes scene
    (``--nuscenes ROOT --scene NAME``);
 2. write it as a rosbag2 with compressed camera images, CameraInfo and TF
-   (``sparsebev_ros.nuscenes_bag``);
-3. replay the bag through the ROS pipeline without ROS (``sparsebev_ros.replay``: the sync,
+   (``sparsebev_ros.bags.from_nuscenes``);
+3. replay the bag through the ROS pipeline without ROS (``sparsebev_ros.bags.replay``: the sync,
    TF buffer, FrameAssembler and StreamingDetector the node runs), writing an output bag with
    the detections and markers;
 4. score the keyframe detections against the scene's ground truth with nuscenes-devkit
@@ -205,8 +205,8 @@ def _replay(options: DemoOptions, input_bag: Path, output_bag: Path, frames: lis
             log: Callable[[str], None]) -> tuple[Any, Any]:
     """Step 3: the bag through the ROS pipeline; fills the keyframes' detections."""
     from sparsebev_core.loading import load_detector, model_config
+    from sparsebev_ros.bags.replay import replay
     from sparsebev_ros.params import as_dict, defaults, validate
-    from sparsebev_ros.replay import replay
 
     # the official evaluation threshold and top-300, so the metrics see what `sparsebev eval`
     # would; the pictures and the published topics filter higher
@@ -258,7 +258,7 @@ def _pictures(nusc: Any, scene: str, frames: Sequence[Keyframe], class_names: Se
 
 def _run_demo(options: DemoOptions, log: Callable[[str], None]) -> DemoReport:
     from sparsebev_core.viz.frame_pictures import save_animation
-    from sparsebev_ros.nuscenes_bag import write_scene
+    from sparsebev_ros.bags.from_nuscenes import write_scene
 
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,17 +25,17 @@ from typing import Any, Callable
 
 from sparsebev_core.errors import UsageError
 
-from .codecs import header_stamp_ns
-from .frames import tf_buffer_lookup
-from .messages import RosbagsMessages, ros2_typestore
-from .bag_io import (BagReadError, atomic_output_dir, iter_messages, open_bag_reader,
-                     read_error_types, salvage_mcap)
-from .nuscenes_bag import STORAGES, BagExistsError, open_writer
-from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError,
-                     read_yaml_values, validate)
-from .pipeline import Pipeline, PipelineResult, PipelineStats
-from .camera_sync import CameraSet, synchronizer_for
-from .tf_buffer import InvalidArgumentException, TfBuffer
+from ..camera_sync import CameraSet, synchronizer_for
+from ..codecs import header_stamp_ns
+from ..frames import tf_buffer_lookup
+from ..messages import RosbagsMessages, ros2_typestore
+from ..params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError,
+                      read_yaml_values, validate)
+from ..pipeline import Pipeline, PipelineResult, PipelineStats
+from ..tf_buffer import InvalidArgumentException, TfBuffer
+from .files import (BagReadError, atomic_output_dir, iter_messages, open_bag_reader,
+                    read_error_types, salvage_mcap)
+from .from_nuscenes import STORAGES, BagExistsError, open_writer
 
 
 @dataclass
@@ -360,7 +360,7 @@ def params_from_args(args: argparse.Namespace) -> DetectorParams:
 
 def main(args: argparse.Namespace) -> int:
     """Replay the bag; exit code 1 when frames synced but none was published."""
-    from .pipeline import build_detector
+    from ..pipeline import build_detector
     if not Path(args.in_bag).exists():             # before the model loads
         raise BagReadError(f'input bag {args.in_bag} does not exist')
     if Path(args.out_bag).exists():
