@@ -11,11 +11,11 @@ import torch
 from sparsebev_core.checkpoints.official import (CheckpointMismatchError,
                                                  convert_official_checkpoint, guess_preset,
                                                  load_checkpoint, load_pretrained_backbone)
-from sparsebev_core.model.backbones.eva02 import (EVA02, EVA02Config, VisionRotaryEmbedding,
-                                                  window_partition, window_unpartition)
-from sparsebev_core.model.backbones.vovnet import VoVNet, VoVNetConfig
+from sparsebev_core.model.backbones.eva02 import (EVA02, VisionRotaryEmbedding, window_partition,
+                                                  window_unpartition)
+from sparsebev_core.model.backbones.vovnet import VoVNet
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.recipe.config import FPNConfig
+from sparsebev_core.recipe.config import EVA02Config, FPNConfig, VoVNetConfig
 from sparsebev_core.recipe.frame_layout import frame_offsets
 from sparsebev_core.recipe.presets import get_preset
 

@@ -21,10 +21,8 @@ mmengine = pytest.importorskip('mmengine', reason='install the mmdet3d extra: pi
 from sparsebev_core.checkpoints.official import load_checkpoint  # noqa: E402
 from sparsebev_core.errors import MissingDependencyError  # noqa: E402
 from sparsebev_core.integrations import mmdet3d as integration  # noqa: E402
-from sparsebev_core.model.backbones.eva02 import EVA02Config  # noqa: E402
-from sparsebev_core.model.backbones.vovnet import VoVNetConfig  # noqa: E402
 from sparsebev_core.model.detector import SparseBEV, build_backbone, build_model  # noqa: E402
-from sparsebev_core.recipe.config import ModelConfig  # noqa: E402
+from sparsebev_core.recipe.config import EVA02Config, ModelConfig, VoVNetConfig  # noqa: E402
 from sparsebev_core.recipe.mmcv_reader import read_config_file  # noqa: E402
 from sparsebev_core.recipe.official import (EVA02_DEFAULTS, OfficialConfigError,  # noqa: E402
                                             load_official_config)

@@ -5,9 +5,7 @@ import math
 
 import pytest
 
-from sparsebev_core.model.backbones.eva02 import EVA02Config
-from sparsebev_core.model.backbones.vovnet import VoVNetConfig
-from sparsebev_core.recipe.config import ModelConfig, ResNetConfig
+from sparsebev_core.recipe.config import EVA02Config, ModelConfig, ResNetConfig, VoVNetConfig
 from sparsebev_core.recipe.presets import FUTURE_PRESET_NAMES, PRESET_NAMES, get_preset
 
 OFFICIAL = ('r50_nuimg_704x256', 'r50_nuimg_704x256_400q_36ep', 'r101_nuimg_1408x512',

@@ -30,9 +30,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..model.backbones.eva02 import EVA02Config
-from ..model.backbones.vovnet import VoVNetConfig
-from .config import FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig
+from .config import (EVA02Config, FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig,
+                     VoVNetConfig)
 from .mmcv_reader import ConfigFileError, read_config_file_with_helpers
 
 log = logging.getLogger(__name__)

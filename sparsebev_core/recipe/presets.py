@@ -19,9 +19,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import InputError
-from ..model.backbones.eva02 import EVA02Config
-from ..model.backbones.vovnet import VoVNetConfig
-from .config import FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig
+from .config import (EVA02Config, FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig,
+                     VoVNetConfig)
 from .frame_layout import needs_future_frames
 
 # Official pretrain files (names as in the official configs' ``load_from`` / ``pretrained``).
