@@ -24,8 +24,8 @@ from sparsebev_core.integrations import mmdet3d as integration  # noqa: E402
 from sparsebev_core.model.detector import SparseBEV, build_backbone, build_model  # noqa: E402
 from sparsebev_core.recipe.config import EVA02Config, ModelConfig, VoVNetConfig  # noqa: E402
 from sparsebev_core.recipe.mmcv_reader import read_config_file  # noqa: E402
-from sparsebev_core.recipe.official import (EVA02_DEFAULTS, OfficialConfigError,  # noqa: E402
-                                            load_official_config)
+from sparsebev_core.recipe.official import OfficialConfigError, load_official_config  # noqa: E402
+from sparsebev_core.recipe.official_backbones import EVA02_DEFAULTS  # noqa: E402
 
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'
 CONFIG_NAMES = ('tiny_base.py', 'tiny_196q.py', 'tiny_196q_6f_128x352.py')

@@ -16,8 +16,8 @@ import pytest
 from sparsebev_core.errors import InputError, UsageError
 from sparsebev_core.loading import model_config
 from sparsebev_core.recipe.mmcv_reader import UnsafeConfigError, read_config_file
-from sparsebev_core.recipe.official import (OfficialConfigError, export_official_config,
-                                            load_official_config)
+from sparsebev_core.recipe.official import OfficialConfigError, load_official_config
+from sparsebev_core.recipe.official_write import export_official_config
 from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset
 
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'

@@ -376,7 +376,7 @@ def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
     top-level ``version`` (the official tools read it there).
     """
     from ..model.detector import build_model
-    from ..recipe.official import export_official_config
+    from ..recipe.official_write import export_official_config
     from ..recipe.presets import get_preset
     _refuse_existing(out_path, overwrite)
     obj = read_checkpoint(in_path, allow_pickle)

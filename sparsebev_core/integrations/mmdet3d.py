@@ -15,7 +15,7 @@ official config returns our ``SparseBEV`` (the same module, weights and state-di
 children, so the state dict is ours either way). Importing this module registers too, so a
 config's ``custom_imports = dict(imports=['sparsebev_core.integrations.mmdet3d'])`` works;
 without mmdet3d installed the import registers nothing and ``register_sparsebev()`` raises
-``MissingDependencyError``. The field mapping is ``official_config.read_model_dict`` (one
+``MissingDependencyError``. The field mapping is ``recipe.official.read_model_dict`` (one
 rule, one place). See docs/mmdet3d.md.
 """
 from __future__ import annotations
