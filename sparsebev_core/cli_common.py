@@ -18,6 +18,7 @@ from typing import Callable
 from .devices import DEFAULT_DEVICE, DEVICE_HELP
 from .errors import SparseBEVError
 from .recipe.config import ModelConfig
+from .recipe.presets import model_config
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, preset_default: str | None,
@@ -52,7 +53,6 @@ def add_threads_argument(parser: argparse.ArgumentParser, default: int | None) -
 
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The recipe named by ``--config`` or ``--preset``."""
-    from .loading import model_config
     return model_config(args.preset, args.config)
 
 

@@ -4,8 +4,8 @@ its weights (a checkpoint, else the bundled demo weights), the device.
 ``sparsebev demo``, ``replay``, ``eval``, ``timing``, ``viz``, ``train`` and the ROS node all
 come through here, so the rules live once:
 
-* ``--config FILE`` (an official SparseBEV config) wins over ``--preset``
-  (:func:`model_config`);
+* ``--config FILE`` (an official SparseBEV config) or ``--preset`` names the recipe
+  (``recipe.presets.model_config``);
 * without a checkpoint, the weights shipped in ``sparsebev_core/weights/<preset>*.pth`` are
   used (:func:`bundled_checkpoint`); the ``tiny`` preset may run on random weights (with a
   warning), every other preset needs weights (:class:`MissingCheckpointError`);
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import UsageError
+from .recipe.presets import model_config
 from .recipe.config import ModelConfig
 
 if TYPE_CHECKING:                       # torch-heavy modules, imported when a model is built
@@ -36,24 +37,6 @@ def bundled_checkpoint(preset: str) -> str | None:
     """The weights shipped in ``sparsebev_core/weights`` for ``preset`` (None if there are none)."""
     files = sorted(WEIGHTS_DIR.glob(f'{preset}*.pth')) if WEIGHTS_DIR.is_dir() else []
     return str(files[0]) if files else None
-
-
-def model_config(preset: str | None = None, config_file: str | None = None) -> ModelConfig:
-    """The model recipe: the official config file ``config_file`` if given, else the preset.
-
-    Exactly one of the two; raises ``UsageError`` otherwise, and ``presets.UnknownPresetError``
-    (an ``InputError``) for an unknown preset name.
-    """
-    if preset and config_file:
-        raise UsageError(f'give one model, --preset NAME or --config FILE, not both (got '
-                         f'{preset!r} and {config_file!r})')
-    if config_file:
-        from .recipe.official import load_official_config   # only when a config file is given
-        return load_official_config(config_file)
-    if not preset:
-        raise UsageError('give a model: --preset NAME or --config FILE')
-    from .recipe.presets import get_preset
-    return get_preset(preset)
 
 
 @dataclass

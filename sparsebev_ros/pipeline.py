@@ -281,7 +281,8 @@ class Pipeline:
 def build_detector(params: DetectorParams, log: Callable[[str], None] = print) -> Any:
     """``StreamingDetector`` for the preset (or ``config_file``) / checkpoint / device /
     precision / runtime parameters (``sparsebev_core.loading.load_detector``)."""
-    from sparsebev_core.loading import load_detector, model_config
+    from sparsebev_core.loading import load_detector
+    from sparsebev_core.recipe.presets import model_config
     cfg = model_config(config_file=params.config_file) if params.config_file else params.preset
     return load_detector(cfg, params.checkpoint or None, params.device,
                          log=log, runtime=params.runtime, onnx_dir=params.onnx_dir or None,

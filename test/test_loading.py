@@ -6,8 +6,8 @@ import torch
 from sparsebev_core.devices import DeviceError, resolve_device
 from sparsebev_core.errors import InputError, UsageError
 from sparsebev_core.loading import (WEIGHTS_DIR, MissingCheckpointError, bundled_checkpoint,
-                                    load_detector, load_model, model_config)
-from sparsebev_core.recipe.presets import UnknownPresetError
+                                    load_detector, load_model)
+from sparsebev_core.recipe.presets import UnknownPresetError, model_config
 
 
 def test_model_config_from_a_preset_and_its_errors():

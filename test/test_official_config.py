@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from sparsebev_core.errors import InputError, UsageError
-from sparsebev_core.loading import model_config
 from sparsebev_core.recipe.mmcv_reader import UnsafeConfigError, read_config_file
 from sparsebev_core.recipe.official import OfficialConfigError, load_official_config
 from sparsebev_core.recipe.official_write import export_official_config
-from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset
+from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset, model_config
 
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'
 

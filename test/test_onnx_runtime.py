@@ -21,7 +21,8 @@ ort = pytest.importorskip('onnxruntime', reason="onnxruntime not installed (pip 
 from ros_scene import write_drive                                       # noqa: E402
 from sparsebev_core.errors import MissingDependencyError, UsageError   # noqa: E402
 from sparsebev_core.export.onnx_export import export_onnx              # noqa: E402
-from sparsebev_core.loading import bundled_checkpoint, load_model, model_config  # noqa: E402
+from sparsebev_core.loading import bundled_checkpoint, load_model     # noqa: E402
+from sparsebev_core.recipe.presets import model_config                # noqa: E402
 from sparsebev_core.streaming.onnx_manifest import OnnxExportError, sha256_of_file  # noqa: E402
 from sparsebev_core.streaming.onnx_runtime import OnnxRuntime, ProviderUnavailableError  # noqa: E402
 from sparsebev_core.streaming.runtime import EagerRuntime              # noqa: E402

@@ -350,7 +350,7 @@ def test_config_file_parameter_builds_the_detector_from_an_official_config(tmp_p
     import torch
 
     from sparsebev_core.checkpoints.official import CheckpointMismatchError
-    from sparsebev_core.loading import model_config
+    from sparsebev_core.recipe.presets import model_config
     from sparsebev_core.model.detector import build_model
     from sparsebev_ros.pipeline import build_detector
     config = Path(__file__).parent / 'data' / 'official_configs' / 'tiny_196q.py'

@@ -204,7 +204,8 @@ def _scene(options: DemoOptions, out: Path, seconds: dict[str, float]) -> tuple[
 def _replay(options: DemoOptions, input_bag: Path, output_bag: Path, frames: list[Keyframe],
             log: Callable[[str], None]) -> tuple[Any, Any]:
     """Step 3: the bag through the ROS pipeline; fills the keyframes' detections."""
-    from sparsebev_core.loading import load_detector, model_config
+    from sparsebev_core.loading import load_detector
+    from sparsebev_core.recipe.presets import model_config
     from sparsebev_ros.bags.replay import replay
     from sparsebev_ros.params import as_dict, defaults, validate
 

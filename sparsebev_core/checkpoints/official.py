@@ -449,7 +449,7 @@ def main(args: argparse.Namespace) -> int:
     """Convert, verify, print a one-paragraph summary (errors: ``CheckpointError``, exit 1)."""
     force = getattr(args, 'force', False)
     if args.config:
-        from ..loading import model_config
+        from ..recipe.presets import model_config
         args.preset = model_config(args.preset, args.config)
     if args.to == 'official':
         report = export_official_checkpoint(args.input, args.output, args.preset,

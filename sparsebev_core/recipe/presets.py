@@ -2,6 +2,8 @@
 
 Presets are data (docs/official_model.md section 7): each is a function returning a fresh
 ``ModelConfig``, so callers may edit what they get without touching anyone else's copy.
+:func:`model_config` is what ``--preset NAME`` / ``--config FILE`` resolve through (a preset
+name or an official config file -> ``ModelConfig``), in every command and in the node.
 
 ==================================  ========  =========  ======  ====  ========  ==  ======
 name                                backbone  input HxW  levels  Q     frames    P   epochs
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from .config import (EVA02Config, FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig,
                      VoVNetConfig)
 from .frame_layout import needs_future_frames
@@ -170,3 +172,20 @@ def get_preset(name: str) -> ModelConfig:
         raise UnknownPresetError(f'unknown preset {name!r}; choose one of: '
                                  f'{", ".join(PRESET_NAMES)}') from None
     return factory()
+
+
+def model_config(preset: str | None = None, config_file: str | None = None) -> ModelConfig:
+    """The model recipe: the official config file ``config_file`` if given, else the preset.
+
+    Exactly one of the two; raises ``UsageError`` otherwise, and :class:`UnknownPresetError`
+    (an ``InputError``) for an unknown preset name.
+    """
+    if preset and config_file:
+        raise UsageError(f'give one model, --preset NAME or --config FILE, not both (got '
+                         f'{preset!r} and {config_file!r})')
+    if config_file:
+        from .official import load_official_config   # only when a config file is given
+        return load_official_config(config_file)
+    if not preset:
+        raise UsageError('give a model: --preset NAME or --config FILE')
+    return get_preset(preset)
