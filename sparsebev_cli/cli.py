@@ -30,7 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'eval': ('sparsebev_core.engine.evaluate', 'run inference and the nuscenes-devkit evaluation'),
     'timing': ('sparsebev_core.engine.timing', 'measure FPS and a per-stage latency breakdown'),
     'viz': ('sparsebev_core.viz.cli', 'draw predictions and sampling points'),
-    'convert-checkpoint': ('sparsebev_core.checkpoints.official', 'convert an official SparseBEV checkpoint'),
+    'convert-checkpoint': ('sparsebev_core.checkpoints.convert', 'convert an official SparseBEV checkpoint'),
     'export-onnx': ('sparsebev_core.export.onnx_export',
                     'export the encoder and head as ONNX graphs + export.json (docs/deploy.md)'),
     'build-op': ('sparsebev_core.ops.build',

@@ -8,9 +8,9 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from sparsebev_core.checkpoints.official import (CheckpointMismatchError,
-                                                 convert_official_checkpoint, guess_preset,
-                                                 load_checkpoint, load_pretrained_backbone)
+from sparsebev_core.checkpoints.convert import convert_official_checkpoint, guess_preset
+from sparsebev_core.checkpoints.official import CheckpointMismatchError, load_checkpoint
+from sparsebev_core.checkpoints.pretrain import load_pretrained_backbone
 from sparsebev_core.model.backbones.eva02 import (EVA02, VisionRotaryEmbedding, window_partition,
                                                   window_unpartition)
 from sparsebev_core.model.backbones.vovnet import VoVNet

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from sparsebev_cli import cli
+from sparsebev_core.checkpoints.convert import guess_preset
 from sparsebev_core.checkpoints.official import (CheckpointError, CheckpointMismatchError,
-                                                 guess_preset, load_checkpoint,
-                                                 load_pretrained_backbone)
+                                                 load_checkpoint)
+from sparsebev_core.checkpoints.pretrain import load_pretrained_backbone
 from sparsebev_core.errors import InputError
 from sparsebev_core.model.backbones.dispatch import BACKBONES, UnknownBackboneError
 from sparsebev_core.model.detector import build_model

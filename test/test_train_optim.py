@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from sparsebev_core.checkpoints.files import atomic_save
 from sparsebev_core.engine.optim import (CosineWarmupSchedule, build_optimizer, build_scaler,
                                          lr_multiplier)
-from sparsebev_core.engine.train_state import (SigtermFlag, TrainPosition, atomic_save,
-                                               load_training_state, rng_state, save_training_state,
-                                               set_rng_state)
+from sparsebev_core.engine.train_state import (SigtermFlag, TrainPosition, load_training_state,
+                                               rng_state, save_training_state, set_rng_state)
 from sparsebev_core.recipe.config import TrainConfig
 
 

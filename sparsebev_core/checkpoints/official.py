@@ -1,4 +1,4 @@
-"""Official SparseBEV checkpoints: strict loading, conversion, pretrained backbones.
+"""Official SparseBEV checkpoints: the file format, its integrity checks and strict loading.
 
 Official checkpoints are mmcv ``.pth`` files: ``{'meta', 'state_dict', ['optimizer'],
 ['version']}`` with the state-dict names of ``sparsebev_core.model.detector.SparseBEV``
@@ -11,17 +11,14 @@ Loading is always strict unless asked otherwise: a mismatch raises
 nothing is copied into the model. Files are read with ``torch.load(weights_only=True)``;
 a file that needs arbitrary pickles is refused with a message saying how to allow it.
 
-Official detector checkpoints use our key names for every backbone. Pretrain files are
-mapped by each backbone's ``PRETRAIN_KEY_MAP`` (beside the backbone, timm's
-``checkpoint_filter_fn`` habit), found through ``model.backbones.dispatch.BACKBONES``.
+Official detector checkpoints use our key names for every backbone. Backbone pretrain files
+are ``pretrain.py``'s; conversions both ways and ``sparsebev convert-checkpoint`` are
+``convert.py``'s; writing files safely is ``files.py``'s.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import pickle
-import re
-import sys
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -30,9 +27,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from ..errors import InputError, UsageError
-from ..model.backbones.dispatch import backbone_kind
-from ..recipe.config import ModelConfig
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -195,21 +190,6 @@ def split_checkpoint(obj: Mapping[str, Any]) -> tuple['OrderedDict[str, torch.Te
     return OrderedDict(state), dict(box_convention=convention, version=version, meta=dict(meta))
 
 
-# ---------------------------------------------------------------------------- key mapping
-def rename_keys(state: Mapping[str, torch.Tensor], table: tuple[tuple[str, str], ...]
-                ) -> 'OrderedDict[str, torch.Tensor]':
-    """Apply a (pattern, replacement) regex table to every key, first match wins."""
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    compiled = [(re.compile(p), r) for p, r in table]
-    for key, value in state.items():
-        for pattern, repl in compiled:
-            if pattern.match(key):
-                key = pattern.sub(repl, key, count=1)
-                break
-        out[key] = value
-    return out
-
-
 # ---------------------------------------------------------------------------- loading
 def compare_state_dicts(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
                         ) -> tuple[list[str], list[str], list[tuple[str, tuple, tuple]]]:
@@ -252,230 +232,3 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: str | Path | Mapping[s
     elif legacy:
         log.warning('checkpoint uses the v0.17.1 box convention but the model has no head to tell')
     return dict(missing=missing, unexpected=unexpected, mismatched=mismatched, **info)
-
-
-def load_pretrained_backbone(model: nn.Module, path: str | Path | Mapping[str, Any],
-                             allow_pickle: bool = False) -> dict:
-    """Initialise ``model.img_backbone`` from an official pretrain file.
-
-    nuImages Cascade Mask R-CNN files (r50/r101 presets): keys ``backbone.*`` become
-    ``img_backbone.*`` (the official ``revise_keys=[('backbone', 'img_backbone')]``); the
-    detector's ``neck.*``, ``rpn_head.*``, ``roi_head.*`` keys are ignored and reported, so
-    the FPN keeps its own Xavier init exactly as in the official training (docs/official_model.md, quirk 21). The
-    table for each backbone is its ``backbones.dispatch.BACKBONES`` entry's
-    ``pretrain_key_map``. Within the backbone the load is strict: a missing or wrongly-shaped
-    backbone key raises ``CheckpointMismatchError``.
-
-    Returns ``dict(loaded=[keys], ignored=[keys])``.
-    """
-    source = str(path) if isinstance(path, (str, Path)) else ''
-    obj = read_checkpoint(path, allow_pickle) if source else path
-    state, _ = split_checkpoint(obj)
-    kind = backbone_kind(model.cfg.backbone)          # UnknownBackboneError for a foreign config
-    renamed = rename_keys(state, kind.pretrain_key_map)
-    derived = [re.compile(p) for p in kind.derived_key_patterns]
-
-    def is_derived(key: str) -> bool:                 # buffers computed from the config
-        return any(p.search(key) for p in derived)
-
-    prefix = 'img_backbone.'
-    backbone_state = OrderedDict((k[len(prefix):], v) for k, v in renamed.items()
-                                 if k.startswith(prefix) and not is_derived(k))
-    ignored = [k for k, k2 in zip(state, renamed) if not k2.startswith(prefix) or is_derived(k2)]
-    expected = OrderedDict((k, v) for k, v in model.img_backbone.state_dict().items() if not is_derived(k))
-    missing, unexpected, mismatched = compare_state_dicts(expected, backbone_state)
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError([prefix + k for k in missing], [prefix + k for k in unexpected],
-                                      [(prefix + k, a, b) for k, a, b in mismatched], source)
-    model.img_backbone.load_state_dict(backbone_state, strict=not derived)
-    if ignored:
-        log.info('pretrained backbone %s: %d keys loaded, %d ignored (e.g. %s)', source,
-                 len(backbone_state), len(ignored), ', '.join(ignored[:3]))
-    return dict(loaded=[prefix + k for k in backbone_state], ignored=ignored)
-
-
-# ---------------------------------------------------------------------------- conversion
-def guess_preset(state: Mapping[str, torch.Tensor]) -> str:
-    """The official preset whose architecture fits an official state dict (official key names)."""
-    queries_key = 'pts_bbox_head.init_query_bbox.weight'
-    if queries_key not in state:
-        raise CheckpointError(f'cannot guess the preset: no {queries_key} (is this a SparseBEV checkpoint?)')
-    queries = state[queries_key].shape[0]
-    if any(k.startswith('img_backbone.layer4.') for k in state):
-        depth = 101 if 'img_backbone.layer3.22.conv1.weight' in state else 50
-        if depth == 101:
-            return 'r101_nuimg_1408x512'
-        return 'r50_nuimg_704x256_400q_36ep' if queries == 400 else 'r50_nuimg_704x256'
-    if any(k.startswith('img_backbone.stem.') for k in state):
-        return 'vov99_dd3d_1600x640_trainval_future'
-    if any(k.startswith('img_backbone.backbone.net.') for k in state):
-        return 'vit_eva02_1600x640_trainval_future'
-    raise CheckpointError('cannot guess the preset from the backbone keys; pass --preset')
-
-
-def _refuse_existing(out_path: str | Path, overwrite: bool) -> None:
-    if Path(out_path).exists() and not overwrite:
-        raise CheckpointError(f'{out_path} already exists; choose another name or pass --force '
-                              '(overwrite=True) to replace it')
-
-
-def _save(obj: dict, out_path: str | Path) -> None:
-    """Write through a temporary name + rename: a failed write leaves no half file."""
-    from ..engine.train_state import atomic_save
-    atomic_save(obj, out_path)
-
-
-def convert_official_checkpoint(in_path: str | Path, out_path: str | Path,
-                                preset: 'str | ModelConfig | None' = None,
-                                allow_pickle: bool = False, verify: bool = True,
-                                overwrite: bool = False) -> dict:
-    """Read an official checkpoint, map its keys to ours, write our format, verify it loads.
-
-    Our format: ``{'state_dict': ..., 'version': box convention, 'meta': {'format', 'source',
-    'box_convention', 'preset'}}`` (plain tensors and strings: loads with weights_only=True,
-    and the official tools read it too since the key names are the official ones for R50/R101).
-    With ``verify`` the preset's model is built and the weights loaded strictly. NaN/Inf
-    weights are refused either way; an existing ``out_path`` is refused unless ``overwrite``.
-    ``report['preset_guessed']`` says whether the preset came from :func:`guess_preset`.
-    """
-    from ..recipe.presets import get_preset
-    _refuse_existing(out_path, overwrite)
-    obj = read_checkpoint(in_path, allow_pickle)
-    state, info = split_checkpoint(obj)
-    check_finite(state, str(in_path))
-    guessed = preset is None
-    if preset is None:
-        preset = guess_preset(state)
-    cfg = get_preset(preset) if isinstance(preset, str) else preset
-    preset = cfg.name
-    state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in state.items())
-    report = dict(preset=preset, box_convention=info['box_convention'], num_keys=len(state),
-                  num_elements=sum(v.numel() for v in state.values()), verified=False,
-                  preset_guessed=guessed)
-    if verify:
-        from ..model.detector import build_model
-        model = build_model(cfg)
-        load_checkpoint(model, dict(state_dict=state, version=info['box_convention']))
-        report['verified'] = True
-    out = dict(state_dict=state, version=info['box_convention'],
-               meta=dict(format=FORMAT_NAME, source=str(in_path), box_convention=info['box_convention'],
-                         preset=preset))
-    _save(out, out_path)
-    return report
-
-
-def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
-                               preset: 'str | ModelConfig | None' = None,
-                               allow_pickle: bool = False, overwrite: bool = False) -> dict:
-    """Write a checkpoint the official SparseBEV code loads: the mmcv wrapper ``{meta, state_dict}``.
-
-    ``in_path``: our converted file or an official one. The weights are loaded strictly into
-    the model of ``preset`` (a name or a ``ModelConfig``; default: guessed from the shapes),
-    then written with the official key names. ``meta`` holds ``config`` (the model's config
-    in the official format), ``CLASSES`` and ``box_convention``; a v0.17.1 source keeps its
-    top-level ``version`` (the official tools read it there).
-    """
-    from ..model.detector import build_model
-    from ..recipe.official_write import export_official_config
-    from ..recipe.presets import get_preset
-    _refuse_existing(out_path, overwrite)
-    obj = read_checkpoint(in_path, allow_pickle)
-    state, info = split_checkpoint(obj)
-    if preset is None:
-        preset = guess_preset(state)
-    cfg = get_preset(preset) if isinstance(preset, str) else preset
-    model = build_model(cfg)
-    load_checkpoint(model, dict(state_dict=state, version=info['box_convention']))
-    # our state-dict names are the official ones: the strictly loaded model's own state dict
-    official = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in model.state_dict().items())
-    out: dict[str, Any] = dict(
-        meta=dict(config=export_official_config(cfg), CLASSES=list(cfg.class_names),
-                  box_convention=info['box_convention'], source=str(in_path), preset=cfg.name),
-        state_dict=official)
-    if info['box_convention'] == LEGACY_VERSION:
-        out['version'] = LEGACY_VERSION
-    _save(out, out_path)
-    return dict(preset=cfg.name, box_convention=info['box_convention'], num_keys=len(official),
-                num_elements=sum(v.numel() for v in official.values()), verified=True)
-
-
-def convert_pretrained_backbone(in_path: str | Path, out_path: str | Path,
-                                preset: 'str | ModelConfig', allow_pickle: bool = False,
-                                overwrite: bool = False) -> dict:
-    """Map a backbone pretrain file (nuImages / DD3D / EVA02) to ``img_backbone.*`` names.
-
-    The keys go through the backbone's ``PRETRAIN_KEY_MAP`` and are checked strictly against
-    the preset's backbone (``load_pretrained_backbone``); the written file holds only
-    ``img_backbone.*`` tensors and loads again with ``load_pretrained_backbone``.
-    """
-    from ..model.detector import SparseBEV, build_backbone
-    from ..recipe.presets import get_preset
-    _refuse_existing(out_path, overwrite)
-    cfg = get_preset(preset) if isinstance(preset, str) else preset
-    model = SparseBEV(cfg, build_backbone(cfg), None, None)
-    report = load_pretrained_backbone(model, read_checkpoint(in_path, allow_pickle))
-    state = OrderedDict(('img_backbone.' + k, v.detach().cpu().contiguous())
-                        for k, v in model.img_backbone.state_dict().items())
-    out = dict(state_dict=state, meta=dict(format=FORMAT_NAME, source=str(in_path), kind='backbone',
-                                           preset=cfg.name))
-    _save(out, out_path)
-    return dict(preset=cfg.name, num_keys=len(report['loaded']), ignored=report['ignored'])
-
-
-# ---------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``sparsebev convert-checkpoint``."""
-    parser.add_argument('input', help='official SparseBEV checkpoint (.pth)')
-    parser.add_argument('output', help='where to write the converted checkpoint')
-    parser.add_argument('--preset', default=None,
-                        help='preset the checkpoint belongs to (default: guessed from its shapes)')
-    parser.add_argument('--config', default=None, metavar='FILE',
-                        help='official-style SparseBEV config file the checkpoint belongs to '
-                             '(instead of --preset)')
-    parser.add_argument('--to', choices=('ours', 'official'), default='ours',
-                        help="'ours' (default): our format; 'official': the mmcv wrapper "
-                             '{meta, state_dict} with official key names, for the official code')
-    parser.add_argument('--allow-pickle', action='store_true',
-                        help='allow arbitrary pickled objects (only for files you trust)')
-    parser.add_argument('--force', action='store_true', help='replace OUTPUT if it exists')
-    parser.add_argument('--no-verify', action='store_true',
-                        help='skip building the model and loading the converted weights')
-    parser.add_argument('--backbone-only', action='store_true',
-                        help='INPUT is a backbone pretrain file (nuImages Cascade Mask R-CNN, DD3D, '
-                             'EVA02); needs --preset')
-
-
-def main(args: argparse.Namespace) -> int:
-    """Convert, verify, print a one-paragraph summary (errors: ``CheckpointError``, exit 1)."""
-    force = getattr(args, 'force', False)
-    if args.config:
-        from ..recipe.presets import model_config
-        args.preset = model_config(args.preset, args.config)
-    if args.to == 'official':
-        report = export_official_checkpoint(args.input, args.output, args.preset,
-                                            allow_pickle=args.allow_pickle, overwrite=force)
-        print(f'wrote {args.output} for the official code: preset {report["preset"]}, '
-              f'{report["num_keys"]} tensors ({report["num_elements"]:,} values), box convention '
-              f'{report["box_convention"]}, verified: loads strictly into the model first')
-        return 0
-    if args.backbone_only:
-        if not args.preset:
-            raise UsageError('--backbone-only needs --preset (the backbone to map the file onto)')
-        report = convert_pretrained_backbone(args.input, args.output, args.preset,
-                                             allow_pickle=args.allow_pickle, overwrite=force)
-        print(f'converted backbone {args.input} -> {args.output}: preset {report["preset"]}, '
-              f'{report["num_keys"]} backbone tensors loaded strictly, {len(report["ignored"])} other '
-              f'keys ignored' + (f' (e.g. {", ".join(report["ignored"][:3])})' if report['ignored'] else ''))
-        return 0
-    report = convert_official_checkpoint(args.input, args.output, args.preset,
-                                         allow_pickle=args.allow_pickle, verify=not args.no_verify,
-                                         overwrite=force)
-    if report['preset_guessed']:
-        print(f"preset guessed from the checkpoint's shapes: {report['preset']} "
-              '(pass --preset to choose another)', file=sys.stderr)
-    print(f'converted {args.input} -> {args.output}: preset {report["preset"]}, '
-          f'{report["num_keys"]} tensors ({report["num_elements"]:,} values), '
-          f'box convention {report["box_convention"]}'
-          + (' (legacy yaw: handled by the head)' if report['box_convention'] == LEGACY_VERSION else '')
-          + (', verified: loads strictly into the preset model' if report['verified'] else ''))
-    return 0

@@ -28,14 +28,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..checkpoints.files import atomic_save, remove_stale_temporaries
 from ..devices import DistInfo, finish_distributed, init_distributed, resolve_device
 from ..errors import InputError, UsageError
 from ..recipe.config import ModelConfig
 from .losses import SparseBEVLoss
 from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
-from .train_state import (LATEST, SigtermFlag, TrainPosition, TrainingCheckpointError, atomic_save,
-                          load_training_state, remove_stale_temporaries, rng_state,
-                          save_training_state)
+from .train_state import (LATEST, SigtermFlag, TrainPosition, TrainingCheckpointError,
+                          load_training_state, rng_state, save_training_state)
 
 FINAL_WEIGHTS = 'model_final.pth'
 
@@ -433,7 +433,7 @@ def load_backbone_pretrain(model: torch.nn.Module, cfg: ModelConfig, pretrained:
             f'backbone pretrain file {path} not found: download the official pretrain checkpoint '
             f"(see README 'Train and evaluate on nuScenes') or pass --pretrained none to train "
             'from scratch')
-    from ..checkpoints.official import load_pretrained_backbone
+    from ..checkpoints.pretrain import load_pretrained_backbone
     load_pretrained_backbone(model, path)
     return path
 
