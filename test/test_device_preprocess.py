@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from sparsebev_core.frame import InvalidFrameError
 from sparsebev_core.image import device_jpeg_decoder, resize_crop, resize_crop_tensor
 from sparsebev_core.model.detector import build_model
 from sparsebev_core.recipe.presets import get_preset
-from sparsebev_core.streaming.detector import InvalidFrameError, StreamingDetector
+from sparsebev_core.streaming.detector import StreamingDetector
 from test_streaming import T0, make_frame   # the streaming tests' synthetic rig
 
 

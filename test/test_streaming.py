@@ -14,13 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sparsebev_core.frame import CameraView, Detections, Frame
+from sparsebev_core.frame import CameraView, Detections, Frame, InvalidFrameError
 from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_core.model.coder import decode_predictions
 from sparsebev_core.recipe.config import ModelConfig
 from sparsebev_core.recipe.presets import get_preset
 from sparsebev_core.resets import EXPLICIT, TIME_BACKWARDS, TIME_GAP
-from sparsebev_core.streaming.detector import InvalidFrameError, StreamingDetector, select_history
+from sparsebev_core.streaming.detector import StreamingDetector
+from sparsebev_core.streaming.history import select_history
 from sparsebev_core.streaming.feature_cache import FeatureSlots
 from sparsebev_core.streaming.runtime import EagerRuntime, Runtime
 
@@ -388,7 +389,7 @@ def test_gathered_slots_equal_the_concatenating_path_bit_for_bit(tiny):
     features_of = {}
     with torch.inference_mode():
         for frame in frames:
-            images, _ = stream._preprocess(frame)                    # the same pixels [6, 3, H, W]
+            images, _ = stream.camera_inputs.prepare(frame)          # the same pixels [6, 3, H, W]
             features_of[frame.key] = [f[0] for f in model.extract_features(images[None])]
             stream.step(frame)
             record = stream.last_step

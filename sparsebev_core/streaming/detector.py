@@ -4,10 +4,11 @@ The official single-GPU evaluation (docs/official_model.md 2.1, "online mode") r
 only on the current six images and takes the FPN features of the previous keyframes from a
 cache. ``StreamingDetector`` does the same for a live stream:
 
+* the frame is checked first (``checks.check_frame``: poses, intrinsics, stamps, names);
 * the current frame's N images (any N >= 1 cameras, named by the rig, each with its own
   size) are decoded (if encoded), resized and cropped with the official test-time transform
-  for their own size (``image.resize_crop``, one ``ida`` per camera), and go through
-  backbone + FPN (``runtime.encode``);
+  for their own size (``camera_inputs.CameraInputs``: ``image.resize_crop``, one ``ida`` per
+  camera), and go through backbone + FPN (``runtime.encode``);
 * a missing camera (``CameraView.missing``) is never replaced by a black or a stale image:
   its feature slot holds zeros, its ``lidar2img`` the nominal (or any finite) matrix, and it is
   marked invalid in ``valid_views`` so that no sampling point reads it; each cached frame keeps
@@ -15,7 +16,7 @@ cache. ``StreamingDetector`` does the same for a live stream:
 * the features of every stepped frame are written once into a slot of the preallocated
   cache buffers (``feature_cache.FeatureSlots``, keyed by ``Frame.key``), with the geometry
   of its cameras (intrinsics, extrinsics, ego pose at each camera's stamp, ``ida``);
-* the T-1 history slots are filled by :func:`select_history` (about ``history_spacing``
+* the T-1 history slots are filled by ``history.select_history`` (about ``history_spacing``
   seconds apart, the spacing the model was trained and tested with);
 * every ``lidar2img`` is recomputed each step from the stored poses, with the *current*
   frame's ego pose as the reference (``geometry.compose_lidar2img``): features are reusable
@@ -28,7 +29,7 @@ cache. ``StreamingDetector`` does the same for a live stream:
   a gap over ``max_time_gap``) and on ``reset(reason)``; ``last_step`` and the returned
   ``Detections`` carry the reason key.
 
-The network runs behind the runtime seam (``model.runtime``): a ``SparseBEV`` is wrapped in
+The network runs behind the runtime seam (``streaming.runtime``): a ``SparseBEV`` is wrapped in
 ``EagerRuntime``; any other object with the same two calls plugs in unchanged. The head always
 runs in float32 by default (as in the official code); ``precision='fp16'|'bf16'`` runs the whole
 network in that dtype with the geometry, time differences, box refinement and decoding in
@@ -36,10 +37,8 @@ float32 (``runtime.EagerRuntime``), which changes the numbers slightly (docs/str
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -47,28 +46,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..frame import Detections, Frame, InvalidFrameError
+from ..frame import Detections, Frame
 from ..geometry import compose_lidar2img
-from ..image import (RESIZE_METHODS, ImageDecodeError, ResizeMethod, as_rgb_image,
-                     device_jpeg_decoder, resize_crop, resize_crop_tensor)
+from ..image import RESIZE_METHODS, ResizeMethod
 from ..model.coder import decode_predictions
 from ..model.decoder import compute_time_diff
 from ..recipe.config import ModelConfig
 from ..recipe.frame_layout import needs_future_frames
 from ..resets import EXPLICIT, RIG_CHANGED, Reset, ResetPolicy
+from .camera_inputs import CameraGeometry, CameraInputs
+from .checks import check_frame
 from .feature_cache import FeatureSlots
+from .history import select_history
 from .runtime import EagerRuntime, Precision, Runtime
-
-
-@dataclass(frozen=True)
-class CameraGeometry:
-    """What is needed to rebuild one camera's ``lidar2img`` for any later reference pose."""
-    K: np.ndarray               # (3, 3) intrinsics of the original image
-    T_ego_cam: np.ndarray       # (4, 4) camera -> ego
-    T_world_ego: np.ndarray     # (4, 4) ego pose at the camera's own stamp
-    ida: np.ndarray             # (4, 4) resize/crop of the network input
-    stamp: float                # capture time (s)
-    valid: bool = True          # False: the camera was missing (zeros in its feature slot)
 
 
 @dataclass
@@ -109,47 +99,6 @@ class StepRecord:
     reset_detail: str = ''
     slots: list[int] = field(default_factory=list)
     valid_views: np.ndarray | None = None
-
-
-def select_history(past_stamps: Sequence[float], current_stamp: float, num_slots: int,
-                   spacing: float) -> list[int | None]:
-    """Choose the cached frames for the history slots 1..T-1.
-
-    Rule (chained nearest neighbour): slot k takes, among the frames strictly older than the
-    frame chosen for slot k-1 (slot 0 = the current frame), the one whose stamp is nearest to
-    ``stamp(slot k-1) - spacing`` (ties go to the newer frame). When no older frame is left,
-    the slot repeats the previous slot's frame, i.e. the oldest available frame is duplicated;
-    with no history at all every slot is the current frame (official scene-start behaviour).
-
-    This equals the official test-time selection (the previous T-1 keyframes, clamped to the
-    first keyframe of the scene) whenever consecutive frames are at least 2/3 of ``spacing``
-    apart, e.g. 2 Hz keyframes with the nuScenes jitter; on a 12 Hz stream it takes every
-    sixth frame. A slot never holds a frame newer than the slot before it. Because the choice
-    only moves forward as time advances, frames older than the oldest chosen one will never
-    be chosen again (the cache evicts them).
-
-    Args:
-        past_stamps: stamps (s) of the cached frames, any order.
-        current_stamp: stamp of the current frame.
-        num_slots: T - 1.
-        spacing: target time between consecutive slots (s).
-    Returns:
-        per slot, an index into ``past_stamps`` or None for the current frame.
-    """
-    stamps = np.asarray(past_stamps, dtype=np.float64)
-    chosen: list[int | None] = []
-    previous: int | None = None
-    previous_stamp = float(current_stamp)
-    for _ in range(num_slots):
-        older = np.nonzero(stamps < previous_stamp)[0]
-        if len(older):
-            distance = np.abs(stamps[older] - (previous_stamp - spacing))
-            best = distance.min()
-            ties = older[distance <= best + 1e-9]
-            previous = int(ties[np.argmax(stamps[ties])])       # the newer one of equals
-            previous_stamp = float(stamps[previous])
-        chosen.append(previous)
-    return chosen
 
 
 class StreamingDetector:
@@ -217,8 +166,6 @@ class StreamingDetector:
         self.max_detections = max_detections
         self.resize_method = resize_method
         self.max_cached_frames = int(max_cached_frames)
-        self._pool = ThreadPoolExecutor(int(preprocess_workers), 'sparsebev-preprocess') \
-            if preprocess_workers > 0 else None
         self.num_frames = cfg.num_frames                         # T
         self.input_hw = tuple(cfg.input_size)
         self._cache: OrderedDict[str, CachedFrame] = OrderedDict()
@@ -228,7 +175,8 @@ class StreamingDetector:
             raise ValueError("device_preprocess resizes with the 'torch' method; "
                              f'resize_method={resize_method!r} runs on the CPU only')
         self.device_preprocess = bool(device_preprocess)
-        self._device_decoder = device_jpeg_decoder() if self.device.type == 'cuda' else None
+        self.camera_inputs = CameraInputs(self.device, self.input_hw, resize_method,
+                                          self.device_preprocess, int(preprocess_workers))
         if cache_channels_last is None:
             cache_channels_last = self.device.type == 'cuda'
         self.feature_slots = FeatureSlots(self.max_cached_frames + 1,
@@ -258,7 +206,7 @@ class StreamingDetector:
     def step(self, frame: Frame) -> Detections:
         """Detect objects in ``frame`` using the cached history; returns model-frame boxes."""
         t_start = time.perf_counter()
-        reference = _check_frame(frame)
+        reference = check_frame(frame)
         reset = self.reset_policy.due(frame.stamp) or self._rig_reset(frame)
         entry = None if reset else self._cache.get(frame.key)
         timings: dict[str, float] = {}
@@ -266,7 +214,7 @@ class StreamingDetector:
             timings['preprocess'] = timings['backbone'] = 0.0
             images = None
         else:
-            images, cameras = self._preprocess(frame)              # [n_valid, 3, H, W] uint8
+            images, cameras = self.camera_inputs.prepare(frame)    # [n_valid, 3, H, W] uint8
         # the frame is usable: only now touch the memory
         if reset:
             self._forget()
@@ -335,24 +283,6 @@ class StreamingDetector:
         return Reset(RIG_CHANGED, f'the cameras changed from {", ".join(self._camera_names)} '
                                   f'to {", ".join(names)}')
 
-    def _preprocess(self, frame: Frame) -> tuple[torch.Tensor, tuple[CameraGeometry, ...]]:
-        """Decode, resize and crop the present cameras' images (each by the rule for its own
-        size); returns [n_valid, 3, H, W] uint8 + the geometry of all N cameras."""
-        indexed = list(enumerate(frame.cameras))
-        if self._pool is not None:                       # decoders and resizers release the GIL
-            prepared = list(self._pool.map(lambda item: self._prepare_camera(*item, frame), indexed))
-        else:
-            prepared = [self._prepare_camera(*item, frame) for item in indexed]
-        # n_valid x [H, W, 3] uint8 (host) or [3, H, W] on the device (device_preprocess)
-        images = [image for image, _ in prepared if image is not None]
-        if self.device_preprocess:
-            batch = torch.stack([image.permute(1, 2, 0) for image in images])  # [n, H, W, 3]
-            batch = batch.permute(0, 3, 1, 2)             # [n, 3, H, W] uint8, as the host path
-        else:
-            batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)   # [n, 3, H, W] uint8
-            batch = batch.to(self.device, non_blocking=True)
-        return batch, tuple(geometry for _, geometry in prepared)
-
     def _encode(self, images: torch.Tensor, cameras: Sequence[CameraGeometry]) -> list[torch.Tensor]:
         """Features of the present cameras, per level ``[N, C, h, w]`` with zeros in the slots
         of missing cameras (never read: ``valid_views``)."""
@@ -366,42 +296,6 @@ class StreamingDetector:
             full = level.new_zeros((len(valid), *level.shape[1:]))
             out.append(full.index_copy_(0, index, level))
         return out
-
-    def _prepare_camera(self, index: int, camera, frame: Frame
-                        ) -> tuple[np.ndarray | torch.Tensor | None, CameraGeometry]:
-        """One camera: network-input pixels ((H, W, 3) uint8, or [3, H, W] on the device with
-        ``device_preprocess``) and its geometry; a missing camera: None and its nominal geometry
-        (identity where unknown: any finite matrix)."""
-        if not camera.valid:
-            stamp = float(camera.stamp) if math.isfinite(camera.stamp) else float(frame.stamp)
-            return None, CameraGeometry(
-                np.eye(3) if camera.K is None else np.asarray(camera.K, np.float64),
-                np.eye(4) if camera.T_ego_cam is None else np.asarray(camera.T_ego_cam, np.float64),
-                np.asarray(frame.T_world_ego if camera.T_world_ego is None else camera.T_world_ego,
-                           np.float64), np.eye(4), stamp, valid=False)
-        try:
-            if self.device_preprocess:
-                image, ida = resize_crop_tensor(self._upload(camera.image), self.input_hw)
-            else:
-                image, ida = resize_crop(as_rgb_image(camera.image), self.input_hw,
-                                         method=self.resize_method)
-        except ValueError as err:
-            raise InvalidFrameError(f'{_camera_label(camera, index, frame.camera_names)} at {camera.stamp:.6f} s: '
-                                    f'{err}') from err
-        return image, CameraGeometry(
-            np.asarray(camera.K, np.float64), np.asarray(camera.T_ego_cam, np.float64),
-            np.asarray(camera.T_world_ego, np.float64), ida, float(camera.stamp))
-
-    def _upload(self, image) -> torch.Tensor:
-        """Decoded uint8 ``[3, H, W]`` on the device (JPEGs through the GPU decoder if any)."""
-        if self._device_decoder is not None and isinstance(image, (bytes, bytearray, memoryview)) \
-                and bytes(image[:2]) == b'\xff\xd8':
-            try:
-                return self._device_decoder(bytes(image), self.device)
-            except RuntimeError as err:
-                raise ImageDecodeError(f'GPU JPEG decoder: {err}') from err
-        rgb = as_rgb_image(image)                                         # (H, W, 3) uint8
-        return torch.from_numpy(rgb).to(self.device, non_blocking=True).permute(2, 0, 1)
 
     def _projections(self, used: Sequence[CachedFrame], T_world_ego_ref: np.ndarray,
                      T_ego_model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -455,54 +349,3 @@ def _as_runtime(model_or_runtime: nn.Module | Runtime, device: str | torch.devic
     if device is not None and torch.device(device) != torch.device(model_or_runtime.device):
         raise ValueError(f'device={device!r} but the runtime runs on {model_or_runtime.device}')
     return model_or_runtime
-
-
-def _camera_label(camera, index: int, names: Sequence[str]) -> str:
-    return f'camera {index} ({names[index]})'
-
-
-def _check_pose(value, what: str, shape: tuple[int, int] = (4, 4)) -> np.ndarray:
-    """A finite float64 matrix of the given shape, a rigid transform when 4x4."""
-    if value is None:
-        raise InvalidFrameError(f'{what} is missing; a pose is never assumed to be identity')
-    matrix = np.asarray(value, dtype=np.float64)
-    if matrix.shape != shape or not np.isfinite(matrix).all():
-        raise InvalidFrameError(f'{what} must be a finite {shape[0]}x{shape[1]} matrix, '
-                                f'got shape {matrix.shape}' +
-                                ('' if matrix.shape != shape else ' with non-finite values'))
-    if shape == (4, 4):
-        R = matrix[:3, :3]
-        if not np.allclose(matrix[3], [0, 0, 0, 1]) or not np.allclose(R @ R.T, np.eye(3), atol=1e-4):
-            raise InvalidFrameError(f'{what} is not a rigid transform (rotation not orthonormal '
-                                    'or last row not [0, 0, 0, 1])')
-    return matrix
-
-
-def _check_frame(frame: Frame) -> tuple[np.ndarray, np.ndarray]:
-    """Validate poses, intrinsics and stamps; returns (T_world_ego_ref, T_ego_model)."""
-    if not math.isfinite(frame.stamp):
-        raise InvalidFrameError(f'frame {frame.key!r} has a non-finite stamp {frame.stamp}')
-    T_world_ego = _check_pose(frame.T_world_ego, f'frame {frame.key!r} T_world_ego')
-    T_ego_model = _check_pose(frame.T_ego_model, f'frame {frame.key!r} T_ego_model')
-    names = frame.camera_names
-    if len(set(names)) != len(names):
-        raise InvalidFrameError(f'frame {frame.key!r}: camera names must be unique, got '
-                                f'{", ".join(names)}')
-    if not any(c.valid for c in frame.cameras):
-        raise InvalidFrameError(f'frame {frame.key!r} has no camera image at all (missing: '
-                                + ', '.join(f'{n}: {r}' for n, r in frame.missing_cameras.items()) + ')')
-    for index, camera in enumerate(frame.cameras):
-        label = f'frame {frame.key!r} {_camera_label(camera, index, names)}'
-        if not camera.valid:
-            for matrix, what, shape in ((camera.K, 'K', (3, 3)), (camera.T_ego_cam, 'T_ego_cam', (4, 4))):
-                if matrix is not None:
-                    _check_pose(matrix, f'{label} (missing) nominal {what}', shape)
-            continue
-        K = _check_pose(camera.K, f'{label} K', (3, 3))
-        if K[0, 0] <= 0 or K[1, 1] <= 0:
-            raise InvalidFrameError(f'{label} K has non-positive focal lengths {K[0, 0]}, {K[1, 1]}')
-        _check_pose(camera.T_ego_cam, f'{label} T_ego_cam')
-        _check_pose(camera.T_world_ego, f'{label} T_world_ego')
-        if not math.isfinite(camera.stamp):
-            raise InvalidFrameError(f'{label} has a non-finite stamp {camera.stamp}')
-    return T_world_ego, T_ego_model
