@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     from sparsebev_core.frame import CameraView, Frame
     from sparsebev_core.geometry import CAMERA_NAMES, transform_boxes
     from sparsebev_core.loading import load_detector
+    from sparsebev_core.recipe.presets import get_preset
+    from sparsebev_core.streaming.options import StreamingOptions
 
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -76,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     gt = [detection_ground_truth(nusc, s['token']) for s in samples]
 
     def run(drop: list[int | None]) -> tuple[dict, list]:
-        detector = load_detector('tiny', None, 'cpu', score_threshold=EVAL_SCORE_THRESHOLD,
-                                 max_detections=EVAL_MAX_BOXES, log=lambda text: None)
+        detector = load_detector(get_preset('tiny'), None, 'cpu', StreamingOptions(
+            score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_BOXES),
+            log=lambda text: None)
         results, predictions = {}, []
         for frame, info, d in zip(frames, infos, drop):
             views = list(frame.cameras)

@@ -40,7 +40,9 @@ def build(args):
     """The node's pieces: parameters, detector, TF buffer, message factory, pipeline."""
     from sparsebev_core.devices import resolve_device
     from sparsebev_core.loading import load_model
+    from sparsebev_core.recipe.presets import get_preset
     from sparsebev_core.streaming.detector import StreamingDetector
+    from sparsebev_core.streaming.options import StreamingOptions
     from sparsebev_core.streaming.runtime import EagerRuntime
     from sparsebev_ros.codecs import matrix_to_translation_quat
     from sparsebev_ros.frames import tf_buffer_lookup
@@ -53,12 +55,12 @@ def build(args):
     torch.manual_seed(0)
     device = resolve_device(args.device)
     params = validate(dict(preset=args.preset, device=device, precision=args.precision))
-    loaded = load_model(args.preset, None, use_bundled=args.preset == 'tiny', random_weights_ok=True,
-                        log=lambda text: None)
+    loaded = load_model(get_preset(args.preset), None, use_bundled=args.preset == 'tiny',
+                        random_weights_ok=True, log=lambda text: None)
     runtime = EagerRuntime(loaded.model, device, args.precision, compile_head=args.compile_head)
-    detector = StreamingDetector(runtime, loaded.cfg, score_threshold=params.score_threshold,
-                                 max_detections=params.max_detections, resize_method=args.resize,
-                                 preprocess_workers=args.workers)
+    detector = StreamingDetector(runtime, loaded.cfg, options=StreamingOptions(
+        score_threshold=params.score_threshold, max_detections=params.max_detections,
+        resize_method=args.resize, preprocess_workers=args.workers))
     factory = RosbagsMessages(ros2_typestore('humble'))
     tf = TfBuffer()
 

@@ -26,6 +26,8 @@ from sparsebev_core.frame import Detections, Frame, InvalidFrameError
 from sparsebev_core.geometry import (CLASS_NAMES, bottom_to_gravity_center,
                                      gravity_to_bottom_center, transform_boxes)
 from sparsebev_core.image import image_size
+from sparsebev_core.recipe.presets import model_config
+from sparsebev_core.streaming.options import StreamingOptions
 
 from . import codecs
 from .frames import (CAMERA_TIME_SPREAD, FrameAssembler, Skip, TransformLookup)
@@ -278,16 +280,19 @@ class Pipeline:
 # --------------------------------------------------------------------------------------------
 # the real detector from parameters
 # --------------------------------------------------------------------------------------------
+def streaming_options(params: DetectorParams) -> StreamingOptions:
+    """The detector's streaming options from the node / replay parameters (same names)."""
+    return StreamingOptions(history_spacing=params.history_spacing,
+                            max_time_gap=params.max_time_gap,
+                            score_threshold=params.score_threshold,
+                            max_detections=params.max_detections, precision=params.precision)
+
+
 def build_detector(params: DetectorParams, log: Callable[[str], None] = print) -> Any:
     """``StreamingDetector`` for the preset (or ``config_file``) / checkpoint / device /
-    precision / runtime parameters (``sparsebev_core.loading.load_detector``)."""
+    runtime parameters and :func:`streaming_options` (``sparsebev_core.loading.load_detector``)."""
     from sparsebev_core.loading import load_detector
-    from sparsebev_core.recipe.presets import model_config
-    cfg = model_config(config_file=params.config_file) if params.config_file else params.preset
-    return load_detector(cfg, params.checkpoint or None, params.device,
+    cfg = model_config(None if params.config_file else params.preset, params.config_file or None)
+    return load_detector(cfg, params.checkpoint or None, params.device, streaming_options(params),
                          log=log, runtime=params.runtime, onnx_dir=params.onnx_dir or None,
-                         onnx_providers=params.onnx_providers,
-                         history_spacing=params.history_spacing,
-                         max_time_gap=params.max_time_gap,
-                         score_threshold=params.score_threshold,
-                         max_detections=params.max_detections, precision=params.precision)
+                         onnx_providers=params.onnx_providers)

@@ -74,7 +74,7 @@ def test_graphs_pass_the_checker_with_default_domain_ops_and_the_manifest_says_w
 
 def test_onnxruntime_runs_the_seam_like_the_torch_runtime_for_any_cache_size(tiny_export):
     cfg = model_config('tiny')
-    eager = EagerRuntime(load_model('tiny', log=lambda text: None).model)
+    eager = EagerRuntime(load_model(model_config('tiny'), log=lambda text: None).model)
     onnx_rt = OnnxRuntime(tiny_export, cfg)
     g = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (6, 3, *cfg.input_size), generator=g, dtype=torch.uint8)
@@ -242,7 +242,7 @@ def test_the_exported_head_takes_the_camera_mask_like_the_torch_runtime(tiny_exp
     """A degraded frame (camera 3 missing now, camera 1 in a history frame) runs through the
     exported head exactly as through the torch one, and the mask changes the result."""
     cfg = model_config('tiny')
-    eager = EagerRuntime(load_model('tiny', log=lambda text: None).model)
+    eager = EagerRuntime(load_model(model_config('tiny'), log=lambda text: None).model)
     onnx_rt = OnnxRuntime(tiny_export, cfg)
     g = torch.Generator().manual_seed(2)
     images = torch.randint(0, 256, (6, 3, *cfg.input_size), generator=g, dtype=torch.uint8)

@@ -16,6 +16,7 @@ from sparsebev_core.model.decoder import compute_time_diff
 from sparsebev_core.resets import RIG_CHANGED
 from sparsebev_core.rig import Rig, RigCamera, RigError, load_rig, make_rig, nuscenes_rig, rig_to_dict
 from sparsebev_core.streaming.detector import StreamingDetector
+from sparsebev_core.streaming.options import StreamingOptions
 
 T0 = 1533151603.5
 
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 def stream(tiny) -> StreamingDetector:
     model, cfg = tiny
-    return StreamingDetector(model, cfg, score_threshold=0.0, max_detections=20)
+    return StreamingDetector(model, cfg,
+                             options=StreamingOptions(score_threshold=0.0, max_detections=20))
 
 
 def five_camera_rig(image_wh=(640, 480)) -> Rig:

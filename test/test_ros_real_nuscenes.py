@@ -84,13 +84,15 @@ def replayed(tmp_path_factory):
     from sparsebev_core.model.detector import build_model
     from sparsebev_core.recipe.presets import get_preset
     from sparsebev_core.streaming.detector import StreamingDetector
+    from sparsebev_core.streaming.options import StreamingOptions
 
     info = load_sample()
     folder = tmp_path_factory.mktemp('real_nuscenes')
     write_car_bag(info, folder / 'car')
     torch.manual_seed(0)
     cfg = get_preset(PRESET)
-    detector = StreamingDetector(build_model(cfg).eval(), cfg, device='cpu', score_threshold=0.0)
+    detector = StreamingDetector(build_model(cfg).eval(), cfg, device='cpu',
+                                 options=StreamingOptions(score_threshold=0.0))
     params = validate({'preset': PRESET, 'device': 'cpu', 'model_frame': 'LIDAR_TOP',
                        'output_frame': 'base_link', 'score_threshold': 0.0})
     results: list[PipelineResult] = []

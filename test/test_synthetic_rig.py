@@ -76,9 +76,10 @@ def test_the_tiny_model_runs_unchanged_on_a_rig_dataset(five_camera_root):
 
     from sparsebev_core.data.infos import frame_from_info, sample_info
     from sparsebev_core.loading import load_detector
+    from sparsebev_core.recipe.presets import get_preset
     nusc = NuScenes(version='v1.0-mini', dataroot=str(five_camera_root), verbose=False)
     samples = sorted(nusc.sample, key=lambda s: s['timestamp'])[:3]
-    detector = load_detector('tiny', None, 'cpu', log=lambda text: None)
+    detector = load_detector(get_preset('tiny'), None, 'cpu', log=lambda text: None)
     for sample in samples:
         info = sample_info(nusc, sample, with_annotations=False)
         assert [c['name'] for c in info['cams']] == [f'CAM_{i}' for i in range(5)]

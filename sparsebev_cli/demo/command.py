@@ -206,14 +206,16 @@ def _replay(options: DemoOptions, input_bag: Path, output_bag: Path, frames: lis
     """Step 3: the bag through the ROS pipeline; fills the keyframes' detections."""
     from sparsebev_core.loading import load_detector
     from sparsebev_core.recipe.presets import model_config
+    from sparsebev_core.streaming.options import StreamingOptions
     from sparsebev_ros.bags.replay import replay
     from sparsebev_ros.params import as_dict, defaults, validate
 
     # the official evaluation threshold and top-300, so the metrics see what `sparsebev eval`
     # would; the pictures and the published topics filter higher
     detector = load_detector(model_config(options.preset, options.config), options.checkpoint,
-                             options.device, log=lambda text: log(f'warning: {text}'),
-                             score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_BOXES)
+                             options.device, StreamingOptions(score_threshold=EVAL_SCORE_THRESHOLD,
+                                                              max_detections=EVAL_MAX_BOXES),
+                             log=lambda text: log(f'warning: {text}'))
     values = as_dict(defaults())
     values.update(preset=options.preset, checkpoint=options.checkpoint or '',
                   score_threshold=options.score_threshold)

@@ -29,7 +29,7 @@ from ..attributes import official_attribute
 from ..devices import dist_info_from_env, finish_distributed, init_distributed, resolve_device
 from ..errors import InputError
 from ..geometry import CLASS_NAMES, rot_to_quat
-from ..recipe.frame_layout import needs_future_frames
+from ..recipe.frame_layout import check_streamable
 
 SUBMISSION_META = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False,
                        use_external=False)
@@ -288,9 +288,8 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
 
     if mode not in ('online', 'offline'):
         raise InputError(f"mode must be 'online' or 'offline', got {mode!r}")
-    if mode == 'online' and needs_future_frames(cfg):
-        raise InputError(f'preset {cfg.name!r} looks at future frames, which a feature cache '
-                         f'cannot provide: evaluate it with --mode offline')
+    if mode == 'online':
+        check_streamable(cfg)                   # the feature cache cannot see the future
     eval_set = resolve_split(version, split)
     infos = build_dataset(cfg, data_root, version=version, split=eval_set, training=False,
                           load_images=False).infos

@@ -215,18 +215,21 @@ def compare(model, cfg, device: str, frames: Sequence[Frame], samples: int, warm
     """(baseline, fast) reports over the same frames in this process, baseline first."""
     from ..ops import available_backends, get_backend, set_backend
     from ..streaming.detector import StreamingDetector
+    from ..streaming.options import StreamingOptions
     from ..streaming.runtime import EagerRuntime
     previous = get_backend()
     try:
         set_backend('torch')
         baseline = StreamingDetector(EagerRuntime(model, device, 'fp32', channels_last_backbone=False),
-                                     cfg, resize_method='pil', cache_channels_last=False)
+                                     cfg, options=StreamingOptions(resize_method='pil',
+                                                                   cache_channels_last=False))
         base = measure(baseline, frames, samples, warmup, progress)
         base.sampling_backend = 'torch'
         del baseline
         set_backend(fast.sampling_backend)
         runtime = EagerRuntime(model, device, fast.precision, compile_head=fast.compile_head)
-        fast_report = measure(StreamingDetector(runtime, cfg, resize_method=fast.resize_method),
+        fast_options = StreamingOptions(resize_method=fast.resize_method)
+        fast_report = measure(StreamingDetector(runtime, cfg, options=fast_options),
                               frames, samples, warmup, progress)
         cuda_ran = device.startswith('cuda') and 'cuda' in available_backends() \
             and fast.sampling_backend in ('auto', 'cuda')
@@ -292,6 +295,7 @@ def main(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
     from ..loading import load_model
     from ..streaming.detector import StreamingDetector
+    from ..streaming.options import StreamingOptions
 
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -318,7 +322,8 @@ def main(args: argparse.Namespace) -> int:
                                         fast, progress=True)
             print(compare_table(base, fast_report, fast))
             return 0
-        detector = StreamingDetector(model, cfg, device=device, precision=args.precision)
+        detector = StreamingDetector(model, cfg, device=device,
+                                     options=StreamingOptions(precision=args.precision))
         report = measure(detector, frames, args.samples, args.warmup)
     print(report.table())
     return 0

@@ -48,17 +48,17 @@ from torch import nn
 
 from ..frame import Detections, Frame
 from ..geometry import compose_lidar2img
-from ..image import RESIZE_METHODS, ResizeMethod
 from ..model.coder import decode_predictions
 from ..model.decoder import compute_time_diff
 from ..recipe.config import ModelConfig
-from ..recipe.frame_layout import needs_future_frames
+from ..recipe.frame_layout import check_streamable
 from ..resets import EXPLICIT, RIG_CHANGED, Reset, ResetPolicy
 from .camera_inputs import CameraGeometry, CameraInputs
 from .checks import check_frame
 from .feature_cache import FeatureSlots
 from .history import select_history
-from .runtime import EagerRuntime, Precision, Runtime
+from .options import Precision, StreamingOptions, StreamingOptionsError
+from .runtime import EagerRuntime, Runtime
 
 
 @dataclass
@@ -106,77 +106,50 @@ class StreamingDetector:
 
     Args:
         model_or_runtime: a ``SparseBEV`` (``model.detector.build_model``; wrapped in
-            ``runtime.EagerRuntime(model, device, precision)``), or any ``runtime.Runtime``
-            (``encode``, ``run_head``, ``device``, ``legacy_yaw_convention``).
-        cfg: its ``ModelConfig`` (input size, number of past frames, class names, decoding).
+            ``runtime.EagerRuntime(model, device, options.precision)``), or any
+            ``runtime.Runtime`` (``encode``, ``run_head``, ``device``, ``legacy_yaw_convention``).
+        cfg: its ``ModelConfig`` (input size, number of past frames, class names, decoding);
+            a config that needs future frames is refused (``frame_layout.check_streamable``).
         device: where the model runs ('cpu', 'cuda', 'cuda:1', ...; None: 'cpu' for a model,
             the runtime's own device for a runtime).
-        history_spacing: target time between history frames (s); the official models were
-            tested with keyframes 0.5 s apart (trained with 0.33 - 0.67 s).
-        max_time_gap: a gap longer than this (s) between two steps clears the memory.
-        score_threshold: keep boxes scoring above this (None: the preset's, 0.05 officially).
-        max_detections: top-k of the NMS-free decoder (None: the preset's, 300 officially).
-        precision: 'fp32' (official), or 'fp16' / 'bf16' for backbone, FPN and head (geometry,
-            time differences, box refinement and decoding stay float32; for a model; a
-            runtime brings its own precision).
-        compile_head: ``torch.compile`` the head (for a model; ``runtime.EagerRuntime``).
-        resize_method: 'pil' (official pixels) or 'cv2' (faster; see ``image.py``).
-        max_cached_frames: hard cap on cached frames (FIFO), a guard against memory growth on
-            high-rate streams; the selection rule alone keeps about
-            (T-1) * history_spacing * frame rate + 1 frames. The cache buffers grow by
-            doubling up to this many slots plus one (the frame being stepped).
-        preprocess_workers: threads that decode and resize the N images in parallel
-            (0: in the calling thread). Same pixels either way.
-        cache_channels_last: the feature cache with channels innermost in memory (the CUDA
-            kernel's layout; ``feature_cache.FeatureSlots``); None: on CUDA devices only.
-            Same outputs either way.
-        device_preprocess: upload the decoded uint8 images and resize/crop them on the
-            model's device (``image.resize_crop_tensor``, the ``'torch'`` resize: within 1
-            grey level of PIL), decoding JPEGs on the GPU when a GPU decoder is installed
-            (``image.device_jpeg_decoder``); None: on CUDA devices with
-            ``resize_method='torch'``.
+        options: how to stream (``options.StreamingOptions``; default: the official way).
+
+    Raises:
+        FrameLayoutError: ``cfg`` needs future frames (an ``InputError``).
+        StreamingOptionsError: the options do not fit the model or the runtime (an
+            ``InputError``).
     """
 
     def __init__(self, model_or_runtime: nn.Module | Runtime, cfg: ModelConfig,
                  device: str | torch.device | None = None,
-                 history_spacing: float = 0.5, max_time_gap: float = 2.0,
-                 score_threshold: float | None = None, max_detections: int | None = None,
-                 precision: Precision = 'fp32', resize_method: ResizeMethod = 'pil',
-                 max_cached_frames: int = 64, preprocess_workers: int = 0,
-                 compile_head: bool = False, cache_channels_last: bool | None = None,
-                 device_preprocess: bool | None = None) -> None:
-        if needs_future_frames(cfg):
-            raise ValueError(
-                f'preset {cfg.name!r} uses {cfg.num_future_frames} future frames '
-                f'(frame layout {cfg.frame_layout!r}); a stream cannot see the future. Run it '
-                f'offline on recorded data instead: sparsebev eval --preset {cfg.name} ...')
-        if history_spacing < 0:
-            raise ValueError(f'history_spacing must be >= 0, got {history_spacing}')
-        if max_cached_frames < cfg.num_past_frames:
-            raise ValueError(f'max_cached_frames={max_cached_frames} cannot hold the '
-                             f'{cfg.num_past_frames} past frames of preset {cfg.name!r}')
-        if resize_method not in RESIZE_METHODS:
-            raise ValueError(f'resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}')
-        self.runtime = _as_runtime(model_or_runtime, device, precision, compile_head)
+                 options: StreamingOptions | None = None) -> None:
+        options = StreamingOptions() if options is None else options
+        check_streamable(cfg)
+        if options.max_cached_frames < cfg.num_past_frames:
+            raise StreamingOptionsError(
+                f'max_cached_frames={options.max_cached_frames} cannot hold the '
+                f'{cfg.num_past_frames} past frames of preset {cfg.name!r}')
+        self.options = options
+        self.runtime = _as_runtime(model_or_runtime, device, options.precision,
+                                   options.compile_head)
         self.cfg = cfg
         self.device = torch.device(self.runtime.device)
-        self.history_spacing = float(history_spacing)
-        self.reset_policy = ResetPolicy(max_time_gap)       # the time rules (sparsebev_core.resets)
-        self.score_threshold = score_threshold
-        self.max_detections = max_detections
-        self.resize_method = resize_method
-        self.max_cached_frames = int(max_cached_frames)
+        self.history_spacing = float(options.history_spacing)
+        self.reset_policy = ResetPolicy(options.max_time_gap)   # the time rules (sparsebev_core.resets)
+        self.score_threshold = options.score_threshold     # the ROS layer may change it running
+        self.max_detections = options.max_detections
+        self.resize_method = options.resize_method
+        self.max_cached_frames = int(options.max_cached_frames)
         self.num_frames = cfg.num_frames                         # T
         self.input_hw = tuple(cfg.input_size)
         self._cache: OrderedDict[str, CachedFrame] = OrderedDict()
+        device_preprocess = options.device_preprocess
         if device_preprocess is None:
-            device_preprocess = self.device.type == 'cuda' and resize_method == 'torch'
-        if device_preprocess and resize_method != 'torch':
-            raise ValueError("device_preprocess resizes with the 'torch' method; "
-                             f'resize_method={resize_method!r} runs on the CPU only')
+            device_preprocess = self.device.type == 'cuda' and options.resize_method == 'torch'
         self.device_preprocess = bool(device_preprocess)
-        self.camera_inputs = CameraInputs(self.device, self.input_hw, resize_method,
-                                          self.device_preprocess, int(preprocess_workers))
+        self.camera_inputs = CameraInputs(self.device, self.input_hw, options.resize_method,
+                                          self.device_preprocess, int(options.preprocess_workers))
+        cache_channels_last = options.cache_channels_last
         if cache_channels_last is None:
             cache_channels_last = self.device.type == 'cuda'
         self.feature_slots = FeatureSlots(self.max_cached_frames + 1,
@@ -344,8 +317,9 @@ def _as_runtime(model_or_runtime: nn.Module | Runtime, device: str | torch.devic
         raise TypeError(f'{type(model_or_runtime).__name__} is neither a SparseBEV model nor a '
                         'runtime (encode, run_head, device, legacy_yaw_convention)')
     if precision != 'fp32' or compile_head:
-        raise ValueError(f'precision={precision!r} / compile_head={compile_head} apply to a '
-                         'model; a runtime runs at its own precision and compilation')
+        raise StreamingOptionsError(f'precision={precision!r} / compile_head={compile_head} apply '
+                                    'to a model; a runtime runs at its own precision and compilation')
     if device is not None and torch.device(device) != torch.device(model_or_runtime.device):
-        raise ValueError(f'device={device!r} but the runtime runs on {model_or_runtime.device}')
+        raise StreamingOptionsError(f'device={device!r} but the runtime runs on '
+                                    f'{model_or_runtime.device}')
     return model_or_runtime
