@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .config import FPNConfig, HeadConfig, ModelConfig, TrainConfig
+from .config import FPNConfig, HeadConfig, ModelConfig, ModelConfigError, TrainConfig
 from .mmcv_reader import read_config_file_with_helpers
 from .official_backbones import read_backbone
 from .official_fields import (FIXED_ASSIGNER, FIXED_HEAD_FIELDS, FIXED_LOSSES, HEAD_EXTRAS,
@@ -314,7 +314,10 @@ def config_from_dict(data: dict, name: str, allow_unknown: bool = False,
     if len(cfg.class_names) != cfg.head.num_classes:
         raise OfficialConfigError(f'class_names has {len(cfg.class_names)} names but '
                                   f'model.pts_bbox_head.num_classes = {cfg.head.num_classes}')
-    return cfg
+    try:
+        return cfg.check()
+    except ModelConfigError as err:
+        raise OfficialConfigError(str(err)) from None
 
 
 def load_official_config(path: str | Path, allow_unknown: bool = False) -> ModelConfig:

@@ -154,7 +154,7 @@ _PRESETS: dict[str, Callable[[], ModelConfig]] = {
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 # presets that need frames from the future: offline evaluation only, never streaming
 FUTURE_PRESET_NAMES: tuple[str, ...] = tuple(
-    n for n in PRESET_NAMES if needs_future_frames(_PRESETS[n]()))
+    n for n in PRESET_NAMES if needs_future_frames(_PRESETS[n]().check()))
 
 
 class UnknownPresetError(InputError, KeyError):
@@ -171,7 +171,7 @@ def get_preset(name: str) -> ModelConfig:
     except KeyError:
         raise UnknownPresetError(f'unknown preset {name!r}; choose one of: '
                                  f'{", ".join(PRESET_NAMES)}') from None
-    return factory()
+    return factory().check()                  # the factories edit a base preset in place
 
 
 def model_config(preset: str | None = None, config_file: str | None = None) -> ModelConfig:
