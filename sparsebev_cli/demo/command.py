@@ -34,8 +34,6 @@ from sparsebev_core.geometry import gravity_to_bottom_center, invert_transform, 
 
 DEMO_SEED = 20231001                 # world seed of the demo scene; training uses other seeds
 DEMO_KEYFRAMES = 20                  # 2 Hz keyframes: a 9.5 s scene
-EVAL_SCORE_THRESHOLD = 0.05          # official test-time threshold (boxes scored for mAP)
-EVAL_MAX_BOXES = 300                 # official top-k
 
 
 @dataclass
@@ -210,11 +208,11 @@ def _replay(options: DemoOptions, input_bag: Path, output_bag: Path, frames: lis
     from sparsebev_ros.bags.replay import replay
     from sparsebev_ros.params import as_dict, defaults, validate
 
-    # the official evaluation threshold and top-300, so the metrics see what `sparsebev eval`
-    # would; the pictures and the published topics filter higher
+    # the detector decodes with the recipe's test-time threshold and top-k (cfg.head: 0.05 and
+    # 300 officially), so the metrics see what `sparsebev eval` would; the pictures and the
+    # published topics filter higher (options.score_threshold)
     detector = load_detector(model_config(options.preset, options.config), options.checkpoint,
-                             options.device, StreamingOptions(score_threshold=EVAL_SCORE_THRESHOLD,
-                                                              max_detections=EVAL_MAX_BOXES),
+                             options.device, StreamingOptions(),
                              log=lambda text: log(f'warning: {text}'))
     values = as_dict(defaults())
     values.update(preset=options.preset, checkpoint=options.checkpoint or '',
