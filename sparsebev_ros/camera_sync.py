@@ -48,7 +48,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-NS = 1_000_000_000
+from .codecs import seconds_to_ns
 
 # why a camera is missing from an emitted set (stable keys)
 LATE = 'late'
@@ -115,10 +115,10 @@ class AnchorSynchronizer:
                              f'>= 1 (got {window}, {jump_back}, {max_wait}, {queue_size})')
         self.num_cameras = num_cameras
         self.anchor = anchor
-        self.window_ns = int(round(window * NS))
-        self.max_wait_ns = int(round(max_wait * NS))
+        self.window_ns = seconds_to_ns(window)
+        self.max_wait_ns = seconds_to_ns(max_wait)
         self.queue_size = int(queue_size)
-        self.jump_back_ns = int(round(jump_back * NS))
+        self.jump_back_ns = seconds_to_ns(jump_back)
         self.counts: Counter = Counter()
         self.clear()
 

@@ -360,7 +360,7 @@ class DetectorNode:
         try:
             transform = self.tf_buffer.lookup_transform(
                 target, source, Time(nanoseconds=stamp_ns),
-                timeout=Duration(nanoseconds=int(self.params.tf_timeout * 1e9)))
+                timeout=Duration(nanoseconds=codecs.seconds_to_ns(self.params.tf_timeout)))
         except tf2_ros.TransformException as exc:
             raise TransformUnavailable(tf2_exception_reason(exc), str(exc)) from None
         return codecs.transform_to_matrix(transform)

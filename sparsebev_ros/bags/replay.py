@@ -26,7 +26,7 @@ from typing import Any, Callable
 from sparsebev_core.errors import UsageError
 
 from ..camera_sync import CameraSet, synchronizer_for
-from ..codecs import header_stamp_ns
+from ..codecs import header_stamp_ns, seconds_to_ns
 from ..frames import tf_buffer_lookup
 from ..messages import RosbagsMessages, ros2_typestore
 from ..params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError,
@@ -91,7 +91,7 @@ class _TfGate:
     """Synced image sets waiting for TF, released in order (the node's ``tf_timeout`` wait)."""
 
     def __init__(self, tf_timeout: float):
-        self.timeout_ns = int(tf_timeout * 1e9)
+        self.timeout_ns = seconds_to_ns(tf_timeout)
         self.pending: deque = deque()             # (synced_log_ns, newest image stamp, images)
         self.newest_tf_ns = 0
 
