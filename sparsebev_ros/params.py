@@ -20,6 +20,7 @@ from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ,
                                      NUSCENES_LIDAR_TOP_TRANSLATION, quat_to_rot,
                                      quat_xyzw_to_wxyz, make_transform)
+from sparsebev_core.yaml_file import read_yaml_file
 
 NODE_NAME = 'sparsebev'
 """Default node name; outputs are ``~/detections`` and ``~/markers`` under it."""
@@ -425,16 +426,8 @@ def parameters_from_yaml(data: Mapping[str, Any], node_name: str = NODE_NAME) ->
 def read_yaml_values(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
     """The ``ros__parameters`` values of a YAML file, checked and validated on their own
     (ParameterError naming the file), as given (defaults not filled in)."""
-    import yaml
-    path = Path(path)
-    if not path.is_file():
-        raise ParameterError(f'parameter file {path} does not exist')
-    try:
-        data = yaml.safe_load(path.read_bytes())
-    except yaml.YAMLError as exc:
-        raise ParameterError(f'parameter file {path} is not valid YAML ({exc.__class__.__name__}: '
-                             f'{str(exc).splitlines()[0]}); give a ros__parameters file like '
-                             'config/detector.yaml') from None
+    data = read_yaml_file(path, ParameterError, 'parameter file',
+                          'give a ros__parameters file like config/detector.yaml')
     try:
         values = parameters_from_yaml(data, node_name)
         validate(values)

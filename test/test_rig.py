@@ -224,3 +224,6 @@ def test_a_bad_rig_file_names_the_file_and_the_field(tmp_path, edit, words):
     assert words in str(err.value) and str(path) in str(err.value)
     with pytest.raises(RigError, match='does not exist'):
         load_rig(tmp_path / 'none.yaml')
+    (tmp_path / 'broken.yaml').write_bytes(b'cameras: [\x00')           # not YAML (nor UTF-8 text)
+    with pytest.raises(RigError, match='rig file .*broken.yaml is not valid YAML'):
+        load_rig(tmp_path / 'broken.yaml')
