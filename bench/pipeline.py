@@ -28,12 +28,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sparsebev_core.geometry import CAMERA_NAMES  # noqa: E402
 
-from sparsebev_core.engine.timing import (RIG_HW, RIG_K, rig_jpegs,  # noqa: E402
-                                          rig_T_ego_cam, rig_T_world_ego)
+from sparsebev_core.data.synthetic.stream import RIG_HW, rig_jpegs, rig_T_world_ego  # noqa: E402
+from sparsebev_core.rig import nuscenes_rig  # noqa: E402
 
 HEIGHT, WIDTH = RIG_HW
 RATE_HZ = 12.0
-T0_NS = 1_700_000_000_000_000_000          # the rig's start (timing.RIG_T0) in ns
+T0_NS = 1_700_000_000_000_000_000          # the rig's start (stream.RIG_T0) in ns
+RIG = nuscenes_rig()                        # the cameras of stream.rig_frames
 
 
 def build(args):
@@ -68,15 +69,15 @@ def build(args):
         t, q = matrix_to_translation_quat(T)
         tf.set_transform(parent, child, stamp, t, q, static)
 
-    for i, name in enumerate(CAMERA_NAMES):
-        put('base_link', name, rig_T_ego_cam(i), 0, static=True)
+    for name in CAMERA_NAMES:
+        put('base_link', name, RIG.camera(name).T_base_cam, 0, static=True)
     pipe = Pipeline(params, detector, tf_buffer_lookup(tf), factory,
                     defer_decoding=not args.decode_in_assembler)
     for i, name in enumerate(CAMERA_NAMES):
         pipe.on_camera_info(i, factory.new(
             'sensor_msgs/msg/CameraInfo', header=header(factory, 0, name), height=HEIGHT,
-            width=WIDTH, distortion_model='plumb_bob', d=np.zeros(5), k=RIG_K.reshape(-1),
-            p=np.zeros(12)))
+            width=WIDTH, distortion_model='plumb_bob', d=np.zeros(5),
+            k=RIG.camera(name).K.reshape(-1), p=np.zeros(12)))
 
     def publish(frame: int, images: list[bytes]) -> list:
         stamps = [T0_NS + int(frame * 1e9 / RATE_HZ) + i * 5_000_000 for i in range(6)]

@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from sparsebev_core.devices import resolve_device
-    from sparsebev_core.engine.timing import decode_frame, rig_frames
+    from sparsebev_core.data.synthetic.stream import rig_frames
+    from sparsebev_core.engine.timing import decode_frame
     from sparsebev_core.loading import load_model
     from sparsebev_core.recipe.presets import get_preset
     from sparsebev_core.streaming.detector import StreamingDetector

@@ -76,62 +76,6 @@ def decode_frame(frame: Frame) -> Frame:
                  T_ego_model=frame.T_ego_model, key=frame.key)
 
 
-# ----------------------------------------------------------------------------- a rig without the devkit
-RIG_HW = (900, 1600)                       # nuScenes camera size
-RIG_K = np.array([[1266.0, 0.0, 800.0], [0.0, 1266.0, 450.0], [0.0, 0.0, 1.0]])
-_RIG_YAWS_DEG = (0.0, -55.0, 55.0, 180.0, 110.0, -110.0)      # CAMERA_NAMES order
-_R_EGO_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-RIG_T0 = 1_700_000_000.0
-
-
-def rig_T_ego_cam(i: int) -> np.ndarray:
-    """Camera ``i`` -> ego of a six-camera ring (nuScenes-like mounting)."""
-    from ..geometry import make_transform, rot_z
-    yaw = np.radians(_RIG_YAWS_DEG[i])
-    return make_transform(rot_z(yaw) @ _R_EGO_OPTICAL,
-                          (1.5 * np.cos(yaw), 0.5 * np.sin(yaw), 1.6))
-
-
-def rig_T_world_ego(t: float) -> np.ndarray:
-    """Ego pose at ``t`` seconds: 10 m/s with a yaw rate of 0.05 rad/s."""
-    from ..geometry import make_transform, rot_z
-    dt = t - RIG_T0
-    return make_transform(rot_z(0.05 * dt), (10.0 * dt, 0.0, 0.0))
-
-
-def rig_jpegs(seed: int, hw: tuple[int, int] = RIG_HW) -> list[bytes]:
-    """Six JPEGs (blocks + gradients + noise: camera-like sizes, ~0.3 MB at 1600x900)."""
-    import cv2
-    h, w = hw
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for c in range(6):
-        blocks = rng.integers(0, 256, (h // 40 + 1, w // 40 + 1, 3), dtype=np.uint8)
-        blocks = blocks.repeat(40, 0).repeat(40, 1)[:h, :w].astype(np.float32)
-        grad = np.stack([xx * 255.0 / w, yy * 255.0 / h, np.full_like(xx, 128.0 + c)], -1)
-        image = np.clip(0.6 * blocks + 0.4 * grad + rng.normal(0, 6, (h, w, 3)), 0, 255)
-        out.append(cv2.imencode('.jpg', image.astype(np.uint8)[:, :, ::-1],
-                                [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-    return out
-
-
-def rig_frames(count: int, rate_hz: float = 2.0, distinct_images: int = 4) -> list[Frame]:
-    """``count`` keyframes of six encoded 1600x900 JPEGs on the rig (no nuscenes-devkit needed:
-    ``sparsebev timing --data rig``); cameras fire 5 ms apart, each posed at its own stamp."""
-    from ..geometry import CAMERA_NAMES, nuscenes_lidar_to_ego
-    images = [rig_jpegs(seed) for seed in range(min(distinct_images, count))]
-    frames = []
-    for k in range(count):
-        stamp = RIG_T0 + k / rate_hz
-        cameras = [CameraView(images[k % len(images)][i], RIG_K, rig_T_ego_cam(i), stamp + 0.005 * i,
-                              rig_T_world_ego(stamp + 0.005 * i), name)
-                   for i, name in enumerate(CAMERA_NAMES)]
-        frames.append(Frame(cameras, stamp, rig_T_world_ego(stamp), nuscenes_lidar_to_ego(),
-                            key=f'rig{k}'))
-    return frames
-
-
 # ----------------------------------------------------------------------------- measuring
 @dataclass
 class TimingReport:
@@ -313,6 +257,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data, version = args.data, args.version
         if data == 'rig':
+            from ..data.synthetic.stream import rig_frames
             frames = rig_frames(20)
         else:
             frames = _dataset_frames(data, version, Path(tmp))
