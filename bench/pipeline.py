@@ -5,7 +5,7 @@
 
 What runs is what the node runs: a camera thread publishes six ``CompressedImage`` messages
 (1600x900 JPEGs, nuScenes-like rig, stamps 1/12 s apart, TF of the ego pose published with
-them) into the node's one-slot mailbox (``sparsebev_ros.node.LatestMailbox``: a set waiting
+them) into the node's one-slot mailbox (``sparsebev_ros.backpressure.LatestMailbox``: a set waiting
 when a newer one arrives is dropped); a worker thread takes the newest set and runs
 ``sparsebev_ros.pipeline.Pipeline.process`` (FrameAssembler -> StreamingDetector ->
 Detection3DArray + MarkerArray). The JPEGs reach the detector encoded and are decoded in its
@@ -92,7 +92,7 @@ def build(args):
 
 def run(args) -> str:
     """Publish ``args.frames`` sets at 12 Hz, process them as the node does, return the table."""
-    from sparsebev_ros.node import LatestMailbox
+    from sparsebev_ros.backpressure import LatestMailbox
     from sparsebev_ros.frames import Skip
 
     pipe, publish, device, detector = build(args)

@@ -49,19 +49,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .codecs import seconds_to_ns
-
-# why a camera is missing from an emitted set (stable keys)
-LATE = 'late'
-NO_IMAGE = 'no_image'
-OUT_OF_WINDOW = 'out_of_window'
-MISSING_REASONS = (LATE, NO_IMAGE, OUT_OF_WINDOW)
-
-# what the synchroniser dropped or did (stable keys of ``AnchorSynchronizer.counts``)
-DUPLICATE = 'duplicate'
-LATE_AFTER_EMIT = 'late_after_emit'
-TIME_BACKWARDS = 'time_backwards'
-QUEUE_OVERFLOW = 'queue_overflow'
-ZERO_STAMP = 'zero_stamp'
+# why a camera is missing from an emitted set, what was dropped (``counts``): stable keys
+from .reasons import (DUPLICATE, LATE, LATE_AFTER_EMIT, NO_IMAGE, OUT_OF_WINDOW, QUEUE_OVERFLOW,
+                      TIME_BACKWARDS, ZERO_STAMP)
 
 
 @dataclass
