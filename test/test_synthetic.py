@@ -20,6 +20,7 @@ from sparsebev_core.data.synthetic import scenes
 from sparsebev_core.data.synthetic.world import CLASS_COLOR
 from sparsebev_core.geometry import CAMERA_NAMES, CLASS_NAMES, invert_transform, \
     nuscenes_lidar_to_ego, transform_from_quat
+from sparsebev_core.rig import NUSCENES_CAMERAS
 
 IMAGE_WH = (200, 113)
 
@@ -46,7 +47,7 @@ def test_calibration_is_the_parity_fixture_rig():
         import inputs
     finally:
         sys.path.pop(0)
-    assert scenes.NUSCENES_CAMERAS == inputs.CAMERAS
+    assert NUSCENES_CAMERAS == inputs.CAMERAS
 
 
 def test_lidar_calibration_is_the_one_in_geometry(nusc):
@@ -97,7 +98,7 @@ def test_intrinsics_are_nuscenes_scaled_to_the_image(nusc):
     sample = nusc.sample[0]
     cs = nusc.get('calibrated_sensor', nusc.get('sample_data', sample['data']['CAM_FRONT'])['calibrated_sensor_token'])
     K = np.array(cs['camera_intrinsic'])
-    K_full = np.array(scenes.NUSCENES_CAMERAS['CAM_FRONT']['intrinsic'])
+    K_full = np.array(NUSCENES_CAMERAS['CAM_FRONT']['intrinsic'])
     np.testing.assert_allclose(K[0], K_full[0] * IMAGE_WH[0] / 1600)
     np.testing.assert_allclose(K[1], K_full[1] * IMAGE_WH[1] / 900)
 
