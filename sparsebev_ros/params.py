@@ -20,6 +20,7 @@ from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ,
                                      NUSCENES_LIDAR_TOP_TRANSLATION, quat_to_rot,
                                      quat_xyzw_to_wxyz, make_transform)
+from sparsebev_core.recipe.presets import PRESET_NAMES      # the recipe: no torch
 from sparsebev_core.yaml_file import read_yaml_file
 
 NODE_NAME = 'sparsebev'
@@ -83,7 +84,6 @@ def _device(value: str) -> str | None:
 
 
 def _preset(value: str) -> str | None:
-    from sparsebev_core.recipe.presets import PRESET_NAMES     # imports torch: only when validating
     return None if value in PRESET_NAMES else f'must be one of {", ".join(PRESET_NAMES)}'
 
 

@@ -195,15 +195,9 @@ def test_model_config_takes_exactly_one_source():
 
 def test_the_core_never_imports_openmmlab_packages():
     """Only sparsebev_core/integrations/ may import mmengine / mmcv / mmdet / mmdet3d."""
-    import ast
+    from imports import top_level_names
     core = Path(__file__).parent.parent / 'sparsebev_core'
-    offenders = []
-    for path in core.rglob('*.py'):
-        if 'integrations' in path.relative_to(core).parts:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
-            offenders += [f'{path.name}: {n}' for n in names
-                          if n and n.split('.')[0] in ('mmengine', 'mmcv', 'mmdet', 'mmdet3d')]
+    offenders = [f'{path.name}: {name}' for path in core.rglob('*.py')
+                 if 'integrations' not in path.relative_to(core).parts
+                 for name in top_level_names(path) & {'mmengine', 'mmcv', 'mmdet', 'mmdet3d'}]
     assert not offenders
