@@ -92,7 +92,8 @@ def test_the_tiny_model_runs_unchanged_on_a_rig_dataset(five_camera_root):
 
 def test_training_on_a_five_camera_rig_makes_the_loss_fall(five_camera_root, tmp_path):
     from sparsebev_core.data.dataset import build_dataset
-    from sparsebev_core.engine.train import TrainOptions, attach_image_augmentations, train
+    from sparsebev_core.engine.train import TrainOptions, train
+    from sparsebev_core.engine.train_data import attach_image_augmentations
     from sparsebev_core.model.detector import build_model
     from sparsebev_core.recipe.presets import get_preset
 

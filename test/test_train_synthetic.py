@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsebev_core.engine.train import TrainOptions, attach_image_augmentations, train
+from sparsebev_core.engine.train import TrainOptions, train
+from sparsebev_core.engine.train_data import attach_image_augmentations
 from sparsebev_core.engine.train_state import LATEST
 
 REPO = Path(__file__).resolve().parents[1]
