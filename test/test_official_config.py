@@ -1,4 +1,4 @@
-"""Official SparseBEV config files in and out (sparsebev_core/recipe/official.py, config_file.py).
+"""Official SparseBEV config files in and out (sparsebev_core/recipe/: official.py, official_write.py, mmcv_reader.py).
 
 The configs under test/data/official_configs are our own, written in the official style:
 ``tiny_base.py`` is the ``tiny`` preset, ``tiny_196q.py`` overrides only

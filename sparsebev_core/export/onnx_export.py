@@ -10,7 +10,7 @@ Writes into ``--out DIR``:
   bool (the cameras present in each frame; all True for a complete one) -> ``cls_scores [1, Q, K]``
   and ``bbox_preds [1, Q, 10]`` of the last decoder layer, ``all_cls_scores [L, 1, Q, K]`` and
   ``all_bbox_preds [L, 1, Q, 10]`` of every layer (for checks);
-* ``export.json``: the manifest (``export.manifest``): model, checkpoint sha256, graphs with
+* ``export.json``: the manifest (``streaming.onnx_manifest``): model, checkpoint sha256, graphs with
   their input/output names, shapes, dtypes and sha256, opset, sampling formulation
   (``gather``), fixed shapes at batch 1, and the deviation from PyTorch measured here.
 

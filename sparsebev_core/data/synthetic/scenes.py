@@ -13,8 +13,8 @@ tiny map mask, so that ``NuScenes(version='v1.0-mini', dataroot=OUT)`` loads it 
 * LIDAR_TOP sample_data at the keyframes only (nuScenes has 20 Hz sweeps); each
   ``.pcd.bin`` is a small but valid point cloud (a ground ring and the corners of the
   annotated boxes) that no model reads;
-* a world of a curved road with boxes of the ten detection classes (``synthetic_world``),
-  rendered with correct occlusion (``synthetic_render``);
+* a world of a curved road with boxes of the ten detection classes (``world``),
+  rendered with correct occlusion (``render``), written scene by scene (``scene_writer``);
 * annotations at the keyframes for objects within 60 m of the ego: gravity-centre global
   boxes, size (w, l, h), yaw quaternion, prev/next chains (the devkit derives velocities),
   visibility from the rendered id buffers, attributes by the official speed-based
