@@ -25,10 +25,10 @@ CONTRACTS = ('errors', 'geometry', 'frame', 'rig', 'resets', 'attributes', 'imag
 FLOORS: dict[str, int] = {
     'contracts': 0,                                # the data and the rules every layer shares
     'recipe': 1, 'devices': 1,                     # what a model is; where code runs
-    'ops': 2,                                      # the sampling op (and csrc/)
+    'ops': 2, 'cli_common': 2,                     # the sampling op (and csrc/); shared flags
     'model': 3,                                    # the network only
     'checkpoints': 4, 'streaming': 4, 'data': 4,   # weights on disk; Frame in, Detections out
-    'loading': 5, 'cli_common': 5,                 # one way to a detector; shared flags
+    'loading': 5,                                  # one way to a detector
     'export': 6, 'engine': 6, 'viz': 6, 'integrations': 6,   # commands and adapters
     'face': 7,                                     # sparsebev_core/__init__.py
 }

@@ -117,13 +117,12 @@ def export_official_checkpoint(in_path: str | Path, out_path: str | Path,
 # ---------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sparsebev convert-checkpoint``."""
+    from ..cli_common import add_model_arguments
     parser.add_argument('input', help='official SparseBEV checkpoint (.pth)')
     parser.add_argument('output', help='where to write the converted checkpoint')
-    parser.add_argument('--preset', default=None,
-                        help='preset the checkpoint belongs to (default: guessed from its shapes)')
-    parser.add_argument('--config', default=None, metavar='FILE',
-                        help='official-style SparseBEV config file the checkpoint belongs to '
-                             '(instead of --preset)')
+    add_model_arguments(parser, None, checkpoint='none',
+                        preset_help='preset the checkpoint belongs to (default: guessed from its '
+                                    'shapes)')
     parser.add_argument('--to', choices=('ours', 'official'), default='ours',
                         help="'ours' (default): our format; 'official': the mmcv wrapper "
                              '{meta, state_dict} with official key names, for the official code')
