@@ -1,8 +1,6 @@
 """Multi-frame samples: official frame selection, projections that land on the objects."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 

@@ -21,7 +21,7 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from sparsebev_core.geometry import CAMERA_NAMES
-from sparsebev_core.rig import nuscenes_rig
+from sparsebev_core.rig import NUSCENES_CAMERAS, nuscenes_rig
 from sparsebev_ros import codecs
 from sparsebev_ros.params import camera_info_topic, image_topic
 
