@@ -15,7 +15,8 @@ from sparsebev_core.model.backbones.eva02 import (EVA02, VisionRotaryEmbedding, 
                                                   window_unpartition)
 from sparsebev_core.model.backbones.vovnet import VoVNet
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.recipe.config import EVA02Config, FPNConfig, VoVNetConfig
+from sparsebev_core.recipe.backbones import EVA02Config, VoVNetConfig
+from sparsebev_core.recipe.config import FPNConfig
 from sparsebev_core.recipe.frame_layout import frame_offsets
 from sparsebev_core.recipe.presets import get_preset
 

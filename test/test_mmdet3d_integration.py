@@ -22,7 +22,8 @@ from sparsebev_core.checkpoints.official import load_checkpoint  # noqa: E402
 from sparsebev_core.errors import MissingDependencyError  # noqa: E402
 from sparsebev_core.integrations import mmdet3d as integration  # noqa: E402
 from sparsebev_core.model.detector import SparseBEV, build_backbone, build_model  # noqa: E402
-from sparsebev_core.recipe.config import EVA02Config, ModelConfig, VoVNetConfig  # noqa: E402
+from sparsebev_core.recipe.backbones import EVA02Config, VoVNetConfig  # noqa: E402
+from sparsebev_core.recipe.config import ModelConfig  # noqa: E402
 from sparsebev_core.recipe.mmcv_reader import read_config_file  # noqa: E402
 from sparsebev_core.recipe.official import OfficialConfigError, load_official_config  # noqa: E402
 from sparsebev_core.recipe.official_backbones import EVA02_DEFAULTS  # noqa: E402

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from sparsebev_core.errors import InputError
-from sparsebev_core.recipe.config import (EVA02Config, HeadConfig, ModelConfig, ModelConfigError,
-                                          ResNetConfig, VoVNetConfig)
+from sparsebev_core.recipe.backbones import EVA02Config, ResNetConfig, VoVNetConfig
+from sparsebev_core.recipe.config import HeadConfig, ModelConfig, ModelConfigError
 from sparsebev_core.recipe.presets import FUTURE_PRESET_NAMES, PRESET_NAMES, get_preset
 
 OFFICIAL = ('r50_nuimg_704x256', 'r50_nuimg_704x256_400q_36ep', 'r101_nuimg_1408x512',

@@ -4,7 +4,7 @@ of an official config reads into its config dataclass and how the dataclass is w
 :data:`OFFICIAL_BACKBONES` is the recipe's dispatch table (config type -> official type name,
 read, write), next to ``model.backbones.dispatch.BACKBONES`` (config type -> build, pretrain
 keys), which the recipe cannot import (torch). A new backbone adds its config to
-``recipe/config.py``, a row here and a row there; nothing else dispatches on the type.
+``recipe/backbones.py``, a row here and a row there; nothing else dispatches on the type.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .config import BackboneConfig, EVA02Config, ResNetConfig, VoVNetConfig
+from .backbones import BackboneConfig, EVA02Config, ResNetConfig, VoVNetConfig
 from .official_fields import OfficialConfigError, Section, pretrained_of, read_dataclass
 
 # constructor defaults of the official VoVNet / EVA02 modules (for keys a config leaves out)

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import InputError, UsageError
-from .config import (EVA02Config, FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig,
-                     VoVNetConfig)
+from .backbones import EVA02Config, ResNetConfig, VoVNetConfig
+from .config import FPNConfig, HeadConfig, ModelConfig, TrainConfig
 from .frame_layout import needs_future_frames
 
 # Official pretrain files (names as in the official configs' ``load_from`` / ``pretrained``).

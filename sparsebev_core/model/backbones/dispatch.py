@@ -4,7 +4,7 @@ its pretrain files map onto it.
 ``model.detector.build_backbone`` builds from it and the pretrain loader
 (``checkpoints.pretrain``) takes the key tables from it; a config type missing here is an
 :class:`UnknownBackboneError` naming the type in both places (never a silent default). The
-config types are ``recipe.config``'s; the recipe side keeps its own row per backbone (the
+config types are in ``recipe.backbones``; the recipe side keeps its own row per backbone (the
 official config's ``img_backbone`` mapping, ``recipe.official_backbones``), since the recipe
 never imports torch.
 """
@@ -17,7 +17,7 @@ from torch import nn
 
 from . import eva02, resnet, vovnet
 from ...errors import InputError
-from ...recipe.config import EVA02Config, ResNetConfig, VoVNetConfig
+from ...recipe.backbones import EVA02Config, ResNetConfig, VoVNetConfig
 
 
 class UnknownBackboneError(InputError, TypeError):

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...recipe.config import EVA02Config
+from ...recipe.backbones import EVA02Config
 from ..activation_checkpoint import run_segment
 from .freezing import freeze
 

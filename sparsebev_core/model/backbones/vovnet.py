@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...recipe.config import VoVNetConfig
+from ...recipe.backbones import VoVNetConfig
 from ..activation_checkpoint import run_segment
 from .freezing import apply_train_mode_rules, freeze
 
