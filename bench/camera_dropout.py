@@ -54,13 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from nuscenes.nuscenes import NuScenes
 
-    from sparsebev_cli.demo.command import DEMO_SEED, EVAL_MAX_BOXES, EVAL_SCORE_THRESHOLD
+    from sparsebev_cli.demo.command import DEMO_SEED
     from sparsebev_core.data.infos import detection_ground_truth, frame_from_info, sample_info
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     from sparsebev_core.engine.evaluate import boxes_to_submission, evaluate_samples
     from sparsebev_core.frame import CameraView, Frame
     from sparsebev_core.geometry import CAMERA_NAMES, transform_boxes
     from sparsebev_core.loading import load_detector
+    from sparsebev_core.recipe.presets import get_preset
+    from sparsebev_core.streaming.options import StreamingOptions
 
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -76,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     gt = [detection_ground_truth(nusc, s['token']) for s in samples]
 
     def run(drop: list[int | None]) -> tuple[dict, list]:
-        detector = load_detector('tiny', None, 'cpu', score_threshold=EVAL_SCORE_THRESHOLD,
-                                 max_detections=EVAL_MAX_BOXES, log=lambda text: None)
+        # decoding by the recipe (cfg.head: the official 0.05 threshold and top-300)
+        detector = load_detector(get_preset('tiny'), None, 'cpu', StreamingOptions(),
+                                 log=lambda text: None)
         results, predictions = {}, []
         for frame, info, d in zip(frames, infos, drop):
             views = list(frame.cameras)

@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from ros_scene import write_drive
 
+    from sparsebev_ros.bags.replay import replay
     from sparsebev_ros.params import validate
     from sparsebev_ros.pipeline import build_detector
-    from sparsebev_ros.replay import replay
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)

@@ -5,7 +5,7 @@
 
 What runs is what the node runs: a camera thread publishes six ``CompressedImage`` messages
 (1600x900 JPEGs, nuScenes-like rig, stamps 1/12 s apart, TF of the ego pose published with
-them) into the node's one-slot mailbox (``sparsebev_ros.node.LatestMailbox``: a set waiting
+them) into the node's one-slot mailbox (``sparsebev_ros.backpressure.LatestMailbox``: a set waiting
 when a newer one arrives is dropped); a worker thread takes the newest set and runs
 ``sparsebev_ros.pipeline.Pipeline.process`` (FrameAssembler -> StreamingDetector ->
 Detection3DArray + MarkerArray). The JPEGs reach the detector encoded and are decoded in its
@@ -28,20 +28,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sparsebev_core.geometry import CAMERA_NAMES  # noqa: E402
 
-from sparsebev_core.engine.timing import (RIG_HW, RIG_K, rig_jpegs,  # noqa: E402
-                                          rig_T_ego_cam, rig_T_world_ego)
+from sparsebev_core.data.synthetic.stream import RIG_HW, rig_jpegs, rig_T_world_ego  # noqa: E402
+from sparsebev_core.rig import nuscenes_rig  # noqa: E402
 
 HEIGHT, WIDTH = RIG_HW
 RATE_HZ = 12.0
-T0_NS = 1_700_000_000_000_000_000          # the rig's start (timing.RIG_T0) in ns
+T0_NS = 1_700_000_000_000_000_000          # the rig's start (stream.RIG_T0) in ns
+RIG = nuscenes_rig()                        # the cameras of stream.rig_frames
 
 
 def build(args):
     """The node's pieces: parameters, detector, TF buffer, message factory, pipeline."""
+    from sparsebev_core.devices import resolve_device
     from sparsebev_core.loading import load_model
-    from sparsebev_core.model.runtime import EagerRuntime
-    from sparsebev_core.model.streaming import StreamingDetector
-    from sparsebev_core.runtime_env import resolve_device
+    from sparsebev_core.recipe.presets import get_preset
+    from sparsebev_core.streaming.detector import StreamingDetector
+    from sparsebev_core.streaming.options import StreamingOptions
+    from sparsebev_core.streaming.runtime import EagerRuntime
     from sparsebev_ros.codecs import matrix_to_translation_quat
     from sparsebev_ros.frames import tf_buffer_lookup
     from sparsebev_ros.messages import RosbagsMessages, header, ros2_typestore
@@ -53,12 +56,12 @@ def build(args):
     torch.manual_seed(0)
     device = resolve_device(args.device)
     params = validate(dict(preset=args.preset, device=device, precision=args.precision))
-    loaded = load_model(args.preset, None, use_bundled=args.preset == 'tiny', random_weights_ok=True,
-                        log=lambda text: None)
+    loaded = load_model(get_preset(args.preset), None, use_bundled=args.preset == 'tiny',
+                        random_weights_ok=True, log=lambda text: None)
     runtime = EagerRuntime(loaded.model, device, args.precision, compile_head=args.compile_head)
-    detector = StreamingDetector(runtime, loaded.cfg, score_threshold=params.score_threshold,
-                                 max_detections=params.max_detections, resize_method=args.resize,
-                                 preprocess_workers=args.workers)
+    detector = StreamingDetector(runtime, loaded.cfg, options=StreamingOptions(
+        score_threshold=params.score_threshold, max_detections=params.max_detections,
+        resize_method=args.resize, preprocess_workers=args.workers))
     factory = RosbagsMessages(ros2_typestore('humble'))
     tf = TfBuffer()
 
@@ -66,15 +69,15 @@ def build(args):
         t, q = matrix_to_translation_quat(T)
         tf.set_transform(parent, child, stamp, t, q, static)
 
-    for i, name in enumerate(CAMERA_NAMES):
-        put('base_link', name, rig_T_ego_cam(i), 0, static=True)
+    for name in CAMERA_NAMES:
+        put('base_link', name, RIG.camera(name).T_base_cam, 0, static=True)
     pipe = Pipeline(params, detector, tf_buffer_lookup(tf), factory,
                     defer_decoding=not args.decode_in_assembler)
     for i, name in enumerate(CAMERA_NAMES):
         pipe.on_camera_info(i, factory.new(
             'sensor_msgs/msg/CameraInfo', header=header(factory, 0, name), height=HEIGHT,
-            width=WIDTH, distortion_model='plumb_bob', d=np.zeros(5), k=RIG_K.reshape(-1),
-            p=np.zeros(12)))
+            width=WIDTH, distortion_model='plumb_bob', d=np.zeros(5),
+            k=RIG.camera(name).K.reshape(-1), p=np.zeros(12)))
 
     def publish(frame: int, images: list[bytes]) -> list:
         stamps = [T0_NS + int(frame * 1e9 / RATE_HZ) + i * 5_000_000 for i in range(6)]
@@ -89,7 +92,7 @@ def build(args):
 
 def run(args) -> str:
     """Publish ``args.frames`` sets at 12 Hz, process them as the node does, return the table."""
-    from sparsebev_ros.node import LatestMailbox
+    from sparsebev_ros.backpressure import LatestMailbox
     from sparsebev_ros.frames import Skip
 
     pipe, publish, device, detector = build(args)

@@ -37,7 +37,7 @@ def camera_jpegs(width: int, height: int, seed: int = 0) -> list[bytes]:
 def time_frame(jpegs: list[bytes], final_hw: tuple[int, int], method: str, repeats: int,
                workers: int = 0) -> float:
     """Median seconds for decode + resize/crop of the six images (``workers`` threads, as
-    ``StreamingDetector(preprocess_workers=...)``; 0 = one thread)."""
+    ``StreamingOptions(preprocess_workers=...)``; 0 = one thread)."""
     def prepare(data: bytes):
         return resize_crop(decode_image(data), final_hw, method=method)
 

@@ -30,18 +30,21 @@ def main(argv=None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from sparsebev_core.engine.timing import decode_frame, rig_frames
+    from sparsebev_core.devices import resolve_device
+    from sparsebev_core.data.synthetic.stream import rig_frames
+    from sparsebev_core.engine.timing import decode_frame
     from sparsebev_core.loading import load_model
-    from sparsebev_core.model.runtime import EagerRuntime
-    from sparsebev_core.model.streaming import StreamingDetector
-    from sparsebev_core.runtime_env import resolve_device
+    from sparsebev_core.recipe.presets import get_preset
+    from sparsebev_core.streaming.detector import StreamingDetector
+    from sparsebev_core.streaming.options import StreamingOptions
+    from sparsebev_core.streaming.runtime import EagerRuntime
 
     torch.manual_seed(0)
     device = resolve_device(args.device)
-    loaded = load_model(args.preset, None, use_bundled=False, random_weights_ok=True,
+    loaded = load_model(get_preset(args.preset), None, use_bundled=False, random_weights_ok=True,
                         log=lambda text: None)
     runtime = EagerRuntime(loaded.model, device, args.precision, compile_head=args.compile_head)
-    detector = StreamingDetector(runtime, loaded.cfg, resize_method='torch')
+    detector = StreamingDetector(runtime, loaded.cfg, options=StreamingOptions(resize_method='torch'))
     frames = [decode_frame(f) for f in rig_frames(args.warmup + args.steps)]
     for frame in frames[:args.warmup]:
         detector.step(frame)

@@ -31,9 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sparsebev_core.export.onnx_export import export_onnx, probe_inputs  # noqa: E402
-from sparsebev_core.export.onnx_runtime import OnnxRuntime  # noqa: E402
-from sparsebev_core.loading import load_model, model_config  # noqa: E402
-from sparsebev_core.model.runtime import EagerRuntime  # noqa: E402
+from sparsebev_core.loading import load_model  # noqa: E402
+from sparsebev_core.recipe.presets import model_config  # noqa: E402
+from sparsebev_core.streaming.onnx_runtime import OnnxRuntime  # noqa: E402
+from sparsebev_core.streaming.runtime import EagerRuntime  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

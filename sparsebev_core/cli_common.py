@@ -15,9 +15,10 @@ import argparse
 import sys
 from typing import Callable
 
-from .config import ModelConfig
+from .devices import DEFAULT_DEVICE, DEVICE_HELP
 from .errors import SparseBEVError
-from .runtime_env import DEFAULT_DEVICE, DEVICE_HELP
+from .recipe.config import ModelConfig
+from .recipe.presets import model_config
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, preset_default: str | None,
@@ -52,7 +53,6 @@ def add_threads_argument(parser: argparse.ArgumentParser, default: int | None) -
 
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The recipe named by ``--config`` or ``--preset``."""
-    from .loading import model_config
     return model_config(args.preset, args.config)
 
 

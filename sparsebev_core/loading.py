@@ -1,31 +1,37 @@
-"""One way to get a ready detector: model recipe (a preset name or an official config file),
-its weights (a checkpoint, else the bundled demo weights), the device.
+"""One way to get a ready detector: a model recipe (``ModelConfig``), its weights (a checkpoint,
+else the bundled demo weights), the device and the streaming options.
 
-``sparsebev demo``, ``replay``, ``eval``, ``timing``, ``viz``, ``train`` and the ROS node all
-come through here, so the rules live once:
+``sparsebev demo``, ``replay``, ``eval``, ``timing``, ``viz``, ``export-onnx`` and the ROS node
+all come through here, so the rules live once:
 
-* ``--config FILE`` (an official SparseBEV config) wins over ``--preset``
-  (:func:`model_config`);
+* names are resolved at the edge: ``--preset`` / ``--config FILE`` (an official SparseBEV
+  config) -> ``ModelConfig`` by ``recipe.presets.model_config``; everything here takes the
+  ``ModelConfig``;
 * without a checkpoint, the weights shipped in ``sparsebev_core/weights/<preset>*.pth`` are
   used (:func:`bundled_checkpoint`); the ``tiny`` preset may run on random weights (with a
   warning), every other preset needs weights (:class:`MissingCheckpointError`);
-* ``'auto'`` and every other device name go through ``runtime_env.resolve_device``.
+* ``'auto'`` and every other device name go through ``devices.resolve_device``;
+* the runtime is ``'torch'`` (eager) or ``'onnxruntime'`` (an export folder).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from .config import ModelConfig
 from .errors import UsageError
+from .recipe.config import ModelConfig
+from .recipe.frame_layout import check_streamable
+from .streaming.options import StreamingOptions
 
 if TYPE_CHECKING:                       # torch-heavy modules, imported when a model is built
     from .model.detector import SparseBEV
-    from .model.streaming import StreamingDetector
+    from .streaming.detector import StreamingDetector
+    from .streaming.onnx_runtime import OnnxRuntime
 
 WEIGHTS_DIR = Path(__file__).with_name('weights')
 RANDOM_WEIGHTS_PRESETS = ('tiny',)      # may run without weights (tests, plumbing checks)
+RUNTIMES = ('torch', 'onnxruntime')
 
 
 class MissingCheckpointError(UsageError):
@@ -38,24 +44,6 @@ def bundled_checkpoint(preset: str) -> str | None:
     return str(files[0]) if files else None
 
 
-def model_config(preset: str | None = None, config_file: str | None = None) -> ModelConfig:
-    """The model recipe: the official config file ``config_file`` if given, else the preset.
-
-    Exactly one of the two; raises ``UsageError`` otherwise, and ``presets.UnknownPresetError``
-    (an ``InputError``) for an unknown preset name.
-    """
-    if preset and config_file:
-        raise UsageError(f'give one model, --preset NAME or --config FILE, not both (got '
-                         f'{preset!r} and {config_file!r})')
-    if config_file:
-        from .official_config import load_official_config   # only when a config file is given
-        return load_official_config(config_file)
-    if not preset:
-        raise UsageError('give a model: --preset NAME or --config FILE')
-    from .presets import get_preset
-    return get_preset(preset)
-
-
 @dataclass
 class LoadedModel:
     """A built model with its weights loaded, the recipe it was built from and the weights used."""
@@ -64,18 +52,17 @@ class LoadedModel:
     checkpoint: str | None              # None: random weights (``tiny`` only)
 
 
-def load_model(preset_or_config: str | ModelConfig, checkpoint: str | None = None, *,
+def load_model(cfg: ModelConfig, checkpoint: str | None = None, *,
                log: Callable[[str], None] = print, use_bundled: bool = True,
                random_weights_ok: bool = False) -> LoadedModel:
-    """``build_model`` + strict ``load_checkpoint`` (the given file, else the bundled one).
+    """``build_model(cfg)`` + strict ``load_checkpoint`` (the given file, else the bundled one).
 
     ``use_bundled=False``: no bundled weights; ``random_weights_ok=True``: any preset may run
     without weights (``sparsebev timing`` times random weights; the caller says so).
     """
-    from .checkpoint import load_checkpoint
+    from .checkpoints.official import load_checkpoint
     from .model.detector import build_model
 
-    cfg = model_config(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
     checkpoint = checkpoint or (bundled_checkpoint(cfg.name) if use_bundled else None)
     if not checkpoint and not random_weights_ok:
         if cfg.name not in RANDOM_WEIGHTS_PRESETS:
@@ -91,52 +78,45 @@ def load_model(preset_or_config: str | ModelConfig, checkpoint: str | None = Non
     return LoadedModel(model, cfg, checkpoint)
 
 
-RUNTIMES = ('torch', 'onnxruntime')
+def load_detector(cfg: ModelConfig, checkpoint: str | None = None, device: str = 'auto',
+                  options: StreamingOptions | None = None, *,
+                  log: Callable[[str], None] = print, runtime: str = 'torch',
+                  onnx_dir: str | None = None,
+                  onnx_providers: Sequence[str] = ('CPUExecutionProvider',)
+                  ) -> 'StreamingDetector':
+    """A ``StreamingDetector`` for ``cfg`` with its weights on ``device``, streaming by ``options``
+    (default ``StreamingOptions()``, the official way). The detector's ``cfg`` is the recipe.
 
-
-def load_detector(preset_or_config: str | ModelConfig, checkpoint: str | None = None,
-                  device: str = 'auto', *, log: Callable[[str], None] = print,
-                  runtime: str = 'torch', onnx_dir: str | None = None,
-                  onnx_providers: Sequence[str] = ('CPUExecutionProvider',),
-                  **streaming_options: Any) -> 'StreamingDetector':
-    """A ``StreamingDetector`` on ``device`` for the preset (or config) and checkpoint.
-
-    ``runtime='torch'``: the model in torch eager mode (``detector.model`` is the loaded
-    model). ``runtime='onnxruntime'``: the export in ``onnx_dir`` (``sparsebev export-onnx``)
-    on ``onnx_providers`` (``export.onnx_runtime.OnnxRuntime``), no torch model is built;
-    a ``checkpoint`` given then must be the one exported (sha256 in ``export.json``).
-    ``streaming_options`` go to ``StreamingDetector`` (``history_spacing``, ``max_time_gap``,
-    ``score_threshold``, ``max_detections``, ``precision``, ...). The detector's ``cfg`` is
-    the recipe.
+    ``runtime='torch'``: the model in torch eager mode (``detector.runtime.model`` is the
+    loaded model). ``runtime='onnxruntime'``: the export in ``onnx_dir`` (``sparsebev
+    export-onnx``) on ``onnx_providers`` (``streaming.onnx_runtime.OnnxRuntime``), no torch
+    model is built; a ``checkpoint`` given then must be the one exported (sha256 in
+    ``export.json``), and the precision is the export's.
     """
-    from .model.streaming import StreamingDetector
-    from .runtime_env import resolve_device
+    from .devices import resolve_device
+    from .streaming.detector import StreamingDetector
 
+    options = StreamingOptions() if options is None else options
+    check_streamable(cfg)                       # before any weights are read
     if runtime not in RUNTIMES:
         raise UsageError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
     if runtime == 'onnxruntime':
-        if streaming_options.get('precision', 'fp32') != 'fp32':
+        if options.precision != 'fp32':
             raise UsageError("with runtime 'onnxruntime' the precision is the export's "
                              '(sparsebev export-onnx --precision); leave precision at fp32')
-        return StreamingDetector(_onnx_runtime(preset_or_config, checkpoint, onnx_dir,
-                                               onnx_providers), _config_of(preset_or_config),
-                                 **streaming_options)
+        return StreamingDetector(_onnx_runtime(cfg, checkpoint, onnx_dir, onnx_providers), cfg,
+                                 options=options)
     device = resolve_device(device)
-    loaded = load_model(preset_or_config, checkpoint, log=log)
-    return StreamingDetector(loaded.model, loaded.cfg, device=device, **streaming_options)
+    loaded = load_model(cfg, checkpoint, log=log)
+    return StreamingDetector(loaded.model, loaded.cfg, device=device, options=options)
 
 
-def _config_of(preset_or_config: str | ModelConfig) -> ModelConfig:
-    return model_config(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
-
-
-def _onnx_runtime(preset_or_config: str | ModelConfig, checkpoint: str | None,
-                  onnx_dir: str | None, providers: Sequence[str]) -> Any:
+def _onnx_runtime(cfg: ModelConfig, checkpoint: str | None, onnx_dir: str | None,
+                  providers: Sequence[str]) -> 'OnnxRuntime':
     """``OnnxRuntime`` of ``onnx_dir`` for the model; the checkpoint, if given, must match."""
-    from .export.manifest import OnnxExportError, sha256_of_file
-    from .export.onnx_runtime import OnnxRuntime
+    from .streaming.onnx_manifest import OnnxExportError, sha256_of_file
+    from .streaming.onnx_runtime import OnnxRuntime
 
-    cfg = _config_of(preset_or_config)
     if not onnx_dir:
         raise UsageError("runtime 'onnxruntime' needs an export folder (onnx_dir / --onnx-dir): "
                          f'make one with sparsebev export-onnx --preset {cfg.name} --out DIR')

@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import CAMERA_NAMES, transform_from_quat
+from .yaml_file import read_yaml_file
 
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 8192
 
@@ -218,15 +219,7 @@ def _numbers(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
 
 def load_rig(path: str | Path) -> Rig:
     """Read and validate a rig YAML file (RigError naming the file and field on a problem)."""
-    import yaml
-    path = Path(path)
-    if not path.is_file():
-        raise RigError(f'rig file {path} does not exist')
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RigError(f'{path}: not valid YAML: {exc}') from None
-    return rig_from_dict(data, str(path))
+    return rig_from_dict(read_yaml_file(path, RigError, 'rig file'), str(path))
 
 
 def rig_to_dict(rig: Rig) -> dict:

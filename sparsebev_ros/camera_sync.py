@@ -48,20 +48,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-NS = 1_000_000_000
-
-# why a camera is missing from an emitted set (stable keys)
-LATE = 'late'
-NO_IMAGE = 'no_image'
-OUT_OF_WINDOW = 'out_of_window'
-MISSING_REASONS = (LATE, NO_IMAGE, OUT_OF_WINDOW)
-
-# what the synchroniser dropped or did (stable keys of ``AnchorSynchronizer.counts``)
-DUPLICATE = 'duplicate'
-LATE_AFTER_EMIT = 'late_after_emit'
-TIME_BACKWARDS = 'time_backwards'
-QUEUE_OVERFLOW = 'queue_overflow'
-ZERO_STAMP = 'zero_stamp'
+from .codecs import seconds_to_ns
+# why a camera is missing from an emitted set, what was dropped (``counts``): stable keys
+from .reasons import (DUPLICATE, LATE, LATE_AFTER_EMIT, NO_IMAGE, OUT_OF_WINDOW, QUEUE_OVERFLOW,
+                      TIME_BACKWARDS, ZERO_STAMP)
 
 
 @dataclass
@@ -115,10 +105,10 @@ class AnchorSynchronizer:
                              f'>= 1 (got {window}, {jump_back}, {max_wait}, {queue_size})')
         self.num_cameras = num_cameras
         self.anchor = anchor
-        self.window_ns = int(round(window * NS))
-        self.max_wait_ns = int(round(max_wait * NS))
+        self.window_ns = seconds_to_ns(window)
+        self.max_wait_ns = seconds_to_ns(max_wait)
         self.queue_size = int(queue_size)
-        self.jump_back_ns = int(round(jump_back * NS))
+        self.jump_back_ns = seconds_to_ns(jump_back)
         self.counts: Counter = Counter()
         self.clear()
 

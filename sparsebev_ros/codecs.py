@@ -17,6 +17,8 @@ from sparsebev_core.geometry import (make_transform, quat_to_rot, quat_wxyz_to_x
 from sparsebev_core.image import (DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError,  # the one decode
                                   ImageTooLargeError)  # error type, re-exported here
 
+from . import reasons
+
 
 class CodecError(InputError):
     """A message cannot be turned into what we need; ``reason`` is a short machine key."""
@@ -25,7 +27,7 @@ class CodecError(InputError):
 
 class UnsupportedEncodingError(CodecError):
     """``sensor_msgs/Image`` encoding (or CompressedImage format) we do not decode."""
-    reason = 'unsupported_encoding'
+    reason = reasons.UNSUPPORTED_ENCODING
 
 
 class TransformError(CodecError):
@@ -35,7 +37,7 @@ class TransformError(CodecError):
 
 class CameraInfoError(CodecError):
     """CameraInfo without usable intrinsics (all zeros, singular)."""
-    reason = 'zero_camera_info'
+    reason = reasons.ZERO_CAMERA_INFO
 
 
 # every error a message can cause on its way to numpy (catch these, by type, around decoding)

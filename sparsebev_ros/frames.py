@@ -8,7 +8,8 @@ image) makes that camera *missing* with the same machine-readable key as reason
 ``params.min_cameras`` cameras are present. Otherwise, and for problems of the frame as a
 whole (the ego pose at the anchor stamp, the model frame, the present cameras' stamps spread
 over ``max_camera_time_diff``), it returns a :class:`Skip` with the ``reason`` (the same keys
-in the node's warnings, the replay summary and the tests) and a sentence for humans.
+in the node's warnings, the replay summary and the tests; ``sparsebev_ros.reasons``) and a
+sentence for humans.
 
 Transforms come from a ``lookup(target, source, stamp_ns) -> 4x4 T_target_source`` callable
 that raises :class:`TransformUnavailable`; the node wraps ``tf2_ros.Buffer`` with it
@@ -27,24 +28,9 @@ from sparsebev_core.image import image_size
 
 from . import codecs
 from .params import DetectorParams
-
-# skip reasons (stable keys)
-MISSING_CAMERA = 'missing_camera'
-MISSING_CAMERA_INFO = 'missing_camera_info'
-ZERO_CAMERA_INFO = 'zero_camera_info'
-CAMERA_INFO_SIZE = 'camera_info_size_mismatch'
-CAMERA_TIME_SPREAD = 'camera_time_spread'
-MISSING_FRAME_ID = 'missing_frame_id'
-TF_UNAVAILABLE = 'tf_unavailable'
-TF_EXTRAPOLATION = 'tf_extrapolation'
-DECODE_ERROR = 'decode_error'
-UNSUPPORTED_ENCODING = 'unsupported_encoding'
-ZERO_STAMP = 'zero_stamp'
-IMAGE_TOO_LARGE = 'image_too_large'
-
-SKIP_REASONS = (MISSING_CAMERA, MISSING_CAMERA_INFO, ZERO_CAMERA_INFO, CAMERA_INFO_SIZE,
-                CAMERA_TIME_SPREAD, MISSING_FRAME_ID, TF_UNAVAILABLE, TF_EXTRAPOLATION,
-                DECODE_ERROR, UNSUPPORTED_ENCODING, ZERO_STAMP, IMAGE_TOO_LARGE)
+from .reasons import (CAMERA_INFO_SIZE, CAMERA_TIME_SPREAD, DECODE_ERROR, IMAGE_TOO_LARGE,
+                      MISSING_CAMERA, MISSING_CAMERA_INFO, MISSING_FRAME_ID, TF_EXTRAPOLATION,
+                      TF_UNAVAILABLE, UNSUPPORTED_ENCODING, ZERO_CAMERA_INFO, ZERO_STAMP)
 
 
 class TransformUnavailable(Exception):

@@ -16,7 +16,7 @@ import numpy as np
 
 from sparsebev_core.geometry import box_corners, yaw_to_quat
 
-from .codecs import ns_to_sec_nanosec
+from .codecs import ns_to_sec_nanosec, seconds_to_ns
 
 MSG_DIR = Path(__file__).with_name('msg')
 VISION_MSGS = ('ObjectHypothesis', 'ObjectHypothesisWithPose', 'BoundingBox3D', 'Detection3D',
@@ -206,7 +206,7 @@ def marker_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarray,
     Namespaces: ``boxes``, ``labels``, ``velocity``; marker ids are the box index.
     """
     hdr = header(factory, stamp_ns, frame_id)
-    sec, nanosec = ns_to_sec_nanosec(int(round(lifetime * 1e9)))
+    sec, nanosec = ns_to_sec_nanosec(seconds_to_ns(lifetime))
     life = factory.new('builtin_interfaces/msg/Duration', sec=sec, nanosec=nanosec)
     DELETEALL, ADD = 3, 0
     ARROW, CUBE, LINE_LIST, TEXT = 0, 1, 5, 9

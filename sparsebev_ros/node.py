@@ -34,25 +34,25 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Generic, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from sparsebev_core.errors import MissingDependencyError
 from sparsebev_core.geometry import CLASS_NAMES
 
 from . import codecs
+from .backpressure import LatestMailbox
 from .frames import Skip, TransformUnavailable, tf2_exception_reason
 from .params import (NODE_NAME, PARAMS, PARAMS_BY_NAME, DetectorParams, ParameterError,
                      validate, with_runtime_changes)
-from .statistics import DEFAULT_ERROR_STREAK, ErrorStreak, error_key
+from .reasons import EXPLICIT, NO_SUBSCRIBERS
+from .statistics import (DEFAULT_ERROR_STREAK, ERROR, OK, WARN, ErrorStreak, NodeActivity,
+                         error_key, node_health, streak_advice)
 
 if TYPE_CHECKING:
     from rclpy.node import Node
 
     from .pipeline import Pipeline, PipelineResult
 
-T = TypeVar('T')
-
-NO_SUBSCRIBERS = 'no_subscribers'
 LATENCY_STAGES = ('assemble', 'detector', 'messages', 'total', 'end_to_end')
 ERROR_STREAK = DEFAULT_ERROR_STREAK       # identical errors in a row before the ERROR diagnostic
 
@@ -64,59 +64,6 @@ def demo_weights_warning(params: DetectorParams, bundled: str | None) -> str | N
     return (f'loading the bundled DEMO weights {bundled} (preset {params.preset!r}): they were '
             'trained on synthetic scenes only, boxes on real camera images are meaningless. '
             "Set 'preset' and 'checkpoint' to a real SparseBEV checkpoint for a real car.")
-
-
-def streak_advice(key: str) -> str:
-    """What to do about an error that fails every frame."""
-    if key.startswith(('ModuleNotFoundError', 'ImportError')):
-        return ('a Python package is missing: install it (README, "Build with colcon") and '
-                'restart the node')
-    if 'CUDA' in key or 'out of memory' in key:
-        return "the GPU fails: check the 'device' and 'precision' parameters and nvidia-smi"
-    return 'every frame fails the same way: see the message above, fix its cause, restart'
-
-
-class LatestMailbox(Generic[T]):
-    """A one-slot mailbox: ``put`` replaces what is waiting (counted in ``dropped``), ``take``
-    blocks until something arrives. Inference always works on the newest synced frame."""
-
-    def __init__(self) -> None:
-        self._item: T | None = None
-        self._closed = False
-        self._cond = threading.Condition()
-        self.dropped = 0
-
-    def put(self, item: T) -> bool:
-        """Leave ``item``; True when it replaced an item nobody had taken."""
-        with self._cond:
-            replaced = self._item is not None
-            self.dropped += int(replaced)
-            self._item = item
-            self._cond.notify()
-            return replaced
-
-    def take(self, timeout: float | None = None) -> T | None:
-        """The waiting item (emptying the slot), or None after ``timeout`` s or when closed."""
-        with self._cond:
-            if self._item is None and not self._closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def clear(self) -> None:
-        with self._cond:
-            self._item = None
-
-    def close(self) -> None:
-        """Wake every waiting ``take`` (it returns None from now on)."""
-        with self._cond:
-            self._closed = True
-            self._item = None
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 def _parameter_type(type_name: str) -> int:
@@ -239,7 +186,8 @@ class DetectorNode:
         from sparsebev_core.loading import bundled_checkpoint
 
         from .messages import ImportedMessages
-        from .pipeline import Pipeline, ThrottledLogger, build_detector
+        from .backpressure import ThrottledLogger
+        from .pipeline import Pipeline, build_detector
 
         node, log, p = self.node, self.node.get_logger(), self.params
         if getattr(tf2_ros, 'IS_STANDIN', False):
@@ -360,7 +308,7 @@ class DetectorNode:
         try:
             transform = self.tf_buffer.lookup_transform(
                 target, source, Time(nanoseconds=stamp_ns),
-                timeout=Duration(nanoseconds=int(self.params.tf_timeout * 1e9)))
+                timeout=Duration(nanoseconds=codecs.seconds_to_ns(self.params.tf_timeout)))
         except tf2_ros.TransformException as exc:
             raise TransformUnavailable(tf2_exception_reason(exc), str(exc)) from None
         return codecs.transform_to_matrix(transform)
@@ -394,10 +342,9 @@ class DetectorNode:
                        f'frame, {self.mailbox.dropped} older ones dropped so far')
 
     def _on_reset(self, request: Any, response: Any) -> Any:
-        from .pipeline import RESET_EXPLICIT
         self.mailbox.clear()
         with self._pipeline_lock:
-            self.pipeline.reset(RESET_EXPLICIT)
+            self.pipeline.reset(EXPLICIT)
         self.node.get_logger().info('temporal memory reset (~/reset)')
         response.success = True
         response.message = 'temporal memory cleared; the next frame starts a new sequence'
@@ -479,47 +426,24 @@ class DetectorNode:
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostic_status(self) -> Any:
-        """One ``diagnostic_msgs/DiagnosticStatus`` with counters and latency percentiles."""
+        """One ``diagnostic_msgs/DiagnosticStatus``: the health rule (``statistics.node_health``)
+        over the pipeline's counters and latencies and what the node saw lately."""
         from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
-        stats = self.pipeline.stats
-        values: dict[str, Any] = {'synced': stats.synced, 'published': stats.published,
-                  'dropped_by_mailbox': self.mailbox.dropped,
-                  'skipped_no_subscribers': self.counters[NO_SUBSCRIBERS],
-                  'errors': self.counters['error']}
-        values.update({f'skipped_{k}': v for k, v in sorted(stats.skipped.items())})
-        values.update({f'resets_{k}': v for k, v in sorted(stats.resets.items())})
-        values['degraded'] = stats.degraded
-        values.update({f'missing_{k}': v for k, v in sorted(stats.missing_cameras.items())})
-        values.update({f'sync_{k}': v for k, v in sorted(self.sync.counts.items())}
-                      if getattr(self, 'sync', None) is not None else {})
-        for stage in ('assemble', 'detector', 'total'):
-            for q, ms in stats.percentiles(stage).items():
-                values[f'latency_{stage}_p{q}_ms'] = round(ms, 2)
-        now = time.monotonic()
-        published_lately = self._last_publish is not None and now - self._last_publish < 5.0
-        arrived_lately = self._last_synced is not None and now - self._last_synced < 5.0
-        streak = self.error_streak
-        if streak.escalated and streak.key is not None:
-            values['error_streak'] = streak.length
-            level, message = DiagnosticStatus.ERROR, \
-                f'the last {streak.length} frames failed with {streak.key}; ' \
-                f'{streak_advice(streak.key)}'
-        elif published_lately and self.pipeline.last_missing:
-            level, message = DiagnosticStatus.WARN, 'publishing DEGRADED detections: last frame ' \
-                'without ' + ', '.join(f'{n} ({why})' for n, why in self.pipeline.last_missing.items())
-        elif published_lately:
-            level, message = DiagnosticStatus.OK, 'publishing detections'
-        elif arrived_lately and not self.has_subscribers() and self.params.skip_when_no_subscribers:
-            level, message = DiagnosticStatus.OK, 'idle: nobody subscribes to the outputs'
-        elif arrived_lately:
-            level, message = DiagnosticStatus.WARN, 'camera frames arrive but none was ' \
-                f'published in 5 s (skipped so far: {dict(stats.skipped) or "none"})'
-        else:
-            level, message = DiagnosticStatus.WARN, 'no camera sets in 5 s (check the image ' \
-                'topics, the anchor camera, their stamps and sync_window)'
+        sync = getattr(self, 'sync', None)
+        health = node_health(
+            self.pipeline.stats, self.error_streak, NodeActivity(
+                now=time.monotonic(), last_publish=self._last_publish,
+                last_synced=self._last_synced, has_subscribers=self.has_subscribers(),
+                skip_when_no_subscribers=self.params.skip_when_no_subscribers,
+                last_missing=self.pipeline.last_missing),
+            counters=self.counters, dropped_by_mailbox=self.mailbox.dropped,
+            sync_counts=sync.counts if sync is not None else None)
+        level = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN,
+                 ERROR: DiagnosticStatus.ERROR}[health.level]
         return DiagnosticStatus(level=level, name=f'{self.node.get_name()}: detector',
-                                hardware_id=self.params.preset, message=message,
-                                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+                                hardware_id=self.params.preset, message=health.message,
+                                values=[KeyValue(key=k, value=str(v))
+                                        for k, v in health.values.items()])
 
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray

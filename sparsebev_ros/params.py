@@ -20,6 +20,8 @@ from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import (CAMERA_NAMES, CLASS_NAMES, NUSCENES_LIDAR_TOP_ROTATION_WXYZ,
                                      NUSCENES_LIDAR_TOP_TRANSLATION, quat_to_rot,
                                      quat_xyzw_to_wxyz, make_transform)
+from sparsebev_core.recipe.presets import PRESET_NAMES      # the recipe: no torch
+from sparsebev_core.yaml_file import read_yaml_file
 
 NODE_NAME = 'sparsebev'
 """Default node name; outputs are ``~/detections`` and ``~/markers`` under it."""
@@ -82,7 +84,6 @@ def _device(value: str) -> str | None:
 
 
 def _preset(value: str) -> str | None:
-    from sparsebev_core.presets import PRESET_NAMES     # imports torch: only when validating
     return None if value in PRESET_NAMES else f'must be one of {", ".join(PRESET_NAMES)}'
 
 
@@ -169,7 +170,7 @@ class DetectorParams:
     :func:`defaults` / :func:`load_yaml`.
     """
     # model
-    preset: str = param('tiny', 'model preset (`sparsebev_core.presets`)', _preset)
+    preset: str = param('tiny', 'model preset (`sparsebev_core.recipe.presets`)', _preset)
     checkpoint: str = param('', "checkpoint file; '' = the bundled demo weights for `tiny` "
                             '(synthetic scenes only), required for the other presets')
     config_file: str = param('', 'official SparseBEV config file (mmcv style, '
@@ -425,16 +426,8 @@ def parameters_from_yaml(data: Mapping[str, Any], node_name: str = NODE_NAME) ->
 def read_yaml_values(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
     """The ``ros__parameters`` values of a YAML file, checked and validated on their own
     (ParameterError naming the file), as given (defaults not filled in)."""
-    import yaml
-    path = Path(path)
-    if not path.is_file():
-        raise ParameterError(f'parameter file {path} does not exist')
-    try:
-        data = yaml.safe_load(path.read_bytes())
-    except yaml.YAMLError as exc:
-        raise ParameterError(f'parameter file {path} is not valid YAML ({exc.__class__.__name__}: '
-                             f'{str(exc).splitlines()[0]}); give a ros__parameters file like '
-                             'config/detector.yaml') from None
+    data = read_yaml_file(path, ParameterError, 'parameter file',
+                          'give a ros__parameters file like config/detector.yaml')
     try:
         values = parameters_from_yaml(data, node_name)
         validate(values)

@@ -9,13 +9,13 @@ and are counted here from ``Detections.reset_reason``), the output transform int
 ``output_frame``, per-reason skip counters and throttled warnings; the bounded counters and
 latency windows are :class:`sparsebev_ros.statistics.PipelineStats`. The
 detector is anything with ``step(frame) -> Detections`` and ``reset(reason)``
-(``sparsebev_core.model.streaming.StreamingDetector``; :func:`build_detector` makes one from
+(``sparsebev_core.streaming.detector.StreamingDetector``; :func:`build_detector` makes one from
 the parameters).
 """
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -26,16 +26,16 @@ from sparsebev_core.frame import Detections, Frame, InvalidFrameError
 from sparsebev_core.geometry import (CLASS_NAMES, bottom_to_gravity_center,
                                      gravity_to_bottom_center, transform_boxes)
 from sparsebev_core.image import image_size
+from sparsebev_core.recipe.presets import model_config
+from sparsebev_core.streaming.options import StreamingOptions
 
-from . import codecs
-from .frames import (CAMERA_TIME_SPREAD, FrameAssembler, Skip, TransformLookup)
+from . import codecs, reasons
+from .backpressure import ThrottledLogger
+from .frames import FrameAssembler, Skip, TransformLookup
 from .messages import MessageFactory, detection_array, marker_array
 from .params import DetectorParams, ParameterError
 from .statistics import PipelineStats
 
-RESET_EXPLICIT = resets.EXPLICIT          # the reset keys are sparsebev_core.resets'
-DUPLICATE_FRAME = 'duplicate_frame'       # skip reason: the same anchor stamp twice in a row
-STALE_FRAME = 'stale_frame'              # skip reason: an image set re-delivered after newer ones
 STALE_MEMORY = 64                        # anchor stamps remembered for the stale-set rule
 
 
@@ -46,27 +46,6 @@ class Detector(Protocol):
     def step(self, frame: Frame) -> Detections: ...
 
     def reset(self, reason: str = ...) -> None: ...
-
-
-class ThrottledLogger:
-    """``warn(key, text)`` logs each key at most once per ``period`` seconds (with a count of
-    what was suppressed in between)."""
-
-    def __init__(self, log: Callable[[str], None], period: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.log, self.period, self.clock = log, period, clock
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter = Counter()
-
-    def __call__(self, key: str, text: str) -> None:
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.period:
-            self._suppressed[key] += 1
-            return
-        self._last[key] = now
-        n = self._suppressed.pop(key, 0)
-        self.log(text + (f' (and {n} more like it)' if n else ''))
 
 
 @dataclass
@@ -145,7 +124,7 @@ class Pipeline:
         """Latest CameraInfo of one camera (``params.camera_names`` index)."""
         self.assembler.set_camera_info(camera_index, msg)
 
-    def reset(self, reason: str = resets.EXPLICIT) -> None:
+    def reset(self, reason: str = reasons.EXPLICIT) -> None:
         """Clear the temporal memory (detector cache, last stamp) and tell ``on_reset`` hooks."""
         self.detector.reset(reason)
         self._last_stamp_ns = None
@@ -183,13 +162,14 @@ class Pipeline:
         frame = self.assembler.assemble(images, missing)
         t1 = time.perf_counter()
         if isinstance(frame, Skip):
-            if frame.reason == CAMERA_TIME_SPREAD:
-                self.reset(resets.CAMERA_TIME_SPREAD)
+            if frame.reason == reasons.CAMERA_TIME_SPREAD:
+                self.reset(reasons.CAMERA_TIME_SPREAD)
             return self._skip(frame)
         stamp_ns = int(frame.key)                          # the anchor image's stamp
         # ROS-side rules; going backwards and max_time_gap are the detector's (Detections.reset_reason)
         if stamp_ns == self._last_stamp_ns:
-            return self._skip(Skip(DUPLICATE_FRAME, 'same anchor stamp as the previous frame'))
+            return self._skip(Skip(reasons.DUPLICATE_FRAME,
+                                   'same anchor stamp as the previous frame'))
         if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
             restarted = self._last_stale_ns is not None and stamp_ns > self._last_stale_ns
             if stamp_ns in self._processed_stamps and not restarted:
@@ -198,8 +178,9 @@ class Pipeline:
                 # this (old sets arriving in order) means the source restarted: the detector
                 # then sees time going backwards and resets.
                 self._last_stale_ns = stamp_ns
-                return self._skip(Skip(STALE_FRAME, f'image set stamped {stamp_ns / 1e9:.6f} was '
-                                       'already processed; it arrived again after newer ones'))
+                return self._skip(Skip(reasons.STALE_FRAME,
+                                       f'image set stamped {stamp_ns / 1e9:.6f} was already '
+                                       'processed; it arrived again after newer ones'))
         shapes: list[tuple[int, int] | None] = [image_size(c.image) if c.valid else None
                                                  for c in frame.cameras]   # arrays or encoded bytes
         last = self._last_shapes or [None] * len(shapes)
@@ -207,9 +188,9 @@ class Pipeline:
                    if a is not None and b is not None and a != b]
         shapes = [b if a is None else a for a, b in zip(shapes, last)]   # missing: last known
         if changed:
-            self.warn(f'reset/{resets.IMAGE_SIZE_CHANGED}', f'image size changed on {", ".join(changed)}: resetting '
+            self.warn(f'reset/{reasons.IMAGE_SIZE_CHANGED}', f'image size changed on {", ".join(changed)}: resetting '
                       'temporal memory')
-            self.reset(resets.IMAGE_SIZE_CHANGED)
+            self.reset(reasons.IMAGE_SIZE_CHANGED)
         # output frame before inference, so that a missing transform costs no inference
         T_out_model = self._output_transform(frame, stamp_ns)
         if isinstance(T_out_model, Skip):
@@ -222,8 +203,8 @@ class Pipeline:
         try:
             detections = self.detector.step(frame)
         except (InvalidFrameError, *codecs.CODEC_ERRORS) as exc:   # by type: a bug must surface
-            self.reset(resets.INVALID_FRAME)
-            return self._skip(Skip(resets.INVALID_FRAME, f'the detector refused the frame: {exc}'))
+            self.reset(reasons.INVALID_FRAME)
+            return self._skip(Skip(reasons.INVALID_FRAME, f'the detector refused the frame: {exc}'))
         t3 = time.perf_counter()
         if detections.reset_reason in resets.DETECTOR_RESETS:     # the detector's own time rules
             self.warn(f'reset/{detections.reset_reason}',
@@ -278,15 +259,19 @@ class Pipeline:
 # --------------------------------------------------------------------------------------------
 # the real detector from parameters
 # --------------------------------------------------------------------------------------------
+def streaming_options(params: DetectorParams) -> StreamingOptions:
+    """The detector's streaming options from the node / replay parameters (same names)."""
+    return StreamingOptions(history_spacing=params.history_spacing,
+                            max_time_gap=params.max_time_gap,
+                            score_threshold=params.score_threshold,
+                            max_detections=params.max_detections, precision=params.precision)
+
+
 def build_detector(params: DetectorParams, log: Callable[[str], None] = print) -> Any:
     """``StreamingDetector`` for the preset (or ``config_file``) / checkpoint / device /
-    precision / runtime parameters (``sparsebev_core.loading.load_detector``)."""
-    from sparsebev_core.loading import load_detector, model_config
-    cfg = model_config(config_file=params.config_file) if params.config_file else params.preset
-    return load_detector(cfg, params.checkpoint or None, params.device,
+    runtime parameters and :func:`streaming_options` (``sparsebev_core.loading.load_detector``)."""
+    from sparsebev_core.loading import load_detector
+    cfg = model_config(None if params.config_file else params.preset, params.config_file or None)
+    return load_detector(cfg, params.checkpoint or None, params.device, streaming_options(params),
                          log=log, runtime=params.runtime, onnx_dir=params.onnx_dir or None,
-                         onnx_providers=params.onnx_providers,
-                         history_spacing=params.history_spacing,
-                         max_time_gap=params.max_time_gap,
-                         score_threshold=params.score_threshold,
-                         max_detections=params.max_detections, precision=params.precision)
+                         onnx_providers=params.onnx_providers)

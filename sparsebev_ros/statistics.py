@@ -1,5 +1,6 @@
 """Bounded run-time statistics of the pipeline: counters, recent latency percentiles and
-streaks of identical errors.
+streaks of identical errors, and the node's health rule over them (:func:`node_health`: the
+OK / WARN / ERROR of its diagnostics, a pure function the node only wraps into a message).
 
 Everything here has a fixed memory footprint however long the node runs: latency samples live
 in a window bounded by count (``max_samples``) and by age (``max_age`` seconds), so the
@@ -10,9 +11,11 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from .reasons import NO_SUBSCRIBERS
 
 DEFAULT_MAX_SAMPLES = 1000
 """Latency samples kept per stage (about 80 s of 12 Hz cameras)."""
@@ -148,3 +151,87 @@ class ErrorStreak:
 def error_key(exc: BaseException) -> str:
     """What makes two failures 'identical': the exception type and its message."""
     return f'{type(exc).__name__}: {exc}'
+
+
+def streak_advice(key: str) -> str:
+    """What to do about an error that fails every frame."""
+    if key.startswith(('ModuleNotFoundError', 'ImportError')):
+        return ('a Python package is missing: install it (README, "Build with colcon") and '
+                'restart the node')
+    if 'CUDA' in key or 'out of memory' in key:
+        return "the GPU fails: check the 'device' and 'precision' parameters and nvidia-smi"
+    return 'every frame fails the same way: see the message above, fix its cause, restart'
+
+
+# ----------------------------------------------------------------------------- health
+OK, WARN, ERROR = 'OK', 'WARN', 'ERROR'
+RECENT = 5.0
+"""Seconds within which a camera set or a publication counts as "lately"."""
+
+
+@dataclass(frozen=True)
+class NodeActivity:
+    """What the node saw lately (``now``, ``last_publish`` and ``last_synced`` on one monotonic
+    clock, None: never) and its subscription state."""
+    now: float
+    last_publish: float | None
+    last_synced: float | None
+    has_subscribers: bool
+    skip_when_no_subscribers: bool
+    last_missing: Mapping[str, str] = field(default_factory=dict)   # the last frame's, name -> why
+
+
+@dataclass(frozen=True)
+class Health:
+    """The node's state: ``level`` (OK, WARN, ERROR), a sentence, and the diagnostics values."""
+    level: str
+    message: str
+    values: dict[str, Any]
+
+
+def node_health(stats: PipelineStats, streak: ErrorStreak, activity: NodeActivity,
+                counters: Mapping[str, int], dropped_by_mailbox: int,
+                sync_counts: Mapping[str, int] | None) -> Health:
+    """The health rule, in order: ERROR while the same error failed the last ``streak.limit``
+    frames; WARN when the last published frame was degraded (cameras missing); OK while
+    publishing; OK when idle because nobody subscribes (``skip_when_no_subscribers``); WARN
+    when camera sets arrive but nothing was published lately, or when none arrive at all.
+
+    ``values``: ``synced``, ``published``, ``dropped_by_mailbox``, ``skipped_<reason>``,
+    ``resets_<reason>``, ``degraded``, ``missing_<camera>/<reason>``, ``sync_<count>``,
+    ``latency_<stage>_p<q>_ms``, ``errors``, ``error_streak`` (keys: ``sparsebev_ros.reasons``).
+    """
+    values: dict[str, Any] = {'synced': stats.synced, 'published': stats.published,
+                              'dropped_by_mailbox': dropped_by_mailbox,
+                              'skipped_no_subscribers': counters.get(NO_SUBSCRIBERS, 0),
+                              'errors': counters.get('error', 0)}
+    values.update({f'skipped_{k}': v for k, v in sorted(stats.skipped.items())})
+    values.update({f'resets_{k}': v for k, v in sorted(stats.resets.items())})
+    values['degraded'] = stats.degraded
+    values.update({f'missing_{k}': v for k, v in sorted(stats.missing_cameras.items())})
+    values.update({f'sync_{k}': v for k, v in sorted(sync_counts.items())}
+                  if sync_counts is not None else {})
+    for stage in ('assemble', 'detector', 'total'):
+        for q, ms in stats.percentiles(stage).items():
+            values[f'latency_{stage}_p{q}_ms'] = round(ms, 2)
+    a = activity
+    published_lately = a.last_publish is not None and a.now - a.last_publish < RECENT
+    arrived_lately = a.last_synced is not None and a.now - a.last_synced < RECENT
+    if streak.escalated and streak.key is not None:
+        values['error_streak'] = streak.length
+        level, message = ERROR, (f'the last {streak.length} frames failed with {streak.key}; '
+                                 f'{streak_advice(streak.key)}')
+    elif published_lately and a.last_missing:
+        level, message = WARN, 'publishing DEGRADED detections: last frame without ' + ', '.join(
+            f'{n} ({why})' for n, why in a.last_missing.items())
+    elif published_lately:
+        level, message = OK, 'publishing detections'
+    elif arrived_lately and not a.has_subscribers and a.skip_when_no_subscribers:
+        level, message = OK, 'idle: nobody subscribes to the outputs'
+    elif arrived_lately:
+        level, message = WARN, ('camera frames arrive but none was published in 5 s (skipped so '
+                                f'far: {dict(stats.skipped) or "none"})')
+    else:
+        level, message = WARN, ('no camera sets in 5 s (check the image topics, the anchor '
+                                'camera, their stamps and sync_window)')
+    return Health(level, message, values)

@@ -29,7 +29,7 @@ import numpy as np
 from sparsebev_core.errors import InputError
 from sparsebev_core.geometry import invert_transform, make_transform, quat_to_rot
 
-from .codecs import QUATERNION_TOLERANCE, stamp_to_ns
+from .codecs import QUATERNION_TOLERANCE, seconds_to_ns, stamp_to_ns
 
 DEFAULT_CACHE_TIME = 10.0
 
@@ -186,7 +186,7 @@ class TfBuffer:
     """Static and dynamic transforms with tf2 lookup semantics (times in integer ns)."""
 
     def __init__(self, cache_time: float = DEFAULT_CACHE_TIME):
-        self.cache_time_ns = int(round(cache_time * 1e9))
+        self.cache_time_ns = seconds_to_ns(cache_time)
         self._caches: dict[str, _TimeCache | _StaticCache] = {}
         self._frames: set[str] = set()
         self._lock = threading.RLock()

@@ -44,7 +44,7 @@ def tiny():
     import torch
 
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
     torch.manual_seed(0)
     cfg = get_preset('tiny')
     return build_model(cfg).eval(), cfg

@@ -72,8 +72,8 @@ def write_items(bag: str | Path, items: list[Item], storage: str = 'sqlite3',
                 distro: str = 'humble') -> str:
     """Write ``items`` (see :func:`read_items`) as a new bag; returns its path. A message
     given as ``bytes`` is written as it is (a corrupt CDR payload)."""
+    from sparsebev_ros.bags.from_nuscenes import _qos, open_writer
     from sparsebev_ros.messages import ros2_typestore
-    from sparsebev_ros.nuscenes_bag import _qos, open_writer
     store = ros2_typestore(distro)
     writer = open_writer(bag, storage)
     conns = {}

@@ -93,7 +93,7 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
         jitter_ns: ``jitter_ns(frame, camera)`` ns added to that image's stamp (deterministic).
         drop: ``drop(frame, camera)`` True leaves that image out (a lossy camera).
     """
-    from sparsebev_ros.nuscenes_bag import CameraBagWriter
+    from sparsebev_ros.bags.from_nuscenes import CameraBagWriter
     skip_camera, late_camera, corrupt = skip_camera or {}, late_camera or {}, corrupt or {}
     bag = WrittenBag(str(path))
     with CameraBagWriter(path, storage, transport, distro=distro) as w:

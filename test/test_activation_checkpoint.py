@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebev_core.config import ResNetConfig
 from sparsebev_core.model import activation_checkpoint as ac
 from sparsebev_core.model.backbones.resnet import build_resnet
 from sparsebev_core.model.head import SparseBEVHead
+from sparsebev_core.recipe.backbones import ResNetConfig
 
 from test_head import random_inputs, small_cfg
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sparsebev_core.config import ResNetConfig
 from sparsebev_core.model.backbones.resnet import ResNet, build_resnet
 from sparsebev_core.model.detector import build_model, pad_to_multiple
 from sparsebev_core.model.fpn import FPN
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.backbones import ResNetConfig
+from sparsebev_core.recipe.presets import get_preset
 
 from backbone_checks import assert_checkpointing_keeps_gradients
 

@@ -8,15 +8,17 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from sparsebev_core.checkpoint import (CheckpointMismatchError, convert_official_checkpoint, guess_preset,
-                                       load_checkpoint, load_pretrained_backbone)
-from sparsebev_core.config import FPNConfig
-from sparsebev_core.frame_layout import frame_offsets
-from sparsebev_core.model.backbones.eva02 import (EVA02, EVA02Config, VisionRotaryEmbedding,
-                                                  window_partition, window_unpartition)
-from sparsebev_core.model.backbones.vovnet import VoVNet, VoVNetConfig
+from sparsebev_core.checkpoints.convert import convert_official_checkpoint, guess_preset
+from sparsebev_core.checkpoints.official import CheckpointMismatchError, load_checkpoint
+from sparsebev_core.checkpoints.pretrain import load_pretrained_backbone
+from sparsebev_core.model.backbones.eva02 import (EVA02, VisionRotaryEmbedding, window_partition,
+                                                  window_unpartition)
+from sparsebev_core.model.backbones.vovnet import VoVNet
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.backbones import EVA02Config, VoVNetConfig
+from sparsebev_core.recipe.config import FPNConfig
+from sparsebev_core.recipe.frame_layout import frame_offsets
+from sparsebev_core.recipe.presets import get_preset
 
 from backbone_checks import assert_checkpointing_keeps_gradients
 
@@ -284,7 +286,7 @@ def test_eva02_pretrain_loads_trunk_and_pyramid_and_skips_rope_tables():
 def test_convert_checkpoint_backbone_only_maps_a_dd3d_file(tmp_path, monkeypatch, capsys):
     """``sparsebev convert-checkpoint --backbone-only``: DD3D layout in, ``img_backbone.*`` out."""
     from sparsebev_cli import cli
-    from sparsebev_core import presets
+    from sparsebev_core.recipe import presets
     cfg = tiny_preset_with('vovnet')
     cfg.name = 'tiny_vovnet'
     monkeypatch.setitem(presets._PRESETS, 'tiny_vovnet', lambda: tiny_preset_with('vovnet'))

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from sparsebev_cli import cli
-from sparsebev_core.checkpoint import (CheckpointError, CheckpointMismatchError, guess_preset,
-                                       load_checkpoint, load_pretrained_backbone)
+from sparsebev_core.checkpoints.convert import guess_preset
+from sparsebev_core.checkpoints.official import (CheckpointError, CheckpointMismatchError,
+                                                 load_checkpoint)
+from sparsebev_core.checkpoints.pretrain import load_pretrained_backbone
 from sparsebev_core.errors import InputError
 from sparsebev_core.model.backbones.dispatch import BACKBONES, UnknownBackboneError
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import PRESET_NAMES, get_preset
+from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset
 
 MANIFEST = Path(__file__).parent / 'parity' / 'official_r50_nuimg_704x256_manifest.json'
 

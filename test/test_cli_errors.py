@@ -73,6 +73,18 @@ def test_bad_replay_parameters_and_missing_data_are_one_line(capsys, tmp_path):
     assert not (tmp_path / 'out').exists() and not (tmp_path / 'w' / 'latest.pth').exists()
 
 
+def test_a_future_preset_cannot_stream_and_says_so_in_one_line(capsys, tmp_path):
+    """The *_future presets need frames from the future: replay (a stream) refuses them with a
+    typed error before any weights are read, pointing to offline evaluation."""
+    bag = tmp_path / 'bag'
+    bag.mkdir()
+    assert_one_error_line(capsys, ['replay', str(bag), str(tmp_path / 'out'), '-p',
+                                   'preset:=vov99_dd3d_1600x640_trainval_future', '-p',
+                                   f'checkpoint:={tmp_path / "X.pth"}'], 1,
+                          'a stream cannot see the future')
+    assert not (tmp_path / 'out').exists()
+
+
 def test_usage_errors_are_exit_code_2(capsys, tmp_path):
     # ours (UsageError): one line
     assert_one_error_line(capsys, ['demo', '--nuscenes', str(tmp_path), '--out',

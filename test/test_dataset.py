@@ -1,18 +1,17 @@
 """Multi-frame samples: official frame selection, projections that land on the objects."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
 from sparsebev_core.data.dataset import NuScenesMultiFrameDataset, build_dataset, collate
 from sparsebev_core.data.infos import info_path, load_infos
-from sparsebev_core.data.synthetic import make_synthetic
-from sparsebev_core.data.synthetic_world import CLASS_COLOR
-from sparsebev_core.frame_layout import FrameLayoutError, frame_offsets
+from sparsebev_core.data.synthetic.scenes import make_synthetic
+from sparsebev_core.data.synthetic.world import CLASS_COLOR
 from sparsebev_core.geometry import CLASS_NAMES, project_points
-from sparsebev_core.presets import PRESET_NAMES, get_preset
+from sparsebev_core.recipe.frame_layout import FrameLayoutError, frame_offsets
+from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset
+from test_frame_layout import with_frames
 
 KEYFRAMES = 6
 
@@ -181,7 +180,7 @@ def test_augmented_training_sample_stays_consistent(train_infos, cfg, root):
 
 def test_future_layouts_order_past_and_future_frames(val_set, root, cfg):
     for layout in ('future_blocked', 'future_interleaved'):
-        fcfg = dataclasses.replace(cfg, num_past_frames=2, num_future_frames=2, frame_layout=layout)
+        fcfg = with_frames(cfg, layout, past=2, future=2)
         ds = NuScenesMultiFrameDataset(val_set.infos, root, fcfg, training=False, load_images=False)
         t = [f[0]['stamp'] for f in ds.select_frames(2)]
         if layout == 'future_blocked':
@@ -196,9 +195,7 @@ def test_future_layouts_order_past_and_future_frames(val_set, root, cfg):
 @pytest.mark.parametrize('name', PRESET_NAMES)
 def test_frame_selection_follows_frame_offsets_for_every_preset(val_set, root, cfg, name):
     preset = get_preset(name)
-    pcfg = dataclasses.replace(cfg, frame_layout=preset.frame_layout,
-                               num_past_frames=preset.num_past_frames,
-                               num_future_frames=preset.num_future_frames)
+    pcfg = with_frames(cfg, preset.frame_layout, preset.num_past_frames, preset.num_future_frames)
     ds = NuScenesMultiFrameDataset(val_set.infos, root, pcfg, training=False, load_images=False)
     index = 2                                           # 2 keyframes before it, 3 after
     t = np.array([f[0]['stamp'] for f in ds.select_frames(index)])
@@ -210,7 +207,7 @@ def test_frame_selection_follows_frame_offsets_for_every_preset(val_set, root, c
 
 
 def test_a_layout_that_does_not_fit_its_frame_counts_is_refused(val_set, root, cfg):
-    bad = dataclasses.replace(cfg, num_future_frames=2)            # 'past' layout with future
+    bad = with_frames(cfg, 'past', cfg.num_past_frames, future=2)  # 'past' layout with future
     with pytest.raises(FrameLayoutError, match='future_blocked or future_interleaved'):
         NuScenesMultiFrameDataset(val_set.infos, root, bad, training=False, load_images=False)
 

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from sparsebev_core.frame import InvalidFrameError
 from sparsebev_core.image import device_jpeg_decoder, resize_crop, resize_crop_tensor
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.model.streaming import InvalidFrameError, StreamingDetector
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
+from sparsebev_core.streaming.detector import StreamingDetector
+from sparsebev_core.streaming.options import StreamingOptions
 from test_streaming import T0, make_frame   # the streaming tests' synthetic rig
 
 
@@ -53,17 +55,19 @@ def test_detector_preprocessing_on_the_device_keeps_the_outputs():
     model = build_model(cfg).eval()
     outputs = {}
     for device_preprocess in (False, True):
-        stream = StreamingDetector(model, cfg, score_threshold=0.0, resize_method='torch',
+        options = StreamingOptions(score_threshold=0.0, resize_method='torch',
                                    device_preprocess=device_preprocess, preprocess_workers=2)
+        stream = StreamingDetector(model, cfg, options=options)
         stream.step(make_frame(0, T0, encode=True))
         outputs[device_preprocess] = stream.last_step.outputs['all_cls_scores']
     assert torch.equal(outputs[False], outputs[True])
     with pytest.raises(ValueError, match="'torch' method"):
-        StreamingDetector(model, cfg, device_preprocess=True, resize_method='pil')
+        StreamingOptions(device_preprocess=True, resize_method='pil')
     frame = make_frame(1, T0 + 0.5, encode=True)
     frame.cameras[3].image = b'\xff\xd8 not a jpeg'
     with pytest.raises(InvalidFrameError, match='camera 3'):
-        StreamingDetector(model, cfg, resize_method='torch', device_preprocess=True).step(frame)
+        StreamingDetector(model, cfg, options=StreamingOptions(
+            resize_method='torch', device_preprocess=True)).step(frame)
 
 
 @pytest.mark.skipif(device_jpeg_decoder() is None or not torch.cuda.is_available(),

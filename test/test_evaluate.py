@@ -10,11 +10,11 @@ from nuscenes import NuScenes
 
 from sparsebev_cli import cli
 from sparsebev_core.data.dataset import build_dataset
-from sparsebev_core.data.synthetic import make_synthetic
+from sparsebev_core.data.synthetic.scenes import make_synthetic
 from sparsebev_core.engine import evaluate as ev
 from sparsebev_core.geometry import gravity_to_bottom_center
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 KEYFRAMES = 4
 

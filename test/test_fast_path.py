@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.model.feature_cache import FeatureSlots
-from sparsebev_core.model.runtime import EagerRuntime
-from sparsebev_core.model.streaming import StreamingDetector
+from sparsebev_core.streaming.detector import StreamingDetector
+from sparsebev_core.streaming.options import StreamingOptions
+from sparsebev_core.streaming.feature_cache import FeatureSlots
+from sparsebev_core.streaming.runtime import EagerRuntime
 from test_streaming import T0, make_frame   # the streaming tests' synthetic rig
 
 
@@ -32,8 +33,8 @@ def test_channels_last_cache_gives_the_same_bits(tiny):
     model, cfg = tiny
     runs = {}
     for channels_last in (False, True):
-        stream = StreamingDetector(model, cfg, score_threshold=0.0, max_cached_frames=8,
-                                   cache_channels_last=channels_last)
+        stream = StreamingDetector(model, cfg, options=StreamingOptions(
+            score_threshold=0.0, max_cached_frames=8, cache_channels_last=channels_last))
         runs[channels_last] = stream_outputs(stream, 10)
         level = stream.feature_slots.levels[0]                           # [S, N, C, h, w]
         assert (level.stride(2) == 1) == channels_last                   # channels innermost
@@ -89,25 +90,30 @@ def agree(outputs: dict, expected: dict, cfg, tolerance: float) -> bool:
 @pytest.mark.slow
 def test_compiled_head_agrees_with_eager_within_1e5(tiny):
     model, cfg = tiny
-    eager = stream_outputs(StreamingDetector(model, cfg, score_threshold=0.0), 3)
+    eager = stream_outputs(StreamingDetector(model, cfg,
+                                             options=StreamingOptions(score_threshold=0.0)), 3)
     torch._dynamo.reset()
     runtime = EagerRuntime(model, 'cpu', compile_head=True, compile_backend=compile_backend())
-    compiled = stream_outputs(StreamingDetector(runtime, cfg, score_threshold=0.0), 3)
+    compiled = stream_outputs(StreamingDetector(runtime, cfg,
+                                                options=StreamingOptions(score_threshold=0.0)), 3)
     assert all(agree(b, a, cfg, 1e-5) for a, b in zip(eager, compiled))
 
 
 def test_a_runtime_refuses_model_options(tiny):
     model, cfg = tiny
     with pytest.raises(ValueError, match='compile_head'):
-        StreamingDetector(EagerRuntime(model, 'cpu'), cfg, compile_head=True)
+        StreamingDetector(EagerRuntime(model, 'cpu'), cfg,
+                          options=StreamingOptions(compile_head=True))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA graphs (reduce-overhead) need a CUDA device')
 def test_cuda_graph_head_agrees_with_eager_on_cuda(tiny):
     model, cfg = tiny
     model = model.to('cuda')
-    eager = stream_outputs(StreamingDetector(model, cfg, device='cuda', score_threshold=0.0), 4)
+    eager = stream_outputs(StreamingDetector(model, cfg, device='cuda',
+                                             options=StreamingOptions(score_threshold=0.0)), 4)
     torch._dynamo.reset()
     runtime = EagerRuntime(model, 'cuda', compile_head=True)
-    compiled = stream_outputs(StreamingDetector(runtime, cfg, score_threshold=0.0), 4)
+    compiled = stream_outputs(StreamingDetector(runtime, cfg,
+                                                options=StreamingOptions(score_threshold=0.0)), 4)
     assert all(agree(b, a, cfg, 1e-4) for a, b in zip(eager, compiled))

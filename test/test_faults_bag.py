@@ -16,9 +16,9 @@ import pytest
 
 from fault_cases import jpeg_claiming, png_claiming, rewrite_bag, stamp_ns, with_stamp
 from ros_scene import FRAME_PERIOD_NS, T0_NS, PerfectDriveDetector, write_drive
-from sparsebev_ros.bag_io import BagReadError, BagWriteError, partial_path
+from sparsebev_ros.bags.files import BagReadError, BagWriteError, partial_path
+from sparsebev_ros.bags.replay import replay
 from sparsebev_ros.params import validate
-from sparsebev_ros.replay import replay
 
 NUM_FRAMES = 8
 BAD_FRAME = 3
@@ -308,7 +308,7 @@ class _FullDiskWriter:
 
 
 def test_a_full_disk_leaves_no_half_written_output_and_the_rerun_works(tmp_path, base, monkeypatch):
-    import sparsebev_ros.replay as replay_module
+    import sparsebev_ros.bags.replay as replay_module
     real_open = replay_module.open_writer
     monkeypatch.setattr(replay_module, 'open_writer',
                         lambda path, storage: _FullDiskWriter(real_open(path, storage), 20_000))
@@ -368,10 +368,10 @@ def test_the_replay_command_exits_1_when_a_missing_topic_left_nothing_to_publish
 
 def test_nuscenes_to_bag_refuses_an_existing_output_before_reading_tables(tmp_path):
     import argparse
-    from sparsebev_ros import nuscenes_bag
+    from sparsebev_ros.bags import from_nuscenes
     (tmp_path / 'out').mkdir()
     args = argparse.Namespace(out_bag=str(tmp_path / 'out'), root=str(tmp_path / 'no_data'),
                               scene='scene-0061', version='v1.0-mini', storage='sqlite3',
                               world_frame='map', base_frame='base_link', max_seconds=None)
     with pytest.raises(BagWriteError, match='already exists'):
-        nuscenes_bag.main(args)
+        from_nuscenes.main(args)

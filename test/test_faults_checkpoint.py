@@ -9,15 +9,15 @@ import torch
 
 from fault_cases import real_jpeg
 from sparsebev_cli import cli
-from sparsebev_core.checkpoint import (CheckpointError, check_archive, describe_file,
-                                       load_checkpoint, read_checkpoint)
-from sparsebev_core.engine import checkpointing
-from sparsebev_core.engine.checkpointing import (atomic_save, load_training_state,
-                                                 remove_stale_temporaries, save_training_state,
-                                                 temporary_path, TrainPosition)
+from sparsebev_core.checkpoints import files
+from sparsebev_core.checkpoints.files import atomic_save, remove_stale_temporaries, temporary_path
+from sparsebev_core.checkpoints.official import (CheckpointError, check_archive, describe_file,
+                                                 load_checkpoint, read_checkpoint)
+from sparsebev_core.engine.train_state import (load_training_state, save_training_state,
+                                               TrainPosition)
 from sparsebev_core.errors import InputError
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 
 @pytest.fixture(scope='module')
@@ -134,10 +134,10 @@ def test_a_failing_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
     def save_then_fail(obj, f):           # a disk that fills up after 100 bytes
         f.write(b'\x00' * 100)
         raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(checkpointing.torch, 'save', save_then_fail)
+    monkeypatch.setattr(files.torch, 'save', save_then_fail)
     with pytest.raises(OSError, match='No space'):
         atomic_save({'x': torch.ones(3)}, path)
-    monkeypatch.setattr(checkpointing.torch, 'save', real_save)
+    monkeypatch.setattr(files.torch, 'save', real_save)
     assert not temporary_path(path).exists()
     assert torch.equal(torch.load(path)['x'], torch.zeros(3))
 
@@ -177,9 +177,9 @@ def test_convert_checkpoint_refuses_nan_weights_even_without_verify(cfg, saved, 
 
 
 def test_convert_checkpoint_announces_a_guessed_preset_on_stderr(saved, tmp_path, capsys, monkeypatch):
-    import sparsebev_core.checkpoint as checkpoint_module
+    import sparsebev_core.checkpoints.convert as convert_module
     _, src = saved
-    monkeypatch.setattr(checkpoint_module, 'guess_preset', lambda state: 'tiny')
+    monkeypatch.setattr(convert_module, 'guess_preset', lambda state: 'tiny')
     assert cli.main(['convert-checkpoint', str(src), str(tmp_path / 'out.pth')]) == 0
     captured = capsys.readouterr()
     assert "preset guessed from the checkpoint's shapes: tiny" in captured.err

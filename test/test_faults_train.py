@@ -8,11 +8,11 @@ import argparse
 import pytest
 import torch
 
-from sparsebev_core.data.synthetic import check_image_size, make_synthetic
+from sparsebev_core.data.synthetic.scenes import check_image_size, make_synthetic
 from sparsebev_core.engine import train as train_module
-from sparsebev_core.engine.checkpointing import LATEST
 from sparsebev_core.engine.train import (FINAL_WEIGHTS, TrainArgumentError, TrainOptions,
                                          validate_train_options)
+from sparsebev_core.engine.train_state import LATEST
 from sparsebev_core.errors import UsageError
 from test_train_resume import ActWhenLoading, RandomPixels, assert_same_parameters, run, tiny_cfg
 
@@ -77,8 +77,8 @@ def test_make_synthetic_refuses_a_meaningless_image_size(tmp_path, size):
 
 
 def test_resume_from_a_missing_or_foreign_file_is_a_typed_error(tmp_path):
-    from sparsebev_core.checkpoint import CheckpointError
-    from sparsebev_core.engine.checkpointing import TrainingCheckpointError
+    from sparsebev_core.checkpoints.official import CheckpointError
+    from sparsebev_core.engine.train_state import TrainingCheckpointError
     from sparsebev_core.errors import InputError
     cfg = tiny_cfg()
     with pytest.raises(TrainingCheckpointError, match='no checkpoint to resume from'):
@@ -93,6 +93,6 @@ def test_resume_from_a_missing_or_foreign_file_is_a_typed_error(tmp_path):
 def test_cuda_without_cuda_names_the_device():
     if torch.cuda.is_available():
         pytest.skip('this machine has CUDA')
-    from sparsebev_core.runtime_env import DeviceError
+    from sparsebev_core.devices import DeviceError
     with pytest.raises(DeviceError, match="device 'cuda' requested but torch sees no CUDA"):
         train_module.resolve_device('cuda', local_rank=0)

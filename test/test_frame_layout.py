@@ -1,4 +1,4 @@
-"""The frame layout rule (``sparsebev_core.frame_layout``): slot offsets and the layout checks."""
+"""The frame layout rule (``sparsebev_core.recipe.frame_layout``): slot offsets and the layout checks."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,18 +6,23 @@ import dataclasses
 import pytest
 
 from sparsebev_core.errors import InputError
-from sparsebev_core.frame_layout import FrameLayoutError, frame_offsets, needs_future_frames
-from sparsebev_core.presets import FUTURE_PRESET_NAMES, PRESET_NAMES, get_preset
+from sparsebev_core.recipe.frame_layout import FrameLayoutError, frame_offsets, needs_future_frames
+from sparsebev_core.recipe.presets import FUTURE_PRESET_NAMES, PRESET_NAMES, get_preset
+
+
+def with_frames(cfg, layout: str, past: int, future: int):
+    """``cfg`` with another frame layout and counts (the head's T following them)."""
+    return dataclasses.replace(cfg, frame_layout=layout, num_past_frames=past,
+                               num_future_frames=future,
+                               head=dataclasses.replace(cfg.head, num_frames=1 + past + future))
 
 
 def test_offsets_of_each_layout():
     cfg = get_preset('tiny')
     assert frame_offsets(cfg) == (0, -1, -2, -3)
-    blocked = dataclasses.replace(cfg, frame_layout='future_blocked', num_past_frames=3,
-                                  num_future_frames=2)
+    blocked = with_frames(cfg, 'future_blocked', past=3, future=2)
     assert frame_offsets(blocked) == (0, -1, -2, -3, 1, 2)
-    mixed = dataclasses.replace(cfg, frame_layout='future_interleaved', num_past_frames=2,
-                                num_future_frames=2)
+    mixed = with_frames(cfg, 'future_interleaved', past=2, future=2)
     assert frame_offsets(mixed) == (0, -1, 1, -2, 2)
 
 
@@ -37,8 +42,7 @@ def test_every_preset_has_one_slot_per_frame_and_the_newest_past_frame_in_slot_1
 ])
 def test_layouts_that_do_not_fit_their_frame_counts_are_typed_input_errors(layout, past, future,
                                                                            match):
-    cfg = dataclasses.replace(get_preset('tiny'), frame_layout=layout, num_past_frames=past,
-                              num_future_frames=future)
+    cfg = with_frames(get_preset('tiny'), layout, past, future)
     with pytest.raises(FrameLayoutError, match=match) as info:
         frame_offsets(cfg)
     assert isinstance(info.value, InputError)

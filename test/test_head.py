@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsebev_core.config import HeadConfig
 from sparsebev_core.model import boxes as B
 from sparsebev_core.model.decoder import compute_time_diff
 from sparsebev_core.model.denoising import make_denoising_queries
@@ -15,6 +14,7 @@ from sparsebev_core.model.head import SparseBEVHead
 from sparsebev_core.model.sampling import (group_features_for_sampling, make_sample_points,
                                            pack_scale_weights_bgt_quirk, project_points,
                                            select_first_valid_camera, warp_points_by_velocity)
+from sparsebev_core.recipe.config import HeadConfig
 
 MANIFEST = Path(__file__).parent / 'parity' / 'official_r50_nuimg_704x256_manifest.json'
 

@@ -8,7 +8,7 @@ from pyquaternion import Quaternion
 
 from sparsebev_cli import cli
 from sparsebev_core.data import infos as infos_mod
-from sparsebev_core.data.synthetic import make_synthetic
+from sparsebev_core.data.synthetic.scenes import make_synthetic
 from sparsebev_core.geometry import CAMERA_NAMES, CLASS_NAMES
 from sparsebev_core.image import decode_image
 

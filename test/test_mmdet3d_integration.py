@@ -18,16 +18,15 @@ import torch
 
 mmengine = pytest.importorskip('mmengine', reason='install the mmdet3d extra: pip install -e ".[mmdet3d]"')
 
-from sparsebev_core.checkpoint import load_checkpoint  # noqa: E402
-from sparsebev_core.config import ModelConfig  # noqa: E402
-from sparsebev_core.config_file import read_config_file  # noqa: E402
+from sparsebev_core.checkpoints.official import load_checkpoint  # noqa: E402
 from sparsebev_core.errors import MissingDependencyError  # noqa: E402
 from sparsebev_core.integrations import mmdet3d as integration  # noqa: E402
-from sparsebev_core.model.backbones.eva02 import EVA02Config  # noqa: E402
-from sparsebev_core.model.backbones.vovnet import VoVNetConfig  # noqa: E402
 from sparsebev_core.model.detector import SparseBEV, build_backbone, build_model  # noqa: E402
-from sparsebev_core.official_config import (EVA02_DEFAULTS, OfficialConfigError,  # noqa: E402
-                                            load_official_config)
+from sparsebev_core.recipe.backbones import EVA02Config, VoVNetConfig  # noqa: E402
+from sparsebev_core.recipe.config import ModelConfig  # noqa: E402
+from sparsebev_core.recipe.mmcv_reader import read_config_file  # noqa: E402
+from sparsebev_core.recipe.official import OfficialConfigError, load_official_config  # noqa: E402
+from sparsebev_core.recipe.official_backbones import EVA02_DEFAULTS  # noqa: E402
 
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'
 CONFIG_NAMES = ('tiny_base.py', 'tiny_196q.py', 'tiny_196q_6f_128x352.py')

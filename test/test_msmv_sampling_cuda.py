@@ -628,7 +628,7 @@ def test_gpu_kernels_run_on_the_current_stream_so_cuda_graphs_can_capture_them(c
 
 def test_gpu_full_r50_model_agrees_between_backends(cb):
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
     torch.manual_seed(0)
     cfg = get_preset('r50_nuimg_704x256')
     model = build_model(cfg).cuda().eval()

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from sparsebev_cli import cli
-from sparsebev_core.checkpoint import LEGACY_VERSION, load_checkpoint
-from sparsebev_core.official_config import load_official_config
-from sparsebev_core.presets import get_preset
+from sparsebev_core.checkpoints.official import LEGACY_VERSION, load_checkpoint
+from sparsebev_core.recipe.official import load_official_config
+from sparsebev_core.recipe.presets import get_preset
 
 MANIFEST = Path(__file__).parent / 'parity' / 'official_r50_nuimg_704x256_manifest.json'
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'
@@ -62,7 +62,7 @@ def test_to_official_with_a_config_file_and_a_mismatching_checkpoint(tmp_path, c
 def test_config_and_preset_together_or_a_bad_config_are_clear_errors(tmp_path, capsys):
     args = ['convert-checkpoint', str(tmp_path / 'in.pth'), str(tmp_path / 'out.pth'), '--to', 'official']
     assert cli.main(args + ['--preset', 'tiny', '--config', str(CONFIGS / 'tiny_base.py')]) == 2
-    assert 'not both' in capsys.readouterr().err
+    assert 'not allowed with argument --preset' in capsys.readouterr().err   # as every command
     bad = tmp_path / 'bad.py'
     bad.write_text("import os\n")
     assert cli.main(args + ['--config', str(bad)]) == 1

@@ -1,4 +1,4 @@
-"""Official SparseBEV config files in and out (sparsebev_core/official_config.py, config_file.py).
+"""Official SparseBEV config files in and out (sparsebev_core/recipe/: official.py, official_write.py, mmcv_reader.py).
 
 The configs under test/data/official_configs are our own, written in the official style:
 ``tiny_base.py`` is the ``tiny`` preset, ``tiny_196q.py`` overrides only
@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sparsebev_core.config_file import UnsafeConfigError, read_config_file
 from sparsebev_core.errors import InputError, UsageError
-from sparsebev_core.loading import model_config
-from sparsebev_core.official_config import (OfficialConfigError, export_official_config,
-                                            load_official_config)
-from sparsebev_core.presets import PRESET_NAMES, get_preset
+from sparsebev_core.recipe.mmcv_reader import UnsafeConfigError, read_config_file
+from sparsebev_core.recipe.official import OfficialConfigError, load_official_config
+from sparsebev_core.recipe.official_write import export_official_config
+from sparsebev_core.recipe.presets import PRESET_NAMES, get_preset, model_config
 
 CONFIGS = Path(__file__).parent / 'data' / 'official_configs'
 
@@ -196,15 +195,9 @@ def test_model_config_takes_exactly_one_source():
 
 def test_the_core_never_imports_openmmlab_packages():
     """Only sparsebev_core/integrations/ may import mmengine / mmcv / mmdet / mmdet3d."""
-    import ast
+    from imports import top_level_names
     core = Path(__file__).parent.parent / 'sparsebev_core'
-    offenders = []
-    for path in core.rglob('*.py'):
-        if 'integrations' in path.relative_to(core).parts:
-            continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
-            offenders += [f'{path.name}: {n}' for n in names
-                          if n and n.split('.')[0] in ('mmengine', 'mmcv', 'mmdet', 'mmdet3d')]
+    offenders = [f'{path.name}: {name}' for path in core.rglob('*.py')
+                 if 'integrations' not in path.relative_to(core).parts
+                 for name in top_level_names(path) & {'mmengine', 'mmcv', 'mmdet', 'mmdet3d'}]
     assert not offenders

@@ -18,11 +18,11 @@ pytest.importorskip('onnx', reason="onnx not installed (pip install -e '.[onnx]'
 pytest.importorskip('onnxruntime', reason="onnxruntime not installed (pip install -e '.[onnx]')")
 
 from sparsebev_core.export.onnx_export import export_onnx         # noqa: E402
-from sparsebev_core.export.onnx_runtime import OnnxRuntime         # noqa: E402
 from sparsebev_core.model.coder import decode_predictions          # noqa: E402
 from sparsebev_core.model.decoder import compute_time_diff         # noqa: E402
-from sparsebev_core.model.feature_cache import FeatureSlots        # noqa: E402
-from sparsebev_core.presets import get_preset                      # noqa: E402
+from sparsebev_core.recipe.presets import get_preset               # noqa: E402
+from sparsebev_core.streaming.feature_cache import FeatureSlots    # noqa: E402
+from sparsebev_core.streaming.onnx_runtime import OnnxRuntime      # noqa: E402
 from test_parity import (MANIFEST, PRESET, _sha256_mismatches, _stats_per_image,  # noqa: E402
                          failure_message, fill_lib, fixture_paths, inputs_lib, ordered_report)
 

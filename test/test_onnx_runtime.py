@@ -22,17 +22,18 @@ ort = pytest.importorskip('onnxruntime', reason="onnxruntime not installed (pip 
 
 from ros_scene import write_drive                                       # noqa: E402
 from sparsebev_core.errors import MissingDependencyError, UsageError   # noqa: E402
-from sparsebev_core.export.manifest import OnnxExportError, sha256_of_file  # noqa: E402
 from sparsebev_core.export.onnx_export import export_onnx              # noqa: E402
-from sparsebev_core.export.onnx_runtime import OnnxRuntime, ProviderUnavailableError  # noqa: E402
-from sparsebev_core.loading import bundled_checkpoint, load_model, model_config  # noqa: E402
+from sparsebev_core.loading import bundled_checkpoint, load_model     # noqa: E402
 from sparsebev_core.model import sampling as sampling_module          # noqa: E402
 from sparsebev_core.model.boxes import denormalize_bbox               # noqa: E402
 from sparsebev_core.model.coder import to_lidar_boxes                  # noqa: E402
-from sparsebev_core.model.runtime import EagerRuntime                  # noqa: E402
+from sparsebev_core.recipe.presets import model_config                # noqa: E402
+from sparsebev_core.streaming.onnx_manifest import OnnxExportError, sha256_of_file  # noqa: E402
+from sparsebev_core.streaming.onnx_runtime import OnnxRuntime, ProviderUnavailableError  # noqa: E402
+from sparsebev_core.streaming.runtime import EagerRuntime              # noqa: E402
+from sparsebev_ros.bags.replay import replay                           # noqa: E402
 from sparsebev_ros.params import DETECTIONS_TOPIC, validate            # noqa: E402
 from sparsebev_ros.pipeline import build_detector                      # noqa: E402
-from sparsebev_ros.replay import replay                                # noqa: E402
 from test_ros_replay import read_topic                                 # noqa: E402
 
 
@@ -78,7 +79,7 @@ def test_graphs_pass_the_checker_with_default_domain_ops_and_the_manifest_says_w
 
 def test_onnxruntime_runs_the_seam_like_the_torch_runtime_for_any_cache_size(tiny_export):
     cfg = model_config('tiny')
-    eager = EagerRuntime(load_model('tiny', log=lambda text: None).model)
+    eager = EagerRuntime(load_model(model_config('tiny'), log=lambda text: None).model)
     onnx_rt = OnnxRuntime(tiny_export, cfg)
     g = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (6, 3, *cfg.input_size), generator=g, dtype=torch.uint8)
@@ -364,7 +365,7 @@ def test_the_exported_head_takes_the_camera_mask_like_the_torch_runtime(tiny_exp
     """A degraded frame (camera 3 missing now, camera 1 in a history frame) runs through the
     exported head exactly as through the torch one, and the mask changes the result."""
     cfg = model_config('tiny')
-    eager = EagerRuntime(load_model('tiny', log=lambda text: None).model)
+    eager = EagerRuntime(load_model(model_config('tiny'), log=lambda text: None).model)
     onnx_rt = OnnxRuntime(tiny_export, cfg)
     g = torch.Generator().manual_seed(2)
     images = torch.randint(0, 256, (6, 3, *cfg.input_size), generator=g, dtype=torch.uint8)

@@ -4,7 +4,7 @@ Follows the contract of ``test/parity/README.md``: for every fixture named in
 ``SPARSEBEV_PARITY_FIXTURES`` (``:``-separated paths; default every
 ``test/parity/ref_seed*_704x256.npz``), rebuild the deterministic inputs and weights from the
 fixture's ``meta_json`` (checksums first), save the weights as an official mmcv-style
-checkpoint and load it through ``sparsebev_core.checkpoint.load_checkpoint`` (strict), run the
+checkpoint and load it through ``sparsebev_core.checkpoints.official.load_checkpoint`` (strict), run the
 ``r50_nuimg_704x256`` preset on CPU in float32 (one forward per fixture), and apply the
 README's checks 1 (per-layer logits and boxes), 3 (decoded boxes) and 4 (intermediate
 checkpoints). A failure names the first pipeline stage, layer and quantity out of tolerance.
@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 import torch
 
-from sparsebev_core.checkpoint import load_checkpoint
+from sparsebev_core.checkpoints.official import load_checkpoint
 from sparsebev_core.model import sampling as sampling_module
 from sparsebev_core.model.decoder import compute_time_diff
 from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.sampling import group_features_for_sampling
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 PARITY_DIR = Path(__file__).parent / 'parity'
 MANIFEST = PARITY_DIR / 'official_r50_nuimg_704x256_manifest.json'

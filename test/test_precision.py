@@ -27,14 +27,14 @@ import numpy as np
 import pytest
 import torch
 
-from sparsebev_core.checkpoint import load_checkpoint
+from sparsebev_core.checkpoints.official import load_checkpoint
 from sparsebev_core.model.boxes import denormalize_bbox
 from sparsebev_core.model.coder import to_lidar_boxes
 from sparsebev_core.model.decoder import compute_time_diff
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.model.feature_cache import FeatureSlots
-from sparsebev_core.model.runtime import EagerRuntime
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
+from sparsebev_core.streaming.feature_cache import FeatureSlots
+from sparsebev_core.streaming.runtime import EagerRuntime
 from test_parity import full_fp32_matmuls
 
 PARITY_DIR = Path(__file__).parent / 'parity'
@@ -154,7 +154,7 @@ def test_whole_model_precision_stays_within_the_measured_bound(fixture, precisio
         assert deviation['score'] > BOUNDS['fp32']['score']
 
 
-# The tiny preset with its bundled weights, four frames of ``engine.timing.rig_frames`` through
+# The tiny preset with its bundled weights, four frames of ``data.synthetic.stream.rig_frames`` through
 # the streaming detector, against the same detector in fp32: the top-50 (query, label) pairs of
 # the fp32 run. Measured on the CPU (torch 2.13+cpu, AMD EPYC with AVX512-BF16, no AMX):
 #   bf16  score 4.4e-2  centre 0.91 m (median 4.7e-2)  size 0.29 m  yaw 1.4e-2 rad  velocity 1.3 m/s
@@ -170,9 +170,11 @@ TINY_FP32_FLOOR = 1e-4          # the low dtype really ran: some score moves by 
 
 def tiny_last_layer(precision: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores ``[Q, K]`` and lidar boxes ``[Q, 9]`` of the last layer after four rig frames."""
-    from sparsebev_core.engine.timing import rig_frames
+    from sparsebev_core.data.synthetic.stream import rig_frames
     from sparsebev_core.loading import load_detector
-    detector = load_detector('tiny', None, 'cpu', log=lambda text: None, precision=precision)
+    from sparsebev_core.streaming.options import StreamingOptions
+    detector = load_detector(get_preset('tiny'), None, 'cpu', StreamingOptions(precision=precision),
+                             log=lambda text: None)
     for frame in rig_frames(4, distinct_images=4):
         detector.step(frame)
     outputs = detector.last_step.outputs

@@ -1,14 +1,15 @@
 """Presets: the official config matrix (docs/official_model.md section 7) and ``tiny``."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from sparsebev_core.config import ModelConfig, ResNetConfig
-from sparsebev_core.model.backbones.eva02 import EVA02Config
-from sparsebev_core.model.backbones.vovnet import VoVNetConfig
-from sparsebev_core.presets import FUTURE_PRESET_NAMES, PRESET_NAMES, get_preset
+from sparsebev_core.errors import InputError
+from sparsebev_core.recipe.backbones import EVA02Config, ResNetConfig, VoVNetConfig
+from sparsebev_core.recipe.config import HeadConfig, ModelConfig, ModelConfigError
+from sparsebev_core.recipe.presets import FUTURE_PRESET_NAMES, PRESET_NAMES, get_preset
 
 OFFICIAL = ('r50_nuimg_704x256', 'r50_nuimg_704x256_400q_36ep', 'r101_nuimg_1408x512',
             'vov99_dd3d_1600x640_trainval_future', 'vit_eva02_1600x640_trainval_future')
@@ -107,3 +108,23 @@ def test_tiny_preset_is_small_and_consistent():
     assert cfg.neck.out_channels == cfg.head.embed_dims
     assert cfg.head.embed_dims % cfg.head.num_groups == 0
     assert cfg.neck.num_outs == cfg.head.num_levels
+
+
+@pytest.mark.parametrize('change, words', [
+    (dict(num_past_frames=5), 'head.num_frames = 4 but the frame counts give T = 6'),
+    (dict(head=HeadConfig(num_frames=4, num_levels=5, embed_dims=64, num_classes=10)),
+     'head.num_levels = 5 but the neck gives 4 levels'),
+    (dict(head=HeadConfig(num_frames=4, num_levels=4, embed_dims=128, num_classes=10)),
+     'head.embed_dims = 128 but the neck gives 64 channels'),
+    (dict(class_names=('car', 'truck')), '2 class_names but head.num_classes = 10'),
+])
+def test_a_model_config_whose_parts_disagree_is_refused_when_built(change, words):
+    """T, the pyramid levels and channels, and the classes are stated in two places each: a
+    config (a hand-built one too, not only a preset) that disagrees with itself is refused."""
+    with pytest.raises(ModelConfigError, match=words) as refused:
+        dataclasses.replace(get_preset('tiny'), **change)
+    assert isinstance(refused.value, InputError)
+    cfg = get_preset('tiny')
+    cfg.head.num_frames = 8                                  # edited in place: check() again
+    with pytest.raises(ModelConfigError, match='head.num_frames = 8'):
+        cfg.check()

@@ -13,9 +13,10 @@ from sparsebev_core.frame import CameraView, Frame, InvalidFrameError
 from sparsebev_core.geometry import CAMERA_NAMES, make_transform, quat_to_rot
 from sparsebev_core.image import resize_crop
 from sparsebev_core.model.decoder import compute_time_diff
-from sparsebev_core.model.streaming import StreamingDetector
 from sparsebev_core.resets import RIG_CHANGED
 from sparsebev_core.rig import Rig, RigCamera, RigError, load_rig, make_rig, nuscenes_rig, rig_to_dict
+from sparsebev_core.streaming.detector import StreamingDetector
+from sparsebev_core.streaming.options import StreamingOptions
 
 T0 = 1533151603.5
 
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 def stream(tiny) -> StreamingDetector:
     model, cfg = tiny
-    return StreamingDetector(model, cfg, score_threshold=0.0, max_detections=20)
+    return StreamingDetector(model, cfg,
+                             options=StreamingOptions(score_threshold=0.0, max_detections=20))
 
 
 def five_camera_rig(image_wh=(640, 480)) -> Rig:
@@ -159,7 +161,7 @@ def test_a_complete_stream_takes_the_official_path_without_a_mask(tiny):
             return self.runtime.run_head(cache_levels, slots, lidar2img, time_diff, **extra)
 
     model, cfg = tiny
-    from sparsebev_core.model.runtime import EagerRuntime
+    from sparsebev_core.streaming.runtime import EagerRuntime
     detector = StreamingDetector(Recording(EagerRuntime(model)), cfg)
     rig = nuscenes_rig((400, 225))
     detector.step(rig_frame(rig, T0))
@@ -222,3 +224,6 @@ def test_a_bad_rig_file_names_the_file_and_the_field(tmp_path, edit, words):
     assert words in str(err.value) and str(path) in str(err.value)
     with pytest.raises(RigError, match='does not exist'):
         load_rig(tmp_path / 'none.yaml')
+    (tmp_path / 'broken.yaml').write_bytes(b'cameras: [\x00')           # not YAML (nor UTF-8 text)
+    with pytest.raises(RigError, match='rig file .*broken.yaml is not valid YAML'):
+        load_rig(tmp_path / 'broken.yaml')

@@ -3,8 +3,9 @@ import random
 
 import pytest
 
-from sparsebev_ros.camera_sync import (DUPLICATE, LATE, LATE_AFTER_EMIT, NO_IMAGE, OUT_OF_WINDOW,
-                                       TIME_BACKWARDS, ZERO_STAMP, AnchorSynchronizer)
+from sparsebev_ros.camera_sync import AnchorSynchronizer
+from sparsebev_ros.reasons import (DUPLICATE, LATE, LATE_AFTER_EMIT, NO_IMAGE, OUT_OF_WINDOW,
+                                   TIME_BACKWARDS, ZERO_STAMP)
 
 MS = 1_000_000
 S = 1000 * MS

@@ -12,11 +12,12 @@ from ros_scene import (CAMERA_OFFSET_NS, FRAME_PERIOD_NS, HEIGHT, K, WIDTH, Perf
 from sparsebev_core import resets
 from sparsebev_core.frame import InvalidFrameError
 from sparsebev_core.geometry import CAMERA_NAMES, invert_transform, nuscenes_lidar_to_ego
+from sparsebev_ros.backpressure import ThrottledLogger
 from sparsebev_ros.codecs import matrix_to_translation_quat
 from sparsebev_ros.frames import FrameAssembler, Skip, tf_buffer_lookup
 from sparsebev_ros.messages import RosbagsMessages, header, ros2_typestore
 from sparsebev_ros.params import validate
-from sparsebev_ros.pipeline import Pipeline, PipelineResult, ThrottledLogger
+from sparsebev_ros.pipeline import Pipeline, PipelineResult
 from sparsebev_ros.tf_buffer import TfBuffer
 
 F = RosbagsMessages(ros2_typestore('humble'))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from sparsebev_ros.node import LatestMailbox
+from sparsebev_ros.backpressure import LatestMailbox
 
 
 def test_put_replaces_the_waiting_item_and_counts_the_drop():

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from sparsebev_core.loading import bundled_checkpoint
-from sparsebev_ros.node import demo_weights_warning, streak_advice
+from sparsebev_ros.node import demo_weights_warning
+from sparsebev_ros.statistics import streak_advice
 from sparsebev_ros.params import defaults, validate
 
 

@@ -112,7 +112,7 @@ def test_the_schema_is_generated_from_the_dataclass_fields():
 
 
 def test_preset_is_checked_against_the_real_preset_names():
-    from sparsebev_core.presets import PRESET_NAMES
+    from sparsebev_core.recipe.presets import PRESET_NAMES
     for name in PRESET_NAMES:
         validate({'preset': name})
     with pytest.raises(ParameterError, match='must be one of'):

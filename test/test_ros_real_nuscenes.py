@@ -22,10 +22,10 @@ import torch
 
 from sparsebev_core import geometry
 from sparsebev_core.geometry import CAMERA_NAMES
-from sparsebev_ros.nuscenes_bag import CameraBagWriter
+from sparsebev_ros.bags.from_nuscenes import CameraBagWriter
+from sparsebev_ros.bags.replay import replay
 from sparsebev_ros.params import validate
 from sparsebev_ros.pipeline import PipelineResult
-from sparsebev_ros.replay import replay
 
 pytestmark = pytest.mark.slow        # one R50 inference at 704x256 on the CPU (~10 s unloaded)
 
@@ -82,15 +82,17 @@ def lidar_key_from_anchor(info: dict) -> np.ndarray:
 @pytest.fixture(scope='module')
 def replayed(tmp_path_factory):
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.model.streaming import StreamingDetector
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
+    from sparsebev_core.streaming.detector import StreamingDetector
+    from sparsebev_core.streaming.options import StreamingOptions
 
     info = load_sample()
     folder = tmp_path_factory.mktemp('real_nuscenes')
     write_car_bag(info, folder / 'car')
     torch.manual_seed(0)
     cfg = get_preset(PRESET)
-    detector = StreamingDetector(build_model(cfg).eval(), cfg, device='cpu', score_threshold=0.0)
+    detector = StreamingDetector(build_model(cfg).eval(), cfg, device='cpu',
+                                 options=StreamingOptions(score_threshold=0.0))
     params = validate({'preset': PRESET, 'device': 'cpu', 'model_frame': 'LIDAR_TOP',
                        'output_frame': 'base_link', 'score_threshold': 0.0})
     results: list[PipelineResult] = []

@@ -14,9 +14,9 @@ from rosbags.highlevel import AnyReader
 from ros_scene import (PerfectDriveDetector, T_world_ego, invert_transform, truth_in, write_drive)
 from sparsebev_core.frame import Detections
 from sparsebev_core.geometry import CAMERA_NAMES
+from sparsebev_ros.bags.replay import replay
 from sparsebev_ros.codecs import stamp_to_ns
 from sparsebev_ros.params import DETECTIONS_TOPIC, MARKERS_TOPIC, validate
-from sparsebev_ros.replay import replay
 
 
 def read_topic(bag, topic):
@@ -204,7 +204,7 @@ def test_no_tf_means_no_detections_never_an_identity_pose(tmp_path):
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory):
     from nuscenes.nuscenes import NuScenes
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     root = make_synthetic(tmp_path_factory.mktemp('syn'), num_scenes=1, keyframes_per_scene=3,
                           image_size=(200, 112), progress=False)
     return NuScenes(version='v1.0-mini', dataroot=str(root), verbose=False)
@@ -249,7 +249,7 @@ class DatasetTruthDetector:
 def test_synthetic_scene_bag_detections_land_on_ground_truth(tmp_path, synthetic, output_frame,
                                                              model_frame, storage):
     from pyquaternion import Quaternion
-    from sparsebev_ros.nuscenes_bag import write_scene
+    from sparsebev_ros.bags.from_nuscenes import write_scene
     nusc = synthetic
     scene = nusc.scene[0]['name']
     counts = write_scene(nusc, scene, tmp_path / 'in', storage, progress=False)
@@ -349,8 +349,8 @@ def test_config_file_parameter_builds_the_detector_from_an_official_config(tmp_p
     detector that loads a checkpoint of that shape (and refuses the 100-query bundled one)."""
     import torch
 
-    from sparsebev_core.checkpoint import CheckpointMismatchError
-    from sparsebev_core.loading import model_config
+    from sparsebev_core.checkpoints.official import CheckpointMismatchError
+    from sparsebev_core.recipe.presets import model_config
     from sparsebev_core.model.detector import build_model
     from sparsebev_ros.pipeline import build_detector
     config = Path(__file__).parent / 'data' / 'official_configs' / 'tiny_196q.py'

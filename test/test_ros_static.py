@@ -17,6 +17,7 @@ from unittest import mock
 import pytest
 import yaml
 
+from imports import imports_of, top_level_names
 from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_ros import params
 
@@ -40,17 +41,6 @@ ROS_MODULES = {
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def imported_modules(path: Path) -> set[str]:
-    """Top-level names of every ``import`` in a Python file (also those inside functions)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split('.')[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split('.')[0])
-    return names
-
-
 def message_type_packages(path: Path) -> set[str]:
     """Packages named in ``'pkg/msg/Type'`` string literals (message factories import them)."""
     found = set()
@@ -65,8 +55,8 @@ def message_type_packages(path: Path) -> set[str]:
 def ros_dependencies_of_code() -> dict[str, set[str]]:
     """ROS package -> files that need it, over sparsebev_ros/*.py and the launch file."""
     needed: dict[str, set[str]] = {}
-    for path in sorted((ROOT / 'sparsebev_ros').glob('*.py')) + [LAUNCH_FILE]:
-        for module in imported_modules(path) | message_type_packages(path):
+    for path in sorted((ROOT / 'sparsebev_ros').rglob('*.py')) + [LAUNCH_FILE]:
+        for module in top_level_names(path) | message_type_packages(path):
             if module in ROS_MODULES:
                 needed.setdefault(ROS_MODULES[module], set()).add(path.name)
     return needed
@@ -346,18 +336,16 @@ def test_setup_py_installs_launch_config_and_ament_resource():
 
 def test_only_node_py_imports_the_ros_client_libraries():
     client_libraries = {'rclpy', 'tf2_ros', 'message_filters', 'cv_bridge'}
-    for path in sorted((ROOT / 'sparsebev_ros').glob('*.py')):
+    for path in sorted((ROOT / 'sparsebev_ros').rglob('*.py')):
         if path.name != 'node.py':
-            assert not imported_modules(path) & client_libraries, f'{path.name} imports ROS'
+            assert not top_level_names(path) & client_libraries, f'{path.name} imports ROS'
     for path in sorted((ROOT / 'sparsebev_core').rglob('*.py')):
-        assert not imported_modules(path) & (client_libraries | set(ROS_MODULES)), \
+        assert not top_level_names(path) & (client_libraries | set(ROS_MODULES)), \
             f'{path.relative_to(ROOT)} imports ROS'
-    node_py = ast.parse((ROOT / 'sparsebev_ros' / 'node.py').read_text())
-    top_level = {alias.name.split('.')[0] for stmt in node_py.body
-                 if isinstance(stmt, (ast.Import, ast.ImportFrom))
-                 for alias in (stmt.names if isinstance(stmt, ast.Import) else
-                               [ast.alias(stmt.module or '')])}
-    assert not top_level & client_libraries, 'node.py must import ROS inside functions'
+    at_import_time = {imp.module.split('.')[0]
+                      for imp in imports_of(ROOT / 'sparsebev_ros' / 'node.py')
+                      if not imp.lazy and not imp.typing_only}
+    assert not at_import_time & client_libraries, 'node.py must import ROS inside functions'
 
 
 def test_node_module_imports_without_ros_and_main_says_what_is_missing():

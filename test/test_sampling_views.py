@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from sparsebev_core import ops
-from sparsebev_core.config import HeadConfig
 from sparsebev_core.model.head import SparseBEVHead
 from sparsebev_core.model.sampling import mask_invalid_views, select_first_valid_camera
+from sparsebev_core.recipe.config import HeadConfig
 
 IMAGE_HW = (64, 128)
 
@@ -140,7 +140,7 @@ def test_bad_masks_are_reported(head):
 
 def test_the_detector_takes_five_cameras_and_a_mask_end_to_end():
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
     cfg = get_preset('tiny')
     torch.manual_seed(0)
     model = build_model(cfg).eval()

@@ -14,15 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
-from sparsebev_core.config import ModelConfig
-from sparsebev_core.frame import CameraView, Detections, Frame
+from sparsebev_core.frame import CameraView, Detections, Frame, InvalidFrameError
 from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_core.model.coder import decode_predictions
-from sparsebev_core.model.feature_cache import FeatureSlots
-from sparsebev_core.model.runtime import EagerRuntime, Runtime
-from sparsebev_core.model.streaming import InvalidFrameError, StreamingDetector, select_history
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.config import ModelConfig
+from sparsebev_core.errors import InputError
+from sparsebev_core.recipe.frame_layout import FrameLayoutError
+from sparsebev_core.recipe.presets import get_preset
 from sparsebev_core.resets import EXPLICIT, TIME_BACKWARDS, TIME_GAP
+from sparsebev_core.streaming.detector import StreamingDetector
+from sparsebev_core.streaming.feature_cache import FeatureSlots
+from sparsebev_core.streaming.history import select_history
+from sparsebev_core.streaming.options import StreamingOptions, StreamingOptionsError
+from sparsebev_core.streaming.runtime import EagerRuntime, Runtime
 
 sys.path.insert(0, str(Path(__file__).parent / 'parity'))
 import inputs as rig  # noqa: E402  (nuScenes calibration and an ego trajectory, numpy only)
@@ -81,7 +85,7 @@ def detector(tiny, **kwargs) -> StreamingDetector:
     model, cfg = tiny
     kwargs.setdefault('score_threshold', 0.0)        # random weights: keep the top-k boxes
     kwargs.setdefault('max_detections', 30)
-    return StreamingDetector(model, cfg, **kwargs)
+    return StreamingDetector(model, cfg, options=StreamingOptions(**kwargs))
 
 
 # ------------------------------------------------------------- the independent offline path
@@ -290,8 +294,10 @@ def test_explicit_reset_forgets_history(tiny):
 def test_future_presets_are_rejected_with_a_pointer_to_offline_eval(tiny):
     model, _ = tiny
     cfg = get_preset('vov99_dd3d_1600x640_trainval_future')
-    with pytest.raises(ValueError, match='future frames.*sparsebev eval'):
+    with pytest.raises(FrameLayoutError, match='future frames.*sparsebev eval --mode offline') \
+            as refused:
         StreamingDetector(model, cfg)
+    assert isinstance(refused.value, InputError)             # one line and exit 1 in commands
 
 
 def test_corrupt_image_raises_and_leaves_the_memory_intact(tiny):
@@ -341,7 +347,7 @@ def test_reduced_precision_changes_the_outputs_slightly(tiny):
     assert outputs['fp16'].dtype == torch.float32                    # outputs are float32
     difference = (outputs['fp16'] - outputs['fp32']).abs().max()
     assert 0 < difference < 0.1
-    with pytest.raises(ValueError, match='precision'):
+    with pytest.raises(StreamingOptionsError, match='precision'):
         detector(tiny, precision='int8')
 
 
@@ -388,7 +394,7 @@ def test_gathered_slots_equal_the_concatenating_path_bit_for_bit(tiny):
     features_of = {}
     with torch.inference_mode():
         for frame in frames:
-            images, _ = stream._preprocess(frame)                    # the same pixels [6, 3, H, W]
+            images, _ = stream.camera_inputs.prepare(frame)          # the same pixels [6, 3, H, W]
             features_of[frame.key] = [f[0] for f in model.extract_features(images[None])]
             stream.step(frame)
             record = stream.last_step
@@ -486,7 +492,8 @@ def test_any_runtime_with_the_two_calls_plugs_into_the_streaming_logic(tiny):
     model, cfg = tiny
     runtime = CountingRuntime(EagerRuntime(model))
     assert isinstance(runtime, Runtime)
-    plugged = StreamingDetector(runtime, cfg, score_threshold=0.0, max_detections=10)
+    plugged = StreamingDetector(runtime, cfg,
+                                options=StreamingOptions(score_threshold=0.0, max_detections=10))
     reference = detector(tiny, max_detections=10)
     frames = [make_frame(k, s) for k, s in enumerate(keyframe_stamps(5))]
     for frame in frames + [frames[-1]]:                              # the last one twice: cached
@@ -498,8 +505,8 @@ def test_any_runtime_with_the_two_calls_plugs_into_the_streaming_logic(tiny):
     assert runtime.heads[-1] == plugged.last_step.slots
     with pytest.raises(TypeError, match='neither a SparseBEV model nor a runtime'):
         StreamingDetector(object(), cfg)
-    with pytest.raises(ValueError, match='own precision'):
-        StreamingDetector(runtime, cfg, precision='fp16')
+    with pytest.raises(StreamingOptionsError, match='own precision'):
+        StreamingDetector(runtime, cfg, options=StreamingOptions(precision='fp16'))
 
 
 def test_decoding_is_one_function_for_the_head_and_the_stream(tiny):
@@ -532,7 +539,7 @@ def test_a_failing_head_or_a_reused_key_leaks_no_slot(tiny):
             return super().run_head(*args)
 
     runtime = FailsOnce(EagerRuntime(model))
-    stream = StreamingDetector(runtime, cfg, max_detections=5)
+    stream = StreamingDetector(runtime, cfg, options=StreamingOptions(max_detections=5))
     stamps = keyframe_stamps(4)
     stream.step(make_frame(0, stamps[0]))
     stream.step(make_frame(1, stamps[1]))

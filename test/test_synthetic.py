@@ -16,10 +16,11 @@ from PIL import Image
 
 from sparsebev_cli import cli
 from sparsebev_core.attributes import official_attribute
-from sparsebev_core.data import synthetic
-from sparsebev_core.data.synthetic_world import CLASS_COLOR
+from sparsebev_core.data.synthetic import scenes
+from sparsebev_core.data.synthetic.world import CLASS_COLOR
 from sparsebev_core.geometry import CAMERA_NAMES, CLASS_NAMES, invert_transform, \
     nuscenes_lidar_to_ego, transform_from_quat
+from sparsebev_core.rig import NUSCENES_CAMERAS
 
 IMAGE_WH = (200, 113)
 
@@ -27,7 +28,7 @@ IMAGE_WH = (200, 113)
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('synthetic')
-    return synthetic.make_synthetic(root, num_scenes=2, seed=3, keyframes_per_scene=4,
+    return scenes.make_synthetic(root, num_scenes=2, seed=3, keyframes_per_scene=4,
                                     image_size=IMAGE_WH, progress=False)
 
 
@@ -46,7 +47,7 @@ def test_calibration_is_the_parity_fixture_rig():
         import inputs
     finally:
         sys.path.pop(0)
-    assert synthetic.NUSCENES_CAMERAS == inputs.CAMERAS
+    assert NUSCENES_CAMERAS == inputs.CAMERAS
 
 
 def test_lidar_calibration_is_the_one_in_geometry(nusc):
@@ -97,7 +98,7 @@ def test_intrinsics_are_nuscenes_scaled_to_the_image(nusc):
     sample = nusc.sample[0]
     cs = nusc.get('calibrated_sensor', nusc.get('sample_data', sample['data']['CAM_FRONT'])['calibrated_sensor_token'])
     K = np.array(cs['camera_intrinsic'])
-    K_full = np.array(synthetic.NUSCENES_CAMERAS['CAM_FRONT']['intrinsic'])
+    K_full = np.array(NUSCENES_CAMERAS['CAM_FRONT']['intrinsic'])
     np.testing.assert_allclose(K[0], K_full[0] * IMAGE_WH[0] / 1600)
     np.testing.assert_allclose(K[1], K_full[1] * IMAGE_WH[1] / 900)
 
@@ -204,9 +205,9 @@ def test_devkit_detection_eval_scores_ground_truth_as_perfect(nusc, tmp_path):
 
 def test_generation_is_deterministic_from_the_seed(tmp_path):
     kw = dict(num_scenes=1, keyframes_per_scene=2, image_size=(64, 36), progress=False)
-    a = synthetic.make_synthetic(tmp_path / 'a', seed=7, **kw)
-    b = synthetic.make_synthetic(tmp_path / 'b', seed=7, **kw)
-    c = synthetic.make_synthetic(tmp_path / 'c', seed=8, **kw)
+    a = scenes.make_synthetic(tmp_path / 'a', seed=7, **kw)
+    b = scenes.make_synthetic(tmp_path / 'b', seed=7, **kw)
+    c = scenes.make_synthetic(tmp_path / 'c', seed=8, **kw)
     for table in ('sample_annotation', 'sample_data', 'ego_pose'):
         ta = (a / 'v1.0-mini' / f'{table}.json').read_text()
         assert ta == (b / 'v1.0-mini' / f'{table}.json').read_text()
@@ -226,7 +227,7 @@ def test_cli_make_synthetic_writes_a_loadable_dataset(tmp_path, capsys):
 
 def test_bad_scene_count_is_refused(tmp_path):
     with pytest.raises(ValueError, match='num_scenes'):
-        synthetic.make_synthetic(tmp_path, num_scenes=11, progress=False)
+        scenes.make_synthetic(tmp_path, num_scenes=11, progress=False)
 
 
 def _footprints_overlap(a: np.ndarray, b: np.ndarray) -> bool:
@@ -244,7 +245,7 @@ def _footprints_overlap(a: np.ndarray, b: np.ndarray) -> bool:
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_objects_never_intersect_while_they_move(seed):
     """Painter's-algorithm occlusion and the annotations assume disjoint boxes."""
-    from sparsebev_core.data.synthetic_world import make_world
+    from sparsebev_core.data.synthetic.world import make_world
     from sparsebev_core.geometry import box_corners
     world = make_world(np.random.default_rng([seed, 0]), duration=19.5)
     assert set(world.objects.labels.tolist()) == set(range(len(CLASS_NAMES)))

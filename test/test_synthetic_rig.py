@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 @pytest.fixture(scope='module')
 def five_camera_root(tmp_path_factory):
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     return make_synthetic(tmp_path_factory.mktemp('rig5'), num_scenes=2, seed=5,
                           keyframes_per_scene=8, progress=False, rig=five_cameras())
 
@@ -76,9 +76,10 @@ def test_the_tiny_model_runs_unchanged_on_a_rig_dataset(five_camera_root):
 
     from sparsebev_core.data.infos import frame_from_info, sample_info
     from sparsebev_core.loading import load_detector
+    from sparsebev_core.recipe.presets import get_preset
     nusc = NuScenes(version='v1.0-mini', dataroot=str(five_camera_root), verbose=False)
     samples = sorted(nusc.sample, key=lambda s: s['timestamp'])[:3]
-    detector = load_detector('tiny', None, 'cpu', log=lambda text: None)
+    detector = load_detector(get_preset('tiny'), None, 'cpu', log=lambda text: None)
     for sample in samples:
         info = sample_info(nusc, sample, with_annotations=False)
         assert [c['name'] for c in info['cams']] == [f'CAM_{i}' for i in range(5)]
@@ -91,9 +92,10 @@ def test_the_tiny_model_runs_unchanged_on_a_rig_dataset(five_camera_root):
 
 def test_training_on_a_five_camera_rig_makes_the_loss_fall(five_camera_root, tmp_path):
     from sparsebev_core.data.dataset import build_dataset
-    from sparsebev_core.engine.train import TrainOptions, attach_image_augmentations, train
+    from sparsebev_core.engine.train import TrainOptions, train
+    from sparsebev_core.engine.train_data import attach_image_augmentations
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
 
     torch.manual_seed(0)
     cfg = get_preset('tiny')

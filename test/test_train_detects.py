@@ -18,10 +18,10 @@ MIN_MAP = 0.02
 
 def test_tiny_model_learns_to_detect_the_objects_of_a_scene(tmp_path):
     from sparsebev_core.data.dataset import build_dataset
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     from sparsebev_core.engine.evaluate import evaluate
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
 
     root = make_synthetic(tmp_path / 'syn', num_scenes=1, seed=5, keyframes_per_scene=6,
                           progress=False)

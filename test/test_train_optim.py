@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from sparsebev_core.config import TrainConfig
-from sparsebev_core.engine.checkpointing import (SigtermFlag, TrainPosition, atomic_save,
-                                                 load_training_state, rng_state,
-                                                 save_training_state, set_rng_state)
+from sparsebev_core.checkpoints.files import atomic_save
 from sparsebev_core.engine.optim import (CosineWarmupSchedule, build_optimizer, build_scaler,
                                          lr_multiplier)
+from sparsebev_core.engine.train_state import (SigtermFlag, TrainPosition, load_training_state,
+                                               rng_state, save_training_state, set_rng_state)
+from sparsebev_core.recipe.config import TrainConfig
 
 
 class Toy(nn.Module):
@@ -134,7 +134,7 @@ def test_sigterm_becomes_a_stop_request():
 
 def test_missing_backbone_pretrain_is_an_error_that_names_the_way_out(tmp_path):
     from sparsebev_core.engine.train import load_backbone_pretrain
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
     cfg = get_preset('r50_nuimg_704x256')            # names the nuImages pretrain file
     with pytest.raises(FileNotFoundError, match='--pretrained none'):
         load_backbone_pretrain(Toy(), cfg, str(tmp_path / 'missing.pth'))

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from sparsebev_core.engine.checkpointing import LATEST
-from sparsebev_core.engine.train import (FINAL_WEIGHTS, TrainOptions, collate_samples,
-                                         per_process_batch_size, set_random_seed, train)
 from sparsebev_core import geometry
-from sparsebev_core.presets import get_preset
+from sparsebev_core.engine.train import (FINAL_WEIGHTS, TrainOptions, per_process_batch_size,
+                                         set_random_seed, train)
+from sparsebev_core.engine.train_data import collate_samples
+from sparsebev_core.engine.train_state import LATEST
+from sparsebev_core.recipe.presets import get_preset
 
 
 def ring_of_cameras():

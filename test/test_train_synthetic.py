@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsebev_core.engine.checkpointing import LATEST
-from sparsebev_core.engine.train import TrainOptions, attach_image_augmentations, train
+from sparsebev_core.engine.train import TrainOptions, train
+from sparsebev_core.engine.train_data import attach_image_augmentations
+from sparsebev_core.engine.train_state import LATEST
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
 def synthetic_root(tmp_path_factory):
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     return make_synthetic(tmp_path_factory.mktemp('syn'), num_scenes=2, seed=3,
                           keyframes_per_scene=8, progress=False)
 
@@ -28,7 +29,7 @@ def synthetic_root(tmp_path_factory):
 def test_a_few_dozen_steps_make_the_loss_fall(synthetic_root, tmp_path):
     from sparsebev_core.data.dataset import build_dataset
     from sparsebev_core.model.detector import build_model
-    from sparsebev_core.presets import get_preset
+    from sparsebev_core.recipe.presets import get_preset
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)          # busy-waiting threads cost more than they give on a shared CPU

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sparsebev_core.data.synthetic import stream
 from sparsebev_core.engine import timing
 from sparsebev_core.frame import CameraView, Detections, Frame
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
+from sparsebev_core.rig import nuscenes_rig
 
 
 def jpeg_bytes():
@@ -55,7 +57,7 @@ def test_warmup_is_not_counted_and_fps_is_per_sample():
 
 
 def test_timing_command_on_a_synthetic_scene(tmp_path, capsys):
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     data = make_synthetic(tmp_path / 'syn', num_scenes=1, keyframes_per_scene=3, progress=False)
     args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data=str(data),
                               version='v1.0-mini',
@@ -71,7 +73,7 @@ def test_timing_command_on_a_synthetic_scene(tmp_path, capsys):
 
 
 def test_compare_times_baseline_and_fast_path_on_the_same_frames(tmp_path, capsys):
-    from sparsebev_core.data.synthetic import make_synthetic
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
     from sparsebev_core.ops import get_backend
     data = make_synthetic(tmp_path / 'syn', num_scenes=1, keyframes_per_scene=3, progress=False)
     args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data=str(data),
@@ -104,11 +106,16 @@ def test_compare_table_speedup_is_the_ratio_of_medians():
 
 
 def test_rig_frames_need_no_devkit_and_time(capsys):
-    frames = timing.rig_frames(3)
+    frames = stream.rig_frames(3)
     assert len(frames) == 3 and all(len(f.cameras) == 6 for f in frames)
     assert isinstance(frames[0].cameras[0].image, bytes)
     decoded = timing.decode_frame(frames[0])
-    assert decoded.cameras[5].image.shape == (*timing.RIG_HW, 3)
+    assert decoded.cameras[5].image.shape == (*stream.RIG_HW, 3)
+    rig = nuscenes_rig()                                     # the nuScenes cameras, posed per stamp
+    for camera, view in zip(rig.cameras, frames[1].cameras):
+        assert view.name == camera.name and np.array_equal(view.K, camera.K)
+        assert np.array_equal(view.T_ego_cam, camera.T_base_cam)
+        assert np.array_equal(view.T_world_ego, stream.rig_T_world_ego(view.stamp))
     args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data='rig',
                               version='v1.0-mini', device='cpu', samples=2, warmup=0,
                               precision='fp32', num_queries=None, compare=False)

@@ -8,10 +8,10 @@ from PIL import Image
 
 from sparsebev_cli import cli
 from sparsebev_core.data.dataset import build_dataset
-from sparsebev_core.data.synthetic import make_synthetic
+from sparsebev_core.data.synthetic.scenes import make_synthetic
 from sparsebev_core.geometry import CAMERA_NAMES, compose_lidar2img, make_transform
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 from sparsebev_core.viz import draw
 from sparsebev_core.viz.sampling_points import SamplingPointRecorder
 

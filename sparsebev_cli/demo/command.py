@@ -4,8 +4,8 @@
    (``data.synthetic.make_synthetic`` with the demo seed), or take a real nuScenes scene
    (``--nuscenes ROOT --scene NAME``);
 2. write it as a rosbag2 with compressed camera images, CameraInfo and TF
-   (``sparsebev_ros.nuscenes_bag``);
-3. replay the bag through the ROS pipeline without ROS (``sparsebev_ros.replay``: the sync,
+   (``sparsebev_ros.bags.from_nuscenes``);
+3. replay the bag through the ROS pipeline without ROS (``sparsebev_ros.bags.replay``: the sync,
    TF buffer, FrameAssembler and StreamingDetector the node runs), writing an output bag with
    the detections and markers;
 4. score the keyframe detections against the scene's ground truth with nuscenes-devkit
@@ -34,8 +34,6 @@ from sparsebev_core.geometry import gravity_to_bottom_center, invert_transform, 
 
 DEMO_SEED = 20231001                 # world seed of the demo scene; training uses other seeds
 DEMO_KEYFRAMES = 20                  # 2 Hz keyframes: a 9.5 s scene
-EVAL_SCORE_THRESHOLD = 0.05          # official test-time threshold (boxes scored for mAP)
-EVAL_MAX_BOXES = 300                 # official top-k
 
 
 @dataclass
@@ -171,7 +169,7 @@ def run_demo(options: DemoOptions | None = None, log: Callable[[str], None] = pr
 
     ``overrides`` replace fields of ``options`` (``run_demo(out_dir=..., keyframes=4)``).
     """
-    from sparsebev_core.runtime_env import cpu_threads
+    from sparsebev_core.devices import cpu_threads
 
     options = dataclasses.replace(options or DemoOptions(), **overrides)
     if options.nuscenes_root is not None and options.scene is None:
@@ -187,7 +185,7 @@ def _scene(options: DemoOptions, out: Path, seconds: dict[str, float]) -> tuple[
     from sparsebev_core.data.infos import table_version
 
     if options.nuscenes_root is None:
-        from sparsebev_core.data.synthetic import make_synthetic
+        from sparsebev_core.data.synthetic.scenes import make_synthetic
         t = time.perf_counter()
         root = make_synthetic(_fresh(out / 'dataset'), num_scenes=1, seed=options.seed,
                               keyframes_per_scene=options.keyframes, progress=options.progress)
@@ -204,15 +202,18 @@ def _scene(options: DemoOptions, out: Path, seconds: dict[str, float]) -> tuple[
 def _replay(options: DemoOptions, input_bag: Path, output_bag: Path, frames: list[Keyframe],
             log: Callable[[str], None]) -> tuple[Any, Any]:
     """Step 3: the bag through the ROS pipeline; fills the keyframes' detections."""
-    from sparsebev_core.loading import load_detector, model_config
+    from sparsebev_core.loading import load_detector
+    from sparsebev_core.recipe.presets import model_config
+    from sparsebev_core.streaming.options import StreamingOptions
+    from sparsebev_ros.bags.replay import replay
     from sparsebev_ros.params import as_dict, defaults, validate
-    from sparsebev_ros.replay import replay
 
-    # the official evaluation threshold and top-300, so the metrics see what `sparsebev eval`
-    # would; the pictures and the published topics filter higher
+    # the detector decodes with the recipe's test-time threshold and top-k (cfg.head: 0.05 and
+    # 300 officially), so the metrics see what `sparsebev eval` would; the pictures and the
+    # published topics filter higher (options.score_threshold)
     detector = load_detector(model_config(options.preset, options.config), options.checkpoint,
-                             options.device, log=lambda text: log(f'warning: {text}'),
-                             score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_BOXES)
+                             options.device, StreamingOptions(),
+                             log=lambda text: log(f'warning: {text}'))
     values = as_dict(defaults())
     values.update(preset=options.preset, checkpoint=options.checkpoint or '',
                   score_threshold=options.score_threshold)
@@ -258,7 +259,7 @@ def _pictures(nusc: Any, scene: str, frames: Sequence[Keyframe], class_names: Se
 
 def _run_demo(options: DemoOptions, log: Callable[[str], None]) -> DemoReport:
     from sparsebev_core.viz.frame_pictures import save_animation
-    from sparsebev_ros.nuscenes_bag import write_scene
+    from sparsebev_ros.bags.from_nuscenes import write_scene
 
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 
+from sparsebev_core.checkpoints.files import atomic_save
 from sparsebev_core.data.dataset import build_dataset
-from sparsebev_core.data.synthetic import make_synthetic
-from sparsebev_core.engine.checkpointing import atomic_save
+from sparsebev_core.data.synthetic.scenes import make_synthetic
 from sparsebev_core.engine.evaluate import evaluate, metrics_table
-from sparsebev_core.engine.train import (TrainOptions, attach_image_augmentations,
-                                         set_random_seed, train)
+from sparsebev_core.engine.train import TrainOptions, set_random_seed, train
+from sparsebev_core.engine.train_data import attach_image_augmentations
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 VERSION = 'v1.0-mini'
 

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import ModelConfig
-from ..frame_layout import frame_offsets
-from ..geometry import compose_lidar2img
 from . import transforms as T
+from ..geometry import compose_lidar2img
+from ..recipe.config import ModelConfig
+from ..recipe.frame_layout import frame_offsets
 from .infos import DataFileError, info_path, load_infos, resolve_split
 
 HISTORY_LIMIT = 60          # entries collected into the past / future (official into_past)

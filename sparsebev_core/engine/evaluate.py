@@ -26,10 +26,10 @@ from typing import Sequence
 import numpy as np
 
 from ..attributes import official_attribute
+from ..devices import dist_info_from_env, finish_distributed, init_distributed, resolve_device
 from ..errors import InputError
-from ..frame_layout import needs_future_frames
 from ..geometry import CLASS_NAMES, rot_to_quat
-from ..runtime_env import dist_info_from_env, finish_distributed, init_distributed, resolve_device
+from ..recipe.frame_layout import check_streamable
 
 SUBMISSION_META = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False,
                        use_external=False)
@@ -209,8 +209,8 @@ def infer_online(model, cfg, infos: Sequence[dict], data_root: str | Path, devic
     from tqdm import tqdm
 
     from ..data.infos import frame_from_info
-    from ..model.streaming import StreamingDetector
     from ..resets import EXPLICIT
+    from ..streaming.detector import StreamingDetector
 
     detector = StreamingDetector(model, cfg, device=device)
     results = {}
@@ -288,9 +288,8 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
 
     if mode not in ('online', 'offline'):
         raise InputError(f"mode must be 'online' or 'offline', got {mode!r}")
-    if mode == 'online' and needs_future_frames(cfg):
-        raise InputError(f'preset {cfg.name!r} looks at future frames, which a feature cache '
-                         f'cannot provide: evaluate it with --mode offline')
+    if mode == 'online':
+        check_streamable(cfg)                   # the feature cache cannot see the future
     eval_set = resolve_split(version, split)
     infos = build_dataset(cfg, data_root, version=version, split=eval_set, training=False,
                           load_images=False).infos

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..recipe.config import TrainConfig
 
 
 def lr_multiplier(name: str, lr_mults: Sequence[tuple[str, float]]) -> float:

@@ -76,62 +76,6 @@ def decode_frame(frame: Frame) -> Frame:
                  T_ego_model=frame.T_ego_model, key=frame.key)
 
 
-# ----------------------------------------------------------------------------- a rig without the devkit
-RIG_HW = (900, 1600)                       # nuScenes camera size
-RIG_K = np.array([[1266.0, 0.0, 800.0], [0.0, 1266.0, 450.0], [0.0, 0.0, 1.0]])
-_RIG_YAWS_DEG = (0.0, -55.0, 55.0, 180.0, 110.0, -110.0)      # CAMERA_NAMES order
-_R_EGO_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-RIG_T0 = 1_700_000_000.0
-
-
-def rig_T_ego_cam(i: int) -> np.ndarray:
-    """Camera ``i`` -> ego of a six-camera ring (nuScenes-like mounting)."""
-    from ..geometry import make_transform, rot_z
-    yaw = np.radians(_RIG_YAWS_DEG[i])
-    return make_transform(rot_z(yaw) @ _R_EGO_OPTICAL,
-                          (1.5 * np.cos(yaw), 0.5 * np.sin(yaw), 1.6))
-
-
-def rig_T_world_ego(t: float) -> np.ndarray:
-    """Ego pose at ``t`` seconds: 10 m/s with a yaw rate of 0.05 rad/s."""
-    from ..geometry import make_transform, rot_z
-    dt = t - RIG_T0
-    return make_transform(rot_z(0.05 * dt), (10.0 * dt, 0.0, 0.0))
-
-
-def rig_jpegs(seed: int, hw: tuple[int, int] = RIG_HW) -> list[bytes]:
-    """Six JPEGs (blocks + gradients + noise: camera-like sizes, ~0.3 MB at 1600x900)."""
-    import cv2
-    h, w = hw
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for c in range(6):
-        blocks = rng.integers(0, 256, (h // 40 + 1, w // 40 + 1, 3), dtype=np.uint8)
-        blocks = blocks.repeat(40, 0).repeat(40, 1)[:h, :w].astype(np.float32)
-        grad = np.stack([xx * 255.0 / w, yy * 255.0 / h, np.full_like(xx, 128.0 + c)], -1)
-        image = np.clip(0.6 * blocks + 0.4 * grad + rng.normal(0, 6, (h, w, 3)), 0, 255)
-        out.append(cv2.imencode('.jpg', image.astype(np.uint8)[:, :, ::-1],
-                                [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-    return out
-
-
-def rig_frames(count: int, rate_hz: float = 2.0, distinct_images: int = 4) -> list[Frame]:
-    """``count`` keyframes of six encoded 1600x900 JPEGs on the rig (no nuscenes-devkit needed:
-    ``sparsebev timing --data rig``); cameras fire 5 ms apart, each posed at its own stamp."""
-    from ..geometry import CAMERA_NAMES, nuscenes_lidar_to_ego
-    images = [rig_jpegs(seed) for seed in range(min(distinct_images, count))]
-    frames = []
-    for k in range(count):
-        stamp = RIG_T0 + k / rate_hz
-        cameras = [CameraView(images[k % len(images)][i], RIG_K, rig_T_ego_cam(i), stamp + 0.005 * i,
-                              rig_T_world_ego(stamp + 0.005 * i), name)
-                   for i, name in enumerate(CAMERA_NAMES)]
-        frames.append(Frame(cameras, stamp, rig_T_world_ego(stamp), nuscenes_lidar_to_ego(),
-                            key=f'rig{k}'))
-    return frames
-
-
 # ----------------------------------------------------------------------------- measuring
 @dataclass
 class TimingReport:
@@ -213,20 +157,23 @@ class FastPath:
 def compare(model, cfg, device: str, frames: Sequence[Frame], samples: int, warmup: int,
             fast: FastPath, progress: bool = False) -> tuple[TimingReport, TimingReport]:
     """(baseline, fast) reports over the same frames in this process, baseline first."""
-    from ..model.runtime import EagerRuntime
-    from ..model.streaming import StreamingDetector
     from ..ops import available_backends, get_backend, set_backend
+    from ..streaming.detector import StreamingDetector
+    from ..streaming.options import StreamingOptions
+    from ..streaming.runtime import EagerRuntime
     previous = get_backend()
     try:
         set_backend('torch')
         baseline = StreamingDetector(EagerRuntime(model, device, 'fp32', channels_last_backbone=False),
-                                     cfg, resize_method='pil', cache_channels_last=False)
+                                     cfg, options=StreamingOptions(resize_method='pil',
+                                                                   cache_channels_last=False))
         base = measure(baseline, frames, samples, warmup, progress)
         base.sampling_backend = 'torch'
         del baseline
         set_backend(fast.sampling_backend)
         runtime = EagerRuntime(model, device, fast.precision, compile_head=fast.compile_head)
-        fast_report = measure(StreamingDetector(runtime, cfg, resize_method=fast.resize_method),
+        fast_options = StreamingOptions(resize_method=fast.resize_method)
+        fast_report = measure(StreamingDetector(runtime, cfg, options=fast_options),
                               frames, samples, warmup, progress)
         cuda_ran = device.startswith('cuda') and 'cuda' in available_backends() \
             and fast.sampling_backend in ('auto', 'cuda')
@@ -289,9 +236,10 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..cli_common import model_config_from_args
+    from ..devices import resolve_device
     from ..loading import load_model
-    from ..model.streaming import StreamingDetector
-    from ..runtime_env import resolve_device
+    from ..streaming.detector import StreamingDetector
+    from ..streaming.options import StreamingOptions
 
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -309,6 +257,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data, version = args.data, args.version
         if data == 'rig':
+            from ..data.synthetic.stream import rig_frames
             frames = rig_frames(20)
         else:
             frames = _dataset_frames(data, version, Path(tmp))
@@ -318,7 +267,8 @@ def main(args: argparse.Namespace) -> int:
                                         fast, progress=True)
             print(compare_table(base, fast_report, fast))
             return 0
-        detector = StreamingDetector(model, cfg, device=device, precision=args.precision)
+        detector = StreamingDetector(model, cfg, device=device,
+                                     options=StreamingOptions(precision=args.precision))
         report = measure(detector, frames, args.samples, args.warmup)
     print(report.table())
     return 0
@@ -328,7 +278,7 @@ def _dataset_frames(data: str | None, version: str, tmp: Path) -> list[Frame]:
     """Keyframes of a nuScenes-layout dataset (a synthetic scene in ``tmp`` when None)."""
     from nuscenes.nuscenes import NuScenes
     if data is None:
-        from ..data.synthetic import make_synthetic
+        from ..data.synthetic.scenes import make_synthetic
         data, version = make_synthetic(tmp / 'synthetic', num_scenes=1, seed=0,
                                        progress=False), 'v1.0-mini'
     nusc = NuScenes(version=version, dataroot=str(data), verbose=False)

@@ -7,35 +7,34 @@ runs in fp32), gradient clipping at 35, DDP with the total batch split over proc
 
 A run is reproducible and can be killed at any time: the data order comes from a
 ``DistributedSampler`` seeded by (seed, epoch), every sample's augmentation from a generator
-seeded by (seed, epoch, index), and checkpoints (every epoch, on SIGTERM, at ``--max-iters``)
+seeded by (seed, epoch, index) (both ``train_data``), and checkpoints (``train_state``) (every epoch, on SIGTERM, at ``--max-iters``)
 hold the model, optimiser, schedule, scaler, position and RNG states, so that ``--resume``
 continues exactly where the run stopped.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
 import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
-from ..config import ModelConfig
+from ..checkpoints.files import atomic_save, remove_stale_temporaries
+from ..devices import DistInfo, finish_distributed, init_distributed, resolve_device
 from ..errors import InputError, UsageError
-from ..runtime_env import DistInfo, finish_distributed, init_distributed, resolve_device
-from .checkpointing import (LATEST, SigtermFlag, TrainPosition, TrainingCheckpointError,
-                            atomic_save, load_training_state, remove_stale_temporaries,
-                            rng_state, save_training_state)
+from ..recipe.config import ModelConfig
 from .losses import SparseBEVLoss
 from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
+from .train_data import (SeededSamples, attach_image_augmentations, batches_per_epoch,
+                         build_train_dataset, collate_samples, epoch_indices, move_batch)
+from .train_state import (LATEST, SigtermFlag, TrainPosition, TrainingCheckpointError,
+                          load_training_state, rng_state, save_training_state)
 
 FINAL_WEIGHTS = 'model_final.pth'
 
@@ -49,7 +48,7 @@ class TrainArgumentError(UsageError, ValueError):
 
 
 # ----------------------------------------------------------------------------- processes
-# DistInfo / init_distributed / resolve_device live in sparsebev_core.runtime_env (one place
+# DistInfo / init_distributed / resolve_device live in sparsebev_core.devices (one place
 # for devices and the torchrun job); the names are imported above for this module's callers.
 
 
@@ -70,90 +69,6 @@ def set_random_seed(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-
-
-# ----------------------------------------------------------------------------- data
-@contextlib.contextmanager
-def seeded_rngs(seed: int):
-    """Run a block with python / numpy / torch global RNGs seeded by ``seed``, then put the
-    previous states back (the training loop's own random stream is left untouched)."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.default_generator.manual_seed(seed)      # CPU only: CUDA streams stay untouched
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-
-
-class SeededSamples(Dataset):
-    """Wraps a dataset so that sample ``i`` of epoch ``e`` is drawn with RNGs seeded by
-    ``(seed, e, i)``: augmentation no longer depends on worker count, order or resumption."""
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset = dataset
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        sample_seed = (self.seed * 1_000_003 + self.epoch * 100_003 + index) % 2**63
-        with seeded_rngs(sample_seed):
-            return self.dataset[index]
-
-
-def collate_samples(samples: Sequence[dict]) -> dict:
-    """Stack samples into a batch.
-
-    Each sample: ``images [T*6, 3, H, W]`` uint8 RGB, ``lidar2img [T*6, 4, 4]``, ``timestamps
-    [T*6]`` float64 seconds, ``gt_boxes [K, 9]`` gravity centre, ``gt_labels [K]``.
-    Returns ``images [B, T*6, 3, H, W]``, ``lidar2img [B, T*6, 4, 4]`` float32, ``timestamps
-    [B, T*6]`` float64, ``gt_boxes`` / ``gt_labels`` lists.
-    """
-    def tensor(x, dtype=None):
-        t = torch.as_tensor(np.asarray(x)) if not torch.is_tensor(x) else x
-        return t if dtype is None else t.to(dtype)
-
-    return {
-        'images': torch.stack([tensor(s['images']) for s in samples]),
-        'lidar2img': torch.stack([tensor(s['lidar2img'], torch.float32) for s in samples]),
-        'timestamps': torch.stack([tensor(s['timestamps'], torch.float64) for s in samples]),
-        'gt_boxes': [tensor(s['gt_boxes'], torch.float32).reshape(-1, 9) for s in samples],
-        'gt_labels': [tensor(s['gt_labels'], torch.long).reshape(-1) for s in samples],
-    }
-
-
-def epoch_indices(dataset_len: int, info: DistInfo, seed: int, epoch: int) -> list[int]:
-    """This process's sample order for ``epoch`` (``DistributedSampler``, shuffled by seed+epoch)."""
-    sampler = DistributedSampler(range(dataset_len), num_replicas=info.world_size, rank=info.rank,
-                                 shuffle=True, seed=seed, drop_last=False)
-    sampler.set_epoch(epoch)
-    return list(sampler)
-
-
-def batches_per_epoch(dataset_len: int, info: DistInfo, batch_size: int) -> int:
-    per_process = math.ceil(dataset_len / info.world_size)
-    return math.ceil(per_process / batch_size)
-
-
-def build_train_dataset(cfg: ModelConfig, data_root: str, version: str):
-    """The multi-frame nuScenes dataset (``data.dataset``) with the training pipeline of the preset."""
-    from ..data.dataset import build_dataset
-    return build_dataset(cfg, data_root, version=version, split='train')
-
-
-def attach_image_augmentations(model: torch.nn.Module, cfg: ModelConfig) -> None:
-    """Photometric distortion and GridMask on the detector's training image hooks."""
-    from ..data import transforms
-    if cfg.train.photometric:
-        model.photometric_aug = transforms.PhotoMetricDistortion()
-    if cfg.train.grid_mask:
-        model.grid_mask = transforms.GridMask()
 
 
 # ----------------------------------------------------------------------------- training
@@ -189,16 +104,6 @@ def validate_train_options(options: TrainOptions) -> TrainOptions:
             default = " (leave it out for the preset's)" if name in ('epochs', 'batch_size') else ''
             raise TrainArgumentError(f'{flag} must be an integer >= {lowest}, got {value!r}{default}')
     return options
-
-
-def move_batch(batch: dict, device: torch.device) -> dict:
-    return {
-        'images': batch['images'].to(device, non_blocking=True),
-        'lidar2img': batch['lidar2img'].to(device),
-        'timestamps': batch['timestamps'].to(device),
-        'gt_boxes': [b.to(device) for b in batch['gt_boxes']],
-        'gt_labels': [l.to(device) for l in batch['gt_labels']],
-    }
 
 
 def reduce_logs(losses: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
@@ -433,7 +338,7 @@ def load_backbone_pretrain(model: torch.nn.Module, cfg: ModelConfig, pretrained:
             f'backbone pretrain file {path} not found: download the official pretrain checkpoint '
             f"(see README 'Train and evaluate on nuScenes') or pass --pretrained none to train "
             'from scratch')
-    from ..checkpoint import load_pretrained_backbone
+    from ..checkpoints.pretrain import load_pretrained_backbone
     load_pretrained_backbone(model, path)
     return path
 

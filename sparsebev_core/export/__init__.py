@@ -1,6 +1,8 @@
-"""Deployment without PyTorch: ONNX export of the two seam calls and the onnxruntime runtime.
+"""Deployment without PyTorch, the exporting side: ONNX graphs of the two seam calls.
 
-``onnx_export.export_onnx`` writes ``encoder.onnx``, ``head.onnx`` and ``export.json``;
-``manifest`` reads and checks that folder; ``onnx_runtime.OnnxRuntime`` runs it behind the
-runtime seam (``model/runtime.py``). docs/deploy.md has the whole route.
+``onnx_export.export_onnx`` (``sparsebev export-onnx``) writes ``encoder.onnx``, ``head.onnx``
+and ``export.json``; ``graphs`` holds the two calls as modules. Running an export is the
+streaming side's: ``streaming.onnx_manifest`` reads and checks the folder and
+``streaming.onnx_runtime.OnnxRuntime`` runs it behind the runtime seam
+(``streaming/runtime.py``). docs/deploy.md has the whole route.
 """

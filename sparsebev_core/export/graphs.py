@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..model.detector import SparseBEV
-from ..model.runtime import gather_slots
+from ..streaming.runtime import gather_slots
 
 Tensor = torch.Tensor
 

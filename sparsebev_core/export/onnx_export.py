@@ -10,7 +10,7 @@ Writes into ``--out DIR``:
   bool (the cameras present in each frame; all True for a complete one) -> ``cls_scores [1, Q, K]``
   and ``bbox_preds [1, Q, 10]`` of the last decoder layer, ``all_cls_scores [L, 1, Q, K]`` and
   ``all_bbox_preds [L, 1, Q, 10]`` of every layer (for checks);
-* ``export.json``: the manifest (``export.manifest``): model, checkpoint sha256, graphs with
+* ``export.json``: the manifest (``streaming.onnx_manifest``): model, checkpoint sha256, graphs with
   their input/output names, shapes, dtypes and sha256, opset, sampling formulation
   (``gather``), fixed shapes at batch 1, and the deviation from PyTorch measured here.
 
@@ -32,11 +32,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..config import ModelConfig
 from ..errors import InputError, MissingDependencyError, UsageError
 from ..geometry import CAMERA_NAMES
-from .manifest import (ENCODER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE, MANIFEST_FILE,
-                       ONNX_INSTALL_HINT, sha256_of_file)
+from ..recipe.config import ModelConfig
+from ..streaming.onnx_manifest import (ENCODER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE,
+                                       MANIFEST_FILE, ONNX_INSTALL_HINT, sha256_of_file)
 
 DEFAULT_OPSET = 17          # LayerNormalization native; the gather sampling needs >= 11
 MIN_OPSET = 11
@@ -132,7 +132,7 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
     and write ``export.json``. Returns the manifest."""
     onnx, ort = require_onnx()
     from ..loading import load_model
-    from ..model.runtime import gather_slots
+    from ..streaming.runtime import gather_slots
     from .graphs import HEAD_OUTPUTS, EncoderGraph, HeadGraph
 
     if opset < MIN_OPSET:

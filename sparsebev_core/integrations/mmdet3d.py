@@ -15,7 +15,7 @@ official config returns our ``SparseBEV`` (the same module, weights and state-di
 children, so the state dict is ours either way). Importing this module registers too, so a
 config's ``custom_imports = dict(imports=['sparsebev_core.integrations.mmdet3d'])`` works;
 without mmdet3d installed the import registers nothing and ``register_sparsebev()`` raises
-``MissingDependencyError``. The field mapping is ``official_config.read_model_dict`` (one
+``MissingDependencyError``. The field mapping is ``recipe.official.read_model_dict`` (one
 rule, one place). See docs/mmdet3d.md.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import MissingDependencyError
-from ..official_config import read_backbone_dict, read_head_dict, read_model_dict
+from ..recipe.official import read_backbone_dict, read_head_dict, read_model_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def build_sparsebev_head(**head: Any) -> nn.Module:
 
 def _backbone_builder(kind: str):
     def build(**backbone: Any) -> nn.Module:
-        from ..config import ModelConfig
         from ..model.detector import build_backbone
+        from ..recipe.config import ModelConfig
         cfg, _ = read_backbone_dict(dict(type=kind, **backbone))
         return build_backbone(ModelConfig(name=kind, backbone=cfg))
     build.__name__ = build.__qualname__ = f'build_{kind.lower()}_backbone'

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from ..config import HeadConfig
+from ..recipe.config import HeadConfig
 from .boxes import denormalize_bbox
 
 Tensor = torch.Tensor

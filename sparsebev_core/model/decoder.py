@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import HeadConfig
+from ..recipe.config import HeadConfig
 from .attention import ScaleAdaptiveSelfAttention
 from .boxes import inverse_sigmoid
 from .mixing import AdaptiveMixing

@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig
 from ..errors import InputError
+from ..recipe.config import ModelConfig
 from .backbones.dispatch import backbone_kind
 from .fpn import build_fpn
 
@@ -189,7 +189,7 @@ def build_head(cfg: ModelConfig) -> nn.Module:
 
 
 def build_model(cfg: ModelConfig, with_head: bool = True, amp: bool = False) -> SparseBEV:
-    """Build the detector for a ``ModelConfig`` (see ``sparsebev_core.presets``)."""
+    """Build the detector for a ``ModelConfig`` (see ``sparsebev_core.recipe.presets``)."""
     img_backbone = build_backbone(cfg)
     img_neck = build_fpn(cfg.neck) if cfg.neck is not None else None
     pts_bbox_head = build_head(cfg) if with_head else None

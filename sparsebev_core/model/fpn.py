@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import FPNConfig
+from ..recipe.config import FPNConfig
 
 
 class ConvModule(nn.Module):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import HeadConfig
 from ..errors import InputError
+from ..recipe.config import HeadConfig
 from .boxes import query_to_head_layout
 from .coder import decode_predictions
 from .decoder import Transformer, compute_time_diff

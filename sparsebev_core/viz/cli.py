@@ -104,8 +104,8 @@ def main(args: argparse.Namespace) -> int:
     """Load the model and the split, draw, list the files."""
     from ..cli_common import model_config_from_args
     from ..data.dataset import build_dataset
+    from ..devices import resolve_device
     from ..loading import load_model
-    from ..runtime_env import resolve_device
 
     device = resolve_device(args.device)
     loaded = load_model(model_config_from_args(args), args.checkpoint)

@@ -20,8 +20,8 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
-from sparsebev_core.data.synthetic import NUSCENES_CAMERAS, scaled_intrinsics
 from sparsebev_core.geometry import CAMERA_NAMES
+from sparsebev_core.rig import NUSCENES_CAMERAS, nuscenes_rig
 from sparsebev_ros import codecs
 from sparsebev_ros.params import camera_info_topic, image_topic
 
@@ -89,7 +89,7 @@ class Rig:
 
     def publish_camera_infos(self) -> None:
         for name, pub in zip(CAMERA_NAMES, self.info_pubs):
-            K = scaled_intrinsics(np.asarray(NUSCENES_CAMERAS[name]['intrinsic']), IMAGE_WH)
+            K = nuscenes_rig(IMAGE_WH).camera(name).K
             msg = CameraInfo(width=IMAGE_WH[0], height=IMAGE_WH[1], distortion_model='plumb_bob')
             msg.header.frame_id = f'{name.lower()}_optical'
             msg.k = [float(v) for v in K.reshape(-1)]

@@ -16,8 +16,8 @@ def test_a_nuscenes_to_bag_scene_played_into_the_node_with_default_topics(tmp_pa
     every camera set is synchronised and published, stamped with its CAM_FRONT stamp."""
     from nuscenes.nuscenes import NuScenes
 
-    from sparsebev_core.data.synthetic import make_synthetic
-    from sparsebev_ros.nuscenes_bag import write_scene
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
+    from sparsebev_ros.bags.from_nuscenes import write_scene
 
     context = rclpy.Context()
     rclpy.init(context=context)

@@ -1,9 +1,12 @@
 """The backbone dispatch table, written once: backbone config type -> how to build it and how
 its pretrain files map onto it.
 
-``model.detector.build_backbone`` builds from it and ``checkpoint.load_pretrained_backbone``
-takes the key tables from it; a config type missing here is an
-:class:`UnknownBackboneError` naming the type in both places (never a silent default).
+``model.detector.build_backbone`` builds from it and the pretrain loader
+(``checkpoints.pretrain``) takes the key tables from it; a config type missing here is an
+:class:`UnknownBackboneError` naming the type in both places (never a silent default). The
+config types are in ``recipe.backbones``; the recipe side keeps its own row per backbone (the
+official config's ``img_backbone`` mapping, ``recipe.official_backbones``), since the recipe
+never imports torch.
 """
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ...config import ResNetConfig
-from ...errors import InputError
 from . import eva02, resnet, vovnet
+from ...errors import InputError
+from ...recipe.backbones import EVA02Config, ResNetConfig, VoVNetConfig
 
 
 class UnknownBackboneError(InputError, TypeError):
@@ -37,9 +40,8 @@ class BackboneKind:
 
 BACKBONES: dict[type, BackboneKind] = {
     ResNetConfig: BackboneKind(resnet.build_resnet, resnet.PRETRAIN_KEY_MAP),
-    vovnet.VoVNetConfig: BackboneKind(vovnet.build_vovnet, vovnet.PRETRAIN_KEY_MAP),
-    eva02.EVA02Config: BackboneKind(eva02.build_eva02, eva02.PRETRAIN_KEY_MAP,
-                                    eva02.DERIVED_KEY_PATTERNS),
+    VoVNetConfig: BackboneKind(vovnet.build_vovnet, vovnet.PRETRAIN_KEY_MAP),
+    EVA02Config: BackboneKind(eva02.build_eva02, eva02.PRETRAIN_KEY_MAP, eva02.DERIVED_KEY_PATTERNS),
 }
 
 

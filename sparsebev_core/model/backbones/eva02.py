@@ -25,43 +25,14 @@ Module and state-dict names mirror the official module (``backbone.net.blocks.{i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...recipe.backbones import EVA02Config
 from ..activation_checkpoint import run_segment
 from .freezing import freeze
-
-# every block except each third one (2, 5, 8, ...) uses 16x16 window attention
-EVA02_L_WINDOW_BLOCKS: tuple[int, ...] = tuple(i for i in range(24) if i % 3 != 2)
-
-
-@dataclass
-class EVA02Config:
-    """EVA02 ViT + simple pyramid (official ``vit_eva02_1600x640_trainval_future``)."""
-    img_size: int = 1536                     # size the global RoPE table is built for
-    real_img_size: tuple[int, int] = (640, 1600)   # network input; fixes the global token grid
-    patch_size: int = 16
-    in_chans: int = 3
-    embed_dim: int = 1024
-    depth: int = 24
-    num_heads: int = 16
-    mlp_ratio: float = 4 * 2 / 3             # SwiGLU hidden = 2/3 of 4x
-    qkv_bias: bool = True
-    drop_path_rate: float = 0.3
-    use_abs_pos: bool = True
-    pretrain_img_size: int = 224             # absolute position table: 14x14 + cls token
-    pt_hw_seq_len: int = 16                  # RoPE pre-training grid
-    window_size: int = 16
-    window_block_indexes: tuple[int, ...] = EVA02_L_WINDOW_BLOCKS
-    use_act_checkpoint: bool = True
-    fpn_out_channels: int = 256
-    fpn_scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
-    fpn_top_block: bool = True               # 5th level = max-pool of the last
-    frozen_blocks: int = 3                   # patch embed, pos embed, blocks 0..2 frozen
-
 
 # ------------------------------------------------------------------------ building blocks
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

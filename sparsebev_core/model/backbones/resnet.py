@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ...config import ResNetConfig
+from ...recipe.backbones import ResNetConfig
 from ..activation_checkpoint import run_segment
 from .freezing import apply_train_mode_rules, freeze
 

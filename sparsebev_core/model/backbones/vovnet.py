@@ -16,28 +16,14 @@ So official SparseBEV checkpoints load by name; DD3D pretrain files are mapped b
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...recipe.backbones import VoVNetConfig
 from ..activation_checkpoint import run_segment
 from .freezing import apply_train_mode_rules, freeze
-
-
-@dataclass
-class VoVNetConfig:
-    """VoVNet (OSA blocks with effective squeeze-excitation), defaults = DD3D ``V-99-eSE``."""
-    stem_channels: tuple[int, int, int] = (64, 64, 128)
-    stage_conv_channels: tuple[int, ...] = (128, 160, 192, 224)
-    stage_out_channels: tuple[int, ...] = (256, 512, 768, 1024)
-    layers_per_block: int = 5
-    blocks_per_stage: tuple[int, ...] = (1, 3, 9, 3)
-    out_features: tuple[str, ...] = ('stage2', 'stage3', 'stage4', 'stage5')
-    frozen_stages: int = 1                   # stem + stage2 frozen
-    norm_eval: bool = True
-    with_cp: bool = True
 
 
 def _conv_bn_relu(name: str, in_ch: int, out_ch: int, kernel: int, stride: int = 1

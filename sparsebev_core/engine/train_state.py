@@ -4,9 +4,10 @@ A checkpoint holds everything that decides the rest of a run: model, optimiser, 
 loss-scaler states, the position (epoch, iteration within the epoch, global iteration), and
 the random states of python, numpy and torch (CPU and CUDA), all as tensors and plain Python
 values, so the file also loads with ``torch.load(weights_only=True)`` (``load_checkpoint``).
-Files are written to a predictable temporary name (``.latest.pth.tmp``) and moved into place
-with ``os.replace``: a kill during the write leaves the previous checkpoint intact, the next
-save replaces the leftover, and :func:`remove_stale_temporaries` clears leftovers at start.
+Files are written with ``checkpoints.files.atomic_save`` (a predictable temporary name,
+``.latest.pth.tmp``, moved into place with ``os.replace``): a kill during the write leaves the
+previous checkpoint intact, the next save replaces the leftover, and
+``checkpoints.files.remove_stale_temporaries`` clears leftovers at start.
 ``SigtermFlag`` turns SIGTERM into a request to stop at the next iteration boundary, where the
 loop writes a checkpoint and exits.
 """
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints.files import atomic_save
+from ..checkpoints.official import check_archive
 from ..errors import InputError
 
 LATEST = 'latest.pth'
@@ -64,42 +67,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
-def temporary_path(path: str | os.PathLike) -> Path:
-    """The one temporary name ``atomic_save`` writes ``path`` under (``.NAME.tmp``)."""
-    path = Path(path)
-    return path.with_name(f'.{path.name}.tmp')
-
-
-def atomic_save(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` through :func:`temporary_path` + ``os.replace``.
-
-    A failure (disk full) removes the temporary file and re-raises; ``path`` keeps its old
-    content. A kill leaves at most the temporary file, which the next save overwrites."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def remove_stale_temporaries(work_dir: str | os.PathLike) -> list[Path]:
-    """Delete checkpoint temporaries a killed run left in ``work_dir`` (``.*.pth.tmp*``,
-    including the pid-suffixed names of earlier versions); returns what was removed."""
-    folder = Path(work_dir)
-    stale = sorted(folder.glob('.*.pth.tmp*')) if folder.is_dir() else []
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
 def save_training_state(work_dir: str | os.PathLike, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer, schedule, scaler,
                         position: TrainPosition, meta: dict | None = None,
@@ -127,7 +94,6 @@ def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
                         restore_rng: bool = True, rank: int = 0) -> tuple[TrainPosition, dict]:
     """Restore everything ``save_training_state`` wrote (the RNG states of process ``rank``);
     returns (position, meta)."""
-    from ..checkpoint import check_archive
     path = Path(path)
     if not path.is_file():
         raise TrainingCheckpointError(f'no checkpoint to resume from at {path}: check --resume '

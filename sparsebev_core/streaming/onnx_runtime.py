@@ -7,7 +7,7 @@ top-k decoding stay in ``StreamingDetector``; the two calls run ``encoder.onnx``
 CPU tensors (onnxruntime's CPU provider reads them in place: the cache buffers are never
 copied per step); outputs come back as ``torch.from_numpy`` views.
 
-Start-up checks, all before any step (``manifest.read_manifest``): the export belongs to the
+Start-up checks, all before any step (``onnx_manifest.read_manifest``): the export belongs to the
 configured model, each graph is complete (size and sha256), the requested execution providers
 are installed; onnxruntime missing is a ``MissingDependencyError``. Nothing is half-loaded: a
 failure raises before the runtime exists.
@@ -19,10 +19,10 @@ from typing import Sequence
 
 import torch
 
-from ..config import ModelConfig
 from ..errors import MissingDependencyError
-from .manifest import (ENCODER_FILE, HEAD_FILE, ONNX_INSTALL_HINT, OnnxExportError,
-                       read_manifest)
+from ..recipe.config import ModelConfig
+from .onnx_manifest import (ENCODER_FILE, HEAD_FILE, ONNX_INSTALL_HINT, OnnxExportError,
+                            read_manifest)
 
 Tensor = torch.Tensor
 

@@ -10,12 +10,13 @@ test-server presets, future frames (+k). ``ModelConfig.frame_layout`` names the 
 
 Slot 1 is always the newest past frame, so the velocity divisor (time to slot 1) stays
 positive. The dataset orders its frames by :func:`frame_offsets`; the streaming detector and
-online evaluation refuse configs for which :func:`needs_future_frames` holds.
+online evaluation refuse configs for which :func:`needs_future_frames` holds, both through
+:func:`check_streamable`.
 """
 from __future__ import annotations
 
+from ..errors import InputError
 from .config import ModelConfig
-from .errors import InputError
 
 
 class FrameLayoutError(InputError):
@@ -50,3 +51,14 @@ def frame_offsets(cfg: ModelConfig) -> tuple[int, ...]:
 def needs_future_frames(cfg: ModelConfig) -> bool:
     """True when the config is not a past-only layout: a stream (feature cache) cannot run it."""
     return cfg.num_future_frames > 0 or cfg.frame_layout != 'past'
+
+
+def check_streamable(cfg: ModelConfig) -> None:
+    """The one "a stream cannot see the future" rule: :class:`FrameLayoutError` for a config
+    that needs future frames (the ``*_future`` presets), which a feature cache fed frame by
+    frame (``StreamingDetector``, online evaluation) cannot provide."""
+    if needs_future_frames(cfg):
+        raise FrameLayoutError(
+            f'preset {cfg.name!r} uses {cfg.num_future_frames} future frames (frame layout '
+            f'{cfg.frame_layout!r}); a stream cannot see the future. Run it offline on recorded '
+            f'data instead: sparsebev eval --mode offline --preset {cfg.name} ...')

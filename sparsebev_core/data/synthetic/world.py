@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..geometry import CLASS_NAMES, make_transform, rot_z
+from ...geometry import CLASS_NAMES, make_transform, rot_z
 
 # nuScenes category name used for each detection class (the devkit maps it back).
 CLASS_CATEGORY: dict[str, str] = {

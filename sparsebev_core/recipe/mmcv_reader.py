@@ -28,7 +28,7 @@ import operator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 BASE_KEY = '_base_'
 DELETE_KEY = '_delete_'

@@ -22,15 +22,14 @@ ONNX Runtime or TensorRT implement the same two calls plus the ``device`` and
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .detector import SparseBEV
+from ..model.detector import SparseBEV
+from .options import PRECISIONS, Precision
 
 Tensor = torch.Tensor
-Precision = Literal['fp32', 'fp16', 'bf16']
-PRECISIONS: tuple[str, ...] = ('fp32', 'fp16', 'bf16')
 _AUTOCAST_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 

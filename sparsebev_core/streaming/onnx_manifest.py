@@ -12,8 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..config import ModelConfig
 from ..errors import InputError
+from ..recipe.config import ModelConfig
 
 FORMAT = 'sparsebev-onnx'
 FORMAT_VERSION = 2                  # 2: the head takes valid_views

@@ -25,17 +25,17 @@ from typing import Any, Callable
 
 from sparsebev_core.errors import UsageError
 
-from .codecs import header_stamp_ns
-from .frames import tf_buffer_lookup
-from .messages import RosbagsMessages, ros2_typestore
-from .bag_io import (BagReadError, atomic_output_dir, iter_messages, open_bag_reader,
-                     read_error_types, salvage_mcap)
-from .nuscenes_bag import STORAGES, BagExistsError, open_writer
-from .params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError,
-                     read_yaml_values, validate)
-from .pipeline import Pipeline, PipelineResult, PipelineStats
-from .camera_sync import CameraSet, synchronizer_for
-from .tf_buffer import InvalidArgumentException, TfBuffer
+from ..camera_sync import CameraSet, synchronizer_for
+from ..codecs import header_stamp_ns, seconds_to_ns
+from ..frames import tf_buffer_lookup
+from ..messages import RosbagsMessages, ros2_typestore
+from ..params import (DETECTIONS_TOPIC, MARKERS_TOPIC, DetectorParams, ParameterError,
+                      read_yaml_values, validate)
+from ..pipeline import Pipeline, PipelineResult, PipelineStats
+from ..tf_buffer import InvalidArgumentException, TfBuffer
+from .files import (BagReadError, atomic_output_dir, iter_messages, open_bag_reader,
+                    read_error_types, salvage_mcap)
+from .from_nuscenes import STORAGES, BagExistsError, open_writer
 
 
 @dataclass
@@ -91,7 +91,7 @@ class _TfGate:
     """Synced image sets waiting for TF, released in order (the node's ``tf_timeout`` wait)."""
 
     def __init__(self, tf_timeout: float):
-        self.timeout_ns = int(tf_timeout * 1e9)
+        self.timeout_ns = seconds_to_ns(tf_timeout)
         self.pending: deque = deque()             # (synced_log_ns, newest image stamp, images)
         self.newest_tf_ns = 0
 
@@ -360,7 +360,7 @@ def params_from_args(args: argparse.Namespace) -> DetectorParams:
 
 def main(args: argparse.Namespace) -> int:
     """Replay the bag; exit code 1 when frames synced but none was published."""
-    from .pipeline import build_detector
+    from ..pipeline import build_detector
     if not Path(args.in_bag).exists():             # before the model loads
         raise BagReadError(f'input bag {args.in_bag} does not exist')
     if Path(args.out_bag).exists():

@@ -1,25 +1,18 @@
 """Plain dataclasses that describe a SparseBEV model and its training recipe.
 
-Presets (``sparsebev_core.presets``) are instances of these; models are built from them with
-plain constructors (``build_model(cfg)``), no registry and no dict configs.
+Presets (``sparsebev_core.recipe.presets``) are instances of these; models are built from them with
+plain constructors (``build_model(cfg)``), no registry and no dict configs. A ``ModelConfig``
+checks that its parts agree when it is built (:meth:`ModelConfig.check`). The backbone configs
+are ``backbones.py``'s.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .geometry import CLASS_NAMES, POINT_CLOUD_RANGE
-
-
-@dataclass
-class ResNetConfig:
-    """mmdet-style ResNet (``style='pytorch'``: stride on the 3x3 conv)."""
-    depth: int = 50                          # 18, 34, 50, 101
-    base_channels: int = 64                  # width of the stem and of layer1 (64 = standard)
-    out_indices: tuple[int, ...] = (0, 1, 2, 3)
-    frozen_stages: int = 1                   # stem + layer1 frozen (requires_grad False, eval)
-    norm_eval: bool = True                   # BN layers kept in eval mode during training
-    with_cp: bool = True                     # activation checkpointing in training
+from ..errors import InputError
+from ..geometry import CLASS_NAMES, POINT_CLOUD_RANGE
+from .backbones import BackboneConfig, ResNetConfig
 
 
 @dataclass
@@ -83,6 +76,10 @@ class TrainConfig:
     train_splits: tuple[str, ...] = ('train',)   # ('train', 'val') for the test-server presets
 
 
+class ModelConfigError(InputError, ValueError):
+    """A ``ModelConfig`` whose parts disagree (frame counts, pyramid levels, classes)."""
+
+
 FrameLayout = Literal['past', 'future_blocked', 'future_interleaved']
 
 
@@ -90,7 +87,7 @@ FrameLayout = Literal['past', 'future_blocked', 'future_interleaved']
 class ModelConfig:
     """Everything needed to build one SparseBEV model and feed it."""
     name: str
-    backbone: object = field(default_factory=ResNetConfig)   # ResNetConfig | VoVNetConfig | EVA02Config
+    backbone: BackboneConfig = field(default_factory=ResNetConfig)
     neck: FPNConfig | None = field(default_factory=FPNConfig)  # None: the backbone is its own pyramid
     head: HeadConfig = field(default_factory=HeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -104,7 +101,42 @@ class ModelConfig:
     num_future_frames: int = 0
     class_names: tuple[str, ...] = CLASS_NAMES
 
+    def __post_init__(self) -> None:
+        self.check()
+
     @property
     def num_frames(self) -> int:
         """T = 1 current + past + future frames."""
         return 1 + self.num_past_frames + self.num_future_frames
+
+    def check(self) -> 'ModelConfig':
+        """Raise :class:`ModelConfigError` when the parts disagree; returns ``self``.
+
+        * T is stated by the frame counts (``1 + num_past_frames + num_future_frames``) and
+          again by ``head.num_frames`` (the head is built from ``HeadConfig`` alone): they agree;
+        * the head reads every level of the pyramid: ``head.num_levels == neck.num_outs`` and
+          ``head.embed_dims == neck.out_channels`` (with a neck);
+        * one class name per class: ``len(class_names) == head.num_classes``.
+
+        Runs when the config is built (``__post_init__``); code that edits a config in place
+        (the presets, the official config reader) calls it again when done. Whether the frame
+        layout fits the frame counts is ``frame_layout.frame_offsets``'.
+        """
+        problems = []
+        if self.head.num_frames != self.num_frames:
+            problems.append(f'head.num_frames = {self.head.num_frames} but the frame counts give '
+                            f'T = {self.num_frames} (1 + {self.num_past_frames} past + '
+                            f'{self.num_future_frames} future)')
+        if self.neck is not None and self.head.num_levels != self.neck.num_outs:
+            problems.append(f'head.num_levels = {self.head.num_levels} but the neck gives '
+                            f'{self.neck.num_outs} levels (neck.num_outs)')
+        if self.neck is not None and self.head.embed_dims != self.neck.out_channels:
+            problems.append(f'head.embed_dims = {self.head.embed_dims} but the neck gives '
+                            f'{self.neck.out_channels} channels (neck.out_channels)')
+        if len(self.class_names) != self.head.num_classes:
+            problems.append(f'{len(self.class_names)} class_names but head.num_classes = '
+                            f'{self.head.num_classes}')
+        if problems:
+            raise ModelConfigError(f'model config {self.name!r} is inconsistent: '
+                                   + '; '.join(problems))
+        return self

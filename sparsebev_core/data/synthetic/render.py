@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..geometry import CLASS_NAMES, box_corners, invert_transform
-from .synthetic_world import (CLASS_COLOR, PARKING_EDGE, ROAD_HALF_WIDTH, SIDEWALK_EDGE,
-                              SyntheticWorld)
+from ...geometry import CLASS_NAMES, box_corners, invert_transform
+from .world import CLASS_COLOR, PARKING_EDGE, ROAD_HALF_WIDTH, SIDEWALK_EDGE, SyntheticWorld
 
 NEAR = 0.1            # m, near clipping plane
 FAR = 120.0           # m, boxes further than this from the camera are not drawn

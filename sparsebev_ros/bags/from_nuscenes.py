@@ -22,10 +22,10 @@ from typing import Any, Sequence
 import numpy as np
 
 
-from .bag_io import BagWriteError, atomic_output_dir
-from .codecs import matrix_to_translation_quat
-from .messages import RosbagsMessages, header, ros2_typestore
-from .params import defaults, transport_topic, validate
+from ..codecs import matrix_to_translation_quat
+from ..messages import RosbagsMessages, header, ros2_typestore
+from ..params import defaults, transport_topic, validate
+from .files import BagWriteError, atomic_output_dir
 
 STORAGES = ('sqlite3', 'mcap')
 
@@ -124,7 +124,7 @@ class CameraBagWriter:
             msg = f.new('sensor_msgs/msg/CompressedImage', header=hdr, format=fmt,
                         data=np.frombuffer(bytes(data), np.uint8))
         else:
-            from .codecs import rgb_to_image_fields
+            from ..codecs import rgb_to_image_fields
             msg = f.new('sensor_msgs/msg/Image', header=hdr, **rgb_to_image_fields(np.asarray(data), encoding))
         self._write(self.image_conns[camera_index], msg, stamp_ns if log_ns is None else log_ns)
 
@@ -171,7 +171,7 @@ def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 
                 max_seconds: float | None = None) -> dict[str, int]:
     """Write one scene as a rosbag2 (see module docstring); returns message counts per kind.
 
-    The bag appears at ``out_bag`` only when complete (:func:`~sparsebev_ros.bag_io.atomic_output_dir`);
+    The bag appears at ``out_bag`` only when complete (:func:`~sparsebev_ros.bags.files.atomic_output_dir`);
     an existing ``out_bag`` raises ``BagWriteError`` before anything is read."""
     from tqdm import tqdm
     from sparsebev_core.data.infos import scene_by_name
@@ -236,7 +236,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from nuscenes.nuscenes import NuScenes
-    from .bag_io import BagWriteError
+    from .files import BagWriteError
     if Path(args.out_bag).exists():           # before the (slow) table loading
         raise BagWriteError(f'output bag {args.out_bag} already exists; remove it or choose '
                             'another name')

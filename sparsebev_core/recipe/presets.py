@@ -2,6 +2,8 @@
 
 Presets are data (docs/official_model.md section 7): each is a function returning a fresh
 ``ModelConfig``, so callers may edit what they get without touching anyone else's copy.
+:func:`model_config` is what ``--preset NAME`` / ``--config FILE`` resolve through (a preset
+name or an official config file -> ``ModelConfig``), in every command and in the node.
 
 ==================================  ========  =========  ======  ====  ========  ==  ======
 name                                backbone  input HxW  levels  Q     frames    P   epochs
@@ -18,11 +20,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .config import FPNConfig, HeadConfig, ModelConfig, ResNetConfig, TrainConfig
-from .errors import InputError
+from ..errors import InputError, UsageError
+from .backbones import EVA02Config, ResNetConfig, VoVNetConfig
+from .config import FPNConfig, HeadConfig, ModelConfig, TrainConfig
 from .frame_layout import needs_future_frames
-from .model.backbones.eva02 import EVA02Config
-from .model.backbones.vovnet import VoVNetConfig
 
 # Official pretrain files (names as in the official configs' ``load_from`` / ``pretrained``).
 NUIMG_R50_PRETRAIN = 'pretrain/cascade_mask_rcnn_r50_fpn_coco-20e_20e_nuim_20201009_124951-40963960.pth'
@@ -153,7 +154,7 @@ _PRESETS: dict[str, Callable[[], ModelConfig]] = {
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 # presets that need frames from the future: offline evaluation only, never streaming
 FUTURE_PRESET_NAMES: tuple[str, ...] = tuple(
-    n for n in PRESET_NAMES if needs_future_frames(_PRESETS[n]()))
+    n for n in PRESET_NAMES if needs_future_frames(_PRESETS[n]().check()))
 
 
 class UnknownPresetError(InputError, KeyError):
@@ -170,4 +171,21 @@ def get_preset(name: str) -> ModelConfig:
     except KeyError:
         raise UnknownPresetError(f'unknown preset {name!r}; choose one of: '
                                  f'{", ".join(PRESET_NAMES)}') from None
-    return factory()
+    return factory().check()                  # the factories edit a base preset in place
+
+
+def model_config(preset: str | None = None, config_file: str | None = None) -> ModelConfig:
+    """The model recipe: the official config file ``config_file`` if given, else the preset.
+
+    Exactly one of the two; raises ``UsageError`` otherwise, and :class:`UnknownPresetError`
+    (an ``InputError``) for an unknown preset name.
+    """
+    if preset and config_file:
+        raise UsageError(f'give one model, --preset NAME or --config FILE, not both (got '
+                         f'{preset!r} and {config_file!r})')
+    if config_file:
+        from .official import load_official_config   # only when a config file is given
+        return load_official_config(config_file)
+    if not preset:
+        raise UsageError('give a model: --preset NAME or --config FILE')
+    return get_preset(preset)
