@@ -144,6 +144,10 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
     ``max_iters``, and ``work_dir/model_final.pth`` (weights only) when all epochs are done.
     """
     validate_train_options(options)
+    if cfg.head.memory is not None or not cfg.train.lr_by_epoch:
+        raise TrainArgumentError(f'training {cfg.name!r} is not implemented: the recurrent '
+                                 'SparseBEV++ recipe (streaming clips, per-iteration cosine) is not '
+                                 'supported yet; its models run for inference only')
     info = info or DistInfo()
     work_dir = Path(options.work_dir)
     if info.is_main:

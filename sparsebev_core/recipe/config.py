@@ -49,6 +49,8 @@ class HeadConfig:
     dn_box_noise_scale: float = 0.5
     dn_label_noise_scale: float = 0.5
     dn_weight: float = 1.0
+    # SparseBEV++ (official v2): recurrent query memory; None = v1 multi-frame sampling
+    memory: 'MemoryConfig | None' = None
 
 
 @dataclass
@@ -74,6 +76,7 @@ class TrainConfig:
     pretrained: str = ''                     # backbone pretrain file (nuImages / DD3D / EVA02)
     workers_per_gpu: int = 8
     train_splits: tuple[str, ...] = ('train',)   # ('train', 'val') for the test-server presets
+    lr_by_epoch: bool = True                 # cosine stepped per epoch (v1); False: per iteration (v2)
 
 
 class ModelConfigError(InputError, ValueError):
@@ -140,3 +143,37 @@ class ModelConfig:
             raise ModelConfigError(f'model config {self.name!r} is inconsistent: '
                                    + '; '.join(problems))
         return self
+
+# ---------------------------------------------------------------------------- SparseBEV++ (v2)
+@dataclass
+class MemoryConfig:
+    """The recurrent query memory of SparseBEV++ (the official v2 ``memory_config``).
+
+    docs/official_model.md section 13. With ``HeadConfig.memory`` set the head samples one
+    frame (``num_frames = 1``) and carries queries from frame to frame instead: the
+    ``num_propagated`` best queries of a frame join its ``num_queries`` learned ones in the
+    next frame, and the best ``len_per_frame`` of them are pushed onto a first-in first-out
+    memory of ``memory_len`` query features that every decoder layer cross-attends to.
+    """
+    num_propagated: int = 500          # official num_history: queries carried to the next frame
+    max_time_interval: float = 2.0     # s; a longer gap replaces them by the padding queries
+    memory_len: int = 1024             # memory queue length (query features and boxes)
+    len_per_frame: int = 256           # best queries of a frame pushed onto the memory
+    inference_layers: int = 4          # decoder iterations in eval mode (training: num_layers)
+
+    def check(self, head: HeadConfig) -> None:
+        """Raise ``ValueError`` naming the field when the numbers do not fit together."""
+        if head.num_frames != 1:
+            raise ValueError(f'a recurrent head samples one frame: num_frames must be 1, '
+                             f'got {head.num_frames}')
+        if not 0 < self.len_per_frame <= self.num_propagated:
+            raise ValueError(f'len_per_frame ({self.len_per_frame}) must be in 1..num_propagated '
+                             f'({self.num_propagated}): the memory takes the best propagated queries')
+        if self.memory_len < self.len_per_frame:
+            raise ValueError(f'memory_len ({self.memory_len}) must hold at least one frame '
+                             f'(len_per_frame = {self.len_per_frame})')
+        if not 1 <= self.inference_layers <= head.num_layers:
+            raise ValueError(f'inference_layers ({self.inference_layers}) must be in '
+                             f'1..num_layers ({head.num_layers})')
+        if self.max_time_interval <= 0:
+            raise ValueError(f'max_time_interval must be > 0 s, got {self.max_time_interval}')
