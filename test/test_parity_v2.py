@@ -318,7 +318,7 @@ def test_frame1_free_running_on_our_own_state(reference, parity_runs, tmp_path):
 
 @pytest.mark.parametrize('reference', REFERENCES, ids=IDS)
 def test_float64_ego_motion_warps_within_the_warp_tolerance(reference, parity_runs, tmp_path):
-    """Our default motion (float64 relative pose, quirk 25's deliberate difference) moves the
+    """Our default motion (float64 relative pose; docs/official_model.md, quirk 25) moves the
     reference state within the README's warp tolerance of the official float32 product."""
     ref = dict(np.load(reference))
     memory_state = dict(np.load(reference.with_name(reference.stem + '_memory_state.npz')))

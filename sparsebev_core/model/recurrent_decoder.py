@@ -4,9 +4,9 @@ Per iteration: box position embedding of the whole query box -> time-adaptive
 cross-attention to the memory queue (+ ``norm_temp``) -> the embedding added to the content
 -> scale-adaptive self-attention -> sampling of the current frame -> adaptive mixing -> FFN ->
 class logits and box refinement. One layer, shared by all iterations (docs/official_model.md,
-quirk 1); 6 iterations in training, the first 4 at inference (quirk 23). Sampling, mixing,
-SASA, FFN and the branches are v1's modules with one frame (``num_frames = 1``: no temporal
-warp of the sampling points, velocity regressed directly in m/s).
+quirk 1); 6 iterations in training, the first 4 at inference (docs/official_model.md, quirk 23).
+Sampling, mixing, SASA, FFN and the branches are v1's modules with one frame (``num_frames =
+1``: no temporal warp of the sampling points, velocity regressed directly in m/s).
 """
 from __future__ import annotations
 

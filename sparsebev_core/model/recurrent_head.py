@@ -1,15 +1,16 @@
 """``RecurrentSparseBEVHead``: the SparseBEV++ (official v2) head with its state made explicit.
 
-docs/official_model.md section 13, docs/head.md "The recurrent head". Per frame:
+docs/official_model.md section 13, docs/head.md "The recurrent head". Per frame (the numbers
+are the quirks of docs/official_model.md section 11):
 
 1. the state of the previous frame moves into this frame (:func:`recurrent_state.warp_boxes`,
-   quirk 24): the propagated boxes and the whole memory queue;
+   24): the propagated boxes and the whole memory queue;
 2. the queries are the ``Q`` learned ones followed by the ``K`` propagated ones, or by the
    ``K`` padding queries when the frames are more than ``max_time_interval`` apart or there is
-   no previous frame (the time gate, quirk 26; padding, quirk 27);
-3. the decoder reads the current frame's cameras and the memory (quirk 28);
+   no previous frame (the time gate, 26; padding, 27);
+3. the decoder reads the current frame's cameras and the memory (28);
 4. the next state: the ``K`` queries with the highest class logit become the propagated
-   queries, the best ``len_per_frame`` of them go to the front of the memory (quirk 31).
+   queries, the best ``len_per_frame`` of them go to the front of the memory (31).
 
 Submodule and parameter names (and their order) match the official state dict under
 ``pts_bbox_head.`` (the v2 manifest, docs/official_model.md section 13.6).
@@ -66,7 +67,7 @@ class RecurrentSparseBEVHead(QueryHead):
         self.init_query_bbox = nn.Embedding(cfg.num_queries, 10)
         self.label_enc = nn.Embedding(cfg.num_classes + 1, cfg.embed_dims - 1)  # row num_classes: no label
         self.padding_bbox = nn.Embedding(cfg.memory.num_propagated, 10)
-        self.padding_bbox.weight.requires_grad = False                    # never trained (quirk 27)
+        self.padding_bbox.weight.requires_grad = False   # never trained: docs/official_model.md, quirk 27
         self.init_weights()
 
     @torch.no_grad()
@@ -133,8 +134,8 @@ class RecurrentSparseBEVHead(QueryHead):
         return outputs, next_state
 
     def passes_time_gate(self, motion: EgoMotion) -> Tensor:
-        """``[B]`` bool: the frames are at most ``max_time_interval`` apart (docs/official_model.md,
-        quirk 26; compared in float64). Only the propagated queries are gated, never the memory."""
+        """``[B]`` bool: the frames are at most ``max_time_interval`` apart, compared in float64
+        (docs/official_model.md, quirk 26). Only the propagated queries are gated, never the memory."""
         return motion.elapsed.to(torch.float64).abs() <= self.memory_cfg.max_time_interval
 
     def input_queries(self, batch: int, propagated: tuple[Tensor, Tensor] | None,
@@ -142,7 +143,7 @@ class RecurrentSparseBEVHead(QueryHead):
         """The decoder's input: ``Q`` learned queries, then ``K`` propagated or padding ones.
 
         propagated: (features ``[B, K, C]``, boxes moved into this frame ``[B, K, 10]``) or None;
-        used ``[B]`` bool: where False, the padding queries replace them (quirks 26, 27).
+        used ``[B]`` bool: where False, the padding queries replace them (docs/official_model.md, quirks 26, 27).
         Returns boxes ``[B, Q+K, 10]`` and features ``[B, Q+K, C]``.
         """
         query_bbox, query_feat = self.matching_queries(batch)                   # [B, Q, 10], [B, Q, C]

@@ -96,7 +96,7 @@ class EgoMotion:
 
         The relative transform ``inv(pose) @ prev_pose`` is formed in float64 and only then
         cast to float32, so that world coordinates of 1e5 m (UTM) lose nothing; the official
-        code multiplies float32 world poses instead (:meth:`official`, quirk 25).
+        code multiplies float32 world poses instead (:meth:`official`; docs/official_model.md, quirk 25).
         """
         prev_pose = torch.as_tensor(prev_pose, dtype=torch.float64)
         pose = torch.as_tensor(pose, dtype=torch.float64)
