@@ -90,8 +90,8 @@ def run_test(workdir: Path) -> tuple[int, str]:
 
 def summary(output: str) -> str:
     failed = [line for line in output.splitlines() if line.startswith('FAILED')]
-    first = next((line.strip() for line in output.splitlines()
-                  if re.search(r'FAIL\b', line) and not line.startswith('FAILED')), '')
+    first = next((line[1:].strip() for line in output.splitlines()       # assertion messages
+                  if line.startswith('E ') and re.search(r'FAIL\b|assert', line)), '')
     last = output.strip().splitlines()[-1] if output.strip() else ''
     return '\n'.join(['  ' + f[:200] for f in failed] + ([f'  first: {first[:300]}'] if first else [])
                      + [f'  {last}'])

@@ -20,7 +20,6 @@ injects the bugs of issue 21 into a copy of the code and shows that this test fa
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -29,8 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsebev_core.checkpoint import load_checkpoint
-from sparsebev_core.model.detector import build_model
+from parity_helpers import load_script, model_with_filled_weights, sha256_mismatches, stats_per_image
 from sparsebev_core.model.recurrent_state import EgoMotion, RecurrentState, warp_boxes
 from sparsebev_core.model.sampling import group_features_for_sampling
 from sparsebev_core.presets import get_preset
@@ -48,10 +46,7 @@ def _fixture_file(name: str) -> Path:
 
 def _load_helper(name: str):
     """The fixture's own scripts (``inputs_v2.py``, ``fill_v2.py``, ``check_reference_v2.py``)."""
-    spec = importlib.util.spec_from_file_location(f'parity_v2_{name}', _fixture_file(f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(_fixture_file(f'{name}.py'), f'parity_v2_{name}')
 
 
 inputs_lib = _load_helper('inputs_v2')
@@ -63,20 +58,6 @@ REFERENCES = sorted(PARITY_DIR.glob('ref_seed*_704x256_seq.npz')) or [
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _sha256_mismatches(expected: dict, actual: dict) -> list[str]:
-    return [f'{k}: fixture {expected[k][:16]}... ours {str(actual.get(k, "missing"))[:16]}...'
-            for k in expected if expected[k] != actual.get(k)]
-
-
-def _stats_per_image(levels: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(mean, std) over (C, h, w) of each image, float64, per level ``[N_img, C, h, w]``."""
-    out = []
-    for x in levels:
-        x = x.detach().double().flatten(1)                                    # [N_img, C*h*w]
-        out.append((x.mean(1).numpy(), x.std(1, unbiased=False).numpy()))
-    return out
-
-
 def reference_state(ref: dict, memory_state: dict, k: int) -> RecurrentState:
     """The official state after frame ``k`` (README check 2): propagated queries, and the
     memory features rebuilt from the propagated features of frames k, k-1, ... (256 each)."""
@@ -164,22 +145,13 @@ def run_reference(path: Path, runs: dict, tmp_dir: Path) -> dict:
 
     # inputs and weights, checksums first (README check 7)
     frames = inputs_lib.build_sequence(seed, width=width, height=height)
-    bad = _sha256_mismatches(meta['input_sha256'], inputs_lib.sequence_checksums(frames))
+    bad = sha256_mismatches(meta['input_sha256'], inputs_lib.sequence_checksums(frames))
     assert not bad, f'{path.name}: our rebuilt input sequence differs from the fixture: {bad}'
-    manifest = json.loads(_fixture_file(MANIFEST_NAME).read_text())
-    weights = fill_lib.fill_state_dict(manifest, seed=int(meta.get('weights_seed', 0)))
-    weights_sha = fill_lib.state_dict_checksum(weights)
-    assert weights_sha == meta['weights_sha256'], \
-        f'{path.name}: filled weights checksum {weights_sha} != fixture {meta["weights_sha256"]}'
 
     cfg = get_preset(PRESET)
     cfg.input_size = (height, width)
-    model = build_model(cfg).float().eval()
-    ckpt = tmp_dir / f'{path.stem}_official.pth'
-    torch.save({'meta': {'source': 'parity fill_v2.py'}, 'state_dict': weights}, ckpt)
-    load_checkpoint(model, ckpt)
-    ckpt.unlink()                                     # 170 MB: do not leave it in pytest's tmp
-    del weights
+    model = model_with_filled_weights(cfg, _fixture_file(MANIFEST_NAME), fill_lib, meta, tmp_dir,
+                                      path.stem)
     head = model.pts_bbox_head
     memory_len = head.memory_cfg.memory_len
 
@@ -196,10 +168,10 @@ def run_reference(path: Path, runs: dict, tmp_dir: Path) -> dict:
                 lidar2img = torch.from_numpy(frames[k]['lidar2img'])[None]              # [1, 6, 4, 4]
                 backbone_out.clear()
                 features = model.extract_features(images)                              # [1, 6, 256, h, w]
-                for i, (mean, std) in enumerate(_stats_per_image(backbone_out[0])):
+                for i, (mean, std) in enumerate(stats_per_image(backbone_out[0])):
                     fpn.setdefault(f'backbone_c{i + 2}_mean_per_img', []).append(mean)
                     fpn.setdefault(f'backbone_c{i + 2}_std_per_img', []).append(std)
-                for lvl, (mean, std) in enumerate(_stats_per_image([f[0] for f in features])):
+                for lvl, (mean, std) in enumerate(stats_per_image([f[0] for f in features])):
                     fpn.setdefault(f'fpn_l{lvl}_mean_per_img', []).append(mean)
                     fpn.setdefault(f'fpn_l{lvl}_std_per_img', []).append(std)
                 fpn.setdefault('fpn_mean', []).append([f.double().mean().item() for f in features])

@@ -148,17 +148,23 @@ def _tiny() -> ModelConfig:
         num_past_frames=3)
 
 
+def _recurrent(cfg: ModelConfig, name: str, num_queries: int, memory: MemoryConfig) -> ModelConfig:
+    """``cfg`` made SparseBEV++: ``num_queries`` learned queries, one frame sampled, ``memory``."""
+    cfg.name = name
+    cfg.head.num_queries = num_queries
+    cfg.head.num_frames = 1
+    cfg.head.memory = memory
+    cfg.num_past_frames = 0
+    return cfg
+
+
 def _r50_nuimg_704x256_memory() -> ModelConfig:
     """SparseBEV++ (official v2, ``r50_nuimg_704x256_memory_8x256``): R50 (nuImages), 704x256,
     400 learned + 500 propagated queries, one frame sampled, a 4 x 256 query memory, 4 of 6
     decoder layers at inference (docs/official_model.md section 13)."""
-    cfg = _r50_nuimg_704x256()
-    cfg.name = 'r50_nuimg_704x256_memory'
-    cfg.head.num_queries = 400
-    cfg.head.num_frames = 1
-    cfg.head.memory = MemoryConfig(num_propagated=500, max_time_interval=2.0, memory_len=1024,
-                                   len_per_frame=256, inference_layers=4)
-    cfg.num_past_frames = 0
+    cfg = _recurrent(_r50_nuimg_704x256(), 'r50_nuimg_704x256_memory', 400,
+                     MemoryConfig(num_propagated=500, max_time_interval=2.0, memory_len=1024,
+                                  len_per_frame=256, inference_layers=4))
     cfg.train = TrainConfig(epochs=60, total_batch_size=16, lr=4e-4, weight_decay=1e-3,
                             resize_lim=(0.38, 0.55), pretrained=NUIMG_R50_PRETRAIN,
                             lr_mults=(('img_backbone', 0.1), ('sampling_offset', 0.1)),
@@ -169,14 +175,9 @@ def _r50_nuimg_704x256_memory() -> ModelConfig:
 def _tiny_memory() -> ModelConfig:
     """``tiny`` made recurrent, for tests: 64 learned + 36 propagated queries, a 4 x 16 memory,
     3 decoder layers in training and 2 at inference."""
-    cfg = _tiny()
-    cfg.name = 'tiny_memory'
-    cfg.head.num_queries = 64
-    cfg.head.num_frames = 1
-    cfg.head.memory = MemoryConfig(num_propagated=36, max_time_interval=2.0, memory_len=64,
-                                   len_per_frame=16, inference_layers=2)
-    cfg.num_past_frames = 0
-    return cfg
+    return _recurrent(_tiny(), 'tiny_memory', 64,
+                      MemoryConfig(num_propagated=36, max_time_interval=2.0, memory_len=64,
+                                   len_per_frame=16, inference_layers=2))
 
 
 _PRESETS: dict[str, Callable[[], ModelConfig]] = {
