@@ -32,7 +32,7 @@ class RecurrentStateError(InputError):
 class RecurrentState:
     """The recurrent state after a frame, all in that frame's model (lidar) frame.
 
-    propagated_feat ``[B, K, C]`` float32: last-layer features of the K queries with the
+    propagated_feat ``[B, K, C]`` float32 (the model's dtype): last-layer features of the K queries with the
     highest class logit, best first; propagated_bbox ``[B, K, 10]`` their boxes (query layout,
     not yet moved to the next frame); memory_feat ``[B, M, C]`` / memory_bbox ``[B, M, 10]``:
     the memory queue, newest frame's rows first (row j is ``1 + j // len_per_frame`` frames
@@ -71,8 +71,9 @@ class RecurrentState:
             if not isinstance(value, Tensor) or tuple(value.shape) != shape:
                 got = list(value.shape) if isinstance(value, Tensor) else type(value).__name__
                 raise RecurrentStateError(f'recurrent state: {name} must be {list(shape)}, got {got}')
-            if value.dtype != torch.float32:
-                raise RecurrentStateError(f'recurrent state: {name} must be float32, got {value.dtype}')
+            if value.dtype != self.propagated_feat.dtype or not value.is_floating_point():
+                raise RecurrentStateError(f'recurrent state: {name} must be floating point like '
+                                          f'propagated_feat ({self.propagated_feat.dtype}), got {value.dtype}')
         if not 0 < rows <= memory_len:
             raise RecurrentStateError(f'recurrent state: the memory must hold 1..{memory_len} rows, '
                                       f'got {rows}')
@@ -131,8 +132,8 @@ class EgoMotion:
         if tuple(self.elapsed.shape) != (batch,) or not self.elapsed.is_floating_point():
             raise RecurrentStateError(f'ego motion: elapsed must be float seconds [{batch}], got '
                                       f'{self.elapsed.dtype} {list(self.elapsed.shape)}')
-        if tuple(self.prev_to_current.shape) != (batch, 4, 4) or self.prev_to_current.dtype != torch.float32:
-            raise RecurrentStateError(f'ego motion: prev_to_current must be float32 [{batch}, 4, 4], got '
+        if tuple(self.prev_to_current.shape) != (batch, 4, 4) or not self.prev_to_current.is_floating_point():
+            raise RecurrentStateError(f'ego motion: prev_to_current must be float [{batch}, 4, 4], got '
                                       f'{self.prev_to_current.dtype} {list(self.prev_to_current.shape)}')
 
 
@@ -154,7 +155,8 @@ def warp_boxes(boxes: Tensor, motion: EgoMotion, pc_range: Tensor) -> Tensor:
     point = torch.cat([center, torch.ones_like(center[..., :1])], dim=-1)     # [B, K, 4] w = 1
     heading = torch.cat([boxes[..., 6:8].flip(-1), zeros], dim=-1)           # [B, K, 4] (cos, sin, 0, 0)
     motion_vec = torch.cat([velocity, zeros], dim=-1)                         # [B, K, 4] w = 0
-    moved = motion.prev_to_current[:, None] @ torch.stack([point, heading, motion_vec], dim=-1)  # [B, K, 4, 3]
+    transform = motion.prev_to_current.to(boxes.dtype)[:, None]              # [B, 1, 4, 4]
+    moved = transform @ torch.stack([point, heading, motion_vec], dim=-1)     # [B, K, 4, 3]
     out = boxes.clone()
     out[..., 0:3] = (moved[..., :3, 0] - lo) / span
     out[..., 6:8] = moved[..., :2, 1].flip(-1)                                # (sin, cos)
