@@ -241,3 +241,11 @@ def test_the_streaming_detector_refuses_a_recurrent_preset_with_a_typed_error(ti
     model, cfg = tiny_v2
     with pytest.raises(RecurrentModelError, match='forward_recurrent'):
         StreamingDetector(model, cfg)
+
+
+def test_training_a_recurrent_preset_is_refused_before_anything_runs(tmp_path):
+    from sparsebev_core.engine.train import TrainArgumentError, TrainOptions, train
+    with pytest.raises(TrainArgumentError, match='not implemented'):
+        train(get_preset('tiny_memory'), dataset=None, options=TrainOptions(work_dir=str(tmp_path / 'run')),
+              device=torch.device('cpu'))
+    assert not (tmp_path / 'run').exists()
