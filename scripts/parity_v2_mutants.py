@@ -61,7 +61,8 @@ def make_copy(workdir: Path) -> None:
                     ignore=shutil.ignore_patterns('__pycache__', '*.so', 'build'))
     (workdir / 'test').mkdir()
     shutil.copy2(ROOT / TEST, workdir / TEST)
-    shutil.copy2(ROOT / 'test' / 'conftest.py', workdir / 'test' / 'conftest.py')
+    for helper in ('conftest.py', 'parity_helpers.py'):
+        shutil.copy2(ROOT / 'test' / helper, workdir / 'test' / helper)
     shutil.copytree(ROOT / 'test' / 'parity_v2', workdir / 'test' / 'parity_v2')
 
 
