@@ -136,7 +136,9 @@ def run_reference(path: Path, runs: dict, tmp_dir: Path) -> dict:
         return runs[path]
     assert path.is_file(), f'v2 parity reference {path} not found (SPARSEBEV_PARITY_V2_DIR?)'
     ref = dict(np.load(path))
-    memory_state = dict(np.load(path.with_name(path.stem + '_memory_state.npz')))
+    memory_state_path = path.with_name(path.stem + '_memory_state.npz')
+    assert memory_state_path.is_file(), f'{memory_state_path.name} (the propagated features) must sit beside {path.name}'
+    memory_state = dict(np.load(memory_state_path))
     layer_io_path = path.with_name(path.stem + '_layer_io.npz')
     layer_io = dict(np.load(layer_io_path)) if layer_io_path.is_file() else None
     meta = json.loads(str(ref['meta_json']))
