@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from sparsebev_core.checkpoints.official import load_checkpoint
-from sparsebev_core.config import ModelConfig
+from sparsebev_core.recipe.config import ModelConfig
 from sparsebev_core.model.detector import SparseBEV, build_model
 
 

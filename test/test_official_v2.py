@@ -16,10 +16,12 @@ import pytest
 import torch
 
 from sparsebev_cli import cli
-from sparsebev_core.checkpoint import CheckpointMismatchError, guess_preset, load_checkpoint
+from sparsebev_core.checkpoints.convert import guess_preset
+from sparsebev_core.checkpoints.official import CheckpointMismatchError, load_checkpoint
 from sparsebev_core.model.detector import build_model
-from sparsebev_core.official_config import export_official_config, load_official_config
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.official import load_official_config
+from sparsebev_core.recipe.official_write import export_official_config
+from sparsebev_core.recipe.presets import get_preset
 
 PARITY_V2 = Path(__file__).parent / 'parity_v2'
 MANIFEST = PARITY_V2 / 'official_r50_nuimg_704x256_memory_manifest.json'
@@ -118,7 +120,7 @@ def test_the_v2_export_is_an_official_v2_config(tmp_path):
     text = export_official_config(get_preset(PRESET))
     path = tmp_path / f'{PRESET}.py'
     path.write_text(text)
-    from sparsebev_core.config_file import read_config_file
+    from sparsebev_core.recipe.mmcv_reader import read_config_file
     data = read_config_file(path)
     model = data['model']
     assert model['pts_bbox_head']['memory_config'] == dict(

@@ -31,7 +31,7 @@ import torch
 from parity_helpers import load_script, model_with_filled_weights, sha256_mismatches, stats_per_image
 from sparsebev_core.model.recurrent_state import EgoMotion, RecurrentState, warp_boxes
 from sparsebev_core.model.sampling import group_features_for_sampling
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 TEST_COPY = Path(__file__).parent / 'parity_v2'
 PARITY_DIR = Path(os.environ.get('SPARSEBEV_PARITY_V2_DIR', '').strip() or TEST_COPY)

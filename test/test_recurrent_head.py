@@ -15,7 +15,7 @@ import torch
 from sparsebev_core.model.detector import RecurrentModelError, build_model
 from sparsebev_core.model.recurrent_state import (EgoMotion, RecurrentState, RecurrentStateError,
                                                   warp_boxes)
-from sparsebev_core.presets import get_preset
+from sparsebev_core.recipe.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -237,7 +237,7 @@ def test_a_missing_camera_is_never_sampled(tiny_v2, frames):
 
 
 def test_the_streaming_detector_refuses_a_recurrent_preset_with_a_typed_error(tiny_v2):
-    from sparsebev_core.model.streaming import StreamingDetector
+    from sparsebev_core.streaming.detector import StreamingDetector
     model, cfg = tiny_v2
     with pytest.raises(RecurrentModelError, match='forward_recurrent'):
         StreamingDetector(model, cfg)

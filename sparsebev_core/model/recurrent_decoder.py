@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..config import HeadConfig
+from ..recipe.config import HeadConfig
 from .attention import ScaleAdaptiveSelfAttention, TimeAdaptiveAttention
 from .decoder import FFN, init_cls_prior, make_cls_branch, make_reg_branch, refine_boxes
 from .mixing import AdaptiveMixing

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import HeadConfig
+from ..recipe.config import HeadConfig
 from .boxes import query_to_head_layout
 from .head import QueryHead, init_query_boxes
 from .recurrent_decoder import RecurrentTransformer

@@ -80,7 +80,7 @@ class TrainConfig:
 
 
 class ModelConfigError(InputError, ValueError):
-    """A ``ModelConfig`` whose parts disagree (frame counts, pyramid levels, classes)."""
+    """A ``ModelConfig`` whose parts disagree (frame counts, pyramid levels, classes, memory)."""
 
 
 FrameLayout = Literal['past', 'future_blocked', 'future_interleaved']
@@ -119,7 +119,9 @@ class ModelConfig:
           again by ``head.num_frames`` (the head is built from ``HeadConfig`` alone): they agree;
         * the head reads every level of the pyramid: ``head.num_levels == neck.num_outs`` and
           ``head.embed_dims == neck.out_channels`` (with a neck);
-        * one class name per class: ``len(class_names) == head.num_classes``.
+        * one class name per class: ``len(class_names) == head.num_classes``;
+        * a recurrent head (``head.memory``, SparseBEV++) samples one frame and its memory
+          numbers fit together (:meth:`MemoryConfig.problems`).
 
         Runs when the config is built (``__post_init__``); code that edits a config in place
         (the presets, the official config reader) calls it again when done. Whether the frame
@@ -139,10 +141,13 @@ class ModelConfig:
         if len(self.class_names) != self.head.num_classes:
             problems.append(f'{len(self.class_names)} class_names but head.num_classes = '
                             f'{self.head.num_classes}')
+        if self.head.memory is not None:
+            problems.extend(f'head.memory: {p}' for p in self.head.memory.problems(self.head))
         if problems:
             raise ModelConfigError(f'model config {self.name!r} is inconsistent: '
                                    + '; '.join(problems))
         return self
+
 
 # ---------------------------------------------------------------------------- SparseBEV++ (v2)
 @dataclass
@@ -161,19 +166,27 @@ class MemoryConfig:
     len_per_frame: int = 256           # best queries of a frame pushed onto the memory
     inference_layers: int = 4          # decoder iterations in eval mode (training: num_layers)
 
-    def check(self, head: HeadConfig) -> None:
-        """Raise ``ValueError`` naming the field when the numbers do not fit together."""
+    def problems(self, head: HeadConfig) -> list[str]:
+        """What does not fit together, one phrase per problem naming the field (empty: fine)."""
+        out = []
         if head.num_frames != 1:
-            raise ValueError(f'a recurrent head samples one frame: num_frames must be 1, '
-                             f'got {head.num_frames}')
+            out.append(f'a recurrent head samples one frame: num_frames must be 1, '
+                       f'got {head.num_frames}')
         if not 0 < self.len_per_frame <= self.num_propagated:
-            raise ValueError(f'len_per_frame ({self.len_per_frame}) must be in 1..num_propagated '
-                             f'({self.num_propagated}): the memory takes the best propagated queries')
+            out.append(f'len_per_frame ({self.len_per_frame}) must be in 1..num_propagated '
+                       f'({self.num_propagated}): the memory takes the best propagated queries')
         if self.memory_len < self.len_per_frame:
-            raise ValueError(f'memory_len ({self.memory_len}) must hold at least one frame '
-                             f'(len_per_frame = {self.len_per_frame})')
+            out.append(f'memory_len ({self.memory_len}) must hold at least one frame '
+                       f'(len_per_frame = {self.len_per_frame})')
         if not 1 <= self.inference_layers <= head.num_layers:
-            raise ValueError(f'inference_layers ({self.inference_layers}) must be in '
-                             f'1..num_layers ({head.num_layers})')
+            out.append(f'inference_layers ({self.inference_layers}) must be in '
+                       f'1..num_layers ({head.num_layers})')
         if self.max_time_interval <= 0:
-            raise ValueError(f'max_time_interval must be > 0 s, got {self.max_time_interval}')
+            out.append(f'max_time_interval must be > 0 s, got {self.max_time_interval}')
+        return out
+
+    def check(self, head: HeadConfig) -> None:
+        """Raise :class:`ModelConfigError` naming the fields when the numbers do not fit."""
+        problems = self.problems(head)
+        if problems:
+            raise ModelConfigError('memory config: ' + '; '.join(problems))

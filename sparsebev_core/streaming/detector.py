@@ -50,6 +50,7 @@ from ..frame import Detections, Frame
 from ..geometry import compose_lidar2img
 from ..model.coder import decode_predictions
 from ..model.decoder import compute_time_diff
+from ..model.detector import RecurrentModelError
 from ..recipe.config import ModelConfig
 from ..recipe.frame_layout import check_streamable
 from ..resets import EXPLICIT, RIG_CHANGED, Reset, ResetPolicy
@@ -125,6 +126,10 @@ class StreamingDetector:
                  options: StreamingOptions | None = None) -> None:
         options = StreamingOptions() if options is None else options
         check_streamable(cfg)
+        if cfg.head.memory is not None:                 # SparseBEV++: issue 21, phase 2
+            raise RecurrentModelError(
+                f'preset {cfg.name!r} is a recurrent (SparseBEV++) model; the streaming detector '
+                'does not run it yet: call model.forward_recurrent with the state (README)')
         if options.max_cached_frames < cfg.num_past_frames:
             raise StreamingOptionsError(
                 f'max_cached_frames={options.max_cached_frames} cannot hold the '
