@@ -43,10 +43,10 @@ MUTANTS: dict[str, tuple[str, list[tuple[str, str]], str]] = {
         'memory attention bias +tau * age instead of -tau * age'),
     'gate_on_memory': (
         'sparsebev_core/model/recurrent_head.py',
-        [('            used = self.passes_time_gate(motion)                                          # [B]\n',
-          '            used = torch.ones_like(self.passes_time_gate(motion))          # mutant\n'
-          '            if not bool(self.passes_time_gate(motion).all()):\n'
-          '                memory_feat = memory_bbox = None                            # mutant\n')],
+        [('                used = self.passes_time_gate(motion)                                          # [B]\n',
+          '                used = torch.ones_like(self.passes_time_gate(motion))      # mutant\n'
+          '                if not bool(self.passes_time_gate(motion).all()):\n'
+          '                    memory_feat = memory_bbox = None                        # mutant\n')],
         'the 2 s gate drops the memory and keeps the propagated queries'),
     'six_layers_at_inference': (
         'sparsebev_core/model/recurrent_decoder.py',

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from sparsebev_core.model.detector import RecurrentModelError, build_model
+from sparsebev_core.model import recurrent_decoder
 from sparsebev_core.model.recurrent_state import (EgoMotion, RecurrentState, RecurrentStateError,
-                                                  warp_boxes)
+                                                  propagation_gate, warp_boxes)
 from sparsebev_core.recipe.presets import get_preset
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -90,13 +91,13 @@ def test_the_state_contract_over_a_stream(tiny_v2, frames):
     rows = []
     for step in range(6):
         assert [tuple(t.shape) for t in state.tensors()] == [
-            (1, k, c), (1, k, 10), (1, state.memory_rows, c), (1, state.memory_rows, 10)]
+            (1, k, c), (1, k, 10), (1, state.memory_rows_used, c), (1, state.memory_rows_used, 10)]
         assert all(t.dtype == torch.float32 and not t.requires_grad for t in state.tensors())
-        rows.append(state.memory_rows)
+        rows.append(state.memory_rows_used)
         previous = state
         out, state = run(model, feats[step % 3], l2i, state, motion(0.5))
         assert out['propagation_used'].all()
-        assert out['input_memory_bbox'].shape == (1, previous.memory_rows, 10)
+        assert out['input_memory_bbox'].shape == (1, previous.memory_rows_used, 10)
         # FIFO, newest first: this frame's best rows, then the previous queue, cut at the limit
         assert torch.equal(state.memory_feat[:, :chunk], state.propagated_feat[:, :chunk])
         assert torch.equal(state.memory_feat[:, chunk:], previous.memory_feat[:, :limit - chunk])
@@ -140,7 +141,7 @@ def test_batch_elements_are_independent(tiny_v2, frames):
     _, s0 = run(model, feats[0], l2i)
     _, s1 = run(model, feats[2], l2i, s0, motion(0.5))
     moves = [motion(0.5, rotation_z(0.0)[None], rotation_z(0.1, (1.0, 2.0, 0.0))[None]), motion(3.0)]
-    memory = min(s0.memory_rows, s1.memory_rows)                 # a batch shares M: cut the longer
+    memory = min(s0.memory_rows_used, s1.memory_rows_used)                 # a batch shares M: cut the longer
     s0c, s1c = (RecurrentState(s.propagated_feat, s.propagated_bbox, s.memory_feat[:, :memory],
                                s.memory_bbox[:, :memory]) for s in (s0, s1))
     alone = [run(model, feats[1], l2i, s, m) for s, m in zip((s0c, s1c), moves)]
@@ -236,16 +237,125 @@ def test_a_missing_camera_is_never_sampled(tiny_v2, frames):
     assert not torch.equal(a['all_cls_scores'], c['all_cls_scores'])   # the camera is sampled otherwise
 
 
-def test_the_streaming_detector_refuses_a_recurrent_preset_with_a_typed_error(tiny_v2):
-    from sparsebev_core.streaming.detector import StreamingDetector
-    model, cfg = tiny_v2
-    with pytest.raises(RecurrentModelError, match='forward_recurrent'):
-        StreamingDetector(model, cfg)
-
-
 def test_training_a_recurrent_preset_is_refused_before_anything_runs(tmp_path):
     from sparsebev_core.engine.train import TrainArgumentError, TrainOptions, train
     with pytest.raises(TrainArgumentError, match='not implemented'):
         train(get_preset('tiny_memory'), dataset=None, options=TrainOptions(work_dir=str(tmp_path / 'run')),
               device=torch.device('cpu'))
     assert not (tmp_path / 'run').exists()
+
+
+# ------------------------------------------------------------------ the fixed form (runtime seam)
+def empty_state(cfg, batch=1) -> RecurrentState:
+    m = cfg.head.memory
+    return RecurrentState.empty(batch, m.num_propagated, cfg.head.embed_dims, m.memory_len)
+
+
+def test_the_fixed_form_gives_the_variable_forms_results(tiny_v2, frames):
+    """The runtime seam's state has static shapes (memory_len rows + a valid-row count); each
+    frame started from the padded copy of the variable (official) state gives that state's
+    results: bitwise on the first frame and once the memory is full, within float rounding of
+    the longer masked sums in between; the next state holds the same rows."""
+    model, cfg = tiny_v2
+    feats, l2i = frames
+    limit, chunk = cfg.head.memory.memory_len, cfg.head.memory.len_per_frame
+    var_out, var_state = run(model, feats[0], l2i)
+    fix_out, fix_state = run(model, feats[0], l2i, empty_state(cfg), motion(0.5))
+    assert not fix_out['propagation_used'].any()                  # an empty state has no frame
+    assert torch.equal(var_out['all_cls_scores'], fix_out['all_cls_scores'])
+    assert fix_state.memory_feat.shape == (1, limit, cfg.head.embed_dims)
+    assert fix_state.memory_rows.tolist() == [chunk]
+    assert torch.equal(fix_state.memory_feat[:, :chunk], var_state.memory_feat)
+    assert not fix_state.memory_feat[:, chunk:].any()              # the padding stays zeros
+    for step in range(1, 6):
+        padded = var_state.padded(limit)
+        assert padded.memory_rows.tolist() == [var_state.memory_rows_used]
+        move = motion(0.5, rotation_z(0.0)[None], rotation_z(0.05 * step, (0.8 * step, 0.1, 0.0))[None])
+        var_out, next_var = run(model, feats[step % 3], l2i, var_state, move)
+        fix_out, next_fix = run(model, feats[step % 3], l2i, padded, move)
+        full = var_state.memory_rows_used == limit
+        for key in ('all_cls_scores', 'all_bbox_preds'):
+            if full:                                  # nothing masked: the same computation
+                assert torch.equal(var_out[key], fix_out[key]), (step, key)
+            else:
+                torch.testing.assert_close(fix_out[key], var_out[key], atol=2e-5, rtol=1e-5)
+        assert torch.equal(fix_out['propagated_index'], var_out['propagated_index'])
+        rows = next_var.memory_rows_used
+        assert next_fix.memory_rows.tolist() == [rows] and next_fix.memory_feat.shape[1] == limit
+        torch.testing.assert_close(next_fix.memory_feat[:, :rows], next_var.memory_feat, atol=2e-5, rtol=1e-5)
+        assert next_fix.trimmed().memory_bbox.shape == next_var.memory_bbox.shape
+        var_state = next_var
+    assert var_state.memory_rows_used == limit
+
+
+def test_padding_rows_are_never_read(tiny_v2, frames):
+    model, cfg = tiny_v2
+    feats, l2i = frames
+    _, state = run(model, feats[0], l2i)
+    padded = state.padded(cfg.head.memory.memory_len)
+    rows = state.memory_rows_used
+    garbage = dataclasses.replace(padded, memory_feat=padded.memory_feat.clone(),
+                                  memory_bbox=padded.memory_bbox.clone())
+    garbage.memory_feat[:, rows:] = 1e3
+    garbage.memory_bbox[:, rows:] = 0.5
+    a, _ = run(model, feats[1], l2i, padded, motion(0.5))
+    b, _ = run(model, feats[1], l2i, garbage, motion(0.5))
+    assert torch.equal(a['all_cls_scores'], b['all_cls_scores'])
+
+
+def test_a_batch_mixing_a_new_stream_and_a_running_one(tiny_v2, frames):
+    """Batch element 0 starts a stream (empty state), element 1 has memory: each gets its own
+    path (quirk 29 / masked memory); the traced path (both computed, then selected) agrees."""
+    model, cfg = tiny_v2
+    feats, l2i = frames
+    limit = cfg.head.memory.memory_len
+    _, running = run(model, feats[0], l2i, empty_state(cfg), motion(0.5))
+    new = empty_state(cfg)
+    batch_state = RecurrentState(*(torch.cat(pair) for pair in zip(new.tensors(), running.tensors())),
+                                 memory_rows=torch.cat([new.memory_rows, running.memory_rows]))
+    batch_feats = [torch.cat([f, f]) for f in feats[1]]
+    out, state = run(model, batch_feats, l2i.expand(2, -1, -1, -1), batch_state, motion(0.5, batch=2))
+    assert out['propagation_used'].tolist() == [False, True]
+    assert state.memory_rows.tolist() == [16, 32] and state.memory_feat.shape[1] == limit
+    alone = [run(model, feats[1], l2i, s, motion(0.5))[0] for s in (new, running)]
+    for b in range(2):
+        torch.testing.assert_close(out['all_cls_scores'][:, b], alone[b]['all_cls_scores'][:, 0],
+                                   atol=1e-5, rtol=1e-5)
+    traced = recurrent_decoder.static_graph
+    recurrent_decoder.static_graph = lambda: True          # what an export sees: no Python branch
+    try:
+        both, _ = run(model, batch_feats, l2i.expand(2, -1, -1, -1), batch_state, motion(0.5, batch=2))
+        single, _ = run(model, feats[1], l2i, running, motion(0.5))
+    finally:
+        recurrent_decoder.static_graph = traced
+    assert torch.equal(both['all_cls_scores'], out['all_cls_scores'])
+    assert torch.equal(single['all_cls_scores'], alone[1]['all_cls_scores'])
+
+
+def test_the_gate_given_by_the_caller_is_the_heads_rule(tiny_v2, frames):
+    model, cfg = tiny_v2
+    feats, l2i = frames
+    gap = cfg.head.memory.max_time_interval
+    _, state = run(model, feats[0], l2i, empty_state(cfg), motion(0.5))
+    for elapsed in (0.5, -1.0, gap + 0.1):
+        move = motion(elapsed)
+        gate = propagation_gate(move.elapsed, gap, state.has_previous_frame())
+        inside, _ = run(model, feats[1], l2i, state, move)
+        given, _ = run(model, feats[1], l2i, state, move, propagate=gate)
+        assert torch.equal(inside['all_cls_scores'], given['all_cls_scores'])
+        assert given['propagation_used'].tolist() == [abs(elapsed) <= gap]
+    assert propagation_gate(torch.zeros(1, dtype=torch.float64), gap,
+                            empty_state(cfg).has_previous_frame()).tolist() == [False]
+
+
+def test_a_fixed_form_state_is_checked(tiny_v2, frames):
+    model, cfg = tiny_v2
+    feats, l2i = frames
+    state = empty_state(cfg)
+    short = dataclasses.replace(state, memory_feat=state.memory_feat[:, :16], memory_bbox=state.memory_bbox[:, :16])
+    with pytest.raises(RecurrentStateError, match='memory_len = 64 rows'):
+        run(model, feats[1], l2i, short, motion(0.5))
+    with pytest.raises(RecurrentStateError, match='memory_rows must be int64'):
+        run(model, feats[1], l2i, dataclasses.replace(state, memory_rows=state.memory_rows.float()), motion(0.5))
+    mixed = dataclasses.replace(state, memory_rows=torch.tensor([16]))
+    assert mixed.trimmed().memory_feat.shape[1] == 16 and state.trimmed() is None

@@ -140,7 +140,8 @@ class TimeAdaptiveAttention(nn.Module):
         return (negative_age[:, None, :, :] * tau[..., None]).flatten(0, 1)   # [B*H, Q, K]
 
     def _forward(self, query_feat: Tensor, query_pos: Tensor, memory_feat: Tensor | None,
-                 key_pos: Tensor | None) -> Tensor:
+                 key_pos: Tensor | None, memory_valid: Tensor | None = None,
+                 has_memory: Tensor | None = None) -> Tensor:
         b, q = query_feat.shape[:2]
         if memory_feat is None:
             # docs/official_model.md, quirk 29: no memory yet (first frame) -> the queries attend
@@ -151,11 +152,33 @@ class TimeAdaptiveAttention(nn.Module):
             keys, values = memory_feat + key_pos, memory_feat                  # [B, M, C]
             negative_age = self.cross_dist[..., :memory_feat.shape[1]].expand(b, q, -1)  # [B, Q, M]
         bias = self.age_bias(query_feat, negative_age)                         # [B*H, Q, K]
-        return query_feat + self.attention.attend(query_feat + query_pos, keys, values, bias)
+        if memory_feat is not None and memory_valid is not None:
+            bias = self.mask_padding_rows(bias, memory_valid, has_memory)
+        out = query_feat + self.attention.attend(query_feat + query_pos, keys, values, bias)
+        if memory_feat is not None and has_memory is not None:          # some samples have none
+            alone = self._forward(query_feat, query_pos, None, None)           # quirk 29 for them
+            out = torch.where(has_memory[:, None, None], out, alone)
+        return out
+
+    def mask_padding_rows(self, bias: Tensor, memory_valid: Tensor,
+                          has_memory: Tensor | None) -> Tensor:
+        """``bias [B*H, Q, R]`` with ``-inf`` where ``memory_valid [B, R]`` is False: a padding
+        row of a fixed-shape memory gets softmax weight exactly 0, so the result is the one of
+        the valid rows alone (up to float rounding of the longer sums). A sample without any
+        valid row (``has_memory [B]`` False) keeps its bias: its result is discarded."""
+        usable = memory_valid if has_memory is None else memory_valid | ~has_memory[:, None]
+        heads = bias.shape[0] // usable.shape[0]
+        blocked = ~usable[:, None, None, :].expand(-1, heads, 1, -1).flatten(0, 1)   # [B*H, 1, R]
+        return bias.masked_fill(blocked, float('-inf'))
 
     def forward(self, query_feat: Tensor, query_pos: Tensor, memory_feat: Tensor | None,
-                key_pos: Tensor | None) -> Tensor:
-        """query_feat / query_pos ``[B, Q, C]``, memory_feat / key_pos ``[B, M, C]`` (M <= the
-        memory length; None before the first frame's memory) -> ``[B, Q, C]`` (with residual)."""
+                key_pos: Tensor | None, memory_valid: Tensor | None = None,
+                has_memory: Tensor | None = None) -> Tensor:
+        """query_feat / query_pos ``[B, Q, C]``, memory_feat / key_pos ``[B, R, C]`` (R <= the
+        memory length; None before the first frame's memory) -> ``[B, Q, C]`` (with residual).
+
+        memory_valid ``[B, R]`` bool (None: every row holds memory): padding rows of a
+        fixed-shape memory, never attended to; has_memory ``[B]`` bool (None: every sample has
+        a valid row): where False, the no-memory path of quirk 29 (a batch mixing both)."""
         return run_segment(self, self._forward, query_feat, query_pos, memory_feat, key_pos,
-                           probe=query_feat)
+                           memory_valid, has_memory, probe=query_feat)

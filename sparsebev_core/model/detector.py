@@ -189,21 +189,24 @@ class SparseBEV(nn.Module):
 
     def forward_recurrent(self, features: list[torch.Tensor], lidar2img: torch.Tensor,
                           state: 'RecurrentState | None' = None, motion: 'EgoMotion | None' = None,
-                          valid_views: torch.Tensor | None = None) -> tuple[dict, 'RecurrentState']:
+                          valid_views: torch.Tensor | None = None,
+                          propagate: torch.Tensor | None = None) -> tuple[dict, 'RecurrentState']:
         """One frame of a recurrent (SparseBEV++) model: ``(outputs, next_state)``.
 
         features: per level ``[B, N, C, h_l, w_l]`` (``extract_features`` of the current
-        frame's N images); lidar2img ``[B, N, 4, 4]``; state: what the previous frame returned
-        (None: a stream's first frame, no history); motion: ``EgoMotion`` since that frame;
-        valid_views ``[B, N]`` bool (False: a missing camera, never sampled). Outputs as
-        ``forward_head`` (``all_cls_scores``, ``all_bbox_preds``, rows: learned queries then
-        propagated ones) plus what the frame started from (``RecurrentSparseBEVHead.forward``).
+        frame's N images); lidar2img ``[B, N, 4, 4]``; state: what the previous frame returned,
+        in the variable or the fixed form (``RecurrentState``; None: a stream's first frame,
+        no history); motion: ``EgoMotion`` since that frame; valid_views ``[B, N]`` bool
+        (False: a missing camera, never sampled); propagate ``[B]`` bool: the time gate
+        computed by the caller (None: from ``motion``). Outputs as ``forward_head``
+        (``all_cls_scores``, ``all_bbox_preds``, rows: learned queries then propagated ones)
+        plus what the frame started from (``RecurrentSparseBEVHead.forward``).
         """
         if not self.is_recurrent or self.pts_bbox_head is None:
             raise RecurrentModelError(f'preset {self.cfg.name!r} has no recurrent head: use forward_head')
         return self.pts_bbox_head(features, torch.as_tensor(lidar2img).float(),
                                   image_hw=self.input_hw(features), state=state, motion=motion,
-                                  valid_views=valid_views)
+                                  valid_views=valid_views, propagate=propagate)
 
     @torch.no_grad()
     def decode(self, outputs: dict, score_threshold: float | None = None,

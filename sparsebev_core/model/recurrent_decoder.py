@@ -83,14 +83,17 @@ class RecurrentDecoderLayer(nn.Module):
 
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: list[Tensor],
                 lidar2img: Tensor, image_hw: tuple[int, int], memory_feat: Tensor | None,
-                key_pos: Tensor | None, valid_views: Tensor | None = None
+                key_pos: Tensor | None, valid_views: Tensor | None = None,
+                memory_valid: Tensor | None = None, has_memory: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor]:
         """query_bbox ``[B, Q, 10]`` (query layout), query_feat ``[B, Q, C]``, grouped features
         ``[B*G, C/G, N, h, w]`` per level, lidar2img ``[B, N, 4, 4]``, memory_feat and its box
-        embedding key_pos ``[B, M, C]`` (None: no memory yet), valid_views ``[B, N]`` bool or None
+        embedding key_pos ``[B, R, C]`` (None: no memory yet), valid_views ``[B, N]`` bool or None,
+        memory_valid ``[B, R]`` / has_memory ``[B]`` (``TimeAdaptiveAttention``)
         -> (query_feat ``[B, Q, C]``, cls logits ``[B, Q, classes]``, refined boxes ``[B, Q, 10]``)."""
         query_pos = self.position_encoder(query_bbox)                             # [B, Q, C]
-        query_feat = self.norm_temp(self.cross_attn(query_feat, query_pos, memory_feat, key_pos))
+        query_feat = self.norm_temp(self.cross_attn(query_feat, query_pos, memory_feat, key_pos,
+                                                    memory_valid, has_memory))
         query_feat = query_feat + query_pos               # docs/official_model.md, quirks 2 and 30
         query_feat = self.norm1(self.self_attn(query_bbox, query_feat))
         no_time = query_feat.new_zeros(query_feat.shape[0], 1)                    # [B, T=1]
@@ -101,6 +104,34 @@ class RecurrentDecoderLayer(nn.Module):
         cls_logits = self.cls_branch(query_feat)                                  # [B, Q, classes]
         bbox = refine_boxes(query_bbox, self.reg_branch(query_feat))              # [B, Q, 10], v in m/s
         return query_feat, cls_logits, bbox
+
+
+def static_graph() -> bool:
+    """True while the module is being traced or exported (no data-dependent Python branches)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def memory_paths(memory_feat: Tensor | None, memory_bbox: Tensor | None,
+                 memory_valid: Tensor | None
+                 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """Which memory-attention path each sample takes, decided once per frame.
+
+    A fixed-shape memory (``memory_valid [B, R]`` given) is read with its padding rows masked;
+    a sample with no valid row takes the no-memory path (docs/official_model.md, quirk 29).
+    Eagerly, a batch where every sample has memory drops ``has_memory`` (mask only) and one
+    where none has drops the memory (quirk 29 for all, as the variable form with no memory);
+    traced or exported, both paths run and ``has_memory [B]`` selects. Returns (memory_feat,
+    memory_bbox, memory_valid, has_memory).
+    """
+    if memory_feat is None or memory_valid is None:
+        return memory_feat, memory_bbox, None, None
+    has_memory = memory_valid.any(dim=1)                                          # [B]
+    if not static_graph():
+        if bool(has_memory.all()):
+            return memory_feat, memory_bbox, memory_valid, None
+        if not bool(has_memory.any()):
+            return None, None, None, None
+    return memory_feat, memory_bbox, memory_valid, has_memory
 
 
 class RecurrentDecoder(nn.Module):
@@ -121,21 +152,24 @@ class RecurrentDecoder(nn.Module):
 
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: Sequence[Tensor],
                 lidar2img: Tensor, image_hw: tuple[int, int], memory_feat: Tensor | None,
-                memory_bbox: Tensor | None, valid_views: Tensor | None = None
-                ) -> tuple[Tensor, Tensor, Tensor]:
-        """FPN levels ``[B, N, C, h, w]`` of the current frame, the memory ``[B, M, C]`` and its
-        boxes ``[B, M, 10]`` in this frame (None: none yet) -> stacked (cls ``[L, B, Q, classes]``,
-        boxes ``[L, B, Q, 10]`` query layout, features ``[L, B, Q, C]``)."""
+                memory_bbox: Tensor | None, valid_views: Tensor | None = None,
+                memory_valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """FPN levels ``[B, N, C, h, w]`` of the current frame, the memory ``[B, R, C]`` and its
+        boxes ``[B, R, 10]`` in this frame (None: none yet), ``memory_valid [B, R]`` bool (None:
+        every row is memory; a fixed-shape memory marks its padding rows False) -> stacked (cls
+        ``[L, B, Q, classes]``, boxes ``[L, B, Q, 10]`` query layout, features ``[L, B, Q, C]``)."""
         num_views = features[0].shape[1]
         grouped = group_features_for_sampling(features, self.num_groups, num_views,
                                               valid_views=valid_views)            # [BG, C/G, N, h, w]
+        memory_feat, memory_bbox, memory_valid, has_memory = memory_paths(
+            memory_feat, memory_bbox, memory_valid)
         # the memory boxes do not change within a frame: their embedding is computed once
         key_pos = None if memory_bbox is None else self.decoder_layer.position_encoder(memory_bbox)
         all_cls, all_bbox, all_feat = [], [], []
         for _ in range(self.iterations):
             query_feat, cls_logits, bbox = self.decoder_layer(
                 query_bbox, query_feat, grouped, lidar2img, image_hw, memory_feat, key_pos,
-                valid_views)
+                valid_views, memory_valid, has_memory)
             query_bbox = bbox.detach()                                            # docs/official_model.md, quirk 1
             all_cls.append(cls_logits)
             all_bbox.append(bbox)
@@ -152,8 +186,8 @@ class RecurrentTransformer(nn.Module):
 
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: Sequence[Tensor],
                 lidar2img: Tensor, image_hw: tuple[int, int], memory_feat: Tensor | None,
-                memory_bbox: Tensor | None, valid_views: Tensor | None = None
-                ) -> tuple[Tensor, Tensor, Tensor]:
+                memory_bbox: Tensor | None, valid_views: Tensor | None = None,
+                memory_valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         outputs = self.decoder(query_bbox, query_feat, features, lidar2img, image_hw,
-                               memory_feat, memory_bbox, valid_views)
+                               memory_feat, memory_bbox, valid_views, memory_valid)
         return tuple(torch.nan_to_num(x) for x in outputs)                        # [L, B, Q, ...]

@@ -27,7 +27,8 @@ from ..recipe.config import HeadConfig
 from .boxes import query_to_head_layout
 from .head import QueryHead, init_query_boxes
 from .recurrent_decoder import RecurrentTransformer
-from .recurrent_state import EgoMotion, RecurrentState, RecurrentStateError, warp_boxes
+from .recurrent_state import (EgoMotion, RecurrentState, RecurrentStateError, propagation_gate,
+                              warp_boxes)
 
 Tensor = torch.Tensor
 
@@ -81,19 +82,23 @@ class RecurrentSparseBEVHead(QueryHead):
     def forward(self, features: Sequence[Tensor], lidar2img: Tensor | np.ndarray,
                 image_hw: tuple[int, int], state: RecurrentState | None = None,
                 motion: EgoMotion | None = None,
-                valid_views: Tensor | np.ndarray | None = None) -> tuple[dict, RecurrentState]:
+                valid_views: Tensor | np.ndarray | None = None,
+                propagate: Tensor | None = None) -> tuple[dict, RecurrentState]:
         """Run one frame from the state after the previous frame.
 
         features: per level ``[B, N, C, h, w]`` (the current frame's N cameras); lidar2img
         ``[B, N, 4, 4]`` (model frame -> network-input pixels); image_hw the padded input (H, W);
-        state: the state after the previous frame (None: no history, a stream's first frame);
-        motion: how the model frame moved since that frame (needed with a state);
-        valid_views ``[B, N]`` bool (None: all valid): a missing camera is never sampled.
+        state: the state after the previous frame, in either form (``RecurrentState``; None:
+        no history, a stream's first frame); motion: how the model frame moved since that
+        frame (needed with a state); valid_views ``[B, N]`` bool (None: all valid): a missing
+        camera is never sampled; propagate ``[B]`` bool: the time gate computed by the caller
+        (``recurrent_state.propagation_gate``; None: computed here from ``motion``).
 
-        Returns ``(outputs, next_state)``; outputs: ``all_cls_scores [L, B, Q+K, classes]``
-        logits and ``all_bbox_preds [L, B, Q+K, 10]`` head layout (rows ``:Q`` the learned
-        queries, ``Q:`` the propagated or padding ones), and what the frame started from:
-        ``input_query_bbox [B, Q+K, 10]`` (query layout), ``input_memory_bbox [B, M, 10]``
+        Returns ``(outputs, next_state)``, the next state in the form of ``state`` (variable
+        for None); outputs: ``all_cls_scores [L, B, Q+K, classes]`` logits and
+        ``all_bbox_preds [L, B, Q+K, 10]`` head layout (rows ``:Q`` the learned queries, ``Q:``
+        the propagated or padding ones), and what the frame started from:
+        ``input_query_bbox [B, Q+K, 10]`` (query layout), ``input_memory_bbox [B, R, 10]``
         (the memory moved into this frame; None without a state), ``propagation_used [B]``
         bool (the propagated queries passed the time gate), ``propagated_index [B, K]`` (rows
         of this frame that the next state carries, best first).
@@ -104,7 +109,7 @@ class RecurrentSparseBEVHead(QueryHead):
             valid_views = torch.as_tensor(valid_views).to(device)                      # [B, N] bool
         self._check_inputs(features, lidar2img, valid_views)
         batch = features[0].shape[0]
-        memory_feat = memory_bbox = None
+        memory_feat = memory_bbox = memory_valid = memory_rows = None
         propagated = used = None
         if state is not None:
             if motion is None:
@@ -113,18 +118,24 @@ class RecurrentSparseBEVHead(QueryHead):
             state.check(batch, self.cfg.embed_dims, self.num_propagated, self.memory_cfg.memory_len)
             motion.check(batch)
             state, motion = state.to(device), motion.to(device)
-            memory_feat = state.memory_feat
-            memory_bbox = warp_boxes(state.memory_bbox, motion, self.pc_range)           # [B, M, 10]
+            memory_feat, memory_rows = state.memory_feat, state.memory_rows
+            memory_valid = state.memory_valid()                                           # [B, R] or None
+            memory_bbox = warp_boxes(state.memory_bbox, motion, self.pc_range)           # [B, R, 10]
             propagated = (state.propagated_feat,
                           warp_boxes(state.propagated_bbox, motion, self.pc_range))      # [B, K, C|10]
-            used = self.passes_time_gate(motion)                                          # [B]
+            if propagate is None:
+                used = self.passes_time_gate(motion)                                          # [B]
+                if memory_rows is not None:                  # an empty fixed-form state: no frame
+                    used = used & state.has_previous_frame()
+            else:
+                used = torch.as_tensor(propagate, device=device).reshape(batch).bool()
         query_bbox, query_feat = self.input_queries(batch, propagated, used)             # [B, Q+K, 10|C]
 
         cls_scores, bbox_preds, query_out = self.transformer(
             query_bbox, query_feat, list(features), lidar2img, tuple(image_hw), memory_feat,
-            memory_bbox, valid_views)                                                    # [L, B, Q+K, ...]
+            memory_bbox, valid_views, memory_valid)                                      # [L, B, Q+K, ...]
         next_state, index = self.next_state(cls_scores[-1], bbox_preds[-1], query_out[-1],
-                                            memory_feat, memory_bbox)
+                                            memory_feat, memory_bbox, memory_rows)
         outputs = dict(all_cls_scores=cls_scores,
                        all_bbox_preds=query_to_head_layout(bbox_preds, self.pc_range),
                        input_query_bbox=query_bbox, input_memory_bbox=memory_bbox,
@@ -136,7 +147,7 @@ class RecurrentSparseBEVHead(QueryHead):
     def passes_time_gate(self, motion: EgoMotion) -> Tensor:
         """``[B]`` bool: the frames are at most ``max_time_interval`` apart, compared in float64
         (docs/official_model.md, quirk 26). Only the propagated queries are gated, never the memory."""
-        return motion.elapsed.to(torch.float64).abs() <= self.memory_cfg.max_time_interval
+        return propagation_gate(motion.elapsed, self.memory_cfg.max_time_interval)
 
     def input_queries(self, batch: int, propagated: tuple[Tensor, Tensor] | None,
                       used: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -158,15 +169,18 @@ class RecurrentSparseBEVHead(QueryHead):
 
     @torch.no_grad()
     def next_state(self, cls_logits: Tensor, bbox: Tensor, query_feat: Tensor,
-                   memory_feat: Tensor | None, memory_bbox: Tensor | None
-                   ) -> tuple[RecurrentState, Tensor]:
+                   memory_feat: Tensor | None, memory_bbox: Tensor | None,
+                   memory_rows: Tensor | None = None) -> tuple[RecurrentState, Tensor]:
         """The state after this frame (docs/official_model.md, quirk 31).
 
         cls_logits ``[B, Q+K, classes]``, bbox ``[B, Q+K, 10]`` (query layout) and query_feat
-        ``[B, Q+K, C]`` of the last decoder layer; memory ``[B, M, C]`` / ``[B, M, 10]`` as this
-        frame read it (None: none). The ``K`` rows with the highest max class logit, best first,
-        are propagated; their first ``len_per_frame`` rows go to the front of the memory, which
-        keeps its newest ``memory_len`` rows. Returns (state, row index ``[B, K]``).
+        ``[B, Q+K, C]`` of the last decoder layer; memory ``[B, R, C]`` / ``[B, R, 10]`` as this
+        frame read it (None: none), memory_rows ``[B]`` its valid rows (a fixed-form state; None:
+        all). The ``K`` rows with the highest max class logit, best first, are propagated; their
+        first ``len_per_frame`` rows go to the front of the memory, which keeps its newest
+        ``memory_len`` rows (a fixed-form memory: always ``memory_len`` rows, the valid ones
+        first, ``min(memory_rows + len_per_frame, memory_len)`` of them). Returns (state, row
+        index ``[B, K]``).
         """
         best = cls_logits.max(dim=-1).values                                     # [B, Q+K]
         index = torch.topk(best, k=self.num_propagated, dim=1).indices           # [B, K], descending
@@ -178,7 +192,9 @@ class RecurrentSparseBEVHead(QueryHead):
             limit = self.memory_cfg.memory_len
             new_feat = torch.cat([new_feat, memory_feat], dim=1)[:, :limit]      # [B, M', C]
             new_bbox = torch.cat([new_bbox, memory_bbox], dim=1)[:, :limit]      # [B, M', 10]
+        rows = None if memory_rows is None else (memory_rows + chunk).clamp(max=self.memory_cfg.memory_len)
         state = RecurrentState(propagated_feat=propagated_feat.detach(),
                                propagated_bbox=propagated_bbox.detach(),
-                               memory_feat=new_feat.detach(), memory_bbox=new_bbox.detach())
+                               memory_feat=new_feat.detach(), memory_bbox=new_bbox.detach(),
+                               memory_rows=rows)
         return state, index
