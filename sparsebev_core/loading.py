@@ -30,7 +30,7 @@ if TYPE_CHECKING:                       # torch-heavy modules, imported when a m
     from .streaming.onnx_runtime import OnnxRuntime
 
 WEIGHTS_DIR = Path(__file__).with_name('weights')
-RANDOM_WEIGHTS_PRESETS = ('tiny',)      # may run without weights (tests, plumbing checks)
+RANDOM_WEIGHTS_PRESETS = ('tiny', 'tiny_memory')   # may run without weights (tests, plumbing checks)
 RUNTIMES = ('torch', 'onnxruntime')
 
 
