@@ -156,7 +156,7 @@ class TimeAdaptiveAttention(nn.Module):
             bias = self.mask_padding_rows(bias, memory_valid, has_memory)
         out = query_feat + self.attention.attend(query_feat + query_pos, keys, values, bias)
         if memory_feat is not None and has_memory is not None:          # some samples have none
-            alone = self._forward(query_feat, query_pos, None, None)           # quirk 29 for them
+            alone = self._forward(query_feat, query_pos, None, None)   # docs/official_model.md, quirk 29
             out = torch.where(has_memory[:, None, None], out, alone)
         return out
 
@@ -179,6 +179,7 @@ class TimeAdaptiveAttention(nn.Module):
 
         memory_valid ``[B, R]`` bool (None: every row holds memory): padding rows of a
         fixed-shape memory, never attended to; has_memory ``[B]`` bool (None: every sample has
-        a valid row): where False, the no-memory path of quirk 29 (a batch mixing both)."""
+        a valid row): where False, the no-memory path (a batch mixing both; the path of
+        docs/official_model.md, quirk 29)."""
         return run_segment(self, self._forward, query_feat, query_pos, memory_feat, key_pos,
                            memory_valid, has_memory, probe=query_feat)

@@ -12,7 +12,7 @@ reset does is ``StreamingOptions.recurrent_reset``:
 * ``'official'``: nothing is forgotten, as in the official code, whose head clears its memory
   only on the first test frame of the process (docs/official_model.md 13.7): the memory queue
   crosses scene boundaries and time gaps, moved by whatever motion the poses give, and only the
-  2 s time gate (quirk 26) replaces the propagated queries.
+  2 s time gate replaces the propagated queries (docs/official_model.md, quirk 26).
 
 The state is kept in the fixed form of the runtime seam (``RecurrentState.empty``: always
 ``memory_len`` rows and a valid-row count), so its size never changes: for
