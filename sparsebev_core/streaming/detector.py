@@ -29,6 +29,12 @@ cache. ``StreamingDetector`` does the same for a live stream:
   a gap over ``max_time_gap``) and on ``reset(reason)``; ``last_step`` and the returned
   ``Detections`` carry the reason key.
 
+A recurrent SparseBEV++ model (``cfg.head.memory``, the ``*_memory`` presets) keeps no feature
+cache: each step encodes the current frame and runs ``runtime.run_recurrent_head`` on it with the
+stream's recurrent state (``recurrent_memory.RecurrentMemory``: the state, the previous stamp
+and pose, the ego motion and time gate, what a reset does: ``options.recurrent_reset``); checks,
+camera inputs, missing cameras, decoding and the reset rules are the ones above.
+
 The network runs behind the runtime seam (``streaming.runtime``): a ``SparseBEV`` is wrapped in
 ``EagerRuntime``; any other object with the same two calls plugs in unchanged. The head always
 runs in float32 by default (as in the official code); ``precision='fp16'|'bf16'`` runs the whole
@@ -103,12 +109,13 @@ class StepRecord:
 
 
 class StreamingDetector:
-    """SparseBEV over a stream of ``Frame``s with a feature cache.
+    """SparseBEV over a stream of ``Frame``s with a feature cache (SparseBEV++: a recurrent state).
 
     Args:
         model_or_runtime: a ``SparseBEV`` (``model.detector.build_model``; wrapped in
             ``runtime.EagerRuntime(model, device, options.precision)``), or any
-            ``runtime.Runtime`` (``encode``, ``run_head``, ``device``, ``legacy_yaw_convention``).
+            ``runtime.Runtime`` (``encode``, ``run_head``, ``device``, ``legacy_yaw_convention``;
+            for a recurrent model a ``runtime.RecurrentRuntime``: ``run_recurrent_head``).
         cfg: its ``ModelConfig`` (input size, number of past frames, class names, decoding);
             a config that needs future frames is refused (``frame_layout.check_streamable``).
         device: where the model runs ('cpu', 'cuda', 'cuda:1', ...; None: 'cpu' for a model,
