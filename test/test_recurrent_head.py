@@ -237,14 +237,6 @@ def test_a_missing_camera_is_never_sampled(tiny_v2, frames):
     assert not torch.equal(a['all_cls_scores'], c['all_cls_scores'])   # the camera is sampled otherwise
 
 
-def test_training_a_recurrent_preset_is_refused_before_anything_runs(tmp_path):
-    from sparsebev_core.engine.train import TrainArgumentError, TrainOptions, train
-    with pytest.raises(TrainArgumentError, match='not implemented'):
-        train(get_preset('tiny_memory'), dataset=None, options=TrainOptions(work_dir=str(tmp_path / 'run')),
-              device=torch.device('cpu'))
-    assert not (tmp_path / 'run').exists()
-
-
 # ------------------------------------------------------------------ the fixed form (runtime seam)
 def empty_state(cfg, batch=1) -> RecurrentState:
     m = cfg.head.memory
