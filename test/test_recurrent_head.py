@@ -297,7 +297,8 @@ def test_padding_rows_are_never_read(tiny_v2, frames):
 
 def test_a_batch_mixing_a_new_stream_and_a_running_one(tiny_v2, frames):
     """Batch element 0 starts a stream (empty state), element 1 has memory: each gets its own
-    path (quirk 29 / masked memory); the traced path (both computed, then selected) agrees."""
+    path (docs/official_model.md, quirk 29 / masked memory); the traced path (both computed,
+    then selected) agrees."""
     model, cfg = tiny_v2
     feats, l2i = frames
     limit = cfg.head.memory.memory_len

@@ -93,7 +93,8 @@ def test_denoising_queries_change_neither_the_matching_outputs_nor_the_state(
         model_and_cfg, inputs, with_memory):
     """The matching and propagated queries never see a denoising query (they carry the ground
     truth): not in the self-attention, and not in the memory attention's self-attention of a
-    frame without memory (quirk 29) either. A leak there fails the 'first frame' case."""
+    frame without memory (docs/official_model.md, quirk 29) either. A leak there fails the
+    'first frame' case."""
     model, cfg = model_and_cfg
     state = None
     if with_memory:
@@ -128,4 +129,4 @@ def test_gradients_reach_the_weights_but_never_the_state(model_and_cfg, inputs):
         assert grad is not None and grad.abs().sum() > 0, name
     assert model.pts_bbox_head.label_enc.weight.grad.abs().sum() > 0   # the denoising labels
     assert model.img_backbone.conv1.weight.grad.abs().sum() > 0
-    assert model.pts_bbox_head.padding_bbox.weight.grad is None        # never trained (quirk 27)
+    assert model.pts_bbox_head.padding_bbox.weight.grad is None        # docs/official_model.md, quirk 27

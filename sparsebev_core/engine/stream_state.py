@@ -6,7 +6,8 @@ ones, so slots at different points of their segments share one batch) and that f
 and model -> world pose. Before a step (:meth:`SlotStates.before_step`):
 
 * a slot whose frame starts a segment is cleared (no memory rows, no previous frame: the
-  head uses its padding queries and quirk 29's no-memory path), so nothing crosses from one
+  head uses its padding queries and the no-memory path of docs/official_model.md, quirk 29),
+  so nothing crosses from one
   segment to the next (the official code clears nothing in training and lets the time gate
   drop the propagated queries only: docs/official_model.md 13.8);
 * the ego motion is formed from the two poses (``EgoMotion.from_poses``: the augmented frames,

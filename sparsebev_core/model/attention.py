@@ -155,12 +155,13 @@ class TimeAdaptiveAttention(nn.Module):
         if memory_feat is not None and memory_valid is not None:
             bias = self.mask_padding_rows(bias, memory_valid, has_memory)
         if memory_feat is None and blocked is not None:
-            # training with query denoising: in quirk 29's self-attention the matching queries
-            # must not see the denoising ones (they carry the ground truth), docs/training.md
+            # training with query denoising: the matching queries must not see the denoising
+            # ones (they carry the ground truth) in the self-attention of
+            # docs/official_model.md, quirk 29 either (docs/training.md)
             bias = bias.masked_fill(blocked[None], float('-inf'))              # [B*H, Q, Q]
         out = query_feat + self.attention.attend(query_feat + query_pos, keys, values, bias)
         if memory_feat is not None and has_memory is not None:          # some samples have none
-            alone = self._forward(query_feat, query_pos, None, None, blocked=blocked)  # quirk 29 for them
+            alone = self._forward(query_feat, query_pos, None, None, blocked=blocked)  # no memory for them
             out = torch.where(has_memory[:, None, None], out, alone)
         return out
 
@@ -183,8 +184,10 @@ class TimeAdaptiveAttention(nn.Module):
 
         memory_valid ``[B, R]`` bool (None: every row holds memory): padding rows of a
         fixed-shape memory, never attended to; has_memory ``[B]`` bool (None: every sample has
-        a valid row): where False, the no-memory path of quirk 29 (a batch mixing both);
+        a valid row): where False, the no-memory path (docs/official_model.md, quirk 29;
+        a batch mixing both);
         blocked ``[Q, Q]`` bool (query denoising in training; True = i may not attend to j):
-        applied to quirk 29's self-attention only (the memory rows are open to every query)."""
+        applied to that no-memory self-attention only (the memory rows are open to every
+        query)."""
         return run_segment(self, self._forward, query_feat, query_pos, memory_feat, key_pos,
                            memory_valid, has_memory, blocked, probe=query_feat)

@@ -120,7 +120,8 @@ def memory_paths(memory_feat: Tensor | None, memory_bbox: Tensor | None,
     A fixed-shape memory (``memory_valid [B, R]`` given) is read with its padding rows masked;
     a sample with no valid row takes the no-memory path (docs/official_model.md, quirk 29).
     Eagerly, a batch where every sample has memory drops ``has_memory`` (mask only) and one
-    where none has drops the memory (quirk 29 for all, as the variable form with no memory);
+    where none has drops the memory (docs/official_model.md, quirk 29 for all, as the variable
+    form with no memory);
     traced or exported, both paths run and ``has_memory [B]`` selects. Returns (memory_feat,
     memory_bbox, memory_valid, has_memory).
     """
