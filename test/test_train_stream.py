@@ -86,6 +86,27 @@ def test_too_few_segments_for_the_batch_is_a_typed_error():
         SegmentWalk(scene_segments(infos_of({'a': 4}), 2), num_slots=3)
 
 
+def test_the_r50_memory_recipe_runs_the_official_iteration_count():
+    """docs/official_model.md 13.5: 60 x (28130 // 16) = 105,480 iterations of a total batch of
+    16 (2 per process on 8 GPUs), the cosine over all of them."""
+    cfg = get_preset('r50_nuimg_704x256_memory')
+    train_cfg = cfg.train
+    assert (train_cfg.epochs, train_cfg.total_batch_size, train_cfg.seq_split_num) == (60, 16, 2)
+    assert (train_cfg.lr, train_cfg.weight_decay, train_cfg.lr_by_epoch) == (4e-4, 1e-3, False)
+    assert (train_cfg.warmup_iters, train_cfg.min_lr_ratio, train_cfg.grad_clip) == (500, 1e-3, 35.0)
+
+    class NuScenesTrainSize(torch.utils.data.Dataset):          # 700 scenes, 28130 keyframes
+        infos = [dict(scene_token=f'scene-{i % 700}', timestamp=float(i)) for i in range(28130)]
+
+        def __len__(self):
+            return len(self.infos)
+
+    plans = [StreamPlan(NuScenesTrainSize(), 2, 2, DistInfo(rank=r, world_size=8), seed=0)
+             for r in (0, 7)]
+    assert train_cfg.epochs * plans[0].iters_per_epoch == 105_480
+    assert list(plans[0].slots) == [0, 1] and list(plans[1].slots) == [14, 15]
+
+
 # ----------------------------------------------------------------------------- augmented poses
 def test_the_pose_carries_the_bev_augmentation(tmp_path):
     """What the state warp is formed from (model -> world) moves with the BEV augmentation,

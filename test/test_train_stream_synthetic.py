@@ -85,3 +85,48 @@ def detect_scenes(model, cfg, root, split: str) -> dict:
                             out_dir / 'results_nusc.json')
     return run_detection_eval(NuScenes(version='v1.0-mini', dataroot=str(root), verbose=False),
                               path, resolve_split('v1.0-mini', split), out_dir)
+
+
+# Measured when written (this setting, held-out scene): mAP 0.026 / NDS 0.079 (weights seed 0),
+# 0.020 / 0.107 (seed 1); after 200 iterations 0.009 / 0.092; untrained 0.0 / 0.0. About 0.65
+# CPU-s per iteration (one thread, 2-core machine shared with other work).
+ITERATIONS = 250
+MIN_MAP = 0.008
+MIN_NDS = 0.04
+
+
+def test_tiny_memory_learns_to_detect_the_objects_of_an_unseen_scene(synthetic_root, tmp_path):
+    """Streaming training on the four training scenes (no augmentation, as the v1 check), then
+    the held-out scene: the loss falls and the devkit scores the trained model clearly above the
+    untrained one."""
+    from sparsebev_core.data.dataset import build_dataset
+    from sparsebev_core.model.detector import build_model
+    from sparsebev_core.recipe.presets import get_preset
+
+    cfg = get_preset('tiny_memory')
+    cfg.head.dn_groups = 3          # as the v1 check and the demo-model recipe
+    cfg.train.lr = 2e-3
+    cfg.train.warmup_iters = 10
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        set_random_seed(0, deterministic=False)
+        model = build_model(cfg)
+        before = detect_scenes(model, cfg, synthetic_root, 'val')
+        dataset = build_dataset(cfg, synthetic_root, version='v1.0-mini', split='train',
+                                training=False)
+        assert len({info['scene_token'] for info in dataset.infos}) == 4
+        summary = train(cfg, dataset, TrainOptions(work_dir=str(tmp_path / 'train'), epochs=1000,
+                                                   max_iters=ITERATIONS, progress=False,
+                                                   tensorboard=False),
+                        torch.device('cpu'), model=model)
+        after = detect_scenes(model, cfg, synthetic_root, 'val')
+    finally:
+        torch.set_num_threads(threads)
+    history = summary['loss_history']
+    assert len(history) == ITERATIONS and np.isfinite(history).all()
+    first, last = np.mean(history[:20]), np.mean(history[-20:])
+    assert last < 0.6 * first, f'loss did not fall clearly: {first:.2f} -> {last:.2f}'
+    assert before['mean_ap'] < 0.001 and before['nd_score'] < 0.01
+    assert after['mean_ap'] > MIN_MAP and after['nd_score'] > MIN_NDS, \
+        f"mAP {after['mean_ap']:.4f}, NDS {after['nd_score']:.4f} after {ITERATIONS} iterations"
