@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from camera_rigs import outward_lidar2img
 from sparsebev_core.model.detector import RecurrentModelError, build_model
 from sparsebev_core.model import recurrent_decoder
 from sparsebev_core.model.recurrent_state import (EgoMotion, RecurrentState, RecurrentStateError,
@@ -58,15 +59,7 @@ def frames(tiny_v2):
     model, cfg = tiny_v2
     gen = torch.Generator().manual_seed(1)
     h, w = cfg.input_size
-    lidar2img = torch.zeros(1, N_CAM, 4, 4)
-    for c in range(N_CAM):                           # cameras around the vehicle, looking outwards
-        yaw = 2 * math.pi * c / N_CAM
-        cam_from_lidar = torch.tensor([[-math.sin(yaw), math.cos(yaw), 0, 0],
-                                       [0, 0, -1, 0],
-                                       [math.cos(yaw), math.sin(yaw), 0, 0],
-                                       [0, 0, 0, 1]], dtype=torch.float32)
-        k = torch.tensor([[w / 2, 0, w / 2, 0], [0, w / 2, h / 2, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
-        lidar2img[0, c] = k @ cam_from_lidar
+    lidar2img = outward_lidar2img((h, w), cameras=N_CAM)     # cameras around the vehicle
     with torch.no_grad():
         feats = [model.extract_features(torch.rand(1, N_CAM, 3, h, w, generator=gen) * 255)
                  for _ in range(3)]

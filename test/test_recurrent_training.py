@@ -6,11 +6,10 @@ The streaming training loop around it is test_train_stream.py's.
 """
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
+from camera_rigs import outward_lidar2img
 from sparsebev_core.engine.losses import SparseBEVLoss
 from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.recurrent_state import EgoMotion, RecurrentState
@@ -41,13 +40,7 @@ def inputs(model_and_cfg):
     model, cfg = model_and_cfg
     gen = torch.Generator().manual_seed(1)
     h, w = cfg.input_size
-    lidar2img = torch.zeros(2, N_CAM, 4, 4)
-    for c in range(N_CAM):
-        yaw = 2 * math.pi * c / N_CAM
-        cam_from_lidar = torch.tensor([[-math.sin(yaw), math.cos(yaw), 0, 0], [0, 0, -1, 0],
-                                       [math.cos(yaw), math.sin(yaw), 0, 0], [0, 0, 0, 1]])
-        k = torch.tensor([[w / 2, 0, w / 2, 0], [0, w / 2, h / 2, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
-        lidar2img[:, c] = k @ cam_from_lidar
+    lidar2img = outward_lidar2img((h, w), batch=2, cameras=N_CAM)
     images = torch.rand(2, N_CAM, 3, h, w, generator=gen) * 255
     gt_boxes = [torch.tensor([[10.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.3, 2.0, 0.0],
                               [-6.0, 8.0, 0.8, 0.7, 0.7, 1.8, 1.0, 0.0, 0.5]]),

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from camera_rigs import ring_lidar2img
 from sparsebev_core import geometry
 from sparsebev_core.data.segments import SegmentError, SegmentWalk, scene_segments
 from sparsebev_core.devices import DistInfo
@@ -147,15 +148,7 @@ class Video(torch.utils.data.Dataset):
         self.cfg, self.frames = cfg, frames
         self.infos = [dict(scene_token=f'scene-{s}', timestamp=1000.0 * s + FRAME_PERIOD * k,
                            token=f'{s}-{k}') for s in range(scenes) for k in range(frames)]
-        h, w = cfg.input_size
-        ida, _ = geometry.test_time_image_transform((225, 400), (h, w))
-        K = np.array([[300.0, 0, 200], [0, 300.0, 112.5], [0, 0, 1]])
-        axes = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
-        self.lidar2img = np.stack([
-            geometry.compose_lidar2img(K, geometry.make_transform(
-                geometry.rot_z(np.deg2rad(yaw))[:3, :3] @ axes, [0, 0, 1.5]),
-                np.eye(4), np.eye(4), np.eye(4), ida)
-            for yaw in (0, -55, 55, 180, 110, -110)]).astype(np.float32)
+        self.lidar2img = ring_lidar2img(cfg.input_size)         # [6, 4, 4]
         self.world_boxes = np.array([[30.0, 4.0, 0.8, 4.0, 2.0, 1.5, 0.1, 0.0, 0.0],
                                      [20.0, -6.0, 0.9, 0.8, 0.8, 1.7, 1.0, 0.0, 0.0]])
 
