@@ -7,9 +7,9 @@ and model -> world pose. Before a step (:meth:`SlotStates.before_step`):
 
 * a slot whose frame starts a segment is cleared (no memory rows, no previous frame: the
   head uses its padding queries and the no-memory path of docs/official_model.md, quirk 29),
-  so nothing crosses from one
-  segment to the next (the official code clears nothing in training and lets the time gate
-  drop the propagated queries only: docs/official_model.md 13.8);
+  so nothing crosses from one segment to the next (the official code clears nothing in
+  training and lets the time gate drop the propagated queries only: docs/official_model.md
+  13.8);
 * the ego motion is formed from the two poses (``EgoMotion.from_poses``: the augmented frames,
   since each pose carries its frame's BEV augmentation).
 
