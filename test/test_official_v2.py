@@ -79,6 +79,23 @@ def test_memory_config_fields_are_read_and_an_unsupported_interval_is_refused(tm
         load_official_config(every_other)
 
 
+def test_the_streaming_segments_per_scene_are_read_and_written(tmp_path):
+    text = OFFICIAL_CONFIG.read_text()
+    assert get_preset(PRESET).train.seq_split_num == 2
+    three = tmp_path / 'three_segments.py'
+    three.write_text(text.replace('seq_split_num=2,', 'seq_split_num=3,'))
+    cfg = load_official_config(three)
+    assert cfg.train.seq_split_num == 3 and not cfg.train.lr_by_epoch
+    from sparsebev_core.recipe.mmcv_reader import read_config_file
+    written = tmp_path / 'written.py'
+    written.write_text(export_official_config(cfg))
+    assert read_config_file(written)['data']['train']['seq_split_num'] == 3
+    every_frame = tmp_path / 'every_frame.py'
+    every_frame.write_text(text.replace('seq_split_num=2,', "seq_split_num='all',"))
+    with pytest.raises(Exception, match="seq_split_num = 'all'"):
+        load_official_config(every_frame)
+
+
 def test_official_v2_checkpoint_loads_strictly_and_converts_both_ways(official_state, manifest,
                                                                       tmp_path, capsys):
     official = tmp_path / 'official_v2.pth'

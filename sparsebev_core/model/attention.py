@@ -141,7 +141,7 @@ class TimeAdaptiveAttention(nn.Module):
 
     def _forward(self, query_feat: Tensor, query_pos: Tensor, memory_feat: Tensor | None,
                  key_pos: Tensor | None, memory_valid: Tensor | None = None,
-                 has_memory: Tensor | None = None) -> Tensor:
+                 has_memory: Tensor | None = None, blocked: Tensor | None = None) -> Tensor:
         b, q = query_feat.shape[:2]
         if memory_feat is None:
             # docs/official_model.md, quirk 29: no memory yet (first frame) -> the queries attend
@@ -154,9 +154,15 @@ class TimeAdaptiveAttention(nn.Module):
         bias = self.age_bias(query_feat, negative_age)                         # [B*H, Q, K]
         if memory_feat is not None and memory_valid is not None:
             bias = self.mask_padding_rows(bias, memory_valid, has_memory)
+        if memory_feat is None and blocked is not None:
+            # training with query denoising: the matching queries must not see the denoising
+            # ones (they carry the ground truth) in the self-attention of
+            # docs/official_model.md, quirk 29 either (docs/training.md)
+            bias = bias.masked_fill(blocked[None], float('-inf'))              # [B*H, Q, Q]
         out = query_feat + self.attention.attend(query_feat + query_pos, keys, values, bias)
         if memory_feat is not None and has_memory is not None:          # some samples have none
-            alone = self._forward(query_feat, query_pos, None, None)   # docs/official_model.md, quirk 29
+            alone = self._forward(query_feat, query_pos, None, None,
+                                  blocked=blocked)  # docs/official_model.md, quirk 29
             out = torch.where(has_memory[:, None, None], out, alone)
         return out
 
@@ -173,13 +179,16 @@ class TimeAdaptiveAttention(nn.Module):
 
     def forward(self, query_feat: Tensor, query_pos: Tensor, memory_feat: Tensor | None,
                 key_pos: Tensor | None, memory_valid: Tensor | None = None,
-                has_memory: Tensor | None = None) -> Tensor:
+                has_memory: Tensor | None = None, blocked: Tensor | None = None) -> Tensor:
         """query_feat / query_pos ``[B, Q, C]``, memory_feat / key_pos ``[B, R, C]`` (R <= the
         memory length; None before the first frame's memory) -> ``[B, Q, C]`` (with residual).
 
         memory_valid ``[B, R]`` bool (None: every row holds memory): padding rows of a
         fixed-shape memory, never attended to; has_memory ``[B]`` bool (None: every sample has
-        a valid row): where False, the no-memory path (a batch mixing both; the path of
-        docs/official_model.md, quirk 29)."""
+        a valid row): where False, the no-memory path (docs/official_model.md, quirk 29;
+        a batch mixing both);
+        blocked ``[Q, Q]`` bool (query denoising in training; True = i may not attend to j):
+        applied to that no-memory self-attention only (the memory rows are open to every
+        query)."""
         return run_segment(self, self._forward, query_feat, query_pos, memory_feat, key_pos,
-                           memory_valid, has_memory, probe=query_feat)
+                           memory_valid, has_memory, blocked, probe=query_feat)

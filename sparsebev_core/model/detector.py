@@ -174,11 +174,23 @@ class SparseBEV(nn.Module):
                                   image_hw=self.input_hw(features),
                                   gt_boxes=gt_boxes, gt_labels=gt_labels, valid_views=valid_views)
 
-    def forward(self, images: torch.Tensor, lidar2img: torch.Tensor, timestamps: torch.Tensor,
+    def forward(self, images: torch.Tensor, lidar2img: torch.Tensor,
+                timestamps: torch.Tensor | None = None,
                 gt_boxes: list[torch.Tensor] | None = None,
-                gt_labels: list[torch.Tensor] | None = None) -> dict:
-        """``extract_features`` + ``forward_head`` (the official low-level forward)."""
-        return self.forward_head(self.extract_features(images), lidar2img, timestamps,
+                gt_labels: list[torch.Tensor] | None = None, *,
+                state: 'RecurrentState | None' = None,
+                motion: 'EgoMotion | None' = None):
+        """``extract_features`` + ``forward_head`` (the official low-level forward); for a
+        recurrent model ``extract_features`` + ``forward_recurrent`` of one frame
+        (``images [B, N, 3, H, W]``, ``state`` / ``motion`` as there; ``timestamps`` unused:
+        one frame has no time difference) -> ``(outputs, next_state)``. The training step
+        calls this (a ``DistributedDataParallel`` wrapper only syncs gradients through
+        ``forward``)."""
+        features = self.extract_features(images)
+        if self.is_recurrent:
+            return self.forward_recurrent(features, lidar2img, state, motion,
+                                          gt_boxes=gt_boxes, gt_labels=gt_labels)
+        return self.forward_head(features, lidar2img, timestamps,
                                  gt_boxes=gt_boxes, gt_labels=gt_labels)
 
     # ---------------------------------------------------------------- recurrent head (v2)
@@ -190,7 +202,10 @@ class SparseBEV(nn.Module):
     def forward_recurrent(self, features: list[torch.Tensor], lidar2img: torch.Tensor,
                           state: 'RecurrentState | None' = None, motion: 'EgoMotion | None' = None,
                           valid_views: torch.Tensor | None = None,
-                          propagate: torch.Tensor | None = None) -> tuple[dict, 'RecurrentState']:
+                          propagate: torch.Tensor | None = None,
+                          gt_boxes: list[torch.Tensor] | None = None,
+                          gt_labels: list[torch.Tensor] | None = None
+                          ) -> tuple[dict, 'RecurrentState']:
         """One frame of a recurrent (SparseBEV++) model: ``(outputs, next_state)``.
 
         features: per level ``[B, N, C, h_l, w_l]`` (``extract_features`` of the current
@@ -198,15 +213,18 @@ class SparseBEV(nn.Module):
         in the variable or the fixed form (``RecurrentState``; None: a stream's first frame,
         no history); motion: ``EgoMotion`` since that frame; valid_views ``[B, N]`` bool
         (False: a missing camera, never sampled); propagate ``[B]`` bool: the time gate
-        computed by the caller (None: from ``motion``). Outputs as ``forward_head``
-        (``all_cls_scores``, ``all_bbox_preds``, rows: learned queries then propagated ones)
-        plus what the frame started from (``RecurrentSparseBEVHead.forward``).
+        computed by the caller (None: from ``motion``); gt_boxes / gt_labels (training with
+        query denoising): per element ``[K, 9]`` gravity boxes and ``[K]`` labels. Outputs as
+        ``forward_head`` (``all_cls_scores``, ``all_bbox_preds``, rows: learned queries then
+        propagated ones; DN outputs in training) plus what the frame started from
+        (``RecurrentSparseBEVHead.forward``).
         """
         if not self.is_recurrent or self.pts_bbox_head is None:
             raise RecurrentModelError(f'preset {self.cfg.name!r} has no recurrent head: use forward_head')
         return self.pts_bbox_head(features, torch.as_tensor(lidar2img).float(),
                                   image_hw=self.input_hw(features), state=state, motion=motion,
-                                  valid_views=valid_views, propagate=propagate)
+                                  valid_views=valid_views, propagate=propagate,
+                                  gt_boxes=gt_boxes, gt_labels=gt_labels)
 
     @torch.no_grad()
     def decode(self, outputs: dict, score_threshold: float | None = None,

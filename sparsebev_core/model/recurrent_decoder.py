@@ -84,18 +84,19 @@ class RecurrentDecoderLayer(nn.Module):
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: list[Tensor],
                 lidar2img: Tensor, image_hw: tuple[int, int], memory_feat: Tensor | None,
                 key_pos: Tensor | None, valid_views: Tensor | None = None,
-                memory_valid: Tensor | None = None, has_memory: Tensor | None = None
-                ) -> tuple[Tensor, Tensor, Tensor]:
+                memory_valid: Tensor | None = None, has_memory: Tensor | None = None,
+                attn_blocked: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """query_bbox ``[B, Q, 10]`` (query layout), query_feat ``[B, Q, C]``, grouped features
         ``[B*G, C/G, N, h, w]`` per level, lidar2img ``[B, N, 4, 4]``, memory_feat and its box
         embedding key_pos ``[B, R, C]`` (None: no memory yet), valid_views ``[B, N]`` bool or None,
-        memory_valid ``[B, R]`` / has_memory ``[B]`` (``TimeAdaptiveAttention``)
+        memory_valid ``[B, R]`` / has_memory ``[B]`` (``TimeAdaptiveAttention``), attn_blocked
+        ``[Q, Q]`` bool (query denoising in training: pairs that may not attend)
         -> (query_feat ``[B, Q, C]``, cls logits ``[B, Q, classes]``, refined boxes ``[B, Q, 10]``)."""
         query_pos = self.position_encoder(query_bbox)                             # [B, Q, C]
         query_feat = self.norm_temp(self.cross_attn(query_feat, query_pos, memory_feat, key_pos,
-                                                    memory_valid, has_memory))
+                                                    memory_valid, has_memory, attn_blocked))
         query_feat = query_feat + query_pos               # docs/official_model.md, quirks 2 and 30
-        query_feat = self.norm1(self.self_attn(query_bbox, query_feat))
+        query_feat = self.norm1(self.self_attn(query_bbox, query_feat, attn_blocked))
         no_time = query_feat.new_zeros(query_feat.shape[0], 1)                    # [B, T=1]
         sampled = self.sampling(query_bbox, query_feat, features, lidar2img, no_time, image_hw,
                                 valid_views=valid_views)                          # [B, Q, G, P, C/G]
@@ -119,7 +120,8 @@ def memory_paths(memory_feat: Tensor | None, memory_bbox: Tensor | None,
     A fixed-shape memory (``memory_valid [B, R]`` given) is read with its padding rows masked;
     a sample with no valid row takes the no-memory path (docs/official_model.md, quirk 29).
     Eagerly, a batch where every sample has memory drops ``has_memory`` (mask only) and one
-    where none has drops the memory (the no-memory path for all, as the variable form);
+    where none has drops the memory (docs/official_model.md, quirk 29 for all, as the variable
+    form with no memory);
     traced or exported, both paths run and ``has_memory [B]`` selects. Returns (memory_feat,
     memory_bbox, memory_valid, has_memory).
     """
@@ -153,11 +155,13 @@ class RecurrentDecoder(nn.Module):
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: Sequence[Tensor],
                 lidar2img: Tensor, image_hw: tuple[int, int], memory_feat: Tensor | None,
                 memory_bbox: Tensor | None, valid_views: Tensor | None = None,
-                memory_valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                memory_valid: Tensor | None = None,
+                attn_blocked: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """FPN levels ``[B, N, C, h, w]`` of the current frame, the memory ``[B, R, C]`` and its
         boxes ``[B, R, 10]`` in this frame (None: none yet), ``memory_valid [B, R]`` bool (None:
-        every row is memory; a fixed-shape memory marks its padding rows False) -> stacked (cls
-        ``[L, B, Q, classes]``, boxes ``[L, B, Q, 10]`` query layout, features ``[L, B, Q, C]``)."""
+        every row is memory; a fixed-shape memory marks its padding rows False), attn_blocked
+        ``[Q, Q]`` (query denoising) -> stacked (cls ``[L, B, Q, classes]``, boxes
+        ``[L, B, Q, 10]`` query layout, features ``[L, B, Q, C]``)."""
         num_views = features[0].shape[1]
         grouped = group_features_for_sampling(features, self.num_groups, num_views,
                                               valid_views=valid_views)            # [BG, C/G, N, h, w]
@@ -169,7 +173,7 @@ class RecurrentDecoder(nn.Module):
         for _ in range(self.iterations):
             query_feat, cls_logits, bbox = self.decoder_layer(
                 query_bbox, query_feat, grouped, lidar2img, image_hw, memory_feat, key_pos,
-                valid_views, memory_valid, has_memory)
+                valid_views, memory_valid, has_memory, attn_blocked)
             query_bbox = bbox.detach()                                            # docs/official_model.md, quirk 1
             all_cls.append(cls_logits)
             all_bbox.append(bbox)
@@ -187,7 +191,8 @@ class RecurrentTransformer(nn.Module):
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: Sequence[Tensor],
                 lidar2img: Tensor, image_hw: tuple[int, int], memory_feat: Tensor | None,
                 memory_bbox: Tensor | None, valid_views: Tensor | None = None,
-                memory_valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                memory_valid: Tensor | None = None,
+                attn_blocked: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         outputs = self.decoder(query_bbox, query_feat, features, lidar2img, image_hw,
-                               memory_feat, memory_bbox, valid_views, memory_valid)
+                               memory_feat, memory_bbox, valid_views, memory_valid, attn_blocked)
         return tuple(torch.nan_to_num(x) for x in outputs)                        # [L, B, Q, ...]

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..recipe.config import HeadConfig
 from .boxes import query_to_head_layout
+from .denoising import make_denoising_queries
 from .head import QueryHead, init_query_boxes
 from .recurrent_decoder import RecurrentTransformer
 from .recurrent_state import (EgoMotion, RecurrentState, RecurrentStateError, propagation_gate,
@@ -83,7 +84,9 @@ class RecurrentSparseBEVHead(QueryHead):
                 image_hw: tuple[int, int], state: RecurrentState | None = None,
                 motion: EgoMotion | None = None,
                 valid_views: Tensor | np.ndarray | None = None,
-                propagate: Tensor | None = None) -> tuple[dict, RecurrentState]:
+                propagate: Tensor | None = None,
+                gt_boxes: Sequence[Tensor] | None = None,
+                gt_labels: Sequence[Tensor] | None = None) -> tuple[dict, RecurrentState]:
         """Run one frame from the state after the previous frame.
 
         features: per level ``[B, N, C, h, w]`` (the current frame's N cameras); lidar2img
@@ -92,7 +95,9 @@ class RecurrentSparseBEVHead(QueryHead):
         no history, a stream's first frame); motion: how the model frame moved since that
         frame (needed with a state); valid_views ``[B, N]`` bool (None: all valid): a missing
         camera is never sampled; propagate ``[B]`` bool: the time gate computed by the caller
-        (``recurrent_state.propagation_gate``; None: computed here from ``motion``).
+        (``recurrent_state.propagation_gate``; None: computed here from ``motion``);
+        gt_boxes / gt_labels (training with query denoising only): per element ``[K, 9]``
+        gravity boxes and ``[K]`` labels in this frame (:meth:`denoising_queries`).
 
         Returns ``(outputs, next_state)``, the next state in the form of ``state`` (variable
         for None); outputs: ``all_cls_scores [L, B, Q+K, classes]`` logits and
@@ -101,7 +106,10 @@ class RecurrentSparseBEVHead(QueryHead):
         ``input_query_bbox [B, Q+K, 10]`` (query layout), ``input_memory_bbox [B, R, 10]``
         (the memory moved into this frame; None without a state), ``propagation_used [B]``
         bool (the propagated queries passed the time gate), ``propagated_index [B, K]`` (rows
-        of this frame that the next state carries, best first).
+        of this frame that the next state carries, best first); with denoising also
+        ``dn_cls_scores``, ``dn_bbox_preds`` ``[L, B, pad, ...]`` and ``dn_mask_dict`` as the v1
+        head (the rows above exclude the denoising ones). The next state never carries a
+        gradient (no back-propagation through time, as the official code).
         """
         device = features[0].device
         lidar2img = torch.as_tensor(lidar2img).to(device=device, dtype=torch.float32)   # [B, N, 4, 4]
@@ -130,19 +138,45 @@ class RecurrentSparseBEVHead(QueryHead):
             else:
                 used = torch.as_tensor(propagate, device=device).reshape(batch).bool()
         query_bbox, query_feat = self.input_queries(batch, propagated, used)             # [B, Q+K, 10|C]
+        dn = self.denoising_queries(gt_boxes, gt_labels, query_bbox.shape[1])
+        pad = 0 if dn is None else dn.pad_size
+        if dn is not None:                   # prepended: [B, pad + Q + K, ...]
+            query_bbox = torch.cat([dn.query_bbox, query_bbox], dim=1)
+            query_feat = torch.cat([dn.query_feat, query_feat], dim=1)
 
         cls_scores, bbox_preds, query_out = self.transformer(
             query_bbox, query_feat, list(features), lidar2img, tuple(image_hw), memory_feat,
-            memory_bbox, valid_views, memory_valid)                                      # [L, B, Q+K, ...]
-        next_state, index = self.next_state(cls_scores[-1], bbox_preds[-1], query_out[-1],
-                                            memory_feat, memory_bbox, memory_rows)
-        outputs = dict(all_cls_scores=cls_scores,
-                       all_bbox_preds=query_to_head_layout(bbox_preds, self.pc_range),
-                       input_query_bbox=query_bbox, input_memory_bbox=memory_bbox,
+            memory_bbox, valid_views, memory_valid,
+            None if dn is None else dn.attn_blocked)                                     # [L, B, pad+Q+K, ...]
+        # the state update never sees the denoising rows (official: dropped before the top-k)
+        next_state, index = self.next_state(cls_scores[-1, :, pad:], bbox_preds[-1, :, pad:],
+                                            query_out[-1, :, pad:], memory_feat, memory_bbox,
+                                            memory_rows)
+        bbox_preds = query_to_head_layout(bbox_preds, self.pc_range)                     # [L, B, pad+Q+K, 10]
+        outputs = dict(all_cls_scores=cls_scores[:, :, pad:], all_bbox_preds=bbox_preds[:, :, pad:],
+                       input_query_bbox=query_bbox[:, pad:], input_memory_bbox=memory_bbox,
                        propagation_used=(used if used is not None
                                          else torch.zeros(batch, dtype=torch.bool, device=device)),
                        propagated_index=index)
+        if dn is not None:
+            outputs.update(dn_cls_scores=cls_scores[:, :, :pad], dn_bbox_preds=bbox_preds[:, :, :pad],
+                           dn_mask_dict=dn.mask_dict())
         return outputs, next_state
+
+    def denoising_queries(self, gt_boxes: Sequence[Tensor] | None,
+                          gt_labels: Sequence[Tensor] | None, num_queries: int):
+        """Query denoising in training, as the v1 head (docs/official_model.md 2.4.1): noised GT
+        queries prepended to the ``Q + K`` learned and propagated ones (``num_queries``), which
+        see none of them (the official extended mask, 13.5). None in eval mode, without
+        denoising, without ground truth or when the batch has no GT box."""
+        if not (self.training and self.cfg.query_denoising and gt_boxes is not None):
+            return None
+        if gt_labels is None:
+            raise ValueError('query denoising needs gt_labels together with gt_boxes')
+        return make_denoising_queries(
+            gt_boxes, gt_labels, self.label_enc, num_queries, tuple(self.cfg.pc_range),
+            self.num_classes, self.cfg.dn_groups, self.cfg.dn_box_noise_scale,
+            self.cfg.dn_label_noise_scale)
 
     def passes_time_gate(self, motion: EgoMotion) -> Tensor:
         """``[B]`` bool: the frames are at most ``max_time_interval`` apart, compared in float64

@@ -77,6 +77,9 @@ class TrainConfig:
     workers_per_gpu: int = 8
     train_splits: tuple[str, ...] = ('train',)   # ('train', 'val') for the test-server presets
     lr_by_epoch: bool = True                 # cosine stepped per epoch (v1); False: per iteration (v2)
+    # streaming-video training of the recurrent presets (docs/training.md): each scene is cut
+    # into this many time-ordered segments, one batch slot walks one segment a frame per step
+    seq_split_num: int = 2
 
 
 class ModelConfigError(InputError, ValueError):

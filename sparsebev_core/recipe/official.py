@@ -249,6 +249,12 @@ def _read_top_level(top: Section, cfg: ModelConfig) -> None:
             splits = [_split_of(f, 'data.train.ann_file', top.unknown) for f in files]
             if all(splits):
                 t.train_splits = tuple(splits)
+        if isinstance(train, dict) and train.get('seq_mode'):       # v2 streaming training
+            split_num = train.get('seq_split_num', 1)
+            if isinstance(split_num, bool) or not isinstance(split_num, int) or split_num < 1:
+                raise OfficialConfigError(f'data.train.seq_split_num = {split_num!r}: a count of '
+                                          "segments per scene (>= 1) is supported, not 'all'")
+            t.seq_split_num = split_num
     opt = top.section('optimizer', None)
     if opt is not None:
         opt.fixed('type', 'AdamW')

@@ -212,7 +212,7 @@ def _memory_data_dict(cfg: ModelConfig) -> dict:
                     box_type_3d='LiDAR')
     splits = cfg.train.train_splits
     train = split(splits[0], 'train_pipeline', False, collect_keys=V2_COLLECT_KEYS + ['img', 'prev_exists', 'img_metas'],
-                  queue_length=1, num_frame_losses=1, seq_split_num=2, seq_mode=True,
+                  queue_length=1, num_frame_losses=1, seq_split_num=cfg.train.seq_split_num, seq_mode=True,
                   use_valid_flag=True)
     if len(splits) > 1:
         train['ann_file'] = [f'{DATASET_ROOT}nuscenes_infos_{s}_sweep_temporal.pkl' for s in splits]
