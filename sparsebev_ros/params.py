@@ -117,6 +117,9 @@ def _frame_id(optional: bool) -> Validator:
     def check(value: str) -> str | None:
         if not value:
             return None if optional else 'must not be empty'
+        if value.startswith('/'):       # ROS 1 habit; tf2 raises on it (buffer_core.cpp)
+            return (f"must not start with '/' (tf2 refuses such frame ids and every lookup "
+                    f"would fail): use {value.lstrip('/')!r}")
         return None if re.fullmatch(r'[A-Za-z0-9_./-]+', value) else 'is not a valid TF frame id'
     return check
 

@@ -42,6 +42,12 @@ def test_defaults_are_valid_and_follow_the_nuscenes_topic_layout():
     ('preset', 'r49', "'preset' must be one of"),
     ('model_rotation_xyzw', [0, 0, 0, 2], "'model_rotation_xyzw' must be a unit quaternion"),
     ('world_frame', '', "'world_frame' must not be empty"),
+    # a leading '/' (ROS 1): real tf2 raises InvalidArgumentException on every lookup
+    ('world_frame', '/map', "'world_frame' must not start with '/' (tf2 refuses such frame "
+                            "ids and every lookup would fail): use 'map'"),
+    ('base_frame', '/base_link', "'base_frame' must not start with '/'"),
+    ('output_frame', '//odom', "'output_frame' must not start with '/'"),
+    ('model_frame', '/lidar_top', "'model_frame' must not start with '/'"),
     ('anchor_camera', 'CAM_TOP', "'anchor_camera' must be one of"),
 ])
 def test_invalid_values_fail_with_a_message_naming_the_parameter(name, value, message):
