@@ -27,13 +27,14 @@ LAUNCH_FILE = ROOT / 'launch' / 'detector.launch.py'
 RVIZ_FILE = ROOT / 'config' / 'sparsebev.rviz'
 PARAMS_FILE = ROOT / 'config' / 'detector.yaml'
 
-# import name -> ROS package that provides it (Python modules of ROS packages we may import)
+# import name -> ROS package that provides it (Python modules of ROS packages we may import;
+# the module tf2_ros is installed by tf2_ros_py, geometry2/tf2_ros_py/setup.py)
 ROS_MODULES = {
     'rclpy': 'rclpy', 'rcl_interfaces': 'rcl_interfaces', 'builtin_interfaces': 'builtin_interfaces',
     'std_msgs': 'std_msgs', 'std_srvs': 'std_srvs', 'sensor_msgs': 'sensor_msgs',
     'geometry_msgs': 'geometry_msgs', 'vision_msgs': 'vision_msgs',
     'visualization_msgs': 'visualization_msgs', 'diagnostic_msgs': 'diagnostic_msgs',
-    'tf2_ros': 'tf2_ros', 'tf2_msgs': 'tf2_msgs', 'message_filters': 'message_filters',
+    'tf2_ros': 'tf2_ros_py', 'tf2_msgs': 'tf2_msgs', 'message_filters': 'message_filters',
     'cv_bridge': 'cv_bridge', 'launch': 'launch', 'launch_ros': 'launch_ros',
 }
 
@@ -118,7 +119,7 @@ def test_package_xml_parses_and_lists_every_ros_dependency_the_code_imports():
                 + package.buildtool_depends}
     run_deps |= {d.name for d in getattr(package, 'depends', [])}
     needed = ros_dependencies_of_code()
-    assert {'rclpy', 'tf2_ros', 'vision_msgs'} <= set(needed), \
+    assert {'rclpy', 'tf2_ros_py', 'vision_msgs'} <= set(needed), \
         'the scan of the node found no ROS imports: is node.py there?'
     missing = {pkg: sorted(files) for pkg, files in needed.items() if pkg not in run_deps}
     assert not missing, f'package.xml lacks <exec_depend> for {missing}'
