@@ -4,7 +4,7 @@ A module that is missing when the first frame arrives would fail every frame whi
 stays up publishing nothing; :func:`check_node_dependencies` imports them all before the node
 starts and raises one :class:`MissingDependencyError` naming each missing package and how to
 install it. :data:`NODE_DEPENDENCIES` is also the list ``package.xml`` and the README are
-checked against (``test/test_ros_dependencies.py``).
+checked against (``test/packaging/test_ros_dependencies.py``).
 """
 from __future__ import annotations
 

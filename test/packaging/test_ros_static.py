@@ -21,8 +21,7 @@ from imports import imports_of, top_level_names
 from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_ros import params
 
-ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.colcon          # among the checks `colcon test` runs (test/conftest.py)
+ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / 'launch' / 'detector.launch.py'
 RVIZ_FILE = ROOT / 'config' / 'sparsebev.rviz'
 PARAMS_FILE = ROOT / 'config' / 'detector.yaml'
@@ -149,6 +148,7 @@ def test_launch_file_declares_the_documented_arguments():
         assert f'{camera.lower()}_camera_info' in declared
 
 
+@pytest.mark.usefixtures('needs_torch')
 def test_launch_remaps_default_to_the_parameter_defaults_in_camera_order():
     cameras = launch_constant('CAMERAS')
     defaults = params.defaults()
@@ -216,6 +216,7 @@ def run_launch_file(**arguments: str) -> tuple[list, dict]:
     return declared, {n.kwargs['executable']: n.kwargs for n in nodes}
 
 
+@pytest.mark.usefixtures('needs_torch')
 def test_launch_file_runs_and_passes_only_the_given_overrides():
     _, nodes = run_launch_file()
     detector = nodes['detector_node']
@@ -293,6 +294,7 @@ def test_launch_file_references_files_that_exist():
 # --------------------------------------------------------------------------------------------
 # parameter file, RViz, setup.py
 # --------------------------------------------------------------------------------------------
+@pytest.mark.usefixtures('needs_torch')
 def test_config_yaml_validates_against_the_parameter_schema():
     loaded = params.load_yaml(PARAMS_FILE)
     data = yaml.safe_load(PARAMS_FILE.read_text())
@@ -303,6 +305,7 @@ def test_config_yaml_validates_against_the_parameter_schema():
     assert loaded.image_topics == params.defaults().image_topics
 
 
+@pytest.mark.usefixtures('needs_torch')
 def test_rviz_layout_shows_six_cameras_tf_markers_and_detections():
     layout = yaml.safe_load(RVIZ_FILE.read_text())
     displays = layout['Visualization Manager']['Displays']
@@ -376,23 +379,3 @@ def test_installed_executables_use_the_python3_on_path(tmp_path):
                    cwd=tmp_path, check=True, capture_output=True, timeout=120)
     script = prefix / 'lib' / 'sparsebev_ros' / 'detector_node'          # where ros2 run looks
     assert script.read_text().splitlines()[0] == '#!/usr/bin/env python3'
-
-
-def test_colcon_test_runs_only_the_packaging_checks():
-    """``colcon test`` passes ``--junit-prefix=sparsebev_ros``: only ``colcon``-marked tests
-    are collected, not the ML suite."""
-    files = ['test/test_ros_params.py', 'test/test_ros_messages.py']
-
-    def collected(*extra: str, env: dict | None = None) -> str:
-        result = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q',
-                                 '-p', 'no:cacheprovider', *extra, *files], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120,
-                                env={**os.environ, **(env or {})})
-        return result.stdout
-
-    plain = collected()
-    assert 'test_ros_messages.py::' in plain and 'test_ros_params.py::' in plain
-    under_colcon = collected('--junit-prefix=sparsebev_ros')
-    assert 'test_ros_params.py::' in under_colcon and 'test_ros_messages.py::' not in under_colcon
-    everything = collected('--junit-prefix=sparsebev_ros', env={'SPARSEBEV_ALL_TESTS': '1'})
-    assert 'test_ros_messages.py::' in everything
