@@ -338,6 +338,28 @@ def test_setup_py_installs_launch_config_and_ament_resource():
     assert 'install_scripts=$base/lib/sparsebev_ros' in cfg     # where `ros2 run` looks
 
 
+def test_setup_py_passes_no_option_setuptools_warns_about():
+    """setuptools >= 72 warns "Unknown distribution option: 'tests_require'" on stderr, and
+    colcon reports every package with stderr output."""
+    assert 'tests_require' not in setup_kwargs()
+
+
+def test_setup_py_reads_without_importing_torch_unless_it_builds():
+    """colcon reads setup.py several times for its metadata (and pip for egg_info): those must
+    not import torch (seconds each) nor look for CUDA; only a building command may."""
+    for argv, env in ((['egg_info'], {}), ([], {}), (['build'], {'SPARSEBEV_NO_CUDA': '1'})):
+        code = ('import runpy, sys\nfrom unittest import mock\n'
+                f'sys.argv[1:] = {argv!r}\n'
+                'with mock.patch("setuptools.setup"):\n'
+                '    runpy.run_path("setup.py", run_name="__main__")\n'
+                'print("torch" in sys.modules)')
+        result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120, env={**os.environ, **env})
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split()[-1] == 'False', f'setup.py {argv} imported torch'
+        assert not result.stderr, f'setup.py {argv} wrote to stderr: {result.stderr}'
+
+
 def test_only_node_py_imports_the_ros_client_libraries():
     client_libraries = {'rclpy', 'tf2_ros', 'message_filters', 'cv_bridge'}
     for path in sorted((ROOT / 'sparsebev_ros').rglob('*.py')):
