@@ -13,7 +13,12 @@ else:
 
 
 def pytest_report_header(config):
-    if os.environ.get('SPARSEBEV_TIER2'):
-        return ['tier 2: real rclpy 7.1.6 (Jazzy wheels) + Fast DDS on loopback; tf2_ros is a '
-                'STAND-IN from test/ros2/standins (no wheel exists)']
-    return []
+    if not os.environ.get('SPARSEBEV_TIER2'):
+        return []
+    header = 'tier 2: real rclpy 7.1.6 (Jazzy wheels) + Fast DDS on loopback; '
+    missing = os.environ.get('SPARSEBEV_TIER2_NO_UPSTREAM')
+    if missing:
+        return [header + 'tf2_ros is a STAND-IN from test/ros2/standins and the tests of the '
+                f'real tf2_ros / launch skip: {missing}']
+    return [header + 'the real tf2_ros 0.36.4, launch 3.4.3 and launch_ros 0.26.6 (Jazzy, built '
+            "from the upstream archives) and Humble's tf2_ros_py 0.25.8"]
