@@ -35,6 +35,7 @@ ROS_MODULES = {
     'visualization_msgs': 'visualization_msgs', 'diagnostic_msgs': 'diagnostic_msgs',
     'tf2_ros': 'tf2_ros_py', 'tf2_msgs': 'tf2_msgs', 'message_filters': 'message_filters',
     'cv_bridge': 'cv_bridge', 'launch': 'launch', 'launch_ros': 'launch_ros',
+    'ament_index_python': 'ament_index_python',
 }
 
 
@@ -183,13 +184,27 @@ class _LaunchConfiguration(_Recorded):
         return context[self.args[0]]
 
 
-def fake_launch_modules() -> dict:
-    """Recording stand-ins for the ``launch`` / ``launch_ros`` names the launch file uses
-    (those packages are not installable without ROS)."""
+class _PackageNotFoundError(KeyError):
+    pass
+
+
+def fake_launch_modules(installed: frozenset = frozenset({'sparsebev_ros', 'rviz2'})) -> dict:
+    """Recording stand-ins for the ``launch`` / ``launch_ros`` / ``ament_index_python`` names
+    the launch file uses (those packages are not installable without ROS), with these packages
+    installed."""
     import types
     modules = {name: types.ModuleType(name) for name in (
         'launch', 'launch.actions', 'launch.launch_context',
-        'launch.substitutions', 'launch_ros', 'launch_ros.actions', 'launch_ros.substitutions')}
+        'launch.substitutions', 'launch_ros', 'launch_ros.actions', 'launch_ros.substitutions',
+        'ament_index_python', 'ament_index_python.packages')}
+
+    def get_package_prefix(package: str) -> str:
+        if package not in installed:
+            raise _PackageNotFoundError(package)
+        return f'/opt/ros/jazzy/{package}'
+
+    modules['ament_index_python.packages'].PackageNotFoundError = _PackageNotFoundError
+    modules['ament_index_python.packages'].get_package_prefix = get_package_prefix
     modules['launch'].LaunchDescription = _Recorded
     modules['launch.actions'].DeclareLaunchArgument = _Recorded
     modules['launch.actions'].OpaqueFunction = _Recorded
@@ -201,19 +216,31 @@ def fake_launch_modules() -> dict:
     return modules
 
 
-def run_launch_file(**arguments: str) -> tuple[list, dict]:
+def run_launch_file(installed: frozenset = frozenset({'sparsebev_ros', 'rviz2'}),
+                    **arguments: str) -> tuple[list, dict]:
     """(declared argument actions, {executable: Node kwargs}) for ``ros2 launch ... k:=v``."""
-    with mock.patch.dict(sys.modules, fake_launch_modules()):
+    with mock.patch.dict(sys.modules, fake_launch_modules(installed)):
         namespace = runpy.run_path(str(LAUNCH_FILE))
         description = namespace['generate_launch_description']()
-    actions = description.args[0]
-    declared = [a for a in actions if 'default_value' in a.kwargs]
-    context = {a.args[0]: a.kwargs['default_value'] for a in declared}
-    context.update(arguments)
-    opaque = [a for a in actions if a not in declared]
-    assert len(opaque) == 1
-    nodes = opaque[0].kwargs['function'](context)
+        actions = description.args[0]
+        declared = [a for a in actions if 'default_value' in a.kwargs]
+        context = {a.args[0]: a.kwargs['default_value'] for a in declared}
+        context.update(arguments)
+        opaque = [a for a in actions if a not in declared]
+        assert len(opaque) == 1
+        nodes = opaque[0].kwargs['function'](context)
     return declared, {n.kwargs['executable']: n.kwargs for n in nodes}
+
+
+def test_rviz_without_rviz2_fails_before_any_node_is_made():
+    """Tier 2 runs this for real (test/ros2/test_launch.py): the review saw the detector
+    started, the launch fail on rviz2, and the detector left running with parent 1."""
+    with pytest.raises(RuntimeError, match="rviz:=true but the package 'rviz2' is not installed "
+                                           r"\(apt install ros-\$ROS_DISTRO-rviz2\); nothing "
+                                           'was started'):
+        run_launch_file(installed=frozenset({'sparsebev_ros'}), rviz='true')
+    _, nodes = run_launch_file(installed=frozenset({'sparsebev_ros'}))     # no RViz asked
+    assert list(nodes) == ['detector_node']
 
 
 @pytest.mark.usefixtures('needs_torch')
