@@ -154,8 +154,9 @@ if [ "$(cat "$BUILD/.tier2-stamp" 2>/dev/null)" != "$BUILD_KEY" ]; then
                "$BUILD/src/vision_msgs" "$BUILD/src/autoware_perception_msgs" "$G2/tf2" "$G2/tf2_py"; do
       cmake_install "$src"
     done
+    # ros2launch: its api module (what `ros2 launch` runs; the verb itself needs ros2cli)
     pip_install_into "$BUILD/install" "$G2/tf2_ros_py" "$BUILD/src/launch-jazzy/launch" \
-      "$BUILD/src/launch_ros-jazzy/launch_ros"
+      "$BUILD/src/launch_ros-jazzy/launch_ros" "$BUILD/src/launch_ros-jazzy/ros2launch"
     pip_install_into "$BUILD/humble" "$BUILD/src/tf2_ros_py-humble/tf2_ros_py"
   else
     cp -r "$INTERFACES/tf2_msgs" "$BUILD/src/"

@@ -6,6 +6,8 @@ The main test run (``pytest test``, no ROS) skips this directory entirely; the s
 """
 import os
 
+import pytest
+
 if os.environ.get('SPARSEBEV_TIER2'):
     collect_ignore = ['standins', 'typings', 'interfaces']
 else:
@@ -22,3 +24,11 @@ def pytest_report_header(config):
                 f'real tf2_ros / launch skip: {missing}']
     return [header + 'the real tf2_ros 0.36.4, launch 3.4.3 and launch_ros 0.26.6 (Jazzy, built '
             "from the upstream archives) and Humble's tf2_ros_py 0.25.8"]
+
+
+
+@pytest.fixture(scope='session')
+def workspace(tmp_path_factory):
+    """This package built by ``colcon build`` (plain) into a fresh workspace."""
+    from colcon_workspace import build
+    return build(tmp_path_factory.mktemp('colcon') / 'ws')

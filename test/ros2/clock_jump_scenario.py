@@ -1,0 +1,78 @@
+"""A bag played again without restarting the node, on sim time, against whichever ``tf2_ros``
+is first on the path (test_real_tf2.py runs it with Jazzy's and with Humble's): detections at
+T0 + 20 s, then ``/clock`` jumps back 20 s and the frame at T0 arrives with its poses. tf2
+refuses data older than its newest minus 10 s (``TF_OLD_DATA``) unless the buffer was cleared
+on the jump. Prints one JSON line: the tf2_ros file, and whether the replayed frame was
+published."""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import rclpy
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rosgraph_msgs.msg import Clock
+
+from ros2_rig import (MAX_DETECTIONS, PERIOD, RIG_IMAGE_TOPICS, RIG_INFO_TOPICS, T0, Listener, Rig,
+                      stamp, wait_for)
+from sparsebev_ros import codecs
+from sparsebev_ros.node import DetectorNode
+
+LATE = T0 + 20.0
+
+
+def main() -> int:
+    import tf2_ros
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    overrides = [Parameter('preset', value='tiny'), Parameter('device', value='cpu'),
+                 Parameter('use_sim_time', value=True), Parameter('score_threshold', value=0.0),
+                 Parameter('max_detections', value=MAX_DETECTIONS),
+                 Parameter('tf_timeout', value=1.0), Parameter('world_frame', value='map'),
+                 Parameter('output_frame', value='base_link'),
+                 Parameter('image_topics', value=RIG_IMAGE_TOPICS),
+                 Parameter('camera_info_topics', value=RIG_INFO_TOPICS),
+                 Parameter('qos_reliability', value='reliable')]
+    detector = DetectorNode(node_name='sparsebev', context=context, parameter_overrides=overrides)
+    rig, listener = Rig(context), Listener(context)
+    clock = rig.node.create_publisher(Clock, '/clock', 10)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    for node in (detector.node, rig.node, listener.node):
+        executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    published_after_jump = False
+    try:
+        wait_for(detector.has_subscribers, what='the listener')
+        wait_for(lambda: all(p.get_subscription_count() for p in rig.image_pubs), what='cameras')
+        rig.publish_static()
+        wait_for(lambda: (rig.publish_camera_infos(), time.sleep(0.1),
+                          all(m is not None for m in detector.pipeline.assembler.camera_infos))[-1],
+                 what='the CameraInfos')
+
+        def play(t: float) -> bool:
+            clock.publish(Clock(clock=stamp(t)))
+            time.sleep(0.3)                                   # the clock reaches the node
+            rig.publish_pose(t - PERIOD)
+            rig.publish_frame(t)
+            expected = codecs.seconds_to_ns(t)
+            try:
+                wait_for(lambda: expected in listener.stamps_ns(), 30.0, f'detections at {t}')
+                return True
+            except AssertionError:
+                return False
+
+        assert play(LATE), 'the first pass was not detected'
+        published_after_jump = play(T0)                       # the bag again: /clock jumps back
+    finally:
+        executor.shutdown()
+        detector.destroy()
+        rclpy.shutdown(context=context)
+    print(json.dumps({'tf2_ros': tf2_ros.__file__, 'published_after_jump': published_after_jump}))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
