@@ -73,7 +73,8 @@ def run_clock_jump_scenario(tf2_site: str = '') -> dict:
 
 def test_a_replayed_bag_is_detected_after_clock_jumps_back_with_jazzy_tf2():
     """Jazzy's Buffer clears itself on a backwards jump of /clock."""
-    assert run_clock_jump_scenario()['published_after_jump']
+    outcome = run_clock_jump_scenario()
+    assert outcome['published_after_jump'], outcome
 
 
 @pytest.mark.xfail(strict=True, reason="defect 3 (ros review 2026-12): the node registers no "
@@ -81,7 +82,8 @@ def test_a_replayed_bag_is_detected_after_clock_jumps_back_with_jazzy_tf2():
                    "(TF_OLD_DATA for every replayed pose)")
 def test_a_replayed_bag_is_detected_after_clock_jumps_back_with_humble_tf2():
     assert HUMBLE_TF2, 'scripts/ros2_tier2.sh sets SPARSEBEV_TIER2_HUMBLE_TF2'
-    assert run_clock_jump_scenario(HUMBLE_TF2)['published_after_jump']
+    outcome = run_clock_jump_scenario(HUMBLE_TF2)
+    assert outcome['published_after_jump'], outcome
 
 
 @pytest.mark.xfail(strict=True, reason="defect 8 (ros review 2026-12): lifecycle cleanup does not "
