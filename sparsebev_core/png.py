@@ -26,7 +26,7 @@ _INFLATE_PIECE = 1 << 20      # bytes inflated per step: memory stays flat whate
 
 @dataclass(frozen=True)
 class PngHeader:
-    """The IHDR fields that size the image data (PNG spec 11.2.2)."""
+    """The fields of the IHDR chunk that size the image data."""
     width: int
     height: int
     bit_depth: int
