@@ -42,7 +42,8 @@ def main() -> int:
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     for node in (detector.node, rig.node, listener.node):
         executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     published_after_jump = False
     try:
         wait_for(detector.has_subscribers, what='the listener')
@@ -70,9 +71,12 @@ def main() -> int:
         assert play(LATE), f'the first pass was not detected: {dict(stats.skipped)}'
         published_after_jump = play(T0)                       # the bag again: /clock jumps back
         skipped = dict(stats.skipped)
-    finally:
-        executor.shutdown()
+    finally:       # executor thread ended before the nodes go (else an abort at exit)
+        executor.shutdown(timeout_sec=30.0)
+        spinner.join(30.0)
         detector.destroy()
+        rig.node.destroy_node()
+        listener.node.destroy_node()
         rclpy.shutdown(context=context)
     print(json.dumps({'tf2_ros': tf2_ros.__file__, 'published_after_jump': published_after_jump,
                       'skipped': skipped}))

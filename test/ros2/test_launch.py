@@ -40,6 +40,25 @@ def processes_with(text: str) -> dict[int, str]:
     return found
 
 
+def terminal_sigint() -> None:
+    """^C as in a terminal: a test run started in the background (CI) inherits SIGINT ignored,
+    and launch (which reacts to signals through ``signal.set_wakeup_fd``, installing no handler
+    of its own) would then never see it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def processes_in_group(pgid: int) -> dict[int, str]:
+    """pid -> command line of the processes in process group ``pgid``."""
+    found = {}
+    for pid, cmdline in processes_with('').items():
+        try:
+            if os.getpgid(pid) == pgid:
+                found[pid] = cmdline
+        except OSError:
+            continue
+    return found
+
+
 class Launched:
     """``ros2 launch sparsebev_ros detector.launch.py namespace:=<unique> ARGS`` in its own
     process group, sourced from ``workspace``; never leaves a process behind."""
@@ -50,8 +69,9 @@ class Launched:
         self.proc = subprocess.Popen(
             workspace.sourced('python', str(DRIVER), 'sparsebev_ros', 'detector.launch.py',
                               f'namespace:={self.namespace}', *arguments),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=user_env(),
-            start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=user_env(PYTHONFAULTHANDLER='1'), start_new_session=True,
+            preexec_fn=terminal_sigint)
         self.output = ''
 
     @property
@@ -59,9 +79,18 @@ class Launched:
         return f'/{self.namespace}/sparsebev'
 
     def stop(self) -> int:
-        """SIGINT, as ^C in a terminal: launch forwards it to the node."""
+        """SIGINT, as ^C in a terminal: launch forwards it to the node. A launch that has not
+        ended 90 s later gets SIGABRT in every process (faulthandler prints their stacks)."""
         self.proc.send_signal(signal.SIGINT)
-        self.output, _ = self.proc.communicate(timeout=90)
+        try:
+            self.output, _ = self.proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            hung = processes_in_group(self.proc.pid)
+            for pid in hung:
+                os.kill(pid, signal.SIGABRT)
+            self.output = self.proc.communicate(timeout=30)[0]
+            raise AssertionError(f'the launch did not end on SIGINT; processes {hung}:\n'
+                                 f'{self.output[-8000:]}') from None
         return self.proc.returncode
 
     def leftovers(self) -> dict[int, str]:
