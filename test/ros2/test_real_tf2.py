@@ -65,9 +65,11 @@ def run_clock_jump_scenario(tf2_site: str = '') -> dict:
         env['PYTHONPATH'] = os.pathsep.join([tf2_site, env.get('PYTHONPATH', '')])
     result = subprocess.run([sys.executable, str(HERE / 'clock_jump_scenario.py')], env=env,
                             capture_output=True, text=True, timeout=400)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    if result.returncode != 0:        # not an AssertionError: an xfail must not hide a crash
+        raise RuntimeError('the scenario failed:\n' + (result.stdout + result.stderr)[-4000:])
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
-    assert (tf2_site or '.ros2_build/install/') in outcome['tf2_ros']
+    if (tf2_site or '.ros2_build/install/') not in outcome['tf2_ros']:
+        raise RuntimeError(f"the scenario ran another tf2_ros: {outcome['tf2_ros']}")
     return outcome
 
 
@@ -77,7 +79,7 @@ def test_a_replayed_bag_is_detected_after_clock_jumps_back_with_jazzy_tf2():
     assert outcome['published_after_jump'], outcome
 
 
-@pytest.mark.xfail(strict=True, reason="defect 3 (ros review 2026-12): the node registers no "
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="defect 3 (ros review 2026-12): the node registers no "
                    "clock-jump callback of its own, and Humble's tf2_ros_py Buffer never clears "
                    "(TF_OLD_DATA for every replayed pose)")
 def test_a_replayed_bag_is_detected_after_clock_jumps_back_with_humble_tf2():
@@ -86,7 +88,7 @@ def test_a_replayed_bag_is_detected_after_clock_jumps_back_with_humble_tf2():
     assert outcome['published_after_jump'], outcome
 
 
-@pytest.mark.xfail(strict=True, reason="defect 8 (ros review 2026-12): lifecycle cleanup does not "
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="defect 8 (ros review 2026-12): lifecycle cleanup does not "
                    "destroy the real Buffer's tf2_frames service (one more per configure/cleanup)")
 def test_lifecycle_cleanup_removes_the_tf2_frames_service(context):
     name = 'sparsebev_cycles'
@@ -96,12 +98,17 @@ def test_lifecycle_cleanup_removes_the_tf2_frames_service(context):
                                                                         for i in range(6)]))
     operator = rclpy.create_node('sparsebev_cycles_operator', context=context)
 
-    def change(transition: int) -> None:
+    def change(transition: int) -> None:       # RuntimeError: only the defect may xfail
         client = operator.create_client(ChangeState, f'/{name}/change_state')
-        assert client.wait_for_service(timeout_sec=30.0)
+        if not client.wait_for_service(timeout_sec=30.0):
+            raise RuntimeError(f'no /{name}/change_state')
         future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
-        wait_for(future.done, 120.0, 'the transition')
-        assert future.result().success
+        try:
+            wait_for(future.done, 120.0, 'the transition')
+        except AssertionError as exc:
+            raise RuntimeError(str(exc)) from None
+        if not future.result().success:
+            raise RuntimeError(f'transition {transition} failed')
         operator.destroy_client(client)
 
     def tf2_frames_services() -> int:
@@ -112,7 +119,10 @@ def test_lifecycle_cleanup_removes_the_tf2_frames_service(context):
         with Spinning(context, managed.node, operator):
             for _ in range(2):
                 change(Transition.TRANSITION_CONFIGURE)
-                wait_for(lambda: tf2_frames_services() >= 1, 30.0, 'the tf2_frames service')
+                try:
+                    wait_for(lambda: tf2_frames_services() >= 1, 30.0, 'the tf2_frames service')
+                except AssertionError as exc:
+                    raise RuntimeError(str(exc)) from None
                 change(Transition.TRANSITION_CLEANUP)
                 wait_for(lambda: tf2_frames_services() == 0, 10.0,
                          'cleanup to remove the tf2_frames service')
