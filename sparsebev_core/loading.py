@@ -30,7 +30,7 @@ if TYPE_CHECKING:                       # torch-heavy modules, imported when a m
     from .streaming.onnx_runtime import OnnxRuntime
 
 WEIGHTS_DIR = Path(__file__).with_name('weights')
-RANDOM_WEIGHTS_PRESETS = ('tiny',)      # may run without weights (tests, plumbing checks)
+RANDOM_WEIGHTS_PRESETS = ('tiny', 'tiny_memory')   # may run without weights (tests, plumbing checks)
 RUNTIMES = ('torch', 'onnxruntime')
 
 
@@ -114,9 +114,10 @@ def load_detector(cfg: ModelConfig, checkpoint: str | None = None, device: str =
 def _onnx_runtime(cfg: ModelConfig, checkpoint: str | None, onnx_dir: str | None,
                   providers: Sequence[str]) -> 'OnnxRuntime':
     """``OnnxRuntime`` of ``onnx_dir`` for the model; the checkpoint, if given, must match."""
-    from .streaming.onnx_manifest import OnnxExportError, sha256_of_file
+    from .streaming.onnx_manifest import OnnxExportError, check_exportable, sha256_of_file
     from .streaming.onnx_runtime import OnnxRuntime
 
+    check_exportable(cfg)
     if not onnx_dir:
         raise UsageError("runtime 'onnxruntime' needs an export folder (onnx_dir / --onnx-dir): "
                          f'make one with sparsebev export-onnx --preset {cfg.name} --out DIR')

@@ -10,6 +10,7 @@ from nuscenes import NuScenes
 
 from sparsebev_cli import cli
 from sparsebev_core.data.dataset import build_dataset
+from sparsebev_core.data.infos import scenes_in_time_order
 from sparsebev_core.data.synthetic.scenes import make_synthetic
 from sparsebev_core.engine import evaluate as ev
 from sparsebev_core.geometry import gravity_to_bottom_center
@@ -183,3 +184,50 @@ def test_a_submission_without_boxes_scores_zero_instead_of_crashing(infos, nusc,
     empty = {i['token']: (np.zeros((0, 9)), np.zeros(0), np.zeros(0, np.int64)) for i in infos}
     m = _evaluate(empty, infos, nusc, tmp_path)
     assert m['mean_ap'] == 0.0 and m['nd_score'] == 0.0 and m['tp_errors']['trans_err'] == 1.0
+
+
+# ------------------------------------------------------------------ SparseBEV++ (recurrent)
+def test_scenes_run_one_after_the_other_each_in_time_order():
+    infos = [dict(token=t, scene_token=s, timestamp=ts) for t, s, ts in
+             [('b1', 'B', 5.0), ('a2', 'A', 6.0), ('a1', 'A', 4.0), ('b2', 'B', 5.5), ('c1', 'C', 1.0)]]
+    assert [i['token'] for i in scenes_in_time_order(infos)] == ['c1', 'a1', 'a2', 'b1', 'b2']
+
+
+@pytest.fixture(scope='module')
+def two_scenes(tmp_path_factory):
+    """Two training scenes (3 keyframes each) of the synthetic set."""
+    return make_synthetic(tmp_path_factory.mktemp('syn2'), num_scenes=3, seed=5,
+                          keyframes_per_scene=3, progress=False)
+
+
+def test_a_recurrent_model_evaluates_online_scene_by_scene(two_scenes, tmp_path):
+    """tiny_memory through ``infer_online`` and ``sparsebev eval``: the recurrent state is
+    cleared at the second scene's start (ours), or carried into it (--recurrent-reset official);
+    the offline mode is refused."""
+    from sparsebev_core.streaming.options import StreamingOptions
+    torch.manual_seed(0)
+    cfg = get_preset('tiny_memory')
+    cfg.head.score_threshold = 0.0
+    model = build_model(cfg).eval()
+    infos = build_dataset(cfg, two_scenes, version='v1.0-mini', split='train', load_images=False).infos
+    ordered = scenes_in_time_order(infos)
+    assert len(ordered) == 6 and len({i['scene_token'] for i in ordered}) == 2
+    clear = ev.infer_online(model, cfg, infos, two_scenes, progress=False)
+    kept = ev.infer_online(model, cfg, infos, two_scenes, progress=False,
+                           options=StreamingOptions(recurrent_reset='official'))
+    first, second = ordered[0]['scene_token'], ordered[3]['scene_token']
+    for info in ordered:
+        (b_clear, s_clear, _), (b_kept, s_kept, _) = clear[info['token']], kept[info['token']]
+        same = len(s_clear) == len(s_kept) and np.array_equal(s_clear, s_kept)
+        assert same == (info['scene_token'] == first), info['token']     # the memory crossed over
+    assert second != first
+
+    ckpt = tmp_path / 'tiny_memory.pth'
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    args = ['eval', '--checkpoint', str(ckpt), '--data', str(two_scenes), '--preset', 'tiny_memory',
+            '--version', 'v1.0-mini', '--split', 'train', '--out', str(tmp_path / 'out'),
+            '--device', 'cpu', '--recurrent-reset', 'official']
+    assert cli.main(args) == 0
+    summary = json.loads((tmp_path / 'out' / 'metrics_summary.json').read_text())
+    assert summary['inference']['mode'] == 'online' and summary['inference']['samples'] == 6
+    assert cli.main(args[:-2] + ['--mode', 'offline']) == 1                  # typed error, one line

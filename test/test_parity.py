@@ -17,7 +17,6 @@ sampling backend ``auto`` picks), with the same tolerances.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -27,10 +26,9 @@ import numpy as np
 import pytest
 import torch
 
-from sparsebev_core.checkpoints.official import load_checkpoint
+from parity_helpers import load_script, model_with_filled_weights, sha256_mismatches, stats_per_image
 from sparsebev_core.model import sampling as sampling_module
 from sparsebev_core.model.decoder import compute_time_diff
-from sparsebev_core.model.detector import build_model
 from sparsebev_core.model.sampling import group_features_for_sampling
 from sparsebev_core.recipe.presets import get_preset
 
@@ -41,10 +39,7 @@ PRESET = 'r50_nuimg_704x256'
 
 def _load_helper(name: str):
     """The fixture's own helper scripts (``inputs.py``, ``fill.py``, ``check_reference.py``)."""
-    spec = importlib.util.spec_from_file_location(f'parity_{name}', PARITY_DIR / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(PARITY_DIR / f'{name}.py', f'parity_{name}')
 
 
 inputs_lib = _load_helper('inputs')
@@ -74,20 +69,6 @@ def parity_runs():
     runs.clear()
 
 
-def _sha256_mismatches(expected: dict, actual: dict) -> list[str]:
-    return [f'{k}: fixture {expected[k][:16]}... ours {actual.get(k, "missing")[:16]}...'
-            for k in expected if expected[k] != actual.get(k)]
-
-
-def _stats_per_image(levels: list[torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(mean, std) over (C, h, w) of each image, float64, per level ``[N_img, C, h, w]``."""
-    out = []
-    for x in levels:
-        x = x.detach().cpu().double().flatten(1)                               # [N_img, C*h*w]
-        out.append((x.mean(1).numpy(), x.std(1, unbiased=False).numpy()))
-    return out
-
-
 def run_fixture(path: Path, device: str, runs: dict, tmp_dir: Path) -> dict:
     """Rebuild inputs and weights, load through the converter, run one forward with probes."""
     if (path, device) in runs:
@@ -99,24 +80,13 @@ def run_fixture(path: Path, device: str, runs: dict, tmp_dir: Path) -> dict:
 
     # inputs and weights, checksums first (README check 5)
     inp = inputs_lib.build_inputs(int(meta['seed']), width=width, height=height, num_frames=frames)
-    bad = _sha256_mismatches(meta['input_sha256'], inputs_lib.inputs_checksums(inp))
+    bad = sha256_mismatches(meta['input_sha256'], inputs_lib.inputs_checksums(inp))
     assert not bad, f'{path.name}: our rebuilt inputs differ from the fixture: {bad}'
-    manifest = json.loads(MANIFEST.read_text())
-    weights = fill_lib.fill_state_dict(manifest, seed=int(meta.get('weights_seed', 0)))
-    weights_sha = fill_lib.state_dict_checksum(weights)
-    assert weights_sha == meta['weights_sha256'], \
-        f'{path.name}: filled weights checksum {weights_sha} != fixture {meta["weights_sha256"]}'
 
     # the model, loaded the way a user loads an official checkpoint
     cfg = get_preset(PRESET)
     cfg.input_size = (height, width)
-    model = build_model(cfg).float().eval()
-    ckpt = tmp_dir / f'{path.stem}_official.pth'
-    torch.save({'meta': {'source': 'parity fill.py'}, 'state_dict': weights}, ckpt)
-    load_checkpoint(model, ckpt)
-    ckpt.unlink()                                     # 180 MB: do not leave it in pytest's tmp
-    del weights
-    model.to(device)
+    model = model_with_filled_weights(cfg, MANIFEST, fill_lib, meta, tmp_dir, path.stem).to(device)
 
     images = torch.from_numpy(np.ascontiguousarray(
         inp['img_bgr_uint8'][..., ::-1].transpose(0, 3, 1, 2)))[None].to(device)  # [1, T*6, 3, H, W] RGB
@@ -160,10 +130,10 @@ def run_fixture(path: Path, device: str, runs: dict, tmp_dir: Path) -> dict:
                 decoded_boxes=decoded['boxes'].numpy(), decoded_scores=decoded['scores'].numpy(),
                 decoded_labels=decoded['labels'].numpy(),
                 topk_query_index=decoded['query_index'].numpy(), topk_labels=decoded['labels'].numpy())
-    for i, (mean, std) in enumerate(_stats_per_image(probes['backbone'])):
+    for i, (mean, std) in enumerate(stats_per_image(probes['backbone'])):
         cand[f'backbone_c{i + 2}_mean_per_img'], cand[f'backbone_c{i + 2}_std_per_img'] = mean, std
     fpn = [f[0] for f in features]                                              # [T*6, 256, h, w]
-    for lvl, (mean, std) in enumerate(_stats_per_image(fpn)):
+    for lvl, (mean, std) in enumerate(stats_per_image(fpn)):
         cand[f'fpn_l{lvl}_mean_per_img'], cand[f'fpn_l{lvl}_std_per_img'] = mean, std
         index = ref[f'fpn_l{lvl}_sample_index']                                 # [S, (cam, chan, y, x)]
         per_frame = fpn[lvl].reshape(frames, 6, *fpn[lvl].shape[1:]).cpu().numpy()  # [T, 6, 256, h, w]

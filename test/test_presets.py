@@ -13,10 +13,11 @@ from sparsebev_core.recipe.presets import FUTURE_PRESET_NAMES, PRESET_NAMES, get
 
 OFFICIAL = ('r50_nuimg_704x256', 'r50_nuimg_704x256_400q_36ep', 'r101_nuimg_1408x512',
             'vov99_dd3d_1600x640_trainval_future', 'vit_eva02_1600x640_trainval_future')
+OFFICIAL_V2 = ('r50_nuimg_704x256_memory',)          # SparseBEV++ (docs/official_model.md section 13)
 
 
 def test_every_official_config_and_tiny_has_a_preset():
-    assert set(PRESET_NAMES) == set(OFFICIAL) | {'tiny'}
+    assert set(PRESET_NAMES) == set(OFFICIAL) | set(OFFICIAL_V2) | {'tiny', 'tiny_memory'}
     for name in PRESET_NAMES:
         cfg = get_preset(name)
         assert isinstance(cfg, ModelConfig) and cfg.name == name
@@ -128,3 +129,26 @@ def test_a_model_config_whose_parts_disagree_is_refused_when_built(change, words
     cfg.head.num_frames = 8                                  # edited in place: check() again
     with pytest.raises(ModelConfigError, match='head.num_frames = 8'):
         cfg.check()
+
+
+def test_the_sparsebev_plus_plus_preset_is_the_official_v2_config():
+    cfg = get_preset('r50_nuimg_704x256_memory')
+    r50 = get_preset('r50_nuimg_704x256')
+    assert (cfg.backbone, cfg.neck, cfg.input_size) == (r50.backbone, r50.neck, r50.input_size)
+    assert (cfg.head.num_queries, cfg.head.num_frames, cfg.num_frames, cfg.num_past_frames) == (400, 1, 1, 0)
+    assert (cfg.head.num_layers, cfg.head.num_points, cfg.head.num_levels) == (6, 4, 4)
+    m = cfg.head.memory
+    assert (m.num_propagated, m.max_time_interval, m.memory_len, m.len_per_frame,
+            m.inference_layers) == (500, 2.0, 1024, 256, 4)
+    t = cfg.train
+    assert (t.lr, t.weight_decay, t.total_batch_size, t.epochs, t.lr_by_epoch) == (4e-4, 1e-3, 16, 60, False)
+    assert dict(t.lr_mults) == {'img_backbone': 0.1, 'sampling_offset': 0.1}
+    assert t.pretrained == r50.train.pretrained and r50.head.memory is None
+
+
+def test_tiny_memory_is_tiny_made_recurrent():
+    cfg, tiny = get_preset('tiny_memory'), get_preset('tiny')
+    assert (cfg.backbone, cfg.neck, cfg.input_size) == (tiny.backbone, tiny.neck, tiny.input_size)
+    m = cfg.head.memory
+    assert cfg.head.num_queries + m.num_propagated == tiny.head.num_queries
+    assert m.memory_len % m.len_per_frame == 0 and m.inference_layers < cfg.head.num_layers

@@ -282,12 +282,13 @@ def test_synthetic_scene_bag_detections_land_on_ground_truth(tmp_path, synthetic
     assert checked > 0
 
 
-def test_cli_replay_runs_the_tiny_model_end_to_end(tmp_path, capsys):
-    """The real SparseBEV tiny preset (random weights: boxes are meaningless, only the plumbing
-    is checked) through `sparsebev replay`."""
+@pytest.mark.parametrize('preset', ['tiny', 'tiny_memory'])
+def test_cli_replay_runs_the_tiny_model_end_to_end(tmp_path, capsys, preset):
+    """The real SparseBEV tiny preset and its SparseBEV++ twin (random weights: boxes are
+    meaningless, only the plumbing is checked) through `sparsebev replay`."""
     from sparsebev_cli.cli import main
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=3)
-    rc = main(['replay', bag.path, str(tmp_path / 'out'), '--preset', 'tiny', '--device', 'cpu',
+    rc = main(['replay', bag.path, str(tmp_path / 'out'), '--preset', preset, '--device', 'cpu',
                '-p', 'score_threshold:=0.0', '-p', 'max_detections:=5', '--no-progress',
                '--storage', 'mcap'])
     out = capsys.readouterr().out
@@ -367,6 +368,31 @@ def test_config_file_parameter_builds_the_detector_from_an_official_config(tmp_p
         build_detector(bundled, log=lambda text: None)
 
 
+def test_config_file_of_a_recurrent_model_runs_in_replay(tmp_path):
+    """``config_file`` of a SparseBEV++ model (the official v2 format, written by
+    ``export_official_config`` for the tiny_memory preset) builds the recurrent detector the
+    node and replay run; a bag replays through it with the state carried from frame to frame."""
+    import torch
+
+    from sparsebev_core.model.detector import build_model
+    from sparsebev_core.recipe.official_write import export_official_config
+    from sparsebev_core.recipe.presets import get_preset
+    from sparsebev_ros.pipeline import build_detector
+    config = tmp_path / 'tiny_memory_v2.py'
+    config.write_text(export_official_config(get_preset('tiny_memory')))
+    weights = tmp_path / 'tiny_memory.pth'
+    torch.manual_seed(0)
+    torch.save(dict(state_dict=build_model(get_preset('tiny_memory')).state_dict()), weights)
+    params = validate({'config_file': str(config), 'checkpoint': str(weights), 'device': 'cpu'})
+    detector = build_detector(params, log=lambda text: None)
+    assert detector.recurrent and detector.cfg.name == 'tiny_memory_v2'
+    assert detector.cfg.head.memory == get_preset('tiny_memory').head.memory
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=3)
+    report = replay(bag.path, tmp_path / 'out', params, detector, progress=False)
+    assert report.stats.published == 3
+    assert int(detector.recurrent_state.memory_rows[0]) == 3 * detector.cfg.head.memory.len_per_frame
+
+
 # ------------------------------------------------------------------ degraded frames, any rig
 def lossy_jitter(seed: int, lossy_camera: int = 5, loss: float = 0.2, jitter_ms: float = 5.0):
     """``jitter_ns(frame, camera)`` (+-jitter_ms, fixed per image) and ``drop(frame, camera)``
@@ -422,6 +448,33 @@ def test_a_camera_topic_gone_for_a_stretch_runs_the_tiny_model_without_ever_samp
         for key, row in zip(keys, valid):          # every frame the head read, its own valid set
             assert row.tolist() == [True, True, True, key not in degraded_keys, True, True]
     assert any(not row[3] for _, keys, valid in seen[9:] for row in valid)   # history remembers
+
+
+def test_a_recurrent_model_replays_degraded_frames_without_sampling_the_missing_camera(tmp_path):
+    """tiny_memory through replay with CAM_BACK gone for frames 3..5: every frame is published,
+    those three degraded, the head told valid_views False for CAM_BACK exactly there, and the
+    recurrent state carried through them (no reset: the memory keeps filling)."""
+    from sparsebev_ros.pipeline import build_detector
+    params = validate({'preset': 'tiny_memory', 'device': 'cpu', 'score_threshold': 0.0})
+    detector = build_detector(params, log=lambda text: None)
+    stretch = range(3, 6)
+    bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=8,
+                      drop=lambda f, i: i == 3 and f in stretch)
+    seen = []
+
+    def on_result(result):
+        step = detector.last_step
+        seen.append((step.valid_views.tolist(), int(detector.recurrent_state.memory_rows[0]),
+                     bool(step.outputs['propagation_used'][0]), step.reset_reason))
+
+    report = replay(bag.path, tmp_path / 'out', params, detector, progress=False,
+                    on_result=on_result)
+    assert report.stats.published == 8 and report.stats.degraded == len(stretch)
+    chunk, limit = detector.cfg.head.memory.len_per_frame, detector.cfg.head.memory.memory_len
+    for f, (valid, rows, propagated, reset) in enumerate(seen):
+        assert valid == [True, True, True, f not in stretch, True, True]
+        assert rows == min((f + 1) * chunk, limit) and propagated == (f > 0) and reset == ''
+    assert not report.stats.resets
 
 
 def test_replay_of_a_five_camera_rig_with_its_own_topics(tmp_path):

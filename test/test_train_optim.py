@@ -1,4 +1,5 @@
 """Optimiser, schedule and checkpoint files of the training recipe (docs/official_model.md 4.3)."""
+import math
 import os
 import random
 import signal
@@ -69,6 +70,30 @@ def test_schedule_warmup_from_one_third_then_cosine_by_epoch():
     backbone_group = next(g for g in opt.param_groups if g['lr_mult'] == 0.1)
     schedule.step(0, 0)
     assert backbone_group['lr'] == pytest.approx(2e-5 / 3)         # multipliers scale the schedule
+
+
+def test_schedule_by_iteration_for_the_recurrent_recipe():
+    """SparseBEV++ (docs/official_model.md 13.5): cosine over the iterations of the whole run
+    (mmcv ``by_epoch=False``), the same warm-up; the epoch does not enter."""
+    model = Toy()
+    opt = build_optimizer(model, TrainConfig(lr=4e-4, weight_decay=1e-3))
+    total = 60 * (28130 // 16)
+    schedule = CosineWarmupSchedule(opt, epochs=60, warmup_iters=500, total_iters=total)
+    head_group = next(g for g in opt.param_groups if g['lr_mult'] == 1.0)
+
+    def lr(epoch, it):
+        schedule.step(epoch, it)
+        return head_group['lr']
+
+    assert lr(0, 0) == pytest.approx(4e-4 / 3)
+    first = 4e-4 * 1e-3 + (4e-4 - 4e-4 * 1e-3) * (1 + math.cos(math.pi * 500 / total)) / 2
+    assert lr(0, 500) == pytest.approx(first)                     # already annealing
+    assert lr(30, total // 2) == pytest.approx(4e-7 + (4e-4 - 4e-7) / 2)
+    assert lr(30, total // 2) > lr(30, total // 2 + 1000)          # not constant in an "epoch"
+    assert lr(0, total) == pytest.approx(4e-7)                    # the epoch argument is unused
+    restored = CosineWarmupSchedule(opt, epochs=1)
+    restored.load_state_dict(schedule.state_dict())
+    assert restored.factor(3, 1234) == schedule.factor(3, 1234)
 
 
 def test_scaler_is_off_on_cpu():

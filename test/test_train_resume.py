@@ -11,20 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from sparsebev_core import geometry
+from camera_rigs import ring_lidar2img
 from sparsebev_core.engine.train import (FINAL_WEIGHTS, TrainOptions, per_process_batch_size,
                                          set_random_seed, train)
 from sparsebev_core.engine.train_data import collate_samples
 from sparsebev_core.engine.train_state import LATEST
 from sparsebev_core.recipe.presets import get_preset
-
-
-def ring_of_cameras():
-    """Six pinhole cameras 1.5 m up, looking out horizontally at nuScenes-like yaws."""
-    K = np.array([[300.0, 0, 200], [0, 300.0, 112.5], [0, 0, 1]])
-    cam_to_ego_axes = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], float)
-    return [(K, geometry.make_transform(geometry.rot_z(np.deg2rad(yaw))[:3, :3] @ cam_to_ego_axes, [0, 0, 1.5]))
-            for yaw in (0, -55, 55, 180, 110, -110)]
 
 
 class RandomPixels(torch.utils.data.Dataset):
@@ -33,11 +25,7 @@ class RandomPixels(torch.utils.data.Dataset):
 
     def __init__(self, cfg, num_samples=4):
         self.cfg, self.num_samples = cfg, num_samples
-        H, W = cfg.input_size
-        ida, _ = geometry.test_time_image_transform((225, 400), (H, W))
-        per_frame = [geometry.compose_lidar2img(K, T, np.eye(4), np.eye(4), np.eye(4), ida)
-                     for K, T in ring_of_cameras()]
-        self.lidar2img = np.stack(per_frame * cfg.num_frames).astype(np.float32)
+        self.lidar2img = np.concatenate([ring_lidar2img(cfg.input_size)] * cfg.num_frames)
 
     def __len__(self):
         return self.num_samples

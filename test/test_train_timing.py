@@ -72,11 +72,12 @@ def test_timing_command_on_a_synthetic_scene(tmp_path, capsys):
     assert len(fps) == 2 and fps[0] > fps[1] > 0
 
 
-def test_compare_times_baseline_and_fast_path_on_the_same_frames(tmp_path, capsys):
+@pytest.mark.parametrize('preset', ['tiny', 'tiny_memory'])
+def test_compare_times_baseline_and_fast_path_on_the_same_frames(tmp_path, capsys, preset):
     from sparsebev_core.data.synthetic.scenes import make_synthetic
     from sparsebev_core.ops import get_backend
     data = make_synthetic(tmp_path / 'syn', num_scenes=1, keyframes_per_scene=3, progress=False)
-    args = argparse.Namespace(preset='tiny', config=None, checkpoint=None, data=str(data),
+    args = argparse.Namespace(preset=preset, config=None, checkpoint=None, data=str(data),
                               version='v1.0-mini', device='cpu', samples=3, warmup=1,
                               precision='fp32', num_queries=16, compare=True,
                               fast_precision='bf16', compile_head=False)
@@ -92,6 +93,9 @@ def test_compare_times_baseline_and_fast_path_on_the_same_frames(tmp_path, capsy
     step = rows['model step (backbone + head + postprocess)']
     assert float(step[0]) > 0 and step[4].strip().endswith('x')
     assert get_backend() == 'auto'                       # the global switch is restored
+    held = next(line for line in out.splitlines() if 'temporal memory held' in line)
+    megabytes = float(held.split('between steps: ')[1].split(' MB')[0])
+    assert megabytes > 0                                 # feature cache or recurrent state
 
 
 def test_compare_table_speedup_is_the_ratio_of_medians():

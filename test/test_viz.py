@@ -97,3 +97,19 @@ def test_viz_cli_writes_box_and_sampling_point_pictures(tiny, root, tmp_path, ca
     assert (bbox == 255).all(axis=2).sum() > 1000                      # white GT boxes drawn
     sp = np.asarray(Image.open(tmp_path / 'out' / 'sp_0000.png').convert('RGB'))
     assert sp.std() > 10
+
+
+def test_viz_of_a_recurrent_model_streams_the_keyframes(root, tmp_path, capsys):
+    """tiny_memory: the keyframes go through the streaming detector in time order (the state
+    carried), the sampling points are the current frame's (T = 1)."""
+    torch.manual_seed(0)
+    model = build_model(get_preset('tiny_memory')).eval()
+    ckpt = tmp_path / 'tiny_memory.pth'
+    torch.save(model.state_dict(), ckpt)
+    rc = cli.main(['viz', '--checkpoint', str(ckpt), '--data', str(root), '--preset', 'tiny_memory',
+                   '--version', 'v1.0-mini', '--out', str(tmp_path / 'out'), '--samples', '3',
+                   '--sampling-points', '--score', '0.0'])
+    out = capsys.readouterr().out
+    assert rc == 0 and all(f'{kind}_{i:04d}.png' in out for kind in ('bbox', 'sp') for i in range(3))
+    sp = np.asarray(Image.open(tmp_path / 'out' / 'sp_0002.png').convert('RGB'))
+    assert sp.std() > 10

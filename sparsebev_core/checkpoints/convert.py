@@ -30,6 +30,8 @@ def guess_preset(state: Mapping[str, torch.Tensor]) -> str:
     if queries_key not in state:
         raise CheckpointError(f'cannot guess the preset: no {queries_key} (is this a SparseBEV checkpoint?)')
     queries = state[queries_key].shape[0]
+    if 'pts_bbox_head.padding_bbox.weight' in state:                  # SparseBEV++ (official v2)
+        return 'r50_nuimg_704x256_memory'
     if any(k.startswith('img_backbone.layer4.') for k in state):
         depth = 101 if 'img_backbone.layer3.22.conv1.weight' in state else 50
         if depth == 101:

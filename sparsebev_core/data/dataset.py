@@ -110,7 +110,7 @@ class NuScenesMultiFrameDataset(Dataset):
 
     def _pick_past(self, prev: list[list[dict]], current: list[dict]) -> list[list[dict]]:
         n = self.num_past
-        if not prev:
+        if n == 0 or not prev:               # one frame (the recurrent presets) or a scene start
             return [current] * n
         if not self.training:
             return self._pick(prev, TEST_INTERVAL, n, current)
@@ -136,7 +136,10 @@ class NuScenesMultiFrameDataset(Dataset):
         None without images), ``lidar2img`` float32 ``[T*N, 4, 4]``, ``timestamps`` float64
         ``[T*N]`` (s),
         ``gt_boxes`` float32 ``[K, 9]`` gravity centre ``[x, y, z_c, dx, dy, dz, yaw, vx, vy]``
-        in the (augmented) model frame, ``gt_labels`` int64 ``[K]`` and ``meta``
+        in the (augmented) model frame, ``gt_labels`` int64 ``[K]``, the keyframe's ``stamp``
+        (float, s) and ``model_pose`` float64 ``[4, 4]`` (the augmented model frame -> world:
+        ``T_world_ego @ T_ego_model @ R^-1 @ S^-1``, what the recurrent presets' ego motion is
+        formed from, docs/training.md) and ``meta``
         (sample/scene token, ``T_world_ego`` / ``T_ego_model`` of the keyframe, file names,
         ``ida`` (of the first camera's size; ``idas`` per image), BEV augmentation,
         ``gt_index``: the info annotation of each GT box).
@@ -167,9 +170,11 @@ class NuScenesMultiFrameDataset(Dataset):
         else:
             boxes, labels, gt_index = np.zeros((0, 9)), np.zeros((0,), np.int64), np.zeros(0, int)
         bev = (0.0, 1.0)
+        model_pose = info['T_world_ego'] @ info['T_ego_model']               # [4, 4] model -> world
         if self.training:
             bev = T.sample_bev_aug(tuple(cfg.train.rot_range), tuple(cfg.train.scale_range))
             lidar2img, boxes = T.apply_bev_aug(lidar2img, boxes, *bev)
+            model_pose = model_pose @ T.bev_aug_inverse(*bev)                  # the augmented frame
 
         images = None
         if self.load_images:
@@ -182,6 +187,8 @@ class NuScenesMultiFrameDataset(Dataset):
             timestamps=torch.from_numpy(timestamps),
             gt_boxes=torch.from_numpy(boxes.astype(np.float32)).reshape(-1, 9),
             gt_labels=torch.from_numpy(labels.astype(np.int64)),
+            stamp=float(info['timestamp']),
+            model_pose=torch.from_numpy(np.asarray(model_pose, np.float64)),
             meta=dict(sample_token=info['token'], scene_token=info['scene_token'],
                       timestamp=info['timestamp'], T_world_ego=info['T_world_ego'],
                       T_ego_model=info['T_ego_model'],

@@ -30,7 +30,7 @@ import math
 import pickle
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -304,6 +304,29 @@ def load_infos(path: str | Path) -> tuple[list[dict], dict]:
                          f'official mmdet3d *_sweep.pkl files are not read; regenerate with '
                          f'`sparsebev prepare-nuscenes`')
     return data['infos'], data['metadata']
+
+
+def scenes_in_time_order(infos: Sequence[dict]) -> list[dict]:
+    """The samples scene after scene (by each scene's first stamp), each scene in time order:
+    what a stream sees, even where two scenes overlap in time."""
+    start: dict[str, float] = {}
+    for info in infos:
+        start[info['scene_token']] = min(start.get(info['scene_token'], math.inf), info['timestamp'])
+    return sorted(infos, key=lambda r: (start[r['scene_token']], r['scene_token'], r['timestamp']))
+
+
+def stream_scenes(detector, infos: Sequence[dict], data_root: str | Path,
+                  progress: Callable[[Iterable], Iterable] = iter) -> Iterator[tuple[dict, object]]:
+    """``(info, detections)`` of each keyframe stepped through ``detector`` (anything with
+    ``step(frame)`` and ``reset(reason)``, a ``StreamingDetector``) scene by scene, each in time
+    order (:func:`scenes_in_time_order`), resetting it at each scene start."""
+    from ..resets import EXPLICIT
+    scene = None
+    for info in progress(scenes_in_time_order(infos)):
+        if info['scene_token'] != scene:
+            detector.reset(EXPLICIT, 'scene start')
+            scene = info['scene_token']
+        yield info, detector.step(frame_from_info(info, data_root))
 
 
 def frame_from_info(info: dict, data_root: str | Path, cams: Iterable[dict] | None = None,

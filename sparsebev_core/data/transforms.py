@@ -6,7 +6,7 @@ Per sample (CPU, in the dataset):
   frames and cameras of a sample; its ``ida`` left-multiplies every ``lidar2img``.
 * :func:`filter_gt`: valid flag, BEV range (strict), class filter, yaw wrap, NaN velocity 0.
 * :func:`sample_bev_aug` + :func:`apply_bev_aug`: rotation about z and isotropic scale of
-  boxes and matrices (``lidar2img @ R^-1 @ S^-1``).
+  boxes and matrices (``lidar2img @ R^-1 @ S^-1``, :func:`bev_aug_inverse`).
 
 Per image batch (on the training device, called by the detector through its hooks):
 
@@ -107,6 +107,17 @@ def sample_bev_aug(rot_range: tuple[float, float] = (-0.3925, 0.3925),
     return angle, scale
 
 
+def bev_aug_inverse(angle: float, scale: float) -> np.ndarray:
+    """``R^-1 @ S^-1`` (4x4 float64): augmented model frame -> original model frame, the matrix
+    that right-multiplies every ``lidar2img`` and the keyframe's model -> world pose (the
+    official ``GlobalRotScaleTransImage`` multiplies it into ``ego_pose`` and its inverse into
+    ``ego_pose_inv``, so the recurrent state's ego motion sees the augmented frames)."""
+    c, s = math.cos(angle), math.sin(angle)
+    R = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
+    S = np.diag([scale, scale, scale, 1.0])
+    return np.linalg.inv(R) @ np.linalg.inv(S)
+
+
 def apply_bev_aug(lidar2img: np.ndarray, boxes: np.ndarray, angle: float, scale: float
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Rotate then scale the model frame: boxes move with it, matrices absorb the inverse.
@@ -118,13 +129,10 @@ def apply_bev_aug(lidar2img: np.ndarray, boxes: np.ndarray, angle: float, scale:
         ``lidar2img @ R^-1 @ S^-1`` and the rotated, scaled boxes (yaw += angle; centres,
         sizes and velocities times ``scale``).
     """
-    c, s = math.cos(angle), math.sin(angle)
-    R = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
-    S = np.diag([scale, scale, scale, 1.0])
-    M = np.linalg.inv(R) @ np.linalg.inv(S)
-    lidar2img = np.asarray(lidar2img, np.float64) @ M                        # (M, 4, 4)
+    lidar2img = np.asarray(lidar2img, np.float64) @ bev_aug_inverse(angle, scale)   # (M, 4, 4)
     boxes = np.array(boxes, dtype=np.float64).reshape(-1, 9)
-    R2 = R[:2, :2]
+    c, s = math.cos(angle), math.sin(angle)
+    R2 = np.array([[c, -s], [s, c]])
     boxes[:, 0:2] = boxes[:, 0:2] @ R2.T
     boxes[:, 7:9] = boxes[:, 7:9] @ R2.T
     boxes[:, 6] = boxes[:, 6] + angle

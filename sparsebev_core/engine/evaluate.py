@@ -2,9 +2,10 @@
 
 Two inference modes, as the official code has (docs/official_model.md 6.3):
 
-* ``online`` (the official single-GPU path): keyframes in time order through
-  ``StreamingDetector``, which runs the backbone on the six current images and takes the past
-  frames' features from its cache; the memory is reset at each scene start;
+* ``online`` (the official single-GPU path): keyframes scene by scene, each in time order,
+  through ``StreamingDetector``, which runs the backbone on the six current images and takes
+  the past frames' features from its cache (a SparseBEV++ model: carries its recurrent state);
+  the memory is reset at each scene start (SparseBEV++: by ``--recurrent-reset``);
 * ``offline`` (the official multi-GPU path): every frame of every sample through the
   backbone (``NuScenesMultiFrameDataset`` in test mode).
 
@@ -21,7 +22,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from ..devices import dist_info_from_env, finish_distributed, init_distributed, 
 from ..errors import InputError
 from ..geometry import CLASS_NAMES, rot_to_quat
 from ..recipe.frame_layout import check_streamable
+
+if TYPE_CHECKING:
+    from ..streaming.options import StreamingOptions
 
 SUBMISSION_META = dict(use_camera=True, use_lidar=False, use_radar=False, use_map=False,
                        use_external=False)
@@ -203,26 +207,23 @@ def metrics_table(summary: dict) -> str:
 
 # ------------------------------------------------------------------------------ inference
 def infer_online(model, cfg, infos: Sequence[dict], data_root: str | Path, device: str = 'cpu',
-                 progress: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Keyframes in time order through ``StreamingDetector`` (feature cache), reset at each
-    scene start. Returns ``{sample_token: (boxes, scores, labels)}`` in the model frame."""
+                 progress: bool = True, options: 'StreamingOptions | None' = None
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Keyframes through ``StreamingDetector``, scene by scene, each in time order, reset at each
+    scene start (a v1 model's feature cache; a SparseBEV++ model's recurrent state, cleared or
+    kept by ``options.recurrent_reset``). Returns ``{sample_token: (boxes, scores, labels)}`` in
+    the model frame."""
+    from functools import partial
+
     from tqdm import tqdm
 
-    from ..data.infos import frame_from_info
-    from ..resets import EXPLICIT
+    from ..data.infos import stream_scenes
     from ..streaming.detector import StreamingDetector
 
-    detector = StreamingDetector(model, cfg, device=device)
-    results = {}
-    scene = None
-    for info in tqdm(sorted(infos, key=lambda r: r['timestamp']), desc='eval online',
-                     disable=not progress):
-        if info['scene_token'] != scene:
-            detector.reset(EXPLICIT, 'scene start')
-            scene = info['scene_token']
-        det = detector.step(frame_from_info(info, data_root))
-        results[info['token']] = (det.boxes, det.scores, det.labels)
-    return results
+    detector = StreamingDetector(model, cfg, device=device, options=options)
+    bar = partial(tqdm, desc='eval online', disable=not progress)
+    return {info['token']: (det.boxes, det.scores, det.labels)
+            for info, det in stream_scenes(detector, infos, data_root, bar)}
 
 
 def infer_offline(model, cfg, infos: Sequence[dict], data_root: str | Path, device: str = 'cpu',
@@ -278,9 +279,11 @@ def _shard(infos: Sequence[dict], rank: int, world: int, by_scene: bool) -> list
 
 def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
              split: str = 'val', mode: str = 'online', out_dir: str | Path = 'work_dirs/eval',
-             device: str = 'cpu', batch_size: int = 1, progress: bool = True) -> dict | None:
+             device: str = 'cpu', batch_size: int = 1, progress: bool = True,
+             options: 'StreamingOptions | None' = None) -> dict | None:
     """Run inference over ``split`` and the devkit evaluation; returns the metrics summary
-    (None on ranks other than 0)."""
+    (None on ranks other than 0). ``options``: how the online mode streams (default
+    ``StreamingOptions()``)."""
     from nuscenes import NuScenes
 
     from ..data.dataset import build_dataset
@@ -290,6 +293,9 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
         raise InputError(f"mode must be 'online' or 'offline', got {mode!r}")
     if mode == 'online':
         check_streamable(cfg)                   # the feature cache cannot see the future
+    elif cfg.head.memory is not None:
+        raise InputError(f'preset {cfg.name!r} is recurrent (SparseBEV++): its frames run one after '
+                         'the other in time order, carrying the state; use --mode online')
     eval_set = resolve_split(version, split)
     infos = build_dataset(cfg, data_root, version=version, split=eval_set, training=False,
                           load_images=False).infos
@@ -299,7 +305,7 @@ def evaluate(model, cfg, data_root: str | Path, version: str = 'v1.0-trainval',
     start = time.perf_counter()
     if mode == 'online':
         detections = infer_online(model, cfg, [infos[k] for k in mine], data_root, device,
-                                  progress and rank == 0)
+                                  progress and rank == 0, options)
     else:
         detections = infer_offline(model, cfg, infos, data_root, device, batch_size,
                                    progress=progress and rank == 0, indices=mine)
@@ -333,10 +339,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=('v1.0-trainval', 'v1.0-mini'))
     parser.add_argument('--split', default='val', help='val (mini_val for v1.0-mini) or a devkit split')
     parser.add_argument('--mode', default='online', choices=('online', 'offline'),
-                        help='online: feature cache (official single-GPU); offline: all frames')
+                        help='online: feature cache (official single-GPU), the only mode of the '
+                             'SparseBEV++ presets; offline: all frames')
     parser.add_argument('--out', default='work_dirs/eval', help='results and metrics folder')
     add_device_argument(parser, '; under torchrun each process takes cuda:LOCAL_RANK')
     parser.add_argument('--batch-size', type=int, default=1, help='offline mode only')
+    parser.add_argument('--recurrent-reset', default='clear', choices=('clear', 'official'),
+                        help="SparseBEV++ presets: 'clear' (default) forgets the recurrent state at "
+                             "each scene start; 'official' keeps it across scenes, as the official "
+                             'evaluation does (docs/streaming.md)')
 
 
 def main(args: argparse.Namespace) -> int:
@@ -346,9 +357,11 @@ def main(args: argparse.Namespace) -> int:
 
     info = init_distributed(args.device)
     device = resolve_device(args.device, local_rank=info.local_rank if info.distributed else None)
+    from ..streaming.options import StreamingOptions
     loaded = load_model(model_config_from_args(args), args.checkpoint)
     summary = evaluate(loaded.model, loaded.cfg, args.data, args.version, args.split, args.mode,
-                       args.out, device, args.batch_size)
+                       args.out, device, args.batch_size,
+                       options=StreamingOptions(recurrent_reset=args.recurrent_reset))
     if summary is not None:
         print(metrics_table(summary))
         print(f'metrics written to {Path(args.out) / "metrics_summary.json"}')

@@ -2,9 +2,11 @@
 
 AdamW with weight decay on every parameter (no exemption for norms or biases) and learning-rate
 multipliers chosen by a substring of the parameter name (``img_backbone`` x0.1,
-``sampling_offset`` x0.1). The schedule is cosine annealing stepped *by epoch* (constant
-within an epoch) down to ``min_lr_ratio * lr``, with a linear warm-up by *iteration* that
-starts from ``warmup_ratio`` of the scheduled rate.
+``sampling_offset`` x0.1). The schedule is cosine annealing down to ``min_lr_ratio * lr``,
+stepped *by epoch* (constant within an epoch; the v1 recipe) or *by iteration* (the
+SparseBEV++ recipe, ``TrainConfig.lr_by_epoch = False``: mmcv ``CosineAnnealing`` with
+``by_epoch=False`` under the ``IterBasedRunner``, docs/official_model.md 13.5), with a linear
+warm-up by *iteration* that starts from ``warmup_ratio`` of the scheduled rate.
 """
 from __future__ import annotations
 
@@ -43,26 +45,32 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 class CosineWarmupSchedule:
-    """mmcv ``CosineAnnealing`` by epoch with linear warm-up by iteration.
+    """mmcv ``CosineAnnealing`` by epoch (or by iteration) with linear warm-up by iteration.
 
-    ``lr(epoch, iteration) = cos_e * (1 - (1 - i / W) * (1 - r))`` for i < W, else ``cos_e``,
-    where ``cos_e = lr_min + (lr_base - lr_min) * (1 + cos(pi * e / E)) / 2`` and
-    ``lr_min = min_lr_ratio * lr_base`` per parameter group.
+    ``lr(epoch, iteration) = cos_p * (1 - (1 - i / W) * (1 - r))`` for i < W, else ``cos_p``,
+    where ``cos_p = lr_min + (lr_base - lr_min) * (1 + cos(pi * p)) / 2`` and
+    ``lr_min = min_lr_ratio * lr_base`` per parameter group; the progress ``p`` is ``e / E``
+    (epochs, the default) or, with ``total_iters`` given, ``i / total_iters`` (by iteration).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, epochs: int, warmup_iters: int = 500,
-                 warmup_ratio: float = 1.0 / 3.0, min_lr_ratio: float = 1e-3):
+                 warmup_ratio: float = 1.0 / 3.0, min_lr_ratio: float = 1e-3,
+                 total_iters: int | None = None):
         self.optimizer = optimizer
         self.epochs = epochs
         self.warmup_iters = warmup_iters
         self.warmup_ratio = warmup_ratio
         self.min_lr_ratio = min_lr_ratio
+        self.total_iters = total_iters           # None: by epoch
         self.last_epoch = 0
         self.last_iteration = 0
 
     def factor(self, epoch: int, iteration: int) -> float:
         """Learning rate relative to each group's base lr at (epoch, global iteration)."""
-        progress = epoch / max(self.epochs, 1)
+        if self.total_iters is None:
+            progress = epoch / max(self.epochs, 1)
+        else:
+            progress = iteration / max(self.total_iters, 1)
         cosine = self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
         if iteration < self.warmup_iters:
             k = (1 - iteration / self.warmup_iters) * (1 - self.warmup_ratio)
@@ -79,6 +87,7 @@ class CosineWarmupSchedule:
     def state_dict(self) -> dict:
         return {'epochs': self.epochs, 'warmup_iters': self.warmup_iters,
                 'warmup_ratio': self.warmup_ratio, 'min_lr_ratio': self.min_lr_ratio,
+                'total_iters': self.total_iters,
                 'last_epoch': self.last_epoch, 'last_iteration': self.last_iteration}
 
     def load_state_dict(self, state: dict) -> None:

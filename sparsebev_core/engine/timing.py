@@ -85,6 +85,7 @@ class TimingReport:
     device: str = 'cpu'
     preset: str = ''
     sampling_backend: str = ''             # the msmv_sampling backend that ran (compare)
+    held_bytes: int | None = None          # temporal memory the stream held after the last step
 
     @property
     def samples(self) -> int:
@@ -114,7 +115,14 @@ class TimingReport:
                          f'{np.percentile(values, 90):8.2f}')
         lines.append(f'FPS (official: backbone + head + postprocess): {self.official_fps():.2f}')
         lines.append(f'FPS (end to end, with decode + preprocess):   {self.end_to_end_fps():.2f}')
+        if self.held_bytes is not None:
+            lines.append(self.held_line())
         return '\n'.join(lines)
+
+    def held_line(self) -> str:
+        """The temporal memory held per stream between steps (feature cache or recurrent state)."""
+        return (f'temporal memory held by the stream between steps: {self.held_bytes / 1e6:.3g} MB '
+                '(feature cache buffers, or the recurrent state of a *_memory preset)')
 
 
 def measure(detector, frames: Sequence[Frame], samples: int, warmup: int,
@@ -138,6 +146,8 @@ def measure(detector, frames: Sequence[Frame], samples: int, warmup: int,
         report.stages['decode'].append(decode_ms)
         for stage in STAGES[1:]:
             report.stages[stage].append(float(detections.timings.get(stage, 0.0)))
+    held = getattr(detector, 'held_bytes', None)
+    report.held_bytes = None if held is None else int(held())
     return report
 
 
@@ -202,6 +212,8 @@ def compare_table(base: TimingReport, fast: TimingReport, fast_path: FastPath) -
         (bm, bp), (fm, fp) = _stats(b), _stats(f)
         speedup = f'{bm / fm:.2f}x' if fm > 0 else 'n/a'
         lines.append(f'| {name} | {bm:.2f} | {bp:.2f} | {fm:.2f} | {fp:.2f} | {speedup} |')
+    if base.held_bytes is not None and fast.held_bytes is not None:
+        lines += ['', f'baseline {base.held_line()}; fast: {fast.held_bytes / 1e6:.3g} MB']
     return '\n'.join(lines)
 
 

@@ -5,11 +5,18 @@ every decoder layer with query denoising, AdamW with lr multipliers, cosine sche
 with linear warm-up, fp16 AMP on the image branch with a static loss scale (CUDA only; CPU
 runs in fp32), gradient clipping at 35, DDP with the total batch split over processes.
 
+The recurrent (SparseBEV++) presets train on video (docs/training.md, "Streaming training"):
+each batch slot walks one scene segment in time order, one frame per step, its recurrent state
+carried from step to step, detached, and cleared at a segment start (``stream_state``); the
+cosine runs by iteration (``TrainConfig.lr_by_epoch = False``).
+
 A run is reproducible and can be killed at any time: the data order comes from a
-``DistributedSampler`` seeded by (seed, epoch), every sample's augmentation from a generator
-seeded by (seed, epoch, index) (both ``train_data``), and checkpoints (``train_state``) (every epoch, on SIGTERM, at ``--max-iters``)
-hold the model, optimiser, schedule, scaler, position and RNG states, so that ``--resume``
-continues exactly where the run stopped.
+``DistributedSampler`` seeded by (seed, epoch) (streaming: a segment walk seeded by seed), every
+sample's augmentation from a generator seeded by (seed, epoch, index) (streaming: (seed,
+iteration, slot); both ``train_data``), and checkpoints (``train_state``) (every epoch, on
+SIGTERM, at ``--max-iters``) hold the model, optimiser, schedule, scaler, position and RNG
+states, and the streaming slots' recurrent states, so that ``--resume`` continues exactly
+where the run stopped.
 """
 from __future__ import annotations
 
@@ -31,8 +38,10 @@ from ..errors import InputError, UsageError
 from ..recipe.config import ModelConfig
 from .losses import SparseBEVLoss
 from .optim import CosineWarmupSchedule, build_optimizer, build_scaler
-from .train_data import (SeededSamples, attach_image_augmentations, batches_per_epoch,
-                         build_train_dataset, collate_samples, epoch_indices, move_batch)
+from .stream_state import SlotStates
+from .train_data import (SeededSamples, StreamPlan, StreamSamples, attach_image_augmentations,
+                         batches_per_epoch, build_train_dataset, collate_samples,
+                         collate_stream_samples, epoch_indices, move_batch)
 from .train_state import (LATEST, SigtermFlag, TrainPosition, TrainingCheckpointError,
                           load_training_state, rng_state, save_training_state)
 
@@ -119,11 +128,16 @@ def reduce_logs(losses: dict[str, torch.Tensor], info: DistInfo) -> dict[str, fl
 def gather_rng_states(info: DistInfo) -> list[dict]:
     """Every process's RNG states, in rank order (each rank draws its own DN noise and
     augmentation, so an exact resume needs all of them)."""
+    return gather_objects(rng_state(), info)
+
+
+def gather_objects(value, info: DistInfo) -> list:
+    """``value`` of every process, in rank order (CPU objects; all processes call this together)."""
     if not info.distributed:
-        return [rng_state()]
-    states: list = [None] * info.world_size
-    dist.all_gather_object(states, rng_state())
-    return states
+        return [value]
+    values: list = [None] * info.world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def any_process(flag: bool, info: DistInfo, device: torch.device) -> bool:
@@ -145,6 +159,7 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
     """
     validate_train_options(options)
     info = info or DistInfo()
+    streaming = cfg.head.memory is not None          # SparseBEV++: video, one frame per step
     work_dir = Path(options.work_dir)
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -165,11 +180,22 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
             model, device_ids=[device.index] if device.type == 'cuda' else None,
             broadcast_buffers=False, find_unused_parameters=False)
 
+    if streaming:
+        stream = StreamPlan(dataset, cfg.train.seq_split_num, batch_size, info, options.seed)
+        slots = SlotStates(cfg.head, batch_size, device)
+        iters_per_epoch = stream.iters_per_epoch
+    else:
+        samples = SeededSamples(dataset, options.seed)
+        iters_per_epoch = batches_per_epoch(len(samples), info, batch_size)
+    planned_iters = epochs * iters_per_epoch
+    total_iters = planned_iters if options.max_iters is None else min(planned_iters, options.max_iters)
+
     criterion = SparseBEVLoss(num_classes=cfg.head.num_classes, code_weights=cfg.head.code_weights,
                               dn_weight=cfg.head.dn_weight)
     optimizer = build_optimizer(model, cfg.train)
     schedule = CosineWarmupSchedule(optimizer, epochs, cfg.train.warmup_iters,
-                                    cfg.train.warmup_ratio, cfg.train.min_lr_ratio)
+                                    cfg.train.warmup_ratio, cfg.train.min_lr_ratio,
+                                    total_iters=None if cfg.train.lr_by_epoch else planned_iters)
     scaler = build_scaler(device, cfg.train.loss_scale)
     meta = {'preset': cfg.name, 'seed': options.seed, 'epochs': epochs,
             'world_size': info.world_size, 'total_batch_size': batch_size * info.world_size}
@@ -178,19 +204,14 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
     if options.resume:
         resume_path = work_dir / LATEST if options.resume == 'auto' else Path(options.resume)
         position, saved = load_training_state(resume_path, model, optimizer, schedule, scaler,
-                                              rank=info.rank)
+                                              rank=info.rank,
+                                              stream_slots=slots if streaming else None)
         for key in ('preset', 'world_size', 'total_batch_size', 'epochs', 'seed'):
             if key in saved and saved[key] != meta[key]:
                 raise TrainingCheckpointError(
                     f'{resume_path} was written by a run with {key}={saved[key]!r}; '
                     f'this run has {key}={meta[key]!r}. An exact resume needs the '
                     f'same preset, processes, total batch, epochs and seed')
-
-    samples = SeededSamples(dataset, options.seed)
-    iters_per_epoch = batches_per_epoch(len(samples), info, batch_size)
-    total_iters = epochs * iters_per_epoch
-    if options.max_iters is not None:
-        total_iters = min(total_iters, options.max_iters)
     workers = cfg.train.workers_per_gpu if options.workers is None else options.workers
     writer = _summary_writer(work_dir) if (info.is_main and options.tensorboard) else None
     progress = _progress_bar(total_iters, position.global_iteration,
@@ -201,24 +222,37 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
 
     def checkpoint() -> None:
         rng_states = gather_rng_states(info)
+        stream_states = gather_objects(slots.state_dict(), info) if streaming else None
         if info.is_main:
             save_training_state(work_dir, model, optimizer, schedule, scaler, position, meta,
-                                rng_states=rng_states)
+                                rng_states=rng_states, stream_states=stream_states)
         if info.distributed:
             dist.barrier()
 
+    def epoch_loader() -> DataLoader:
+        """The rest of the current epoch's batches (from ``position``)."""
+        common = dict(num_workers=workers, generator=torch.Generator().manual_seed(options.seed),
+                      pin_memory=device.type == 'cuda')
+        if streaming:
+            plan = stream.batches(position.global_iteration,
+                                  iters_per_epoch - position.iteration_in_epoch)
+            return DataLoader(StreamSamples(dataset, options.seed), batch_sampler=plan,
+                              collate_fn=collate_stream_samples, **common)
+        samples.epoch = position.epoch
+        indices = epoch_indices(len(samples), info, options.seed, position.epoch)
+        indices = indices[position.iteration_in_epoch * batch_size:]
+        return DataLoader(samples, batch_size=batch_size, sampler=indices,
+                          collate_fn=collate_samples, **common)
+
     with SigtermFlag() as sigterm:
         while position.epoch < epochs and position.global_iteration < total_iters:
-            samples.epoch = position.epoch
-            indices = epoch_indices(len(samples), info, options.seed, position.epoch)
-            indices = indices[position.iteration_in_epoch * batch_size:]
-            loader = DataLoader(samples, batch_size=batch_size, sampler=indices,
-                                num_workers=workers, collate_fn=collate_samples,
-                                generator=torch.Generator().manual_seed(options.seed),
-                                pin_memory=device.type == 'cuda')
-            for batch in loader:
+            for batch in epoch_loader():
                 schedule.step(position.epoch, position.global_iteration)
-                logs = train_step(ddp_model, criterion, optimizer, scaler, cfg, move_batch(batch, device))
+                batch = move_batch(batch, device)
+                if streaming:
+                    logs = stream_train_step(ddp_model, criterion, optimizer, scaler, cfg, batch, slots)
+                else:
+                    logs = train_step(ddp_model, criterion, optimizer, scaler, cfg, batch)
                 loss_history.append(float(logs['_losses']['loss'].detach()))
                 position.iteration_in_epoch += 1
                 position.global_iteration += 1
@@ -232,7 +266,7 @@ def train(cfg: ModelConfig, dataset: Dataset, options: TrainOptions, device: tor
                     progress.update(1)
                 stop = any_process(sigterm.requested, info, device)
                 if stop or position.global_iteration >= total_iters:
-                    stopped_early = stop or position.global_iteration < epochs * iters_per_epoch
+                    stopped_early = stop or position.global_iteration < planned_iters
                     break
                 if (options.checkpoint_interval and position.iteration_in_epoch < iters_per_epoch
                         and position.global_iteration % options.checkpoint_interval == 0):
@@ -259,7 +293,25 @@ def train_step(model: torch.nn.Module, criterion: SparseBEVLoss, optimizer, scal
     """One optimisation step; returns ``{'grad_norm', '_losses': {name: tensor, 'loss': total}}``."""
     outputs = model(batch['images'], batch['lidar2img'], batch['timestamps'],
                     gt_boxes=batch['gt_boxes'], gt_labels=batch['gt_labels'])
-    losses = criterion(outputs, batch['gt_boxes'], batch['gt_labels'])
+    return optimise(criterion(outputs, batch['gt_boxes'], batch['gt_labels']), optimizer, scaler, cfg)
+
+
+def stream_train_step(model: torch.nn.Module, criterion: SparseBEVLoss, optimizer, scaler,
+                      cfg: ModelConfig, batch: dict, slots: SlotStates) -> dict:
+    """One step of streaming training (recurrent presets): every slot's frame from the state its
+    previous frame left (cleared at a segment start, ``SlotStates.before_step``), the next state
+    kept detached (``after_step``), then the losses of this frame on every decoder layer and one
+    optimisation step, as :func:`train_step`."""
+    state, motion = slots.before_step(batch['segment_start'], batch['stamp'], batch['model_pose'])
+    outputs, next_state = model(batch['images'], batch['lidar2img'], state=state, motion=motion,
+                                gt_boxes=batch['gt_boxes'], gt_labels=batch['gt_labels'])
+    slots.after_step(next_state, batch['stamp'], batch['model_pose'])
+    return optimise(criterion(outputs, batch['gt_boxes'], batch['gt_labels']), optimizer, scaler, cfg)
+
+
+def optimise(losses: dict[str, torch.Tensor], optimizer, scaler, cfg: ModelConfig) -> dict:
+    """Backward of the summed ``losses``, clipping, the optimiser and scaler steps; returns
+    ``{'grad_norm', '_losses': {name: tensor, 'loss': total}}``."""
     loss = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()

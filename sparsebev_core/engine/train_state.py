@@ -70,12 +70,15 @@ def set_rng_state(state: dict) -> None:
 def save_training_state(work_dir: str | os.PathLike, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer, schedule, scaler,
                         position: TrainPosition, meta: dict | None = None,
-                        name: str = LATEST, rng_states: list[dict] | None = None) -> Path:
+                        name: str = LATEST, rng_states: list[dict] | None = None,
+                        stream_states: list[dict] | None = None) -> Path:
     """Write ``work_dir/name`` (default ``latest.pth``) atomically and return its path.
 
     ``model`` is the bare model (not the DDP wrapper), so the ``state_dict`` keys are the
     official ones and the file loads with ``checkpoint.load_checkpoint``. ``rng_states``:
-    one entry per process in rank order (default: this process's only).
+    one entry per process in rank order (default: this process's only); ``stream_states``:
+    streaming training's carried recurrent state of every process, in rank order
+    (``stream_state.SlotStates.state_dict``; None for the other presets).
     """
     state = {
         'state_dict': model.state_dict(),
@@ -86,14 +89,17 @@ def save_training_state(work_dir: str | os.PathLike, model: torch.nn.Module,
         'rng': rng_states if rng_states is not None else [rng_state()],
         'meta': dict(meta or {}),
     }
+    if stream_states is not None:
+        state['stream'] = stream_states
     return atomic_save(state, Path(work_dir) / name)
 
 
 def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer, schedule, scaler,
-                        restore_rng: bool = True, rank: int = 0) -> tuple[TrainPosition, dict]:
-    """Restore everything ``save_training_state`` wrote (the RNG states of process ``rank``);
-    returns (position, meta)."""
+                        restore_rng: bool = True, rank: int = 0,
+                        stream_slots=None) -> tuple[TrainPosition, dict]:
+    """Restore everything ``save_training_state`` wrote (the RNG states of process ``rank``,
+    and its streaming state into ``stream_slots`` when given); returns (position, meta)."""
     path = Path(path)
     if not path.is_file():
         raise TrainingCheckpointError(f'no checkpoint to resume from at {path}: check --resume '
@@ -115,6 +121,13 @@ def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
             raise TrainingCheckpointError(f'{path} holds RNG states of {len(states)} processes; resuming '
                              f'rank {rank} needs the same number of processes as the saved run')
         set_rng_state(states[rank])
+    if stream_slots is not None:
+        streams = state.get('stream')
+        if streams is None or rank >= len(streams):
+            raise TrainingCheckpointError(
+                f'{path} holds no streaming state for process {rank}: it was not written by a '
+                'streaming (recurrent preset) run with as many processes')
+        stream_slots.load_state_dict(streams[rank])
     return TrainPosition(**state['position']), state.get('meta', {})
 
 

@@ -36,7 +36,8 @@ from ..errors import InputError, MissingDependencyError, UsageError
 from ..geometry import CAMERA_NAMES
 from ..recipe.config import ModelConfig
 from ..streaming.onnx_manifest import (ENCODER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE,
-                                       MANIFEST_FILE, ONNX_INSTALL_HINT, sha256_of_file)
+                                       MANIFEST_FILE, ONNX_INSTALL_HINT, check_exportable,
+                                       sha256_of_file)
 
 DEFAULT_OPSET = 17          # LayerNormalization native; the gather sampling needs >= 11
 MIN_OPSET = 11
@@ -135,6 +136,7 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
     from ..streaming.runtime import gather_slots
     from .graphs import HEAD_OUTPUTS, EncoderGraph, HeadGraph
 
+    check_exportable(cfg)
     if opset < MIN_OPSET:
         raise UsageError(f'--opset {opset}: the gather sampling needs opset >= {MIN_OPSET}')
     if precision not in PRECISIONS:

@@ -76,6 +76,32 @@ class FFN(nn.Module):
         return x + self.layers(x)                                                 # [B, Q, C]
 
 
+def make_cls_branch(embed_dims: int, num_classes: int) -> nn.Sequential:
+    """Class logits: [Linear-LN-ReLU] x 2 -> Linear (docs/official_model.md 2.5.5)."""
+    c = embed_dims
+    return nn.Sequential(
+        nn.Linear(c, c), nn.LayerNorm(c), nn.ReLU(inplace=True),
+        nn.Linear(c, c), nn.LayerNorm(c), nn.ReLU(inplace=True),
+        nn.Linear(c, num_classes),
+    )
+
+
+def make_reg_branch(embed_dims: int, code_size: int = 10) -> nn.Sequential:
+    """Box regression: [Linear-ReLU] x 2 -> Linear, no LayerNorm (docs/official_model.md 2.5.5)."""
+    c = embed_dims
+    return nn.Sequential(
+        nn.Linear(c, c), nn.ReLU(inplace=True),
+        nn.Linear(c, c), nn.ReLU(inplace=True),
+        nn.Linear(c, code_size),
+    )
+
+
+@torch.no_grad()
+def init_cls_prior(cls_branch: nn.Sequential, prior: float = 0.01) -> None:
+    """Last class bias = -log((1 - p) / p): every class starts at the focal-loss prior p."""
+    nn.init.constant_(cls_branch[-1].bias, -math.log((1 - prior) / prior))
+
+
 class DecoderLayer(nn.Module):
     """One SparseBEV decoder layer with its own class and box branches."""
 
@@ -96,16 +122,8 @@ class DecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(c)
         self.norm2 = nn.LayerNorm(c)
         self.norm3 = nn.LayerNorm(c)
-        self.cls_branch = nn.Sequential(
-            nn.Linear(c, c), nn.LayerNorm(c), nn.ReLU(inplace=True),
-            nn.Linear(c, c), nn.LayerNorm(c), nn.ReLU(inplace=True),
-            nn.Linear(c, cfg.num_classes),
-        )
-        self.reg_branch = nn.Sequential(
-            nn.Linear(c, c), nn.ReLU(inplace=True),
-            nn.Linear(c, c), nn.ReLU(inplace=True),
-            nn.Linear(c, code_size),
-        )
+        self.cls_branch = make_cls_branch(c, cfg.num_classes)
+        self.reg_branch = make_reg_branch(c, code_size)
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -113,8 +131,7 @@ class DecoderLayer(nn.Module):
         self.self_attn.init_weights()
         self.sampling.init_weights()
         self.mixing.init_weights()
-        prior = 0.01                                             # focal-loss prior probability
-        nn.init.constant_(self.cls_branch[-1].bias, -math.log((1 - prior) / prior))
+        init_cls_prior(self.cls_branch)
 
     def forward(self, query_bbox: Tensor, query_feat: Tensor, features: list[Tensor],
                 lidar2img: Tensor, time_diff: Tensor, image_hw: tuple[int, int],

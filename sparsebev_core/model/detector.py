@@ -12,7 +12,7 @@ multiple of 32, and runs backbone + neck on all ``B*M`` images as one batch.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
@@ -23,10 +23,17 @@ from ..recipe.config import ModelConfig
 from .backbones.dispatch import backbone_kind
 from .fpn import build_fpn
 
+if TYPE_CHECKING:
+    from .recurrent_state import EgoMotion, RecurrentState
+
 PAD_MULTIPLE = 32        # official img_pad_cfg size_divisor
 FEATURE_STRIDE_0 = 4     # stride of pyramid level 0 for every backbone we have (C2 / x4 of ViT/16)
 
 ImageHook = Callable[[torch.Tensor], torch.Tensor]
+
+
+class RecurrentModelError(InputError):
+    """A call that does not fit the model's temporal mode (recurrent SparseBEV++ or multi-frame v1)."""
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
@@ -156,18 +163,68 @@ class SparseBEV(nn.Module):
         """
         if self.pts_bbox_head is None:
             raise RuntimeError('this SparseBEV was built without a head (build_model(..., with_head=False))')
+        if self.is_recurrent:
+            raise RecurrentModelError(
+                f'preset {self.cfg.name!r} is a recurrent (SparseBEV++) model: call '
+                'forward_recurrent(features, lidar2img, state, motion), which takes and returns '
+                'the recurrent state (docs/head.md)')
         lidar2img, timestamps = torch.as_tensor(lidar2img), torch.as_tensor(timestamps)
         self._check_head_inputs(features, lidar2img, timestamps)
         return self.pts_bbox_head(features, lidar2img.float(), timestamps.double(),   # [B, T*N, 4, 4], [B, T*N]
                                   image_hw=self.input_hw(features),
                                   gt_boxes=gt_boxes, gt_labels=gt_labels, valid_views=valid_views)
 
-    def forward(self, images: torch.Tensor, lidar2img: torch.Tensor, timestamps: torch.Tensor,
+    def forward(self, images: torch.Tensor, lidar2img: torch.Tensor,
+                timestamps: torch.Tensor | None = None,
                 gt_boxes: list[torch.Tensor] | None = None,
-                gt_labels: list[torch.Tensor] | None = None) -> dict:
-        """``extract_features`` + ``forward_head`` (the official low-level forward)."""
-        return self.forward_head(self.extract_features(images), lidar2img, timestamps,
+                gt_labels: list[torch.Tensor] | None = None, *,
+                state: 'RecurrentState | None' = None,
+                motion: 'EgoMotion | None' = None):
+        """``extract_features`` + ``forward_head`` (the official low-level forward); for a
+        recurrent model ``extract_features`` + ``forward_recurrent`` of one frame
+        (``images [B, N, 3, H, W]``, ``state`` / ``motion`` as there; ``timestamps`` unused:
+        one frame has no time difference) -> ``(outputs, next_state)``. The training step
+        calls this (a ``DistributedDataParallel`` wrapper only syncs gradients through
+        ``forward``)."""
+        features = self.extract_features(images)
+        if self.is_recurrent:
+            return self.forward_recurrent(features, lidar2img, state, motion,
+                                          gt_boxes=gt_boxes, gt_labels=gt_labels)
+        return self.forward_head(features, lidar2img, timestamps,
                                  gt_boxes=gt_boxes, gt_labels=gt_labels)
+
+    # ---------------------------------------------------------------- recurrent head (v2)
+    @property
+    def is_recurrent(self) -> bool:
+        """True for SparseBEV++ (``cfg.head.memory`` set): the head carries a state between frames."""
+        return self.cfg.head.memory is not None
+
+    def forward_recurrent(self, features: list[torch.Tensor], lidar2img: torch.Tensor,
+                          state: 'RecurrentState | None' = None, motion: 'EgoMotion | None' = None,
+                          valid_views: torch.Tensor | None = None,
+                          propagate: torch.Tensor | None = None,
+                          gt_boxes: list[torch.Tensor] | None = None,
+                          gt_labels: list[torch.Tensor] | None = None
+                          ) -> tuple[dict, 'RecurrentState']:
+        """One frame of a recurrent (SparseBEV++) model: ``(outputs, next_state)``.
+
+        features: per level ``[B, N, C, h_l, w_l]`` (``extract_features`` of the current
+        frame's N images); lidar2img ``[B, N, 4, 4]``; state: what the previous frame returned,
+        in the variable or the fixed form (``RecurrentState``; None: a stream's first frame,
+        no history); motion: ``EgoMotion`` since that frame; valid_views ``[B, N]`` bool
+        (False: a missing camera, never sampled); propagate ``[B]`` bool: the time gate
+        computed by the caller (None: from ``motion``); gt_boxes / gt_labels (training with
+        query denoising): per element ``[K, 9]`` gravity boxes and ``[K]`` labels. Outputs as
+        ``forward_head`` (``all_cls_scores``, ``all_bbox_preds``, rows: learned queries then
+        propagated ones; DN outputs in training) plus what the frame started from
+        (``RecurrentSparseBEVHead.forward``).
+        """
+        if not self.is_recurrent or self.pts_bbox_head is None:
+            raise RecurrentModelError(f'preset {self.cfg.name!r} has no recurrent head: use forward_head')
+        return self.pts_bbox_head(features, torch.as_tensor(lidar2img).float(),
+                                  image_hw=self.input_hw(features), state=state, motion=motion,
+                                  valid_views=valid_views, propagate=propagate,
+                                  gt_boxes=gt_boxes, gt_labels=gt_labels)
 
     @torch.no_grad()
     def decode(self, outputs: dict, score_threshold: float | None = None,
@@ -183,7 +240,11 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
 
 
 def build_head(cfg: ModelConfig) -> nn.Module:
-    """The SparseBEV head (``sparsebev_core.model.head``), imported lazily."""
+    """The SparseBEV head, or the recurrent SparseBEV++ one when ``cfg.head.memory`` is set
+    (``model.head`` / ``model.recurrent_head``, imported lazily)."""
+    if cfg.head.memory is not None:
+        from .recurrent_head import RecurrentSparseBEVHead
+        return RecurrentSparseBEVHead(cfg.head)
     from .head import SparseBEVHead
     return SparseBEVHead(cfg.head)
 

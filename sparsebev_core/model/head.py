@@ -43,28 +43,15 @@ def init_query_boxes(weight: Tensor) -> None:
         weight[:, 8:10] = 0.0
 
 
-class SparseBEVHead(nn.Module):
-    """Queries + decoder + coder. ``forward`` returns per-layer logits and head-layout boxes."""
+class QueryHead(nn.Module):
+    """What the SparseBEV head and the recurrent SparseBEV++ head share.
 
-    def __init__(self, cfg: HeadConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.num_classes = cfg.num_classes
-        self.num_queries = cfg.num_queries
-        self.pc_range = tuple(cfg.pc_range)
-        self.code_weights = nn.Parameter(torch.tensor(cfg.code_weights, dtype=torch.float32),
-                                         requires_grad=False)
-        self.init_query_bbox = nn.Embedding(cfg.num_queries, 10)
-        self.label_enc = nn.Embedding(cfg.num_classes + 1, cfg.embed_dims - 1)  # row num_classes: no label
-        self.transformer = Transformer(cfg)
-        self._legacy_yaw_convention = False
-        self.init_weights()
-
-    @torch.no_grad()
-    def init_weights(self) -> None:
-        """Official initialisation (docs/official_model.md 2.4, 2.5.x, 2.7); everything else keeps PyTorch defaults."""
-        init_query_boxes(self.init_query_bbox.weight)
-        self.transformer.decoder.decoder_layer.init_weights()
+    A subclass builds ``cfg``, ``num_classes``, ``num_queries``, ``init_query_bbox``
+    (learned query boxes), ``label_enc`` and ``transformer.decoder.decoder_layer.sampling``;
+    this class gives the learned queries, the input checks, the box convention and decoding.
+    """
+    cfg: HeadConfig
+    _legacy_yaw_convention: bool = False
 
     # -- the 0.17.1 box convention (docs/official_model.md 2.7) ------------------------------
     @property
@@ -119,6 +106,38 @@ class SparseBEVHead(nn.Module):
                                         or tuple(valid_views.shape) != (features[0].shape[0], t_n)):
             raise InputError(f'valid_views must be a bool [B, T*N] = {[features[0].shape[0], t_n]} '
                              f'mask, got {valid_views.dtype} {list(valid_views.shape)}')
+
+    # -- NMS-free coder (docs/official_model.md 6.1, 6.2) ---------------------------------------
+    def decode(self, outputs: dict, score_threshold: float | None = None,
+               max_num: int | None = None) -> list[dict]:
+        """``coder.decode_predictions`` of the outputs with this head's config and box
+        convention: per batch element ``boxes [K, 9]`` (bottom centre), ``scores [K]``,
+        ``labels [K]``, ``query_index [K]``, in descending score order."""
+        return decode_predictions(outputs['all_cls_scores'], outputs['all_bbox_preds'], self.cfg,
+                                  self.legacy_yaw_convention, score_threshold, max_num)
+
+
+class SparseBEVHead(QueryHead):
+    """Queries + decoder + coder. ``forward`` returns per-layer logits and head-layout boxes."""
+
+    def __init__(self, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.num_queries = cfg.num_queries
+        self.pc_range = tuple(cfg.pc_range)
+        self.code_weights = nn.Parameter(torch.tensor(cfg.code_weights, dtype=torch.float32),
+                                         requires_grad=False)
+        self.init_query_bbox = nn.Embedding(cfg.num_queries, 10)
+        self.label_enc = nn.Embedding(cfg.num_classes + 1, cfg.embed_dims - 1)  # row num_classes: no label
+        self.transformer = Transformer(cfg)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Official initialisation (docs/official_model.md 2.4, 2.5.x, 2.7); everything else keeps PyTorch defaults."""
+        init_query_boxes(self.init_query_bbox.weight)
+        self.transformer.decoder.decoder_layer.init_weights()
 
     def forward(self, features: Sequence[Tensor], lidar2img: Tensor | np.ndarray,
                 timestamps: Tensor | np.ndarray, image_hw: tuple[int, int],
@@ -199,11 +218,3 @@ class SparseBEVHead(nn.Module):
                     dn_cls_scores=cls_scores[:, :, :pad], dn_bbox_preds=bbox_preds[:, :, :pad],
                     dn_mask_dict=dn.mask_dict())
 
-    # -- NMS-free coder (docs/official_model.md 6.1, 6.2) ---------------------------------------
-    def decode(self, outputs: dict, score_threshold: float | None = None,
-               max_num: int | None = None) -> list[dict]:
-        """``coder.decode_predictions`` of the outputs with this head's config and box
-        convention: per batch element ``boxes [K, 9]`` (bottom centre), ``scores [K]``,
-        ``labels [K]``, ``query_index [K]``, in descending score order."""
-        return decode_predictions(outputs['all_cls_scores'], outputs['all_bbox_preds'], self.cfg,
-                                  self.legacy_yaw_convention, score_threshold, max_num)

@@ -49,6 +49,8 @@ class HeadConfig:
     dn_box_noise_scale: float = 0.5
     dn_label_noise_scale: float = 0.5
     dn_weight: float = 1.0
+    # SparseBEV++ (official v2): recurrent query memory; None = v1 multi-frame sampling
+    memory: 'MemoryConfig | None' = None
 
 
 @dataclass
@@ -74,10 +76,14 @@ class TrainConfig:
     pretrained: str = ''                     # backbone pretrain file (nuImages / DD3D / EVA02)
     workers_per_gpu: int = 8
     train_splits: tuple[str, ...] = ('train',)   # ('train', 'val') for the test-server presets
+    lr_by_epoch: bool = True                 # cosine stepped per epoch (v1); False: per iteration (v2)
+    # streaming-video training of the recurrent presets (docs/training.md): each scene is cut
+    # into this many time-ordered segments, one batch slot walks one segment a frame per step
+    seq_split_num: int = 2
 
 
 class ModelConfigError(InputError, ValueError):
-    """A ``ModelConfig`` whose parts disagree (frame counts, pyramid levels, classes)."""
+    """A ``ModelConfig`` whose parts disagree (frame counts, pyramid levels, classes, memory)."""
 
 
 FrameLayout = Literal['past', 'future_blocked', 'future_interleaved']
@@ -116,7 +122,9 @@ class ModelConfig:
           again by ``head.num_frames`` (the head is built from ``HeadConfig`` alone): they agree;
         * the head reads every level of the pyramid: ``head.num_levels == neck.num_outs`` and
           ``head.embed_dims == neck.out_channels`` (with a neck);
-        * one class name per class: ``len(class_names) == head.num_classes``.
+        * one class name per class: ``len(class_names) == head.num_classes``;
+        * a recurrent head (``head.memory``, SparseBEV++) samples one frame and its memory
+          numbers fit together (:meth:`MemoryConfig.problems`).
 
         Runs when the config is built (``__post_init__``); code that edits a config in place
         (the presets, the official config reader) calls it again when done. Whether the frame
@@ -136,7 +144,52 @@ class ModelConfig:
         if len(self.class_names) != self.head.num_classes:
             problems.append(f'{len(self.class_names)} class_names but head.num_classes = '
                             f'{self.head.num_classes}')
+        if self.head.memory is not None:
+            problems.extend(f'head.memory: {p}' for p in self.head.memory.problems(self.head))
         if problems:
             raise ModelConfigError(f'model config {self.name!r} is inconsistent: '
                                    + '; '.join(problems))
         return self
+
+
+# ---------------------------------------------------------------------------- SparseBEV++ (v2)
+@dataclass
+class MemoryConfig:
+    """The recurrent query memory of SparseBEV++ (the official v2 ``memory_config``).
+
+    docs/official_model.md section 13. With ``HeadConfig.memory`` set the head samples one
+    frame (``num_frames = 1``) and carries queries from frame to frame instead: the
+    ``num_propagated`` best queries of a frame join its ``num_queries`` learned ones in the
+    next frame, and the best ``len_per_frame`` of them are pushed onto a first-in first-out
+    memory of ``memory_len`` query features that every decoder layer cross-attends to.
+    """
+    num_propagated: int = 500          # official num_history: queries carried to the next frame
+    max_time_interval: float = 2.0     # s; a longer gap replaces them by the padding queries
+    memory_len: int = 1024             # memory queue length (query features and boxes)
+    len_per_frame: int = 256           # best queries of a frame pushed onto the memory
+    inference_layers: int = 4          # decoder iterations in eval mode (training: num_layers)
+
+    def problems(self, head: HeadConfig) -> list[str]:
+        """What does not fit together, one phrase per problem naming the field (empty: fine)."""
+        out = []
+        if head.num_frames != 1:
+            out.append(f'a recurrent head samples one frame: num_frames must be 1, '
+                       f'got {head.num_frames}')
+        if not 0 < self.len_per_frame <= self.num_propagated:
+            out.append(f'len_per_frame ({self.len_per_frame}) must be in 1..num_propagated '
+                       f'({self.num_propagated}): the memory takes the best propagated queries')
+        if self.memory_len < self.len_per_frame:
+            out.append(f'memory_len ({self.memory_len}) must hold at least one frame '
+                       f'(len_per_frame = {self.len_per_frame})')
+        if not 1 <= self.inference_layers <= head.num_layers:
+            out.append(f'inference_layers ({self.inference_layers}) must be in '
+                       f'1..num_layers ({head.num_layers})')
+        if self.max_time_interval <= 0:
+            out.append(f'max_time_interval must be > 0 s, got {self.max_time_interval}')
+        return out
+
+    def check(self, head: HeadConfig) -> None:
+        """Raise :class:`ModelConfigError` naming the fields when the numbers do not fit."""
+        problems = self.problems(head)
+        if problems:
+            raise ModelConfigError('memory config: ' + '; '.join(problems))

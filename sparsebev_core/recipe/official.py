@@ -31,11 +31,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .config import FPNConfig, HeadConfig, ModelConfig, ModelConfigError, TrainConfig
+from .config import FPNConfig, HeadConfig, MemoryConfig, ModelConfig, ModelConfigError, TrainConfig
 from .mmcv_reader import read_config_file_with_helpers
 from .official_backbones import read_backbone
 from .official_fields import (FIXED_ASSIGNER, FIXED_HEAD_FIELDS, FIXED_LOSSES, HEAD_EXTRAS,
-                              PAD_SIZE_DIVISOR, SWEEP_LOADERS, TRANSFORMER_EXTRAS,
+                              PAD_SIZE_DIVISOR, SWEEP_LOADERS, TRANSFORMER_EXTRAS, V2_CLIP_FIELDS,
                               OfficialConfigError, Section, convert_like, same_value)
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 # pipeline steps we know and read nothing from (data loading / formatting)
 PLAIN_PIPELINE_STEPS = frozenset({
     'LoadMultiViewImageFromFiles', 'LoadAnnotations3D', 'ObjectRangeFilter', 'ObjectNameFilter',
-    'RandomTransformImage', 'DefaultFormatBundle3D', 'Collect3D', 'MultiScaleFlipAug3D'})
+    'RandomTransformImage', 'DefaultFormatBundle3D', 'Collect3D', 'MultiScaleFlipAug3D',
+    'PETRFormatBundle3D'})                         # the v2 (SparseBEV++) format step
 # top-level names of the official configs that hold nothing for ModelConfig / TrainConfig
 # (helper variables whose values reach the model through ``model``, logging, data paths)
 PLAIN_TOP_LEVEL = frozenset({
@@ -51,7 +52,8 @@ PLAIN_TOP_LEVEL = frozenset({
     'voxel_size', 'embed_dims', 'num_layers', 'num_query', 'num_frames', 'num_levels',
     'num_points', 'img_backbone', 'img_neck', 'img_norm_cfg', 'revise_keys', 'resume_from',
     'checkpoint_config', 'log_config', 'eval_config', 'debug', 'custom_imports', 'dist_params',
-    'log_level', 'work_dir', 'workflow', 'gpu_ids', 'seed', 'find_unused_parameters'})
+    'log_level', 'work_dir', 'workflow', 'gpu_ids', 'seed', 'find_unused_parameters',
+    'file_client_args', 'num_epochs', 'runner'})   # + names of the v2 configs
 
 
 def _read_neck(n: Section) -> FPNConfig:
@@ -76,6 +78,7 @@ def _read_head(h: Section) -> HeadConfig:
     t = h.section('transformer')
     t.fixed('type', 'SparseBEVTransformer')
     t.fixed('code_size', 10)
+    t.fixed('return_intermediate', True)              # v2 configs name it; every layer is returned
     head = HeadConfig(
         num_classes=num_classes, embed_dims=t.get('embed_dims', 0),
         num_queries=h.get('num_query', 0), num_frames=t.get('num_frames', 0),
@@ -106,6 +109,9 @@ def _read_head(h: Section) -> HeadConfig:
                 raise OfficialConfigError(f'{coder.where}.{key} = {coder.data[key]!r} differs from '
                                           f'the transformer\'s {ours!r}')
         coder.finish()
+    memory = h.section('memory_config', None)
+    if memory is not None:
+        head.memory = read_memory_config(memory, head)
     h.finish()
     return head
 
@@ -155,6 +161,8 @@ def read_model_dict(model: dict, where: str = 'model', into: ModelConfig | None 
     if train_cfg is not None:
         _read_train_cfg(train_cfg)
     m.raw('test_cfg', None)
+    for key in V2_CLIP_FIELDS:                        # v2 streaming training, one frame per step
+        m.fixed(key, 1)
     m.finish()
     if into is None:
         cfg.num_past_frames = cfg.head.num_frames - 1
@@ -204,7 +212,7 @@ def _read_pipeline(steps: Any, where: str, unknown: list[str], cfg: ModelConfig,
 
 
 def _split_of(ann_file: Any, where: str, unknown: list[str]) -> str | None:
-    match = re.search(r'infos_(\w+?)(_sweep)?\.pkl$', str(ann_file))
+    match = re.search(r'infos_(\w+?)(_sweep)?(_temporal)?\.pkl$', str(ann_file))   # v2: *_sweep_temporal
     if match is None:
         unknown.append(f'{where} = {ann_file!r} (not a nuscenes_infos_<split>[_sweep].pkl file)')
         return None
@@ -241,6 +249,12 @@ def _read_top_level(top: Section, cfg: ModelConfig) -> None:
             splits = [_split_of(f, 'data.train.ann_file', top.unknown) for f in files]
             if all(splits):
                 t.train_splits = tuple(splits)
+        if isinstance(train, dict) and train.get('seq_mode'):       # v2 streaming training
+            split_num = train.get('seq_split_num', 1)
+            if isinstance(split_num, bool) or not isinstance(split_num, int) or split_num < 1:
+                raise OfficialConfigError(f'data.train.seq_split_num = {split_num!r}: a count of '
+                                          "segments per scene (>= 1) is supported, not 'all'")
+            t.seq_split_num = split_num
     opt = top.section('optimizer', None)
     if opt is not None:
         opt.fixed('type', 'AdamW')
@@ -273,6 +287,7 @@ def _read_top_level(top: Section, cfg: ModelConfig) -> None:
     if lr is not None:
         lr.fixed('policy', 'CosineAnnealing')
         lr.fixed('warmup', 'linear')
+        t.lr_by_epoch = lr.get('by_epoch', False, t.lr_by_epoch)
         t.warmup_iters = lr.get('warmup_iters', 0, t.warmup_iters)
         t.warmup_ratio = lr.get('warmup_ratio', 0.0, t.warmup_ratio)
         t.min_lr_ratio = lr.get('min_lr_ratio', 0.0, t.min_lr_ratio)
@@ -327,3 +342,19 @@ def load_official_config(path: str | Path, allow_unknown: bool = False) -> Model
         return config_from_dict(data, Path(path).stem, allow_unknown, helpers)
     except OfficialConfigError as err:
         raise OfficialConfigError(f'{path}: {err}') from None
+
+
+def read_memory_config(m: Section, head: HeadConfig) -> MemoryConfig:
+    """``MemoryConfig`` of ``pts_bbox_head.memory_config`` (official names; ``interval=1`` only)."""
+    d = MemoryConfig()
+    m.fixed('interval', 1)                    # 2 would read every other memory frame: not built
+    memory = MemoryConfig(num_propagated=m.get('num_history', 0),
+                          max_time_interval=m.get('max_time_interval', 0.0),
+                          memory_len=m.get('memory_len', 0), len_per_frame=m.get('len_per_frame', 0),
+                          inference_layers=m.get('inference_layers', 0, d.inference_layers))
+    m.finish()
+    try:
+        memory.check(head)
+    except ValueError as err:
+        raise OfficialConfigError(f'{m.where}: {err}') from None
+    return memory

@@ -35,6 +35,12 @@ SWEEP_LOADERS = {'LoadMultiViewImageFromMultiSweeps': 'past',
                  'LoadMultiViewImageFromMultiSweepsFutureInterleave': 'future_interleaved'}
 LAYOUT_LOADERS = {layout: name for name, layout in SWEEP_LOADERS.items()}
 
+# SparseBEV++ (official v2, ``r50_nuimg_704x256_memory_8x256.py``): ``pts_bbox_head.memory_config``,
+# one frame per clip step, no sweep loader, the temporal info files with ego poses.
+MEMORY_INFERENCE_LAYERS = 4         # hard-coded by the official v2 decoder: docs/official_model.md, quirk 23
+V2_CLIP_FIELDS = ('num_frame_head_grads', 'num_frame_backbone_grads', 'num_frame_losses')
+V2_COLLECT_KEYS = ['lidar2img', 'timestamp', 'img_timestamp', 'ego_pose', 'ego_pose_inv']
+
 
 class OfficialConfigError(ConfigFileError):
     """An official config names a field we do not know, lacks one, or asks for the unsupported."""

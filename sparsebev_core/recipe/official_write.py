@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import HeadConfig, ModelConfig
+from .config import HeadConfig, MemoryConfig, ModelConfig
 from .official_backbones import official_backbone
 from .official_fields import (DATASET_ROOT, FIXED_ASSIGNER, FIXED_LOSSES, HEAD_EXTRAS,
-                              LAYOUT_LOADERS, PAD_SIZE_DIVISOR, TRANSFORMER_EXTRAS)
+                              LAYOUT_LOADERS, MEMORY_INFERENCE_LAYERS, PAD_SIZE_DIVISOR,
+                              TRANSFORMER_EXTRAS, V2_CLIP_FIELDS, V2_COLLECT_KEYS)
 
 
 def _backbone_dict(cfg: ModelConfig) -> dict:
@@ -40,6 +41,8 @@ def _head_dict(cfg: ModelConfig) -> dict:
                                          normalize=True, offset=-0.5),
                 **FIXED_LOSSES)
     head.update({k: getattr(h, k) for k in HEAD_EXTRAS if getattr(h, k) != getattr(d, k)})
+    if h.memory is not None:
+        head['memory_config'] = memory_config_dict(h.memory)
     return head
 
 
@@ -48,6 +51,7 @@ def model_dict(cfg: ModelConfig) -> dict:
     norm = dict(mean=list(cfg.image_mean), std=list(cfg.image_std), to_rgb=cfg.channel_order == 'RGB')
     return dict(
         type='SparseBEV',
+        **({key: 1 for key in V2_CLIP_FIELDS} if cfg.head.memory is not None else {}),
         data_aug=dict(img_color_aug=cfg.train.photometric, img_norm_cfg=norm,
                       img_pad_cfg=dict(size_divisor=PAD_SIZE_DIVISOR)),
         stop_prev_grad=cfg.train.stop_prev_grad,
@@ -112,7 +116,8 @@ def export_official_config(cfg: ModelConfig) -> str:
     extra keys listed in the module docstring.
     """
     t = cfg.train
-    train_pipeline, test_pipeline = _pipelines(cfg)
+    memory = cfg.head.memory is not None
+    train_pipeline, test_pipeline = _memory_pipelines(cfg) if memory else _pipelines(cfg)
     backbone = official_backbone(cfg.backbone)
     top: list[tuple[str, Any]] = [
         ('dataset_type', 'CustomNuScenesDataset'),
@@ -129,13 +134,14 @@ def export_official_config(cfg: ModelConfig) -> str:
                           'rand_flip': t.flip}),
         ('train_pipeline', train_pipeline),
         ('test_pipeline', test_pipeline),
-        ('data', _data_dict(cfg)),
+        ('data', _memory_data_dict(cfg) if memory else _data_dict(cfg)),
         ('optimizer', dict(type='AdamW', lr=t.lr, paramwise_cfg=dict(custom_keys={
             name: dict(lr_mult=mult) for name, mult in t.lr_mults}), weight_decay=t.weight_decay)),
         ('optimizer_config', dict(type='Fp16OptimizerHook', loss_scale=t.loss_scale,
                                   grad_clip=dict(max_norm=t.grad_clip, norm_type=2))),
         ('lr_config', dict(policy='CosineAnnealing', warmup='linear', warmup_iters=t.warmup_iters,
-                           warmup_ratio=t.warmup_ratio, min_lr_ratio=t.min_lr_ratio)),
+                           warmup_ratio=t.warmup_ratio, min_lr_ratio=t.min_lr_ratio,
+                           **({} if t.lr_by_epoch else {'by_epoch': False}))),
         ('total_epochs', t.epochs),
         ('batch_size', t.total_batch_size),
         ('load_from', (t.pretrained or None) if not backbone.own_pretrain else None),
@@ -149,11 +155,75 @@ def export_official_config(cfg: ModelConfig) -> str:
         ('eval_config', dict(interval=_Name('total_epochs'))),
         ('debug', False),
     ]
+    if not t.lr_by_epoch:
+        top.append(('runner', dict(type='IterBasedRunner')))   # the v2 recipe's iteration runner
     if not t.grid_mask:
         top.append(('use_grid_mask', False))            # extension: the official detector always masks
     header = (f'# SparseBEV config "{cfg.name}" in the official (mmcv) format, written by '
               f'sparsebev_core.recipe.official_write.export_official_config\n')
     return header + ''.join(f'\n{name} = {render_value(value)}\n' for name, value in top)
+
+
+# ---------------------------------------------------------------------------- SparseBEV++ (v2)
+def memory_config_dict(memory: MemoryConfig) -> dict:
+    """The official ``memory_config`` of a ``MemoryConfig`` (``inference_layers`` only when not 4)."""
+    out = dict(num_history=memory.num_propagated, max_time_interval=memory.max_time_interval,
+               memory_len=memory.memory_len, len_per_frame=memory.len_per_frame, interval=1)
+    if memory.inference_layers != MEMORY_INFERENCE_LAYERS:
+        out['inference_layers'] = memory.inference_layers
+    return out
+
+
+def _memory_pipelines(cfg: ModelConfig) -> tuple[list, list]:
+    """The v2 pipelines: one frame of images, the keys the recurrent head reads (poses, stamps)."""
+    load = dict(type='LoadMultiViewImageFromFiles', to_float32=False, color_type='color')
+    meta = ('filename', 'ori_shape', 'img_shape', 'pad_shape', 'timestamp', 'ego_pose', 'ego_pose_inv')
+    train = [load,
+             dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True, with_attr_label=False),
+             dict(type='ObjectRangeFilter', point_cloud_range=list(cfg.head.pc_range)),
+             dict(type='ObjectNameFilter', classes=_Name('class_names')),
+             dict(type='RandomTransformImage', ida_aug_conf=_Name('ida_aug_conf'), training=True),
+             dict(type='GlobalRotScaleTransImage', rot_range=list(cfg.train.rot_range),
+                  scale_ratio_range=list(cfg.train.scale_range)),
+             dict(type='PETRFormatBundle3D', class_names=_Name('class_names'),
+                  collect_keys=V2_COLLECT_KEYS + ['prev_exists']),
+             dict(type='Collect3D', keys=['gt_bboxes_3d', 'gt_labels_3d', 'img', 'prev_exists']
+                  + V2_COLLECT_KEYS, meta_keys=meta)]
+    test = [load,
+            dict(type='RandomTransformImage', ida_aug_conf=_Name('ida_aug_conf'), training=False),
+            dict(type='MultiScaleFlipAug3D', img_scale=(cfg.original_size[1], cfg.original_size[0]),
+                 pts_scale_ratio=1, flip=False, transforms=[
+                     dict(type='PETRFormatBundle3D', class_names=_Name('class_names'),
+                          collect_keys=V2_COLLECT_KEYS, with_label=False),
+                     dict(type='Collect3D', keys=['img'] + V2_COLLECT_KEYS, meta_keys=(
+                         'filename', 'box_type_3d', 'ori_shape', 'img_shape', 'pad_shape',
+                         'lidar2img', 'img_timestamp', 'scene_token', 'timestamp', 'ego_pose',
+                         'ego_pose_inv'))])]
+    return train, test
+
+
+def _memory_data_dict(cfg: ModelConfig) -> dict:
+    """The v2 ``data``: streaming (sequential) clips of one frame over the temporal info files."""
+    def split(name: str, pipeline: str, test_mode: bool, **extra: Any) -> dict:
+        return dict(type=_Name('dataset_type'), data_root=_Name('dataset_root'),
+                    ann_file=f'{DATASET_ROOT}nuscenes_infos_{name}_sweep_temporal.pkl',
+                    pipeline=_Name(pipeline), classes=_Name('class_names'),
+                    modality=_Name('input_modality'), test_mode=test_mode, **extra,
+                    box_type_3d='LiDAR')
+    splits = cfg.train.train_splits
+    train = split(splits[0], 'train_pipeline', False, collect_keys=V2_COLLECT_KEYS + ['img', 'prev_exists', 'img_metas'],
+                  queue_length=1, num_frame_losses=1, seq_split_num=cfg.train.seq_split_num, seq_mode=True,
+                  use_valid_flag=True)
+    if len(splits) > 1:
+        train['ann_file'] = [f'{DATASET_ROOT}nuscenes_infos_{s}_sweep_temporal.pkl' for s in splits]
+    return dict(samples_per_gpu=cfg.train.total_batch_size, workers_per_gpu=cfg.train.workers_per_gpu,
+                train=train,
+                val=split('val', 'test_pipeline', True, collect_keys=V2_COLLECT_KEYS + ['img', 'img_metas'],
+                          queue_length=1),
+                test=dict(split('test', 'test_pipeline', True),
+                          ann_file=f'{DATASET_ROOT}nuscenes_infos_test_sweep.pkl'),
+                shuffler_sampler=dict(type='InfiniteGroupEachSampleInBatchSampler'),
+                nonshuffler_sampler=dict(type='DistributedSampler'))
 
 
 class _Name(str):

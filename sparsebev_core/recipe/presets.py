@@ -14,7 +14,12 @@ r101_nuimg_1408x512                 R101      512x1408   5       900   8 past   
 vov99_dd3d_1600x640_trainval_future V2-99     640x1600   5       1600  15 future 4   24
 vit_eva02_1600x640_trainval_future  EVA02-L   640x1600   5       1600  15 future 8   24
 tiny                                R18/4     96x256     4       100   4 past    4   -
+r50_nuimg_704x256_memory            R50       256x704    4       400+500  1 + memory  4  60
+tiny_memory                         R18/4     96x256     4       64+36  1 + memory  4   -
 ==================================  ========  =========  ======  ====  ========  ==  ======
+
+The ``*_memory`` presets are SparseBEV++ (official v2): learned + propagated queries, one
+frame sampled, a recurrent query memory (``HeadConfig.memory``, docs/official_model.md 13).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from typing import Callable
 
 from ..errors import InputError, UsageError
 from .backbones import EVA02Config, ResNetConfig, VoVNetConfig
-from .config import FPNConfig, HeadConfig, ModelConfig, TrainConfig
+from .config import FPNConfig, HeadConfig, MemoryConfig, ModelConfig, TrainConfig
 from .frame_layout import needs_future_frames
 
 # Official pretrain files (names as in the official configs' ``load_from`` / ``pretrained``).
@@ -143,6 +148,45 @@ def _tiny() -> ModelConfig:
         num_past_frames=3)
 
 
+def _recurrent(cfg: ModelConfig, name: str, num_queries: int, memory: MemoryConfig) -> ModelConfig:
+    """``cfg`` made SparseBEV++: ``num_queries`` learned queries, one frame sampled, ``memory``."""
+    cfg.name = name
+    cfg.head.num_queries = num_queries
+    cfg.head.num_frames = 1
+    cfg.head.memory = memory
+    cfg.num_past_frames = 0
+    return cfg
+
+
+def _r50_nuimg_704x256_memory() -> ModelConfig:
+    """SparseBEV++ (official v2, ``r50_nuimg_704x256_memory_8x256``): R50 (nuImages), 704x256,
+    400 learned + 500 propagated queries, one frame sampled, a 4 x 256 query memory, 4 of 6
+    decoder layers at inference (docs/official_model.md section 13).
+
+    Its recipe (13.5): streaming-video training (``seq_split_num = 2`` segments per scene), a
+    total batch of 16, 60 "epochs" of ``len(train set) // 16`` iterations (28130 // 16 = 1758
+    on nuScenes: 105,480 iterations), cosine by iteration, AdamW lr 4e-4, weight decay 1e-3."""
+    cfg = _recurrent(_r50_nuimg_704x256(), 'r50_nuimg_704x256_memory', 400,
+                     MemoryConfig(num_propagated=500, max_time_interval=2.0, memory_len=1024,
+                                  len_per_frame=256, inference_layers=4))
+    cfg.train = TrainConfig(epochs=60, total_batch_size=16, lr=4e-4, weight_decay=1e-3,
+                            resize_lim=(0.38, 0.55), pretrained=NUIMG_R50_PRETRAIN,
+                            lr_mults=(('img_backbone', 0.1), ('sampling_offset', 0.1)),
+                            lr_by_epoch=False)
+    return cfg
+
+
+def _tiny_memory() -> ModelConfig:
+    """``tiny`` made recurrent, for tests: 64 learned + 36 propagated queries, a 4 x 16 memory,
+    3 decoder layers in training and 2 at inference; trained as the v2 recipe (streaming, cosine
+    by iteration) with ``tiny``'s optimiser numbers."""
+    cfg = _recurrent(_tiny(), 'tiny_memory', 64,
+                     MemoryConfig(num_propagated=36, max_time_interval=2.0, memory_len=64,
+                                  len_per_frame=16, inference_layers=2))
+    cfg.train.lr_by_epoch = False
+    return cfg
+
+
 _PRESETS: dict[str, Callable[[], ModelConfig]] = {
     'r50_nuimg_704x256': _r50_nuimg_704x256,
     'r50_nuimg_704x256_400q_36ep': _r50_nuimg_704x256_400q_36ep,
@@ -150,6 +194,8 @@ _PRESETS: dict[str, Callable[[], ModelConfig]] = {
     'vov99_dd3d_1600x640_trainval_future': _vov99_dd3d_1600x640_trainval_future,
     'vit_eva02_1600x640_trainval_future': _vit_eva02_1600x640_trainval_future,
     'tiny': _tiny,
+    'r50_nuimg_704x256_memory': _r50_nuimg_704x256_memory,
+    'tiny_memory': _tiny_memory,
 }
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
 # presets that need frames from the future: offline evaluation only, never streaming

@@ -29,6 +29,12 @@ cache. ``StreamingDetector`` does the same for a live stream:
   a gap over ``max_time_gap``) and on ``reset(reason)``; ``last_step`` and the returned
   ``Detections`` carry the reason key.
 
+A recurrent SparseBEV++ model (``cfg.head.memory``, the ``*_memory`` presets) keeps no feature
+cache: each step encodes the current frame and runs ``runtime.run_recurrent_head`` on it with the
+stream's recurrent state (``recurrent_memory.RecurrentMemory``: the state, the previous stamp
+and pose, the ego motion and time gate, what a reset does: ``options.recurrent_reset``); checks,
+camera inputs, missing cameras, decoding and the reset rules are the ones above.
+
 The network runs behind the runtime seam (``streaming.runtime``): a ``SparseBEV`` is wrapped in
 ``EagerRuntime``; any other object with the same two calls plugs in unchanged. The head always
 runs in float32 by default (as in the official code); ``precision='fp16'|'bf16'`` runs the whole
@@ -58,7 +64,8 @@ from .checks import check_frame
 from .feature_cache import FeatureSlots
 from .history import select_history
 from .options import Precision, StreamingOptions, StreamingOptionsError
-from .runtime import EagerRuntime, Runtime
+from .recurrent_memory import RecurrentMemory
+from .runtime import EagerRuntime, RecurrentRuntime, Runtime
 
 
 @dataclass
@@ -102,12 +109,13 @@ class StepRecord:
 
 
 class StreamingDetector:
-    """SparseBEV over a stream of ``Frame``s with a feature cache.
+    """SparseBEV over a stream of ``Frame``s with a feature cache (SparseBEV++: a recurrent state).
 
     Args:
         model_or_runtime: a ``SparseBEV`` (``model.detector.build_model``; wrapped in
             ``runtime.EagerRuntime(model, device, options.precision)``), or any
-            ``runtime.Runtime`` (``encode``, ``run_head``, ``device``, ``legacy_yaw_convention``).
+            ``runtime.Runtime`` (``encode``, ``run_head``, ``device``, ``legacy_yaw_convention``;
+            for a recurrent model a ``runtime.RecurrentRuntime``: ``run_recurrent_head``).
         cfg: its ``ModelConfig`` (input size, number of past frames, class names, decoding);
             a config that needs future frames is refused (``frame_layout.check_streamable``).
         device: where the model runs ('cpu', 'cuda', 'cuda:1', ...; None: 'cpu' for a model,
@@ -125,13 +133,17 @@ class StreamingDetector:
                  options: StreamingOptions | None = None) -> None:
         options = StreamingOptions() if options is None else options
         check_streamable(cfg)
+        self.recurrent = cfg.head.memory is not None     # SparseBEV++: a state, no feature cache
+        if self.recurrent and options.compile_head:
+            raise StreamingOptionsError(f'compile_head compiles the feature-cache head; preset '
+                                        f'{cfg.name!r} is recurrent (SparseBEV++): leave it off')
         if options.max_cached_frames < cfg.num_past_frames:
             raise StreamingOptionsError(
                 f'max_cached_frames={options.max_cached_frames} cannot hold the '
                 f'{cfg.num_past_frames} past frames of preset {cfg.name!r}')
         self.options = options
         self.runtime = _as_runtime(model_or_runtime, device, options.precision,
-                                   options.compile_head)
+                                   options.compile_head, self.recurrent)
         self.cfg = cfg
         self.device = torch.device(self.runtime.device)
         self.history_spacing = float(options.history_spacing)
@@ -152,9 +164,12 @@ class StreamingDetector:
         cache_channels_last = options.cache_channels_last
         if cache_channels_last is None:
             cache_channels_last = self.device.type == 'cuda'
-        self.feature_slots = FeatureSlots(self.max_cached_frames + 1,
-                                          initial_slots=self.num_frames + 1,
-                                          channels_last=cache_channels_last)
+        # v1 reads past frames from a feature cache; SparseBEV++ carries a recurrent state instead
+        self.feature_slots = None if self.recurrent else FeatureSlots(
+            self.max_cached_frames + 1, initial_slots=self.num_frames + 1,
+            channels_last=cache_channels_last)
+        self.recurrent_memory = RecurrentMemory(cfg.head, self.device, options.recurrent_reset) \
+            if self.recurrent else None
         self.last_step: StepRecord | None = None
         self._camera_names: tuple[str, ...] | None = None    # the rig of the cached frames
 
@@ -172,8 +187,20 @@ class StreamingDetector:
 
     @property
     def cached_keys(self) -> list[str]:
-        """Keys of the cached frames, oldest insertion first."""
+        """Keys of the cached frames, oldest insertion first (none for a recurrent model)."""
         return list(self._cache)
+
+    @property
+    def recurrent_state(self):
+        """The ``RecurrentState`` after the last step (fixed form; None for a v1 model)."""
+        return None if self.recurrent_memory is None else self.recurrent_memory.state
+
+    def held_bytes(self) -> int:
+        """Bytes of temporal memory this stream holds between steps: the feature cache's
+        buffers (v1: every allocated slot) or the recurrent state (SparseBEV++)."""
+        if self.recurrent_memory is not None:
+            return self.recurrent_memory.nbytes
+        return self.feature_slots.nbytes
 
     @torch.inference_mode()
     def step(self, frame: Frame) -> Detections:
@@ -181,6 +208,8 @@ class StreamingDetector:
         t_start = time.perf_counter()
         reference = check_frame(frame)
         reset = self.reset_policy.due(frame.stamp) or self._rig_reset(frame)
+        if self.recurrent:
+            return self._step_recurrent(frame, reference, reset, t_start)
         entry = None if reset else self._cache.get(frame.key)
         timings: dict[str, float] = {}
         if entry is not None and entry.stamp == frame.stamp:   # seen before: reuse features
@@ -206,6 +235,42 @@ class StreamingDetector:
                 self.feature_slots.release(entry.slot)
             raise
         self._remember(entry, used)
+        return self._finish(frame, detections, record, reset, timings, t_start)
+
+    def _step_recurrent(self, frame: Frame, reference: tuple[np.ndarray, np.ndarray],
+                        reset: Reset | None, t_start: float) -> Detections:
+        """One step of a recurrent model: the current frame's features and the recurrent state
+        through ``runtime.run_recurrent_head``; no feature cache."""
+        timings: dict[str, float] = {}
+        images, cameras = self.camera_inputs.prepare(frame)        # [n_valid, 3, H, W] uint8
+        # the frame is usable: only now touch the memory
+        if reset:
+            self._forget()
+        self.reset_policy.advance(frame.stamp)
+        t_pre = self._now()
+        timings['preprocess'] = (t_pre - t_start) * 1e3
+        features = self._encode(images, cameras)                   # per level [N, C, h, w]
+        t_head = self._now()
+        timings['backbone'] = (t_head - t_pre) * 1e3
+
+        lidar2img, timestamps = self._projections([cameras], *reference)   # [N, 4, 4], [N]
+        valid = np.array([c.valid for c in cameras], dtype=bool)           # [N]
+        pose = reference[0] @ reference[1]                         # model frame -> world, float64
+        memory = self.recurrent_memory
+        motion, propagate = memory.motion_to(frame.stamp, pose)
+        outputs, state = self.runtime.run_recurrent_head(
+            features, torch.from_numpy(lidar2img).to(self.device)[None],   # [1, N, 4, 4] float32
+            memory.state, motion, propagate,
+            None if valid.all() else torch.from_numpy(valid).to(self.device)[None])   # [1, N] bool
+        memory.advance(state, frame.stamp, pose)
+        timings['head'] = (self._now() - t_head) * 1e3
+        detections = self._decode(outputs, frame, timings)
+        record = StepRecord([frame.key], lidar2img, timestamps, outputs, valid_views=valid)
+        return self._finish(frame, detections, record, reset, timings, t_start)
+
+    def _finish(self, frame: Frame, detections: Detections, record: 'StepRecord',
+                reset: Reset | None, timings: dict[str, float], t_start: float) -> Detections:
+        """Remember the rig and the step record, report the reset, time the step."""
         self._camera_names = frame.camera_names
         self.last_step = record
         if reset:
@@ -224,7 +289,7 @@ class StreamingDetector:
         chosen = select_history([e.stamp for e in past], frame.stamp, self.num_frames - 1,
                                 self.history_spacing)
         used = [entry] + [entry if i is None else past[i] for i in chosen]
-        lidar2img, timestamps = self._projections(used, *reference)
+        lidar2img, timestamps = self._projections([e.cameras for e in used], *reference)
         slots = [e.slot for e in used]
         valid = np.array([v for e in used for v in e.valid], dtype=bool)   # [T*N]
         extra = {} if valid.all() else {                              # None: the official path
@@ -236,7 +301,13 @@ class StreamingDetector:
             compute_time_diff(timestamps[None], len(entry.cameras)).to(self.device),  # [1, T]
             **extra)
         timings['head'] = (self._now() - t_head) * 1e3
+        detections = self._decode(outputs, frame, timings)
+        record = StepRecord([e.key for e in used], lidar2img, timestamps, outputs, slots=slots,
+                            valid_views=valid)
+        return detections, used, record
 
+    def _decode(self, outputs: dict, frame: Frame, timings: dict[str, float]) -> Detections:
+        """Top-k decoding of the last layer (``coder.decode_predictions``) -> ``Detections``."""
         t_post = time.perf_counter()
         decoded = decode_predictions(outputs['all_cls_scores'], outputs['all_bbox_preds'],
                                      self.cfg.head, self.runtime.legacy_yaw_convention,
@@ -244,14 +315,16 @@ class StreamingDetector:
         detections = Detections.from_decoded(decoded, frame.stamp, self.cfg.class_names, timings)
         detections.missing_cameras = frame.missing_cameras
         timings['postprocess'] = (time.perf_counter() - t_post) * 1e3
-        record = StepRecord([e.key for e in used], lidar2img, timestamps, outputs, slots=slots,
-                            valid_views=valid)
-        return detections, used, record
+        return detections
+
+    def _has_history(self) -> bool:
+        """Something of past frames is held (cached features or a recurrent state)."""
+        return self.recurrent_memory.has_history if self.recurrent else bool(self._cache)
 
     def _rig_reset(self, frame: Frame) -> Reset | None:
-        """A reset when the frame's cameras are not the cached frames' (another rig)."""
+        """A reset when the frame's cameras are not the previous frames' (another rig)."""
         names = frame.camera_names
-        if self._camera_names is None or not self._cache or names == self._camera_names:
+        if self._camera_names is None or not self._has_history() or names == self._camera_names:
             return None
         return Reset(RIG_CHANGED, f'the cameras changed from {", ".join(self._camera_names)} '
                                   f'to {", ".join(names)}')
@@ -270,14 +343,15 @@ class StreamingDetector:
             out.append(full.index_copy_(0, index, level))
         return out
 
-    def _projections(self, used: Sequence[CachedFrame], T_world_ego_ref: np.ndarray,
+    def _projections(self, frames: Sequence[Sequence[CameraGeometry]], T_world_ego_ref: np.ndarray,
                      T_ego_model: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """lidar2img [T*N, 4, 4] float32 and stamps [T*N] float64 w.r.t. the current pose."""
+        """lidar2img [T*N, 4, 4] float32 and stamps [T*N] float64 of the cameras of T frames
+        w.r.t. the current pose."""
         lidar2img = np.stack([
             compose_lidar2img(cam.K, cam.T_ego_cam, cam.T_world_ego, T_world_ego_ref,
                               T_ego_model, cam.ida)
-            for entry in used for cam in entry.cameras]).astype(np.float32)
-        timestamps = np.array([cam.stamp for entry in used for cam in entry.cameras],
+            for cameras in frames for cam in cameras]).astype(np.float32)
+        timestamps = np.array([cam.stamp for cameras in frames for cam in cameras],
                               dtype=np.float64)
         return lidar2img, timestamps
 
@@ -295,7 +369,11 @@ class StreamingDetector:
             self.feature_slots.release(self._cache.popitem(last=False)[1].slot)
 
     def _forget(self) -> None:
-        """Drop every cached frame (the slot buffers stay allocated for the next frames)."""
+        """Drop every cached frame (the slot buffers stay allocated for the next frames); a
+        recurrent model's state follows ``options.recurrent_reset``."""
+        if self.recurrent:
+            self.recurrent_memory.reset()
+            return
         self._cache.clear()
         self.feature_slots.clear()
 
@@ -308,12 +386,17 @@ class StreamingDetector:
 
 
 def _as_runtime(model_or_runtime: nn.Module | Runtime, device: str | torch.device | None,
-                precision: Precision, compile_head: bool = False) -> Runtime:
+                precision: Precision, compile_head: bool = False, recurrent: bool = False
+                ) -> Runtime | RecurrentRuntime:
     """A model wrapped in ``EagerRuntime``; a runtime as it is (its device and precision)."""
     if isinstance(model_or_runtime, nn.Module):
         return EagerRuntime(model_or_runtime, 'cpu' if device is None else device, precision,
                             compile_head=compile_head)
-    if not isinstance(model_or_runtime, Runtime):
+    if recurrent and not isinstance(model_or_runtime, RecurrentRuntime):
+        raise StreamingOptionsError(
+            f'{type(model_or_runtime).__name__} has no recurrent head call (run_recurrent_head): '
+            'it cannot run a SparseBEV++ (*_memory) model')
+    if not recurrent and not isinstance(model_or_runtime, Runtime):
         raise TypeError(f'{type(model_or_runtime).__name__} is neither a SparseBEV model nor a '
                         'runtime (encode, run_head, device, legacy_yaw_convention)')
     if precision != 'fp32' or compile_head:

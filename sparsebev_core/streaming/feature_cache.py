@@ -56,6 +56,16 @@ class FeatureSlots:
     def num_used(self) -> int:
         return self.capacity - len(self._free)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the allocated buffers (all S slots, used or free)."""
+        return sum(level.numel() * level.element_size() for level in self._levels)
+
+    @property
+    def bytes_per_slot(self) -> int:
+        """Bytes of one frame's features (0 before the first store)."""
+        return self.nbytes // self.capacity if self._levels else 0
+
     def store(self, features: Sequence[Tensor]) -> int:
         """Copy one frame's features (per level ``[N, C, h_l, w_l]``) into a free slot; returns it.
         When every slot is free, features of another shape (another camera count) reallocate

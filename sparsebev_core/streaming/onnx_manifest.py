@@ -27,6 +27,15 @@ class OnnxExportError(InputError):
     """An ONNX export folder that cannot be used: missing, incomplete, foreign or damaged."""
 
 
+def check_exportable(cfg: ModelConfig) -> None:
+    """Raise ``OnnxExportError`` for a model the ONNX graphs do not cover yet: the recurrent
+    SparseBEV++ head (its state as graph inputs and outputs is the next step; its contract is
+    the runtime seam's ``run_recurrent_head``, docs/architecture.md)."""
+    if cfg.head.memory is not None:
+        raise OnnxExportError(f'preset {cfg.name!r} is a recurrent SparseBEV++ model: its ONNX '
+                              "export is not implemented yet; run it with runtime 'torch'")
+
+
 def sha256_of_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, 'rb') as f:

@@ -17,6 +17,8 @@ from ..image import RESIZE_METHODS, ResizeMethod
 
 Precision = Literal['fp32', 'fp16', 'bf16']
 PRECISIONS: tuple[str, ...] = ('fp32', 'fp16', 'bf16')
+RecurrentReset = Literal['clear', 'official']
+RECURRENT_RESETS: tuple[str, ...] = ('clear', 'official')
 
 
 class StreamingOptionsError(InputError, ValueError):
@@ -52,6 +54,13 @@ class StreamingOptions:
             level of PIL), decoding JPEGs on the GPU when a GPU decoder is installed
             (``image.device_jpeg_decoder``); None: on CUDA devices with
             ``resize_method='torch'``.
+        recurrent_reset: what a reset does to the recurrent state of a SparseBEV++ model (the
+            ``*_memory`` presets): 'clear' (ours, the default) forgets the propagated queries,
+            the memory queue and the previous stamp and pose, as v1 forgets its cached
+            features; 'official' keeps them all, as the official code, which clears its memory
+            only on the first frame of a process (the 2 s time gate alone drops the
+            propagated queries; docs/streaming.md, "The recurrent state"). Resets are
+            reported either way. No effect on v1 models.
     """
     history_spacing: float = 0.5
     max_time_gap: float = 2.0
@@ -64,6 +73,7 @@ class StreamingOptions:
     preprocess_workers: int = 0
     cache_channels_last: bool | None = None
     device_preprocess: bool | None = None
+    recurrent_reset: RecurrentReset = 'clear'
 
     def __post_init__(self) -> None:
         if self.history_spacing < 0:
@@ -76,6 +86,9 @@ class StreamingOptions:
         if self.resize_method not in RESIZE_METHODS:
             raise StreamingOptionsError(f'resize_method must be one of {RESIZE_METHODS}, got '
                                         f'{self.resize_method!r}')
+        if self.recurrent_reset not in RECURRENT_RESETS:
+            raise StreamingOptionsError(f'recurrent_reset must be one of {RECURRENT_RESETS}, got '
+                                        f'{self.recurrent_reset!r}')
         if self.device_preprocess and self.resize_method != 'torch':
             raise StreamingOptionsError("device_preprocess resizes with the 'torch' method; "
                                         f'resize_method={self.resize_method!r} runs on the CPU only')

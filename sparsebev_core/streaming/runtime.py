@@ -15,9 +15,24 @@ differences, resets, the feature cache, decoding); a runtime only runs the netwo
   ``all_cls_scores [L, 1, Q, K]`` logits and ``all_bbox_preds [L, 1, Q, 10]`` (head layout),
   torch tensors.
 
+A recurrent model (SparseBEV++, the ``*_memory`` presets) reads no cache: its head call takes
+the current frame's features and the recurrent state, and returns the next state, every
+shape fixed (``RecurrentState`` in its fixed form):
+
+* ``run_recurrent_head(features, lidar2img, state, motion, propagate, valid_views=None)``:
+  per level ``[N, C, h_l, w_l]`` (``encode``'s output), ``lidar2img [1, N, 4, 4]``, the state
+  (``propagated_feat [1, K, C]``, ``propagated_bbox [1, K, 10]``, ``memory_feat [1, R, C]``,
+  ``memory_bbox [1, R, 10]``, ``memory_rows [1]`` int64 with R = ``memory_len``), the ego motion
+  since its frame (``elapsed [1]`` float64 s, ``prev_to_current [1, 4, 4]`` float32), the time
+  gate ``propagate [1]`` bool (``recurrent_state.propagation_gate``, computed by the caller) ->
+  (outputs: ``all_cls_scores [L, 1, Q+K, classes]``, ``all_bbox_preds [L, 1, Q+K, 10]``,
+  ``propagated_index [1, K]`` int64, ``propagation_used [1]`` bool; the next state, same
+  shapes, float32).
+
 :class:`EagerRuntime` is the torch eager implementation (the reference); compiled torch,
-ONNX Runtime or TensorRT implement the same two calls plus the ``device`` and
-``legacy_yaw_convention`` attributes. docs/architecture.md ("Runtime seam") has the contract.
+ONNX Runtime or TensorRT implement the same calls plus the ``device`` and
+``legacy_yaw_convention`` attributes. docs/architecture.md ("Runtime seam", "The recurrent
+head call") has the contract.
 """
 from __future__ import annotations
 
@@ -27,6 +42,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 
 from ..model.detector import SparseBEV
+from ..model.recurrent_state import EgoMotion, RecurrentState
 from .options import PRECISIONS, Precision
 
 Tensor = torch.Tensor
@@ -56,6 +72,28 @@ class TemporalHead(Protocol):
 class Runtime(ImageEncoder, TemporalHead, Protocol):
     """What ``StreamingDetector`` runs: both calls, where they run, and the box convention
     of the weights (``SparseBEVHead.legacy_yaw_convention``) for decoding."""
+    device: torch.device
+    legacy_yaw_convention: bool
+
+
+class RecurrentHead(Protocol):
+    """The head of a recurrent (SparseBEV++) model over one frame, its state in and out."""
+
+    def run_recurrent_head(self, features: Sequence[Tensor], lidar2img: Tensor,
+                           state: RecurrentState, motion: EgoMotion, propagate: Tensor,
+                           valid_views: Tensor | None = None
+                           ) -> tuple[dict[str, Tensor], RecurrentState]:
+        """Per level ``[N, C, h_l, w_l]``, lidar2img ``[1, N, 4, 4]``, the fixed-form state,
+        the motion since its frame, propagate ``[1]`` bool, valid_views ``[1, N]`` bool or None
+        -> (``all_cls_scores [L, 1, Q+K, classes]``, ``all_bbox_preds [L, 1, Q+K, 10]``,
+        ``propagated_index [1, K]``, ``propagation_used [1]``; the next fixed-form state)."""
+        ...
+
+
+@runtime_checkable
+class RecurrentRuntime(ImageEncoder, RecurrentHead, Protocol):
+    """What ``StreamingDetector`` runs for a recurrent model: ``encode``, ``run_recurrent_head``,
+    where they run, and the box convention of the weights."""
     device: torch.device
     legacy_yaw_convention: bool
 
@@ -168,3 +206,22 @@ class EagerRuntime:
                 features, lidar2img, time_diff, image_hw=SparseBEV.input_hw(features),
                 valid_views=valid_views)
         return {k: v.float() for k, v in outputs.items()}              # decoding in float32
+
+    @torch.inference_mode()
+    def run_recurrent_head(self, features: Sequence[Tensor], lidar2img: Tensor,
+                           state: RecurrentState, motion: EgoMotion, propagate: Tensor,
+                           valid_views: Tensor | None = None
+                           ) -> tuple[dict[str, Tensor], RecurrentState]:
+        """``SparseBEV.forward_recurrent`` on the current frame (the seam's fixed-form state in
+        and out; the outputs and the next state in float32 whatever the precision)."""
+        if not self.model.is_recurrent:
+            raise TypeError(f'run_recurrent_head needs a recurrent model; {self.model.cfg.name!r} '
+                            'reads a feature cache: run_head')
+        with autocast_for(self.precision, self.device):
+            outputs, state = self.model.forward_recurrent(
+                [level[None] for level in features], lidar2img, state, motion,
+                valid_views=valid_views, propagate=propagate)
+        outputs = {k: (v.float() if v.is_floating_point() else v) for k, v in outputs.items()
+                   if v is not None}
+        state = RecurrentState(*(t.float() for t in state.tensors()), memory_rows=state.memory_rows)
+        return outputs, state

@@ -1,7 +1,8 @@
 """``sparsebev viz``: predictions on the six cameras + BEV, and sampling points (PNG files).
 
 For the first ``--samples`` keyframes of a split: run the model (offline, all frames through
-the backbone), keep boxes scoring >= ``--score``, and write
+the backbone; a recurrent SparseBEV++ model streams the keyframes scene by scene in time order,
+carrying its state), keep boxes scoring >= ``--score``, and write
 
 * ``bbox_%04d.png``: the six original camera images (2 x 3: FRONT_LEFT FRONT FRONT_RIGHT /
   BACK_RIGHT BACK BACK_LEFT) with the boxes projected, plus a BEV panel; ``--gt`` adds the
@@ -27,6 +28,7 @@ def visualize(model, cfg, infos, data_root, out_dir, num_samples: int = 4, score
     import torch
 
     from ..data.dataset import NuScenesMultiFrameDataset
+    from ..data.infos import scenes_in_time_order, stream_scenes
     from ..geometry import compose_lidar2img, gravity_to_bottom_center
     from ..image import decode_image
     from .draw import detections_figure
@@ -34,15 +36,25 @@ def visualize(model, cfg, infos, data_root, out_dir, num_samples: int = 4, score
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = NuScenesMultiFrameDataset(infos, data_root, cfg, training=False)
     model = model.to(device).eval()
+    stream = None
+    if model.is_recurrent:                     # keyframes in time order, the state carried
+        from ..streaming.detector import StreamingDetector
+        detector = StreamingDetector(model, cfg, device=device)
+        infos = scenes_in_time_order(infos)
+        stream = stream_scenes(detector, infos, data_root)
+    dataset = NuScenesMultiFrameDataset(infos, data_root, cfg, training=False)
     written = []
     for index in range(min(num_samples, len(dataset))):
         sample = dataset[index]
         info = infos[index]
         with torch.inference_mode(), SamplingPointRecorder(model) as recorder:
-            outputs = model(sample['images'][None].to(device), sample['lidar2img'][None].to(device),
-                            sample['timestamps'][None].to(device))
+            if stream is not None:
+                next(stream)
+                outputs = detector.last_step.outputs
+            else:
+                outputs = model(sample['images'][None].to(device), sample['lidar2img'][None].to(device),
+                                sample['timestamps'][None].to(device))
         det = model.decode(outputs)[0]
         keep = det['scores'].cpu().numpy() >= score
         boxes = det['boxes'].cpu().double().numpy()[keep]

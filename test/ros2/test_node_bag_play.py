@@ -1,6 +1,7 @@
 """Tier 2: a ``sparsebev nuscenes-to-bag`` scene played into the node like ``ros2 bag play``."""
 from __future__ import annotations
 
+import pytest
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -10,10 +11,12 @@ from ros2_rig import WAIT, BagPlayer, Spinning, wait_for
 from sparsebev_ros import codecs
 from sparsebev_ros.node import DetectorNode
 
-def test_a_nuscenes_to_bag_scene_played_into_the_node_with_default_topics(tmp_path):
+@pytest.mark.parametrize('preset', ['tiny', 'tiny_memory'])
+def test_a_nuscenes_to_bag_scene_played_into_the_node_with_default_topics(tmp_path, preset):
     """The README workflow in miniature: `sparsebev nuscenes-to-bag` on a synthetic scene,
     played like `ros2 bag play` into a node with the default parameters' topics and frames:
-    every camera set is synchronised and published, stamped with its CAM_FRONT stamp."""
+    every camera set is synchronised and published, stamped with its CAM_FRONT stamp; the same
+    with the SparseBEV++ twin of the tiny model (the recurrent state carried by the node)."""
     from nuscenes.nuscenes import NuScenes
 
     from sparsebev_core.data.synthetic.scenes import make_synthetic
@@ -31,7 +34,7 @@ def test_a_nuscenes_to_bag_scene_played_into_the_node_with_default_topics(tmp_pa
                     if t == '/CAM_FRONT/image_raw/compressed']
 
     node = DetectorNode(node_name='sparsebev_bag', context=context,
-                        parameter_overrides=[Parameter('preset', value='tiny'),
+                        parameter_overrides=[Parameter('preset', value=preset),
                                              Parameter('device', value='cpu'),
                                              Parameter('score_threshold', value=0.0),
                                              Parameter('max_detections', value=3),
@@ -58,6 +61,11 @@ def test_a_nuscenes_to_bag_scene_played_into_the_node_with_default_topics(tmp_pa
             assert [codecs.header_stamp_ns(m) for m in received] == front_stamps[-n_published:]
             assert {m.header.frame_id for m in received} == {'base_link'}
             assert all(len(m.detections) == 3 for m in received)
+            detector = node.pipeline.detector
+            if detector.recurrent:                  # the state went through every published set
+                memory = detector.cfg.head.memory
+                assert int(detector.recurrent_state.memory_rows[0]) == min(
+                    stats.published * memory.len_per_frame, memory.memory_len)
     finally:
         node.destroy()
         player.node.destroy_node()
