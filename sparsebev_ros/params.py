@@ -382,6 +382,20 @@ def with_runtime_changes(params: DetectorParams, changes: Mapping[str, Any]) -> 
     return validate({**as_dict(params), **changes})
 
 
+def undeclared_notice(names: Sequence[str], known: Sequence[str] = tuple(PARAMS_BY_NAME)) -> str:
+    """The node's WARN about parameter overrides it does not declare. rclpy ignores them; they
+    are usually meant for other nodes (a shared ``/**`` file), so they are not an error, but a
+    typo would leave the default in place: a name close to a ``known`` one says which."""
+    import difflib
+    named = []
+    for name in names:
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+        named.append(f'{name} (did you mean {close[0]!r}?)' if close else name)
+    return (f'ignoring parameter(s) this node does not declare: {", ".join(named)}. Meant for '
+            'other nodes (a shared /** parameter file)? If not, fix the name: this node '
+            'keeps its default.')
+
+
 def _copy_default(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 

@@ -7,7 +7,8 @@ import yaml
 from sparsebev_core.geometry import CAMERA_NAMES, nuscenes_lidar_to_ego
 from sparsebev_ros.params import (PARAMS, PARAMS_BY_NAME, RUNTIME_PARAMS, ParameterError, as_dict,
                                   declarations, defaults, load_yaml, markdown_table,
-                                  parameters_from_yaml, to_yaml, validate, with_runtime_changes)
+                                  parameters_from_yaml, to_yaml, undeclared_notice, validate,
+                                  with_runtime_changes)
 
 ROOT = Path(__file__).resolve().parents[2]
 # validation checks `preset` against the presets, which import torch
@@ -139,3 +140,12 @@ def test_only_the_runtime_parameters_change_while_running_and_bad_values_change_
     with pytest.raises(ParameterError, match='unknown parameter'):
         with_runtime_changes(p, {'score_treshold': 0.1})
     assert '(settable while running)' in markdown_table()
+
+
+def test_overrides_the_node_does_not_declare_are_named_with_the_likely_meant_one():
+    """The node's WARN for overrides it does not declare (a shared ``/**`` file carries other
+    nodes' keys): each is named, a near-miss of ours with what was probably meant."""
+    text = undeclared_notice(['robot_description_package', 'score_treshold'])
+    assert 'robot_description_package,' in text                    # foreign: named, no guess
+    assert "score_treshold (did you mean 'score_threshold'?)" in text
+    assert 'shared /** parameter file' in text and 'keeps its default' in text

@@ -2,8 +2,8 @@
 is first on the path (test_real_tf2.py runs it with Jazzy's and with Humble's): detections at
 T0 + 20 s, then ``/clock`` jumps back 20 s and the frame at T0 arrives with its poses. tf2
 refuses data older than its newest minus 10 s (``TF_OLD_DATA``) unless the buffer was cleared
-on the jump. Prints one JSON line: the tf2_ros file, and whether the replayed frame was
-published."""
+on the jump. Prints one JSON line: the tf2_ros file, whether the replayed frame was
+published, the skips, and the resets counted for the replay."""
 from __future__ import annotations
 
 import json
@@ -69,8 +69,11 @@ def main() -> int:
             return expected in listener.stamps_ns()
 
         assert play(LATE), f'the first pass was not detected: {dict(stats.skipped)}'
+        resets_before = dict(stats.resets)
         published_after_jump = play(T0)                       # the bag again: /clock jumps back
         skipped = dict(stats.skipped)
+        resets = {k: n - resets_before.get(k, 0) for k, n in stats.resets.items()
+                  if n != resets_before.get(k, 0)}
     finally:       # executor thread ended before the nodes go (else an abort at exit)
         executor.shutdown(timeout_sec=30.0)
         spinner.join(30.0)
@@ -79,7 +82,7 @@ def main() -> int:
         listener.node.destroy_node()
         rclpy.shutdown(context=context)
     print(json.dumps({'tf2_ros': tf2_ros.__file__, 'published_after_jump': published_after_jump,
-                      'skipped': skipped}))
+                      'skipped': skipped, 'resets': resets}))
     return 0
 
 

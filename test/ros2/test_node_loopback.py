@@ -291,7 +291,6 @@ def test_corrupt_jpeg_and_time_going_backwards_are_survived(ros):
     ('sync_window', -0.1, "'sync_window'"),
     ('preset', 'r50_nuimg', "'preset' must be one of"),
     ('image_topics', ['/a', '/b'], "'image_topics' has 2 topics but camera_names has 6"),
-    ('score_treshold', 0.2, 'unknown parameter.s. score_treshold'),
 ])
 def test_invalid_parameters_fail_at_start_up_naming_the_parameter(ros, name, value, expected):
     from sparsebev_ros.params import ParameterError

@@ -1,13 +1,12 @@
 """Tier 2: the node against the real tf2_ros (Jazzy 0.36.4, and Humble's 0.25.8 Python
 ``Buffer``), on what the stand-in hid (the review of 2026-12, defects 3, 6, 7, 8).
-
-Tests marked ``xfail(strict=True)`` name a defect that is not fixed yet: they fail today, and
-the fix turns them into passes (strict: an unexpected pass fails the run until the mark goes).
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
+import weakref
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from rclpy.time import Time
 
 from ros2_rig import Spinning, needs_upstream, wait_for
 from sparsebev_ros.node import DetectorNode
-from sparsebev_ros.params import ParameterError
+from sparsebev_ros.params import ParameterError, defaults
 
 pytestmark = needs_upstream
 HERE = Path(__file__).resolve().parent
@@ -74,23 +73,26 @@ def run_clock_jump_scenario(tf2_site: str = '') -> dict:
 
 
 def test_a_replayed_bag_is_detected_after_clock_jumps_back_with_jazzy_tf2():
-    """Jazzy's Buffer clears itself on a backwards jump of /clock."""
+    """Jazzy's Buffer clears itself on a backwards jump of /clock, and so does the node (its
+    own jump callback), which also resets the temporal memory, once."""
     outcome = run_clock_jump_scenario()
     assert outcome['published_after_jump'], outcome
+    assert outcome['resets'] == {'clock_jump': 1}, outcome
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="defect 3 (ros review 2026-12): the node registers no "
-                   "clock-jump callback of its own, and Humble's tf2_ros_py Buffer never clears "
-                   "(TF_OLD_DATA for every replayed pose)")
 def test_a_replayed_bag_is_detected_after_clock_jumps_back_with_humble_tf2():
+    """Defect 3: Humble's tf2_ros_py Buffer registers no jump callback (TF_OLD_DATA for every
+    replayed pose, every frame skipped as tf_extrapolation until a restart); the node's own
+    callback clears it."""
     assert HUMBLE_TF2, 'scripts/ros2_tier2.sh sets SPARSEBEV_TIER2_HUMBLE_TF2'
     outcome = run_clock_jump_scenario(HUMBLE_TF2)
     assert outcome['published_after_jump'], outcome
+    assert outcome['resets'] == {'clock_jump': 1}, outcome
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="defect 8 (ros review 2026-12): lifecycle cleanup does not "
-                   "destroy the real Buffer's tf2_frames service (one more per configure/cleanup)")
 def test_lifecycle_cleanup_removes_the_tf2_frames_service(context):
+    """Defect 8: the real Buffer's ``tf2_frames`` service and its clock-jump callback (which
+    kept the old Buffer alive) outlived cleanup: one more service per configure/cleanup."""
     name = 'sparsebev_cycles'
     managed = DetectorNode(node_name=name, lifecycle=True, context=context,
                            parameter_overrides=tiny(image_topics=[f'/cycles/cam{i}' for i in range(6)],
@@ -115,25 +117,33 @@ def test_lifecycle_cleanup_removes_the_tf2_frames_service(context):
         return sum(service.endswith('tf2_frames') for service, _ in
                    operator.get_service_names_and_types_by_node(name, '/'))
 
+    buffers = []
     try:
         with Spinning(context, managed.node, operator):
             for _ in range(2):
                 change(Transition.TRANSITION_CONFIGURE)
-                try:
-                    wait_for(lambda: tf2_frames_services() >= 1, 30.0, 'the tf2_frames service')
-                except AssertionError as exc:
-                    raise RuntimeError(str(exc)) from None
+                wait_for(lambda: tf2_frames_services() == 1, 30.0, 'one tf2_frames service')
+                buffers.append(weakref.ref(managed.tf_buffer))
                 change(Transition.TRANSITION_CLEANUP)
                 wait_for(lambda: tf2_frames_services() == 0, 10.0,
                          'cleanup to remove the tf2_frames service')
+        gc.collect()
+        assert [buffer() for buffer in buffers] == [None, None], 'a Buffer outlived cleanup'
     finally:
         managed.destroy()
         operator.destroy_node()
 
 
-@pytest.mark.xfail(strict=True, raises=ParameterError, reason="defect 6 (ros review 2026-12): an "
-                   "override the node does not declare (a shared /** parameter file) stops it")
 def test_a_parameter_meant_for_other_nodes_does_not_stop_the_node(context):
+    """Defect 6: an override the node does not declare (a shared /** parameter file, or a
+    typo) stopped it; now it is named in a WARN (``undeclared_notice``) and ignored."""
     node = DetectorNode(node_name='sparsebev_shared', context=context,
-                        parameter_overrides=tiny(robot_description_package='my_robot'))
-    node.destroy()
+                        parameter_overrides=tiny(robot_description_package='my_robot',
+                                                 score_treshold=0.2))
+    try:
+        assert node.active
+        assert node.undeclared_parameters == ['robot_description_package', 'score_treshold']
+        assert node.params.score_threshold == defaults().score_threshold \
+            == node.node.get_parameter('score_threshold').value
+    finally:
+        node.destroy()
