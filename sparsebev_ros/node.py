@@ -419,13 +419,20 @@ class DetectorNode:
         return response
 
     def _on_clock_jump(self, jump: Any) -> None:
-        """The node's clock jumped back more than ``CLOCK_JUMP_BACK_S`` (or ROS time was
-        switched on or off): clear the tf2 buffer (it refuses data older than its newest minus
+        """The node's clock jumped back more than ``CLOCK_JUMP_BACK_S``, or ROS time was
+        switched on or off: clear the tf2 buffer (it refuses data older than its newest minus
         10 s, so a replayed bag would find no pose again); on a jump back also drop the
-        waiting camera set and reset the temporal memory (``clock_jump``). Never blocks: runs
-        in the /clock subscription's callback."""
+        waiting camera set and reset the temporal memory (``clock_jump``). Runs in rclpy's
+        /clock callback (the default group): never blocks, never raises."""
+        from rclpy.clock import ClockChange
+        if not self.configured:                # registered while configured only; a race
+            return
         self.tf_buffer.clear()
         seconds = jump.delta.nanoseconds / 1e9
+        if jump.clock_change in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED):
+            on = jump.clock_change == ClockChange.ROS_TIME_ACTIVATED
+            self._info_log(f'ROS time switched {"on" if on else "off"}: TF buffer cleared')
+            return
         if seconds < 0:
             self.mailbox.clear()
             self._between_frames.request(lambda: self.pipeline.reset(CLOCK_JUMP))
