@@ -27,6 +27,16 @@ def pytest_report_header(config):
 
 
 
+@pytest.fixture()
+def context():
+    """A fresh rclpy context, shut down after the test."""
+    import rclpy
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
 @pytest.fixture(scope='session')
 def workspace(tmp_path_factory):
     """This package built by ``colcon build`` (plain) into a fresh workspace."""

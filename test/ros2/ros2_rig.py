@@ -152,6 +152,17 @@ class Listener:
             return [codecs.header_stamp_ns(m) for m in self.detections]
 
 
+class IdleDetector:
+    """A detector for tests that send no frame: the node builds no model (``detector=``)."""
+    cfg = None
+
+    def step(self, frame: Any) -> Any:
+        raise AssertionError('no frame was sent')
+
+    def reset(self, reason: str = '') -> None:
+        pass
+
+
 class Spinning:
     """Spin ``nodes`` in their own MultiThreadedExecutor thread; on exit stop the executor and
     wait for its callbacks before the nodes may be destroyed (no callback on a dead node)."""

@@ -3,34 +3,15 @@ review of 2026-12, defect 6: the keys were accepted and silently did nothing), a
 sees them on the graph, with the real Jazzy rclpy and Fast DDS."""
 from __future__ import annotations
 
-import pytest
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 
-from ros2_rig import wait_for
+from ros2_rig import IdleDetector, wait_for
 
 NAME = 'sparsebev_qos'
 IMAGES = [f'/qos/cam{i}/image_raw' for i in range(6)]
 INFOS = [f'/qos/cam{i}/camera_info' for i in range(6)]
-
-
-@pytest.fixture()
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
-
-
-class IdleDetector:
-    cfg = None
-
-    def step(self, frame):
-        raise AssertionError('no frame was sent')
-
-    def reset(self, reason=''):
-        pass
 
 
 def override(topic: str, entity: str, policy: str, value) -> Parameter:

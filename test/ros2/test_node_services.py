@@ -12,7 +12,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import rclpy
 from lifecycle_msgs.srv import GetState
 from rcl_interfaces.msg import SetParametersResult
@@ -20,19 +19,12 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
-from ros2_rig import PERIOD, RIG_IMAGE_TOPICS, RIG_INFO_TOPICS, T0, Rig, Spinning, wait_for
+from ros2_rig import (PERIOD, RIG_IMAGE_TOPICS, RIG_INFO_TOPICS, T0, IdleDetector, Rig, Spinning,
+                      wait_for)
 from sparsebev_core.frame import Detections
 from sparsebev_ros.params import defaults
 
 ANSWER_S = 15.0          # a service must answer within this while the frame is held
-
-
-@pytest.fixture()
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 class HeldDetector:
@@ -121,17 +113,6 @@ def test_parameter_lifecycle_and_reset_services_answer_while_a_frame_runs(contex
         managed.destroy()
         rig.node.destroy_node()
         probe.destroy_node()
-
-
-class IdleDetector:
-    """Never stepped here (no cameras publish)."""
-    cfg = None
-
-    def step(self, frame):
-        raise AssertionError('no frame was sent')
-
-    def reset(self, reason=''):
-        pass
 
 
 def test_a_parameter_set_that_a_later_callback_refuses_changes_nothing(context):

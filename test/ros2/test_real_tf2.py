@@ -28,14 +28,6 @@ HERE = Path(__file__).resolve().parent
 HUMBLE_TF2 = os.environ.get('SPARSEBEV_TIER2_HUMBLE_TF2', '')
 
 
-@pytest.fixture()
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
-
-
 def tiny(**values) -> list[Parameter]:
     return [Parameter('preset', value='tiny'), Parameter('device', value='cpu')] + \
         [Parameter(name, value=value) for name, value in values.items()]
