@@ -68,6 +68,7 @@ EXECUTOR_THREADS = 4     # one per callback group that may run at once: the defa
                          # (parameter and lifecycle services, /clock), sensors, ~/reset and
                          # diagnostics, TF (tf2_ros' own reentrant group)
 QOS_OVERRIDES = 'qos_overrides.'          # rclpy's prefix of QoSOverridingOptions parameters
+QOS_POLICIES = ('history', 'depth', 'reliability')   # QoSOverridingOptions.with_default_policies()
 CLOCK_JUMP_BACK_S = 1.0                   # a /clock jump back of more than this clears TF
 
 
@@ -115,6 +116,27 @@ def undeclared_overrides(node: 'Node', qos: bool = False) -> list[str]:
     overrides = getattr(node, '_parameter_overrides', {})   # rclpy keeps them private (Humble, Jazzy)
     return sorted(name for name in overrides if name.startswith(QOS_OVERRIDES) == qos
                   and not node.has_parameter(name))
+
+
+def check_qos_overrides(node: 'Node') -> None:
+    """Refuse, naming it, a ``qos_overrides`` value of a policy the node takes that rclpy
+    would fail on when it creates the entity (an unknown reliability, a depth that is not a
+    count): checked at start-up, so that configure and activate never fail half-way."""
+    from rclpy.qos import HistoryPolicy, ReliabilityPolicy
+    enums = {'history': HistoryPolicy, 'reliability': ReliabilityPolicy}
+    for name, parameter in getattr(node, '_parameter_overrides', {}).items():
+        policy, value = name.rsplit('.', 1)[-1], parameter.value
+        if not name.startswith(QOS_OVERRIDES) or policy not in QOS_POLICIES:
+            continue
+        if policy == 'depth':
+            valid = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            allowed = 'a count >= 0'
+        else:
+            choices = [m.name.lower() for m in enums[policy] if m.name != 'UNKNOWN']
+            valid, allowed = isinstance(value, str) and value.lower() in choices, \
+                'one of ' + ', '.join(choices)
+        if not valid:
+            raise ParameterError(f"parameter '{name}' must be {allowed} (got {value!r})")
 
 
 def qos_overridable() -> Any:
@@ -178,6 +200,7 @@ class DetectorNode:
         try:
             from .dependencies import check_node_dependencies, node_dependencies
             self.params = p = declare_parameters(self.node)
+            check_qos_overrides(self.node)
             self.undeclared_parameters = undeclared_overrides(self.node)
             if self.undeclared_parameters:
                 self._warn_log(undeclared_notice(self.undeclared_parameters))
@@ -308,9 +331,9 @@ class DetectorNode:
         unused_qos = undeclared_overrides(node, qos=True)    # every entity exists by now
         if unused_qos:
             node.get_logger().warning(
-                f'ignoring QoS override(s) for no entity of this node: {", ".join(unused_qos)} '
-                '(qos_overrides.<topic as resolved>.<publisher|subscription>.<history|depth|'
-                'reliability>)')
+                f'ignoring QoS override(s) this node does not take: {", ".join(unused_qos)} '
+                '(it takes qos_overrides.<topic as resolved>.<publisher|subscription>.<history|'
+                'depth|reliability> of its image, CameraInfo and output topics)')
         self.mailbox = LatestMailbox()
         self._worker = threading.Thread(target=self._work, args=(self.mailbox,),
                                         name='sparsebev-inference', daemon=True)

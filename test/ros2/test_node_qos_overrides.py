@@ -3,6 +3,7 @@ review of 2026-12, defect 6: the keys were accepted and silently did nothing), a
 sees them on the graph, with the real Jazzy rclpy and Fast DDS."""
 from __future__ import annotations
 
+import pytest
 import rclpy
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
@@ -62,3 +63,23 @@ def test_qos_overrides_reach_the_image_camera_info_and_output_entities(context):
     finally:
         probe.destroy_node()
         node.destroy()
+
+
+@pytest.mark.parametrize('policy, value, expected', [
+    ('reliability', 'sometimes', 'must be one of system_default, reliable, best_effort'),
+    ('depth', 'two', 'must be a count >= 0'),
+    ('depth', -1, 'must be a count >= 0'),
+    ('history', 7, 'must be one of system_default, keep_last, keep_all'),
+])
+def test_an_invalid_qos_override_stops_the_node_at_start_up_naming_it(context, policy, value,
+                                                                      expected):
+    """rclpy would raise a bare RuntimeError (or an assert) deep in the entity's creation,
+    half-way through configure or activate; the node refuses it with the others."""
+    from sparsebev_ros.node import DetectorNode
+    from sparsebev_ros.params import ParameterError
+    key = f'qos_overrides.{IMAGES[0]}/compressed.subscription.{policy}'
+    with pytest.raises(ParameterError, match=f"parameter '{key}' {expected}"):
+        DetectorNode(node_name=NAME, detector=IdleDetector(), context=context, lifecycle=True,
+                     parameter_overrides=[Parameter('image_topics', value=IMAGES),
+                                          Parameter('camera_info_topics', value=INFOS),
+                                          Parameter(key, value=value)])
