@@ -149,3 +149,23 @@ def test_a_parameter_set_that_a_later_callback_refuses_changes_nothing(context):
         assert detector.pipeline.params.classes == ['all']
     finally:
         detector.destroy()
+
+
+def test_without_a_post_set_callback_as_on_humble_the_on_set_callback_applies(context,
+                                                                               monkeypatch):
+    """Humble's rclpy has no ``add_post_set_parameters_callback``: the validating callback
+    applies the set itself, still between frames."""
+    from rclpy.node import Node
+
+    from sparsebev_ros.node import DetectorNode
+    monkeypatch.delattr(Node, 'add_post_set_parameters_callback')
+    detector = DetectorNode(node_name='sparsebev_humble_params', detector=IdleDetector(),
+                            context=context, parameter_overrides=rig_parameters())
+    try:
+        assert detector._apply_on_set
+        result = detector.node.set_parameters([Parameter('score_threshold', value=0.8)])[0]
+        assert result.successful and detector.pipeline.params.score_threshold == 0.8
+        result = detector.node.set_parameters([Parameter('score_threshold', value=2.0)])[0]
+        assert not result.successful and detector.pipeline.params.score_threshold == 0.8
+    finally:
+        detector.destroy()
