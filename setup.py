@@ -3,18 +3,26 @@ and the sparsebev_cli layer above both (the ``sparsebev`` command and the demo).
 
 ``colcon build`` on a ROS machine and ``pip install -e .`` on a plain one both use this file.
 The CUDA sampling extension is added by ``sparsebev_core/csrc/build_ext.py`` when a CUDA
-toolkit and a CUDA-enabled torch are present, and skipped with a message otherwise.
+toolkit and a CUDA-enabled torch are present, and skipped with a message otherwise; only for a
+command that builds (colcon reads this file several times for its metadata, pip for egg_info:
+those never look for CUDA or import torch).
 """
 import os
+import sys
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = 'sparsebev_ros'
+BUILD_COMMANDS = {'build', 'build_ext', 'install', 'develop', 'bdist_wheel', 'bdist_egg',
+                  'editable_wheel'}
 
 
 def cuda_extension_kwargs():
-    """ext_modules/cmdclass for the CUDA op, or {} when it cannot be built here."""
+    """ext_modules/cmdclass for the CUDA op, or {} when it cannot be built here (or nothing is
+    built by this call)."""
+    if not BUILD_COMMANDS & set(sys.argv[1:]):
+        return {}
     try:
         from sparsebev_core.csrc.build_ext import extension_kwargs
     except ImportError:
@@ -64,7 +72,6 @@ setup(
     maintainer_email='sparsebev-ros@example.org',
     description='SparseBEV camera-only 3D object detection for ROS 2, with offline nuScenes tools',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'sparsebev = sparsebev_cli.cli:main',

@@ -12,6 +12,9 @@ arguments in ``OVERRIDES`` replace the file's value when given (empty = keep the
 topic the node subscribes (with ``/compressed`` for compressed transport) and the CameraInfo
 topic; empty = the parameter file's topics. ``namespace`` puts the node (and its outputs) under
 a namespace; RViz then gets a copy of ``config/sparsebev.rviz`` whose topics follow it.
+
+``rviz:=true`` on a machine without rviz2 fails before anything is started (a detector started
+first would outlive the failed launch, orphaned, still holding the GPU and publishing).
 """
 from __future__ import annotations
 
@@ -101,7 +104,24 @@ def rviz_config(namespace: str, image_topics: dict[str, str], fixed_frame: str) 
     return f.name
 
 
+class MissingPackageError(RuntimeError):
+    """A package this launch was asked to start is not installed (raised before any action)."""
+
+
+def _require_package(package: str, asked_by: str) -> None:
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    try:
+        get_package_prefix(package)
+    except PackageNotFoundError:
+        raise MissingPackageError(
+            f"{asked_by} but the package '{package}' is not installed (apt install "
+            f"ros-$ROS_DISTRO-{package.replace('_', '-')}); nothing was started") from None
+
+
 def _nodes(context: LaunchContext) -> list:
+    rviz = _is_true(LaunchConfiguration('rviz').perform(context))
+    if rviz:                 # before any action: a failed launch must not leave a detector behind
+        _require_package('rviz2', 'rviz:=true')
     overrides = {name: _convert(name, text) for name in OVERRIDES
                  if (text := LaunchConfiguration(name).perform(context))}
     use_sim_time = _is_true(LaunchConfiguration('use_sim_time').perform(context))
@@ -124,7 +144,7 @@ def _nodes(context: LaunchContext) -> list:
                     output='screen', parameters=[LaunchConfiguration('params_file'), overrides],
                     remappings=remappings, arguments=[LIFECYCLE_FLAG] if lifecycle else [])
     actions = [detector]
-    if _is_true(LaunchConfiguration('rviz').perform(context)):
+    if rviz:
         layout = rviz_config(namespace, shown_images, str(overrides.get('output_frame', '')))
         actions.append(Node(package='rviz2', executable='rviz2', name='rviz2', output='log',
                             arguments=['-d', layout],
@@ -147,8 +167,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='use /clock (true when playing a bag with --clock)'),
         DeclareLaunchArgument('rviz', default_value='false',
-                              description='also start RViz (needs rviz2; the compressed image '
-                                          'displays need compressed_image_transport)'),
+                              description='also start RViz (needs rviz2, else nothing starts; '
+                                          'the compressed image displays need '
+                                          'compressed_image_transport)'),
     ]
     for name, kind in OVERRIDES.items():
         arguments.append(DeclareLaunchArgument(

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from . import png
 from .errors import InputError
 from .geometry import image_transform_matrix, test_time_image_transform
 
@@ -34,7 +35,7 @@ ResizeMethod = Literal['pil', 'torch', 'cv2']
 RESIZE_METHODS: tuple[str, ...] = ('pil', 'torch', 'cv2')
 
 _JPEG_MAGIC = b'\xff\xd8'
-_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+_PNG_MAGIC = png.PNG_MAGIC
 
 
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
@@ -42,7 +43,6 @@ DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
 DEFLATE_MAX_RATIO = 1032
 """Deflate's best possible ratio (a 258-byte match in 2 bits): a PNG cannot inflate to more
 than this many bytes per byte of file."""
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}      # IHDR colour type -> samples per pixel
 
 
 class ImageDecodeError(InputError):
@@ -60,9 +60,10 @@ def image_header_size(data: bytes) -> tuple[int, int]:
         ImageDecodeError: the header is missing, truncated or declares a zero size.
     """
     if data.startswith(_PNG_MAGIC):
-        if len(data) < 26 or data[12:16] != b'IHDR':
+        header = png.read_header(data)
+        if header is None:
             raise ImageDecodeError(f'corrupt PNG ({len(data)} bytes): no IHDR header')
-        width, height = int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+        width, height = header.width, header.height
     elif data.startswith(_JPEG_MAGIC):
         import simplejpeg
         try:
@@ -91,10 +92,9 @@ def check_image_size(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) ->
         raise ImageTooLargeError(
             f'image header declares {width}x{height} pixels ({len(data)} bytes of data), more '
             f'than the limit of {max_pixels} pixels (parameter max_image_pixels); not decoded')
-    if data.startswith(_PNG_MAGIC):
-        depth, colour = data[24], data[25]
-        row_bytes = 1 + (width * _PNG_CHANNELS.get(colour, 4) * max(depth, 1) + 7) // 8
-        if height * row_bytes > DEFLATE_MAX_RATIO * len(data) + 65536:
+    header = png.read_header(data)
+    if header is not None:
+        if header.inflated_size() > DEFLATE_MAX_RATIO * len(data) + 65536:
             raise ImageDecodeError(
                 f'corrupt PNG: its header declares {width}x{height} pixels, more than its '
                 f'{len(data)} bytes can hold; not decoded')
@@ -140,6 +140,13 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
 
 
 def _decode_png(data: bytes) -> np.ndarray:
+    """cv2 (libpng) decoding once the image data is known to inflate to no more than the
+    header declares (sparsebev_core/png.py: libpng would inflate all of it)."""
+    header = png.read_header(data)
+    if header is not None and png.inflates_beyond(png.image_data_chunks(data), header.inflated_size()):
+        raise ImageDecodeError(
+            f'corrupt PNG ({len(data)} bytes): its image data inflates to more than the '
+            f'{header.width}x{header.height} pixels its header declares; not decoded')
     import cv2
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

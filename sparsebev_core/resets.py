@@ -16,6 +16,7 @@ Who decides:
 | ``camera_time_spread`` | the six camera stamps spread more than allowed | the ROS pipeline |
 | ``image_size_changed`` | a camera's image size changed | the ROS pipeline |
 | ``invalid_frame`` | the detector refused a frame | the ROS pipeline |
+| ``clock_jump`` | the node's ROS clock jumped back (``/clock`` of a bag played again or looped) | the ROS node |
 
 The time rules live here and only here: ``StreamingDetector`` applies them (through
 :class:`ResetPolicy`) to every frame it steps and reports the key in ``Detections.reset_reason``,
@@ -32,10 +33,12 @@ CAMERA_TIME_SPREAD = 'camera_time_spread'
 IMAGE_SIZE_CHANGED = 'image_size_changed'
 INVALID_FRAME = 'invalid_frame'
 RIG_CHANGED = 'rig_changed'
+CLOCK_JUMP = 'clock_jump'
 
 DETECTOR_RESETS: tuple[str, ...] = (TIME_BACKWARDS, TIME_GAP, RIG_CHANGED)
 """Keys the detector decides itself from the frames (stamps, camera names)."""
-CALLER_RESETS: tuple[str, ...] = (EXPLICIT, CAMERA_TIME_SPREAD, IMAGE_SIZE_CHANGED, INVALID_FRAME)
+CALLER_RESETS: tuple[str, ...] = (EXPLICIT, CAMERA_TIME_SPREAD, IMAGE_SIZE_CHANGED, INVALID_FRAME,
+                                  CLOCK_JUMP)
 """Keys a caller passes to ``reset(reason)``."""
 RESET_REASONS: tuple[str, ...] = DETECTOR_RESETS + CALLER_RESETS
 

@@ -4,7 +4,7 @@ A module that is missing when the first frame arrives would fail every frame whi
 stays up publishing nothing; :func:`check_node_dependencies` imports them all before the node
 starts and raises one :class:`MissingDependencyError` naming each missing package and how to
 install it. :data:`NODE_DEPENDENCIES` is also the list ``package.xml`` and the README are
-checked against (``test/test_ros_dependencies.py``).
+checked against (``test/packaging/test_ros_dependencies.py``).
 """
 from __future__ import annotations
 
@@ -20,13 +20,16 @@ class Dependency:
     """One module the node imports.
 
     ``rosdep`` is the key in ``package.xml`` (a ROS package or a rosdep key that exists in
-    ros/rosdistro); '' means it is not installable through rosdep and ``pip`` is documented.
+    ros/rosdistro); '' means it is not declared there and ``pip`` is documented instead.
+    ``undeclared_keys`` are the rosdep keys that do exist for such a pip dependency and why
+    they are not declared (README "Build with colcon" says the same).
     """
     module: str
     needed_for: str
     rosdep: str = ''
     pip: str = ''
     only_for_transport: str = ''     # '' = always; 'compressed' = only with CompressedImage
+    undeclared_keys: tuple[str, ...] = ()
 
     def install_hint(self) -> str:
         if self.rosdep and not self.pip:
@@ -49,16 +52,22 @@ NODE_DEPENDENCIES: tuple[Dependency, ...] = (
     Dependency('vision_msgs', '~/detections (Detection3DArray)', 'vision_msgs'),
     Dependency('visualization_msgs', '~/markers (MarkerArray)', 'visualization_msgs'),
     Dependency('diagnostic_msgs', '/diagnostics and the latency topics', 'diagnostic_msgs'),
-    Dependency('tf2_ros', 'camera extrinsics and ego poses', 'tf2_ros'),
+    # the Python module tf2_ros comes from the package tf2_ros_py (tf2_ros is the C++ library)
+    Dependency('tf2_ros', 'camera extrinsics and ego poses', 'tf2_ros_py'),
     # Python packages with rosdep keys
     Dependency('numpy', 'everything', 'python3-numpy'),
     Dependency('yaml', 'parameter files', 'python3-yaml'),
     Dependency('PIL', 'the official bicubic resize of the network input', 'python3-pil'),
-    # not in rosdep: the torch build must match the machine's CUDA; simplejpeg has no key
+    # pip, not declared although keys exist: python3-torch is the distribution's CPU build and
+    # python3-pytorch-pip does not pick the CUDA build (and adds torchvision); every *-pip key
+    # makes rosdep run pip as root into the system Python -- outside the venv with torch, and
+    # refused on Ubuntu 24.04 (PEP 668) unless PIP_BREAK_SYSTEM_PACKAGES=1.
     Dependency('torch', 'the model', pip='torch (the build for your CUDA version, '
-               'https://pytorch.org/get-started/locally/)'),
+               'https://pytorch.org/get-started/locally/)',
+               undeclared_keys=('python3-torch', 'python3-pytorch-pip')),
     Dependency('simplejpeg', 'decoding JPEG CompressedImage (libjpeg-turbo, the official '
-               'decoder)', pip='simplejpeg', only_for_transport='compressed'),
+               'decoder)', pip='simplejpeg', only_for_transport='compressed',
+               undeclared_keys=('python3-simplejpeg-pip',)),
 )
 
 

@@ -20,7 +20,15 @@ Thin glue around :class:`sparsebev_ros.pipeline.Pipeline` (docs/ros2.md):
 * every module it needs is imported at start-up (:mod:`sparsebev_ros.dependencies`); the same
   error on ``ERROR_STREAK`` frames in a row turns the diagnostics to ERROR with a log line that
   says what to do; ``score_threshold``, ``classes``, ``publish_markers`` and ``marker_style``
-  can be set while running (validated, an invalid value is refused with the reason);
+  can be set while running (the whole set validated, an invalid value refused with the reason,
+  then applied between two frames: no callback ever waits for a frame,
+  :mod:`sparsebev_ros.between_frames`);
+* when the node's clock jumps back (``/clock`` of a bag played again or looped) the node clears
+  the tf2 buffer itself (Humble's Python Buffer never does, some Jazzy releases fail to) and
+  resets the temporal memory (``clock_jump``);
+* the image, CameraInfo and output entities take ``qos_overrides`` parameters
+  (``QoSOverridingOptions``: history, depth, reliability); overrides the node does not declare
+  (a shared ``/**`` file) are ignored with a WARN;
 * no inference while nobody subscribes to ``~/detections`` or ``~/markers``
   (``skip_when_no_subscribers``).
 
@@ -41,10 +49,11 @@ from sparsebev_core.geometry import CLASS_NAMES
 
 from . import codecs
 from .backpressure import LatestMailbox
+from .between_frames import BetweenFrames
 from .frames import Skip, TransformUnavailable, tf2_exception_reason
 from .params import (NODE_NAME, PARAMS, PARAMS_BY_NAME, DetectorParams, ParameterError,
-                     validate, with_runtime_changes)
-from .reasons import EXPLICIT, NO_SUBSCRIBERS
+                     undeclared_notice, validate, with_runtime_changes)
+from .reasons import CLOCK_JUMP, EXPLICIT, NO_SUBSCRIBERS
 from .statistics import (DEFAULT_ERROR_STREAK, ERROR, OK, WARN, ErrorStreak, NodeActivity,
                          error_key, node_health, streak_advice)
 
@@ -55,6 +64,12 @@ if TYPE_CHECKING:
 
 LATENCY_STAGES = ('assemble', 'detector', 'messages', 'total', 'end_to_end')
 ERROR_STREAK = DEFAULT_ERROR_STREAK       # identical errors in a row before the ERROR diagnostic
+EXECUTOR_THREADS = 4     # one per callback group that may run at once: the default one
+                         # (parameter and lifecycle services, /clock), sensors, ~/reset and
+                         # diagnostics, TF (tf2_ros' own reentrant group)
+QOS_OVERRIDES = 'qos_overrides.'          # rclpy's prefix of QoSOverridingOptions parameters
+QOS_POLICIES = ('history', 'depth', 'reliability')   # QoSOverridingOptions.with_default_policies()
+CLOCK_JUMP_BACK_S = 1.0                   # a /clock jump back of more than this clears TF
 
 
 def demo_weights_warning(params: DetectorParams, bundled: str | None) -> str | None:
@@ -91,14 +106,45 @@ def declare_parameters(node: 'Node') -> DetectorParams:
                                          dynamic_typing=True)
         default = list(p.default) if isinstance(p.default, (list, tuple)) else p.default
         values[p.name] = _plain(node.declare_parameter(p.name, default, descriptor).value)
-    # rclpy silently ignores overrides nobody declares: a typo in the YAML would go unnoticed
-    overrides = getattr(node, '_parameter_overrides', {})
-    unknown = sorted(name for name in overrides if name not in values
-                     and not node.has_parameter(name) and not name.startswith('qos_overrides.'))
-    if unknown:
-        raise ParameterError(f'unknown parameter(s) {", ".join(unknown)}; known: '
-                             f'{", ".join(values)}')
     return validate(values)
+
+
+def undeclared_overrides(node: 'Node', qos: bool = False) -> list[str]:
+    """Parameter overrides given to ``node`` that it has not declared: rclpy ignores them
+    silently. ``qos``: the ``qos_overrides.*`` ones (declared when an entity with
+    ``QoSOverridingOptions`` is created: check after the entities exist), else the others."""
+    overrides = getattr(node, '_parameter_overrides', {})   # rclpy keeps them private (Humble, Jazzy)
+    return sorted(name for name in overrides if name.startswith(QOS_OVERRIDES) == qos
+                  and not node.has_parameter(name))
+
+
+def check_qos_overrides(node: 'Node') -> None:
+    """Refuse, naming it, a ``qos_overrides`` value of a policy the node takes that rclpy
+    would fail on when it creates the entity (an unknown reliability, a depth that is not a
+    count): checked at start-up, so that configure and activate never fail half-way."""
+    from rclpy.qos import HistoryPolicy, ReliabilityPolicy
+    enums = {'history': HistoryPolicy, 'reliability': ReliabilityPolicy}
+    for name, parameter in getattr(node, '_parameter_overrides', {}).items():
+        policy, value = name.rsplit('.', 1)[-1], parameter.value
+        if not name.startswith(QOS_OVERRIDES) or policy not in QOS_POLICIES:
+            continue
+        if policy == 'depth':
+            valid = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            allowed = 'a count >= 0'
+        else:
+            choices = [m.name.lower() for m in enums[policy] if m.name != 'UNKNOWN']
+            valid, allowed = isinstance(value, str) and value.lower() in choices, \
+                'one of ' + ', '.join(choices)
+        if not valid:
+            raise ParameterError(f"parameter '{name}' must be {allowed} (got {value!r})")
+
+
+def qos_overridable() -> Any:
+    """``QoSOverridingOptions`` for an input or output entity: its history, depth and
+    reliability can be overridden by ``qos_overrides.<topic>.<publisher|subscription>.<policy>``
+    parameters (read at creation)."""
+    from rclpy.qos_overriding_options import QoSOverridingOptions
+    return QoSOverridingOptions.with_default_policies()
 
 
 def input_qos(reliability: str, depth: int = 5) -> Any:
@@ -147,15 +193,26 @@ class DetectorNode:
         self.counters: Counter = Counter()
         self.error_streak = ErrorStreak(ERROR_STREAK)
         self._pipeline_lock = threading.Lock()
+        self._between_frames = BetweenFrames(self._pipeline_lock, on_error=self._on_change_error)
+        self._clock_jump: Any = None
         self._last_publish: float | None = None
         self._last_synced: float | None = None
         try:
             from .dependencies import check_node_dependencies, node_dependencies
             self.params = p = declare_parameters(self.node)
+            check_qos_overrides(self.node)
+            self.undeclared_parameters = undeclared_overrides(self.node)
+            if self.undeclared_parameters:
+                self._warn_log(undeclared_notice(self.undeclared_parameters))
             check_node_dependencies(p.image_transport,             # names a missing package
                                     node_dependencies(p.image_transport,
                                                       p.publish_autoware_objects))
             self.node.add_on_set_parameters_callback(self._on_set_parameters)
+            # validate the whole set first, apply once every callback accepted it (Iron and
+            # later; Humble has no post-set callback: there the on-set callback applies)
+            self._apply_on_set = not hasattr(self.node, 'add_post_set_parameters_callback')
+            if not self._apply_on_set:
+                self.node.add_post_set_parameters_callback(self._on_parameters_set)
             if not lifecycle:
                 self.configure()
                 self.activate()
@@ -177,7 +234,8 @@ class DetectorNode:
         import tf2_ros
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-        from rclpy.clock import Clock, ClockType
+        from rclpy.clock import Clock, ClockType, JumpThreshold
+        from rclpy.duration import Duration
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from std_srvs.srv import Trigger
         from vision_msgs.msg import Detection3DArray
@@ -211,17 +269,26 @@ class DetectorNode:
                                            log=self._warn_log,
                                            class_names=class_names or CLASS_NAMES)
         self._note = ThrottledLogger(self._info_log, p.warn_throttle)   # expected events
+        # our own clear on a jump back (a replayed or looped bag): Humble's Python Buffer
+        # registers none, and Jazzy's failed before tf2_ros_py 0.36.5 (docs/ros2.md)
+        self._clock_jump = node.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(seconds=-CLOCK_JUMP_BACK_S),
+                          on_clock_change=True),
+            post_callback=self._on_clock_jump)
 
         # outputs: reliable, volatile (markers expire by their lifetime, nothing is latched)
-        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.detections_pub = node.create_publisher(Detection3DArray, '~/detections', out_qos)
-        self.markers_pub = node.create_publisher(MarkerArray, '~/markers', out_qos)
-        self.latency_pub = node.create_publisher(DiagnosticArray, '~/latency', out_qos)
+        def output(msg_type: Any, topic: str) -> Any:
+            return node.create_publisher(
+                msg_type, topic, QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE),
+                qos_overriding_options=qos_overridable())
+        self.detections_pub = output(Detection3DArray, '~/detections')
+        self.markers_pub = output(MarkerArray, '~/markers')
+        self.latency_pub = output(DiagnosticArray, '~/latency')
         self.diagnostics_pub = node.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.objects_pub = None
         if p.publish_autoware_objects:
             from autoware_perception_msgs.msg import DetectedObjects
-            self.objects_pub = node.create_publisher(DetectedObjects, '~/objects', out_qos)
+            self.objects_pub = output(DetectedObjects, '~/objects')
         services = MutuallyExclusiveCallbackGroup()
         self.reset_service = node.create_service(Trigger, '~/reset', self._on_reset,
                                                  callback_group=services)
@@ -242,22 +309,31 @@ class DetectorNode:
 
         node, p = self.node, self.params
         sensors = MutuallyExclusiveCallbackGroup()      # images, CameraInfo and the sync poll
-        qos = input_qos(p.qos_reliability)
         image_type = Image if p.image_transport == 'raw' else CompressedImage
         self.sync = synchronizer_for(p)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.image_subscribers = [
-            node.create_subscription(image_type, topic, self._image_callback(i), qos,
-                                     callback_group=sensors)
+            node.create_subscription(image_type, topic, self._image_callback(i),
+                                     input_qos(p.qos_reliability),   # one each: overrides edit it
+                                     callback_group=sensors,
+                                     qos_overriding_options=qos_overridable())
             for i, topic in enumerate(p.subscribed_image_topics)]
         # a set whose late camera never comes goes ahead at its deadline: poll on a steady clock
         period = max(0.005, min(0.02, p.sync_max_wait / 4 or 0.005))
         self.sync_timer = node.create_timer(period, self._poll_sync, callback_group=sensors,
                                             clock=self._steady)
         self.camera_info_subscriptions = [
-            node.create_subscription(CameraInfo, topic, self._camera_info_callback(i), qos,
-                                     callback_group=sensors)
+            node.create_subscription(CameraInfo, topic, self._camera_info_callback(i),
+                                     input_qos(p.qos_reliability),
+                                     callback_group=sensors,
+                                     qos_overriding_options=qos_overridable())
             for i, topic in enumerate(p.camera_info_topics)]
+        unused_qos = undeclared_overrides(node, qos=True)    # every entity exists by now
+        if unused_qos:
+            node.get_logger().warning(
+                f'ignoring QoS override(s) this node does not take: {", ".join(unused_qos)} '
+                '(it takes qos_overrides.<topic as resolved>.<publisher|subscription>.<history|'
+                'depth|reliability> of its image, CameraInfo and output topics)')
         self.mailbox = LatestMailbox()
         self._worker = threading.Thread(target=self._work, args=(self.mailbox,),
                                         name='sparsebev-inference', daemon=True)
@@ -290,10 +366,24 @@ class DetectorNode:
                 node.destroy_publisher(publisher)
         node.destroy_service(self.reset_service)
         node.destroy_timer(self.diagnostics_timer)
-        self.tf_listener.unregister()
+        self._release_tf()
+        self._between_frames.discard()             # meant for the pipeline that goes now
         del self.pipeline, self.detector, self.tf_listener, self.tf_buffer
         self.configured = False
         free_memory()
+
+    def _release_tf(self) -> None:
+        """Unregister what TF left on the node and its clock: the listener's subscriptions,
+        our clock-jump callback, and the real Buffer's ``tf2_frames`` service and (Jazzy) its
+        own jump callback, so that configure -> cleanup cycles leave nothing behind."""
+        self.tf_listener.unregister()
+        for handle in (self._clock_jump, getattr(self.tf_buffer, 'jump_handle', None)):
+            if handle is not None:
+                handle.unregister()
+        self._clock_jump = None
+        service = getattr(self.tf_buffer, 'srv', None)
+        if service is not None:
+            self.node.destroy_service(service)
 
     def _camera_info_callback(self, camera_index: int) -> Any:
         def callback(msg: Any) -> None:
@@ -343,12 +433,37 @@ class DetectorNode:
 
     def _on_reset(self, request: Any, response: Any) -> Any:
         self.mailbox.clear()
-        with self._pipeline_lock:
-            self.pipeline.reset(EXPLICIT)
+        now = self._between_frames.request(lambda: self.pipeline.reset(EXPLICIT))
         self.node.get_logger().info('temporal memory reset (~/reset)')
         response.success = True
-        response.message = 'temporal memory cleared; the next frame starts a new sequence'
+        response.message = ('temporal memory cleared' if now else 'temporal memory cleared '
+                            'once the frame in flight is done') + \
+            '; the next frame starts a new sequence'
         return response
+
+    def _on_clock_jump(self, jump: Any) -> None:
+        """The node's clock jumped back more than ``CLOCK_JUMP_BACK_S``, or ROS time was
+        switched on or off: clear the tf2 buffer (it refuses data older than its newest minus
+        10 s, so a replayed bag would find no pose again); on a jump back also drop the
+        waiting camera set and reset the temporal memory (``clock_jump``). Runs in rclpy's
+        /clock callback (the default group): never blocks, never raises."""
+        from rclpy.clock import ClockChange
+        if not self.configured:                # registered while configured only; a race
+            return
+        self.tf_buffer.clear()
+        seconds = jump.delta.nanoseconds / 1e9
+        if jump.clock_change in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED):
+            on = jump.clock_change == ClockChange.ROS_TIME_ACTIVATED
+            self._info_log(f'ROS time switched {"on" if on else "off"}: TF buffer cleared')
+            return
+        if seconds < 0:
+            self.mailbox.clear()
+            self._between_frames.request(lambda: self.pipeline.reset(CLOCK_JUMP))
+        self._info_log(f'clock jumped by {seconds:+.3f} s: TF buffer cleared'
+                       + (', temporal memory reset' if seconds < 0 else ''))
+
+    def _on_change_error(self, exc: Exception) -> None:
+        self._warn_log(f'a change between frames failed: {type(exc).__name__}: {exc}')
 
     # ------------------------------------------------------------------ worker
     def _work(self, mailbox: LatestMailbox) -> None:
@@ -360,7 +475,9 @@ class DetectorNode:
                 continue
             try:
                 with self._pipeline_lock:
+                    self._between_frames.apply_waiting()
                     result = self.pipeline.process(camera_set.messages, camera_set.missing)
+                self._between_frames.settle()      # what callbacks asked for meanwhile
                 if not isinstance(result, Skip):   # skips are counted and warned by the pipeline
                     self._publish(result)
                 self.error_streak.success()
@@ -406,23 +523,39 @@ class DetectorNode:
 
     # ------------------------------------------------------------------ runtime parameters
     def _on_set_parameters(self, parameters: list) -> Any:
-        """``ros2 param set``: validate the runtime parameters together; refuse with a reason
-        (nothing changes) or apply them to the pipeline between two frames."""
+        """``ros2 param set`` (on-set callback): validate our parameters of the set together
+        (``classes`` also against the detector's); refuse with the reason, changing nothing.
+        Applies nothing itself (``_on_parameters_set`` does, once every callback accepted the
+        set), except on Humble, which has no post-set callback."""
         from rcl_interfaces.msg import SetParametersResult
-        # only ours: rclpy's own (use_sim_time, qos_overrides.*) are rclpy's business
-        changes = {p.name: _plain(p.value) for p in parameters if p.name in PARAMS_BY_NAME}
+        changes = _our_changes(parameters)
         if not changes:
             return SetParametersResult(successful=True)
         try:
             new = with_runtime_changes(self.params, changes)
             if self.configured:
-                with self._pipeline_lock:
-                    self.pipeline.set_output_params(new)
+                self.pipeline.check_output_params(new)
         except ParameterError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        self.params = new
-        self.node.get_logger().info(f'parameters changed: {changes}')
+        if self._apply_on_set:
+            self._adopt(new, changes)
         return SetParametersResult(successful=True)
+
+    def _on_parameters_set(self, parameters: list) -> None:
+        """Post-set callback: the set was accepted by every callback; apply it."""
+        changes = _our_changes(parameters)
+        if changes:
+            try:
+                self._adopt(with_runtime_changes(self.params, changes), changes)
+            except ParameterError as exc:     # validated a moment ago: cannot happen
+                self._warn_log(f'parameters {changes} not applied: {exc}')
+
+    def _adopt(self, new: DetectorParams, changes: dict) -> None:
+        """The node's parameters become ``new`` now, the pipeline's between two frames."""
+        self.params = new
+        if self.configured:
+            self._between_frames.request(lambda: self.pipeline.set_output_params(new))
+        self.node.get_logger().info(f'parameters changed: {changes}')
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostic_status(self) -> Any:
@@ -453,11 +586,19 @@ class DetectorNode:
 
     # ------------------------------------------------------------------ teardown
     def destroy(self) -> None:
-        """Stop inference and destroy the rclpy node."""
+        """Stop inference, release TF and the model, and destroy the rclpy node."""
         if self.active:
             self.deactivate()
         self.mailbox.close()
+        if self.configured:
+            self.cleanup()
         self.node.destroy_node()
+
+
+def _our_changes(parameters: list) -> dict[str, Any]:
+    """Our parameters in a set, by name (rclpy's own, use_sim_time and qos_overrides.*, are
+    rclpy's business)."""
+    return {p.name: _plain(p.value) for p in parameters if p.name in PARAMS_BY_NAME}
 
 
 def _plain_node(node_name: str, **node_kwargs: Any) -> Any:
@@ -566,7 +707,7 @@ def main(args: Sequence[str] | None = None) -> int:
         except Exception as exc:          # checkpoint missing or mismatched, CUDA, ...
             logger.fatal(f'cannot start: {type(exc).__name__}: {exc}')
             return 1
-        executor = MultiThreadedExecutor()
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
         executor.add_node(detector_node.node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

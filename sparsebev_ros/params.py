@@ -117,6 +117,9 @@ def _frame_id(optional: bool) -> Validator:
     def check(value: str) -> str | None:
         if not value:
             return None if optional else 'must not be empty'
+        if value.startswith('/'):       # ROS 1 habit; tf2 raises on it (buffer_core.cpp)
+            return (f"must not start with '/' (tf2 refuses such frame ids and every lookup "
+                    f"would fail): use {value.lstrip('/')!r}")
         return None if re.fullmatch(r'[A-Za-z0-9_./-]+', value) else 'is not a valid TF frame id'
     return check
 
@@ -377,6 +380,20 @@ def with_runtime_changes(params: DetectorParams, changes: Mapping[str, Any]) -> 
         raise ParameterError(f'parameter(s) {", ".join(read_only)} cannot change while the node '
                              f'runs (only {", ".join(RUNTIME_PARAMS)} can); restart the node')
     return validate({**as_dict(params), **changes})
+
+
+def undeclared_notice(names: Sequence[str], known: Sequence[str] = tuple(PARAMS_BY_NAME)) -> str:
+    """The node's WARN about parameter overrides it does not declare. rclpy ignores them; they
+    are usually meant for other nodes (a shared ``/**`` file), so they are not an error, but a
+    typo would leave the default in place: a name close to a ``known`` one says which."""
+    import difflib
+    named = []
+    for name in names:
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+        named.append(f'{name} (did you mean {close[0]!r}?)' if close else name)
+    return (f'ignoring parameter(s) this node does not declare: {", ".join(named)}. Meant for '
+            'other nodes (a shared /** parameter file)? If not, fix the name: this node '
+            'keeps its default.')
 
 
 def _copy_default(value: Any) -> Any:

@@ -110,6 +110,11 @@ class Pipeline:
                                  f'classes {", ".join(self.class_names)}')
         return np.array([i for i, c in enumerate(self.class_names) if c in wanted], dtype=np.int64)
 
+    def check_output_params(self, params: DetectorParams) -> None:
+        """Raise ParameterError, changing nothing, when :meth:`set_output_params` would refuse
+        ``params`` (a class the detector lacks); lock-free."""
+        self._class_filter(params)
+
     def set_output_params(self, params: DetectorParams) -> None:
         """Adopt new output parameters while running (score_threshold, classes, publish_markers,
         marker_style); raises ParameterError and changes nothing when ``classes`` is invalid.

@@ -17,9 +17,9 @@ nothing else.
 """
 from __future__ import annotations
 
-from sparsebev_core.resets import (CAMERA_TIME_SPREAD, EXPLICIT, IMAGE_SIZE_CHANGED,  # noqa: F401
-                                   INVALID_FRAME, RESET_REASONS, RIG_CHANGED, TIME_BACKWARDS,
-                                   TIME_GAP)
+from sparsebev_core.resets import (CAMERA_TIME_SPREAD, CLOCK_JUMP, EXPLICIT,  # noqa: F401
+                                   IMAGE_SIZE_CHANGED, INVALID_FRAME, RESET_REASONS, RIG_CHANGED,
+                                   TIME_BACKWARDS, TIME_GAP)
 
 # ------------------------------------------------------------- a camera missing from a set / frame
 LATE = 'late'                                 # not there at the set's deadline (synchroniser)
@@ -68,6 +68,6 @@ NO_SUBSCRIBERS = 'no_subscribers'             # a set not processed: nobody list
 NODE_COUNTS: tuple[str, ...] = (NO_SUBSCRIBERS,)
 
 # ------------------------------------------------------------- temporal-memory resets
-ROS_RESETS: tuple[str, ...] = (CAMERA_TIME_SPREAD, IMAGE_SIZE_CHANGED, INVALID_FRAME)
-"""Reset keys the ROS pipeline decides (the others: the detector's time and rig rules, and
-``explicit`` for ``~/reset``)."""
+ROS_RESETS: tuple[str, ...] = (CAMERA_TIME_SPREAD, IMAGE_SIZE_CHANGED, INVALID_FRAME, CLOCK_JUMP)
+"""Reset keys the ROS layer decides (the pipeline's rules, and the node's clock jumping back;
+the others: the detector's time and rig rules, and ``explicit`` for ``~/reset``)."""

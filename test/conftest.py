@@ -1,15 +1,18 @@
 """``colcon test`` runs pytest in this package with ``--junit-prefix=sparsebev_ros``; without
-care it would run the whole ML suite (minutes of training and parity checks). Under colcon only
-the tests marked ``colcon`` (the ROS packaging, parameter and dependency checks) run, unless
-``SPARSEBEV_ALL_TESTS=1`` or an explicit ``-m`` expression asks for more. Plain
-``pytest test`` is unaffected."""
+care it would run the whole ML suite (minutes of training and parity checks) and, on a ROS
+machine with only package.xml's dependencies (no torch, rosbags, nuscenes-devkit: pip installs),
+abort on the first module that cannot be imported. Under colcon only ``test/packaging/`` (the
+ROS packaging, parameter and dependency checks) is collected -- the other modules are not even
+imported -- unless ``SPARSEBEV_ALL_TESTS=1``. Plain ``pytest test`` is unaffected."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 PACKAGE = 'sparsebev_ros'
+PACKAGING_TESTS = Path(__file__).resolve().parent / 'packaging'
 
 
 def run_by_colcon(config: pytest.Config) -> bool:
@@ -17,14 +20,16 @@ def run_by_colcon(config: pytest.Config) -> bool:
     return config.getoption('junitprefix', None) == PACKAGE
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    if not run_by_colcon(config) or os.environ.get('SPARSEBEV_ALL_TESTS') or config.option.markexpr:
-        return
-    keep = [item for item in items if item.get_closest_marker('colcon')]
-    deselected = [item for item in items if not item.get_closest_marker('colcon')]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = keep
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under colcon: nothing outside test/packaging/ is collected (or imported)."""
+    if not run_by_colcon(config) or os.environ.get('SPARSEBEV_ALL_TESTS'):
+        return None
+    path = collection_path.resolve()
+    if path == PACKAGING_TESTS or PACKAGING_TESTS in path.parents:
+        return None
+    if path.is_dir() and path in PACKAGING_TESTS.parents:     # on the way down to it
+        return None
+    return True
 
 
 @pytest.fixture(scope='module')
@@ -52,5 +57,5 @@ def tiny():
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     if run_by_colcon(config) and not os.environ.get('SPARSEBEV_ALL_TESTS'):
-        return ["colcon test: only the tests marked 'colcon' run (SPARSEBEV_ALL_TESTS=1 for all)"]
+        return ['colcon test: only test/packaging/ runs (SPARSEBEV_ALL_TESTS=1 for all)']
     return []

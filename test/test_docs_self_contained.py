@@ -30,7 +30,8 @@ FORBIDDEN = [
     (re.compile(r'STYLE\.md'), 'cites the style note outside the repository'),
     (re.compile(r'\bspec[/]\w+\.md'), 'cites the specification folder outside the repository: '
                                       'cite docs/official_model.md or docs/ros2.md'),
-    (re.compile(r'\.\.[/]shared'), 'cites the shared folder outside the repository'),
+    # except ros_upstream: source archives tier 2 may build from (an input, not a document)
+    (re.compile(r'\.\.[/]shared(?![/]ros_upstream)'), 'cites the shared folder outside the repository'),
     (re.compile(r'\b[Ss]pec\s+(?:sections?\s+)?§?\s*\d'),
      'a bare specification section number: cite docs/official_model.md section N'),
 ]

@@ -21,7 +21,8 @@ from imports import ROOT, imports_of, module_name
 
 CORE = 'sparsebev_core'
 UPPER_LAYERS = ('sparsebev_ros', 'sparsebev_cli')
-CONTRACTS = ('errors', 'geometry', 'frame', 'rig', 'resets', 'attributes', 'image', 'yaml_file')
+CONTRACTS = ('errors', 'geometry', 'frame', 'rig', 'resets', 'attributes', 'image', 'png',
+             'yaml_file')
 FLOORS: dict[str, int] = {
     'contracts': 0,                                # the data and the rules every layer shares
     'recipe': 1, 'devices': 1,                     # what a model is; where code runs

@@ -227,12 +227,13 @@ def test_every_reset_rule_speaks_the_one_key_vocabulary():
     pipe.reset()                                             # explicit
     det.refuse = True
     pipe.process(frame_images(10, scale=2))                  # invalid_frame
+    pipe.reset(resets.CLOCK_JUMP)          # what the node does when its /clock jumps back
     # rig_changed cannot happen here: the pipeline's rig is its camera_names parameter
     # (test_streaming.py covers it)
     assert dict(pipe.stats.resets) == {key: 1 for key in resets.RESET_REASONS
                                        if key != resets.RIG_CHANGED}
     assert det.resets == ['camera_time_spread', 'image_size_changed', 'time_backwards',
-                          'time_gap', 'explicit', 'invalid_frame']
+                          'time_gap', 'explicit', 'invalid_frame', 'clock_jump']
     own = {value for name, value in vars(pipeline_module).items() if name.startswith('RESET_')}
     assert own <= set(resets.RESET_REASONS)
 

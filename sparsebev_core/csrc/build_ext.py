@@ -2,11 +2,12 @@
 
 ``setup.py`` calls :func:`extension_kwargs` and passes the result to ``setup()``. The extension
 is built when torch is importable with CUDA support (``torch.version.cuda``) and a CUDA toolkit
-is found (``CUDA_HOME`` / ``nvcc``); otherwise a message says why it was skipped and the package
-installs without it (the torch backend is always there). pip's build isolation hides the
-installed torch from setup.py, so the CUDA build needs::
-
-    pip install --no-build-isolation -e .
+is found (``CUDA_HOME`` / ``nvcc``); otherwise a message (on stdout: it is information, and
+colcon flags every package that writes to stderr) says why it was skipped and the package
+installs without it (the torch backend is always there). Without a toolkit, torch is not even
+imported. The Python that runs setup.py must see torch: pip's build isolation hides it
+(``pip install --no-build-isolation -e .``); colcon runs setup.py with its own interpreter
+(run the colcon of the environment that has torch, ``python -m colcon build``).
 
 ``TORCH_CUDA_ARCH_LIST`` picks the GPU architectures (default ``7.5+PTX;8.0;8.6;8.9;9.0``: machine
 code for Turing, A100, RTX 30xx, RTX 40xx/L4/L40, H100/H200, plus Turing PTX that the driver
@@ -16,6 +17,7 @@ and Blackwell). ``SPARSEBEV_NO_CUDA=1`` skips the build on purpose.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,17 +39,27 @@ def cuda_build_unavailable_reason() -> str | None:
     """Why the CUDA extension cannot be built here, or None when it can."""
     if os.environ.get('SPARSEBEV_NO_CUDA', '') not in ('', '0'):
         return 'SPARSEBEV_NO_CUDA is set'
+    if not cuda_toolkit_may_exist():
+        return 'no CUDA toolkit found (set CUDA_HOME or put nvcc on PATH)'
     try:
         import torch
         from torch.utils import cpp_extension
     except ImportError as error:
-        return (f'torch is not importable in the build environment ({error}); pip build isolation '
-                'hides it: use `pip install --no-build-isolation -e .`')
+        return (f'torch is not importable by the Python running the build ({sys.executable}: '
+                f'{error}); with pip use `pip install --no-build-isolation -e .`, with colcon '
+                'run the colcon of the environment that has torch (`python -m colcon build`)')
     if torch.version.cuda is None:
         return f'torch {torch.__version__} is a CPU-only build'
     if cpp_extension.CUDA_HOME is None:
         return 'no CUDA toolkit found (set CUDA_HOME or put nvcc on PATH)'
     return None
+
+
+def cuda_toolkit_may_exist() -> bool:
+    """Where torch's ``cpp_extension`` looks for the toolkit (CUDA_HOME, CUDA_PATH, nvcc on
+    PATH, /usr/local/cuda), checked without importing torch (seconds, on every setup.py call)."""
+    return bool(os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH')
+                or shutil.which('nvcc') or Path('/usr/local/cuda').exists())
 
 
 def extension_kwargs() -> dict:
@@ -59,8 +71,7 @@ def extension_kwargs() -> dict:
         reason = cuda_build_unavailable_reason()
         if reason is not None:
             print(f'sparsebev_core: not building the CUDA sampling op ({reason}); the torch '
-                  'backend will be used. Build it later with `python -m sparsebev_core.ops.build`.',
-                  file=sys.stderr)
+                  'backend will be used. Build it later with `python -m sparsebev_core.ops.build`.')
             return {}
         from torch.utils.cpp_extension import BuildExtension, CUDAExtension
         os.environ.setdefault('TORCH_CUDA_ARCH_LIST', DEFAULT_ARCH_LIST)

@@ -7,10 +7,12 @@ import yaml
 from sparsebev_core.geometry import CAMERA_NAMES, nuscenes_lidar_to_ego
 from sparsebev_ros.params import (PARAMS, PARAMS_BY_NAME, RUNTIME_PARAMS, ParameterError, as_dict,
                                   declarations, defaults, load_yaml, markdown_table,
-                                  parameters_from_yaml, to_yaml, validate, with_runtime_changes)
+                                  parameters_from_yaml, to_yaml, undeclared_notice, validate,
+                                  with_runtime_changes)
 
-ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.colcon          # among the checks `colcon test` runs (test/conftest.py)
+ROOT = Path(__file__).resolve().parents[2]
+# validation checks `preset` against the presets, which import torch
+pytestmark = pytest.mark.usefixtures('needs_torch')
 
 
 def test_defaults_are_valid_and_follow_the_nuscenes_topic_layout():
@@ -42,6 +44,12 @@ def test_defaults_are_valid_and_follow_the_nuscenes_topic_layout():
     ('preset', 'r49', "'preset' must be one of"),
     ('model_rotation_xyzw', [0, 0, 0, 2], "'model_rotation_xyzw' must be a unit quaternion"),
     ('world_frame', '', "'world_frame' must not be empty"),
+    # a leading '/' (ROS 1): real tf2 raises InvalidArgumentException on every lookup
+    ('world_frame', '/map', "'world_frame' must not start with '/' (tf2 refuses such frame "
+                            "ids and every lookup would fail): use 'map'"),
+    ('base_frame', '/base_link', "'base_frame' must not start with '/'"),
+    ('output_frame', '//odom', "'output_frame' must not start with '/'"),
+    ('model_frame', '/lidar_top', "'model_frame' must not start with '/'"),
     ('anchor_camera', 'CAM_TOP', "'anchor_camera' must be one of"),
 ])
 def test_invalid_values_fail_with_a_message_naming_the_parameter(name, value, message):
@@ -132,3 +140,12 @@ def test_only_the_runtime_parameters_change_while_running_and_bad_values_change_
     with pytest.raises(ParameterError, match='unknown parameter'):
         with_runtime_changes(p, {'score_treshold': 0.1})
     assert '(settable while running)' in markdown_table()
+
+
+def test_overrides_the_node_does_not_declare_are_named_with_the_likely_meant_one():
+    """The node's WARN for overrides it does not declare (a shared ``/**`` file carries other
+    nodes' keys): each is named, a near-miss of ours with what was probably meant."""
+    text = undeclared_notice(['robot_description_package', 'score_treshold'])
+    assert 'robot_description_package,' in text                    # foreign: named, no guess
+    assert "score_treshold (did you mean 'score_threshold'?)" in text
+    assert 'shared /** parameter file' in text and 'keeps its default' in text
