@@ -42,7 +42,7 @@ demo-model: venv
 test: test-core test-ros2
 
 test-core: venv-test
-	$(BIN)/python -m pytest -q test
+	$(BIN)/python -m pytest -q --durations=25 test
 
 test-ros2: venv-test
 	bash scripts/ros2_tier2.sh
