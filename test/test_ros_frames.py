@@ -37,7 +37,7 @@ def make_tf(frames=range(20), static=True):
     for f in frames:
         for i in range(6):
             s = camera_stamp(f, i)
-            put(tf, 'map', 'base_link', T_world_ego(s), s)
+            put(tf, 'odom', 'base_link', T_world_ego(s), s)
     return tf
 
 
@@ -122,7 +122,7 @@ def test_camera_spread_over_limit_skips_and_resets_memory():
 def test_tf_lookup_before_first_transform_skips_frame():
     pipe, det = pipeline(tf=make_tf(frames=[]))
     out = pipe.process(frame_images(0))
-    assert out.reason == 'tf_unavailable' and 'map' in out.detail
+    assert out.reason == 'tf_unavailable' and 'odom' in out.detail
     assert det.frames == [] and pipe.stats.skipped['tf_unavailable'] == 1
 
 
@@ -256,12 +256,12 @@ def test_explicit_reset_and_hooks():
 
 
 # ------------------------------------------------------------------ outputs
-@pytest.mark.parametrize('output_frame', ['base_link', 'map', 'CAM_FRONT'])
+@pytest.mark.parametrize('output_frame', ['base_link', 'odom', 'CAM_FRONT'])
 def test_published_boxes_are_the_truth_in_the_output_frame(output_frame):
     pipe, det = pipeline(output_frame=output_frame, score_threshold=0.1)
     out = pipe.process(frame_images(4))
     stamp = camera_stamp(4, 0)
-    T_world_out = {'base_link': T_world_ego(stamp), 'map': np.eye(4),
+    T_world_out = {'base_link': T_world_ego(stamp), 'odom': np.eye(4),
                    'CAM_FRONT': T_world_ego(stamp) @ T_ego_cam(0)}[output_frame]
     truth = truth_in(invert_transform(T_world_out))
     np.testing.assert_allclose(out.boxes[:, :6], truth[:, :6], atol=1e-3)
