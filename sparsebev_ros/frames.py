@@ -19,7 +19,7 @@ that raises :class:`TransformUnavailable`; the node wraps ``tf2_ros.Buffer`` wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -230,7 +230,7 @@ class FrameAssembler:
                         f'CameraInfo is for {info_hw[1]}x{info_hw[0]}', name)
         if distorted:
             try:
-                pixels = self.undistort(i, pixels, info, K)
+                pixels = self.undistort(i, cast(np.ndarray, pixels), info, K)   # decoded
             except DistortionRefused as exc:
                 return Skip(exc.reason, str(exc), name)
             if i not in self._distortion_reported:

@@ -103,7 +103,7 @@ class Undistorter:
     def __call__(self, camera_index: int, image: np.ndarray, info: Any, K: np.ndarray
                  ) -> np.ndarray:
         """``image`` (H, W, 3) as a pinhole image of ``K``; raises DistortionRefused."""
-        c = calibration_of(info, K, image.shape[:2])
+        c = calibration_of(info, K, (image.shape[0], image.shape[1]))
         if self.mode == 'refuse':
             raise DistortionRefused(reasons.DISTORTED_IMAGE,
                                     f"CameraInfo has non-zero distortion ({c.model}) on a raw "

@@ -383,7 +383,9 @@ def test_runtime_parameters_change_the_output_and_invalid_ones_are_refused(ros):
     detector, rig, listener = ros
     node = detector.node
     results = node.set_parameters([Parameter('score_threshold', value=1.5)])
-    assert not results[0].successful and "'score_threshold' must be <= 1.0" in results[0].reason
+    # refused by rclpy already: the descriptor carries the schema's range
+    assert not results[0].successful and 'score_threshold out of range' in results[0].reason
+    assert 'Max: 1.0' in results[0].reason
     results = node.set_parameters([Parameter('preset', value='r50_nuimg_704x256')])
     assert not results[0].successful                                  # read-only
     results = node.set_parameters([Parameter('classes', value=['car', 'dog'])])
@@ -408,6 +410,25 @@ def test_runtime_parameters_change_the_output_and_invalid_ones_are_refused(ros):
     finally:
         results = node.set_parameters([Parameter('score_threshold', value=0.0),
                                        Parameter('publish_markers', value=True)])
+        assert all(r.successful for r in results)
+
+    # per class (score_thresholds.<class>): 1.0 for every class empties the output as well
+    from sparsebev_core.geometry import CLASS_NAMES
+    names = [f'score_thresholds.{c}' for c in CLASS_NAMES]
+    results = node.set_parameters([Parameter('score_thresholds.car', value=1.5)])
+    assert not results[0].successful and 'score_thresholds.car out of range' in results[0].reason
+    assert detector.params.score_thresholds == {}
+    results = node.set_parameters([Parameter(name, value=1.0) for name in names])
+    assert all(r.successful for r in results), results
+    assert detector.pipeline.params.score_thresholds == dict.fromkeys(CLASS_NAMES, 1.0)
+    try:
+        t = T0 + 92.0
+        rig.publish_pose(t - PERIOD)
+        publish_and_wait(rig, listener, t)
+        with listener.lock:
+            assert len(listener.detections[-1].detections) == 0
+    finally:           # the entries cannot be unset again: back to the global threshold's value
+        results = node.set_parameters([Parameter(name, value=0.0) for name in names])
         assert all(r.successful for r in results)
 
 
