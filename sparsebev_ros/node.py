@@ -100,12 +100,15 @@ def parameter_descriptor(rp: 'RosParameter') -> Any:
 
 def _declare(node: 'Node', rp: 'RosParameter') -> Any:
     """Declare one ROS parameter; its value (None: an optional entry left unset)."""
-    from rclpy.exceptions import InvalidParameterValueException
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     from rclpy.parameter import Parameter
     default = Parameter.Type.DOUBLE if rp.optional else \
         _plain(PARAMS_BY_NAME[rp.schema_name].default)
     try:
         return _plain(node.declare_parameter(rp.name, default, parameter_descriptor(rp)).value)
+    except InvalidParameterTypeException:           # a typed entry given an integer (`0`)
+        raise ParameterError(f"parameter '{rp.name}' must be a floating-point number "
+                             '(write 0.0, not 0)') from None
     except InvalidParameterValueException as exc:   # the schema checked the values before
         raise ParameterError(f"parameter '{rp.name}': {exc}") from None
 

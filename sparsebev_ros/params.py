@@ -532,12 +532,17 @@ def load_yaml(path: str | Path, node_name: str = NODE_NAME) -> DetectorParams:
 
 
 def to_yaml(params: DetectorParams | None = None) -> str:
-    """A ``/**: ros__parameters:`` YAML document with every parameter and its description."""
+    """A ``/**: ros__parameters:`` YAML document with every parameter and its description (an
+    empty map as a comment: rcl's parameter-file parser refuses ``{}`` followed by more keys)."""
     params = params or defaults()
     values = as_dict(params)
     lines = ['/**:', '  ros__parameters:']
     for p in PARAMS:
         lines.append(f'    # {p.description}')
+        if isinstance(values[p.name], Mapping) and not values[p.name]:
+            lines.append(f'    # {p.name}: {{<key>: <value>, ...}}   (none set; a ROS 2 parameter '
+                         'file cannot hold an empty map)')
+            continue
         lines.append(f'    {p.name}: {_yaml_value(values[p.name])}')
     return '\n'.join(lines) + '\n'
 

@@ -78,7 +78,8 @@ def test_config_file_validates_and_lists_every_parameter():
     path = ROOT / 'config' / 'detector.yaml'
     params = load_yaml(path)
     section = yaml.safe_load(path.read_text())['/**']['ros__parameters']
-    assert sorted(section) == sorted(p.name for p in PARAMS)
+    # every parameter but an empty map (a comment there: rcl refuses `name: {}`)
+    assert sorted(section) == sorted(p.name for p in PARAMS if not (p.keys and not p.default))
     assert as_dict(params) == as_dict(validate(section))
 
 

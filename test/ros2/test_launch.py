@@ -220,10 +220,10 @@ def test_lifecycle_autostart_reaches_active_with_per_class_thresholds_from_a_fil
     params_file = tmp_path / 'detector.yaml'
     installed = (workspace.install / 'sparsebev_ros' / 'share' / 'sparsebev_ros' / 'config' /
                  'detector.yaml').read_text()
-    assert '    score_thresholds: {}\n' in installed            # rcl parses the empty map too
+    empty = '    # score_thresholds: {<key>: <value>, ...}'
+    assert empty in installed
     params_file.write_text(installed.replace(
-        '    score_thresholds: {}\n', '    score_thresholds:\n      pedestrian: 0.2\n'
-        '      traffic_cone: 0.45\n'))
+        empty, '    score_thresholds:\n      pedestrian: 0.2\n      traffic_cone: 0.45\n' + empty))
     launched = Launched(workspace, 'lifecycle:=true', 'autostart:=true',
                         f'params_file:={params_file}')
     try:

@@ -292,6 +292,11 @@ def test_corrupt_jpeg_and_time_going_backwards_are_survived(ros):
     ('preset', 'r50_nuimg', "'preset' must be one of"),
     ('image_topics', ['/a', '/b'], "'image_topics' has 2 topics but camera_names has 6"),
     ('score_treshold', 0.2, 'unknown parameter.s. score_treshold'),
+    # ranges are also in the descriptors now: the schema's message comes first all the same
+    ('max_detections', 0, "'max_detections' must be >= 1"),
+    ('score_thresholds.car', 1.5, "'score_thresholds' entry 'car' must be <= 1.0"),
+    ('score_thresholds.car', 0, "'score_thresholds.car' must be a floating-point number"),
+    ('score_thresholds.dog', 0.5, 'unknown parameter.s. score_thresholds.dog'),
 ])
 def test_invalid_parameters_fail_at_start_up_naming_the_parameter(ros, name, value, expected):
     from sparsebev_ros.params import ParameterError
