@@ -50,7 +50,7 @@ def ros():
     overrides = [Parameter('preset', value='tiny'), Parameter('device', value='cpu'),
                  Parameter('score_threshold', value=0.0),
                  Parameter('max_detections', value=MAX_DETECTIONS),
-                 Parameter('tf_timeout', value=1.0), Parameter('world_frame', value='map'),
+                 Parameter('tf_timeout', value=1.0),         # world_frame: the default
                  Parameter('output_frame', value='base_link'),
                  Parameter('image_transport', value='compressed'),
                  Parameter('image_topics', value=RIG_IMAGE_TOPICS),
