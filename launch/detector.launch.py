@@ -13,6 +13,11 @@ topic the node subscribes (with ``/compressed`` for compressed transport) and th
 topic; empty = the parameter file's topics. ``namespace`` puts the node (and its outputs) under
 a namespace; RViz then gets a copy of ``config/sparsebev.rviz`` whose topics follow it.
 
+``lifecycle:=true`` starts a managed node (launch_ros ``LifecycleNode``) that waits unconfigured
+for a lifecycle manager (nav2_lifecycle_manager, ``ros2 lifecycle set``); with
+``autostart:=true`` the launch itself configures it as soon as it is up and activates it once it
+is ``inactive`` (``ChangeState`` events; launch_ros has no ``autostart`` argument before Kilted).
+
 ``rviz:=true`` on a machine without rviz2 fails before anything is started (a detector started
 first would outlive the failed launch, orphaned, still holding the GPU and publishing).
 """
@@ -140,16 +145,42 @@ def _nodes(context: LaunchContext) -> list:
             remappings.append((info_topic, info))
 
     lifecycle = _is_true(LaunchConfiguration('lifecycle').perform(context))
-    detector = Node(package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME, namespace=namespace,
-                    output='screen', parameters=[LaunchConfiguration('params_file'), overrides],
-                    remappings=remappings, arguments=[LIFECYCLE_FLAG] if lifecycle else [])
-    actions = [detector]
+    node = dict(package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME, namespace=namespace,
+                output='screen', parameters=[LaunchConfiguration('params_file'), overrides],
+                remappings=remappings)
+    if lifecycle:
+        actions = _managed_detector(node, _is_true(LaunchConfiguration('autostart').perform(context)))
+    else:
+        actions = [Node(**node, arguments=[])]
     if rviz:
         layout = rviz_config(namespace, shown_images, str(overrides.get('output_frame', '')))
         actions.append(Node(package='rviz2', executable='rviz2', name='rviz2', output='log',
                             arguments=['-d', layout],
                             parameters=[{'use_sim_time': use_sim_time}]))
     return actions
+
+
+def _managed_detector(node: dict, autostart: bool) -> list:
+    """The detector as a launch_ros ``LifecycleNode``; with ``autostart`` also the events that
+    configure it once launched and activate it when it reaches ``inactive``."""
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.events import matches_action
+    from launch_ros.actions import LifecycleNode
+    from launch_ros.event_handlers import OnStateTransition
+    from launch_ros.events.lifecycle import ChangeState
+    from lifecycle_msgs.msg import Transition
+
+    detector = LifecycleNode(**node, arguments=[LIFECYCLE_FLAG])
+    if not autostart:
+        return [detector]
+
+    def transition(transition_id: int) -> EmitEvent:
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(detector),
+                                           transition_id=transition_id))
+    activate_when_configured = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=detector, start_state='configuring', goal_state='inactive',
+        entities=[transition(Transition.TRANSITION_ACTIVATE)]))
+    return [activate_when_configured, detector, transition(Transition.TRANSITION_CONFIGURE)]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -163,7 +194,11 @@ def generate_launch_description() -> LaunchDescription:
                                           "/<namespace>/sparsebev/...; '' = none"),
         DeclareLaunchArgument('lifecycle', default_value='false',
                               description='true: a managed (lifecycle) node that waits '
-                                          'unconfigured for `ros2 lifecycle set`'),
+                                          'unconfigured for a lifecycle manager or `ros2 '
+                                          'lifecycle set` (unless autostart:=true)'),
+        DeclareLaunchArgument('autostart', default_value='false',
+                              description='with lifecycle:=true: configure and activate the '
+                                          'node from the launch (a plain node is always active)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='use /clock (true when playing a bag with --clock)'),
         DeclareLaunchArgument('rviz', default_value='false',

@@ -243,11 +243,6 @@ def has_distortion(msg: Any) -> bool:
     return bool(d.size and (np.any(np.abs(d) > 1e-12) or not np.all(np.isfinite(d))))
 
 
-def distortion_not_finite(msg: Any) -> bool:
-    """True when CameraInfo's distortion coefficients hold NaN or Inf (a broken calibration)."""
-    return not bool(np.all(np.isfinite(np.asarray(msg.d, dtype=np.float64))))
-
-
 def camera_info_size(msg: Any) -> tuple[int, int]:
     """(H, W) the calibration refers to; (0, 0) when unset."""
     return int(msg.height), int(msg.width)

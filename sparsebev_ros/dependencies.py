@@ -58,6 +58,8 @@ NODE_DEPENDENCIES: tuple[Dependency, ...] = (
     Dependency('numpy', 'everything', 'python3-numpy'),
     Dependency('yaml', 'parameter files', 'python3-yaml'),
     Dependency('PIL', 'the official bicubic resize of the network input', 'python3-pil'),
+    Dependency('cv2', 'undistorting raw images with lens distortion (distorted_images)',
+               'python3-opencv'),
     # pip, not declared although keys exist: python3-torch is the distribution's CPU build and
     # python3-pytorch-pip does not pick the CUDA build (and adds torchvision); every *-pip key
     # makes rosdep run pip as root into the system Python -- outside the venv with torch, and

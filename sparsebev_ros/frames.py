@@ -19,7 +19,7 @@ that raises :class:`TransformUnavailable`; the node wraps ``tf2_ros.Buffer`` wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -27,10 +27,12 @@ from sparsebev_core.frame import CameraView, Frame
 from sparsebev_core.image import image_size
 
 from . import codecs
+from .optical_frames import OpticalFrameCheck
 from .params import DetectorParams
 from .reasons import (CAMERA_INFO_SIZE, CAMERA_TIME_SPREAD, DECODE_ERROR, IMAGE_TOO_LARGE,
                       MISSING_CAMERA, MISSING_CAMERA_INFO, MISSING_FRAME_ID, TF_EXTRAPOLATION,
                       TF_UNAVAILABLE, UNSUPPORTED_ENCODING, ZERO_CAMERA_INFO, ZERO_STAMP)
+from .undistort import DistortionRefused, Undistorter
 
 
 class TransformUnavailable(Exception):
@@ -81,7 +83,8 @@ class FrameAssembler:
     Args:
         params: validated node parameters (cameras, frames, anchor camera, limits, K source).
         lookup: transform lookup (see module docstring).
-        warn: ``warn(key, text)`` for one-off notices (non-zero distortion).
+        warn: ``warn(key, text)`` for one-off notices (a distorted camera being undistorted,
+            a camera frame that does not look optical: ``optical_frames``).
         decode_images: decode CompressedImages here (True), or check them without decoding
             (format, signature, header size against the CameraInfo) and hand the encoded bytes
             on, so that the detector decodes the six images in its pool or on the GPU, once.
@@ -97,6 +100,8 @@ class FrameAssembler:
         self.camera_infos: list[Any] = [None] * len(self.names)
         self.anchor_index = params.anchor_index
         self._distortion_reported: set[int] = set()
+        self.undistort = Undistorter(params.distorted_images)
+        self.check_optical = OpticalFrameCheck(self.warn, params.base_frame)
 
     def set_camera_info(self, camera_index: int, msg: Any) -> None:
         """Keep the latest CameraInfo of one camera."""
@@ -195,26 +200,23 @@ class FrameAssembler:
         except codecs.CameraInfoError as exc:
             return Skip(ZERO_CAMERA_INFO, str(exc), name)
         nominal[i] = (K, None)
-        if i not in self._distortion_reported and codecs.has_distortion(info):
-            self._distortion_reported.add(i)
-            what = ('non-finite distortion coefficients (broken calibration?)'
-                    if codecs.distortion_not_finite(info) else
-                    f'non-zero distortion ({info.distortion_model})')
-            self.warn(f'distortion/{name}', f'{name}: CameraInfo has {what}; the model '
-                      'assumes rectified images, boxes will be less accurate')
+        # a raw stream's distortion is removed here (undistort.py); rectified ones have none
+        distorted = not p.use_projection_matrix and codecs.has_distortion(info)
         frame_id = (str(msg.header.frame_id) or str(info.header.frame_id)).lstrip('/')
         if not frame_id:
             return Skip(MISSING_FRAME_ID, 'image and CameraInfo have an empty header.frame_id', name)
         T_ego_cam = self.lookup_checked(p.base_frame, frame_id, stamp_ns, name)
         if isinstance(T_ego_cam, Skip):
             return T_ego_cam
+        self.check_optical(name, frame_id, T_ego_cam)
         nominal[i] = (K, T_ego_cam)
         T_world_ego = T_world_ego_ref if stamp_ns == anchor_ns else \
             self.lookup_checked(p.world_frame, p.base_frame, stamp_ns, name)
         if isinstance(T_world_ego, Skip):
             return T_world_ego
         try:                               # pixels last: decoding is the expensive part
-            pixels = codecs.to_camera_image(msg, self.decode_images, p.max_image_pixels)
+            pixels = codecs.to_camera_image(msg, self.decode_images or distorted,
+                                            p.max_image_pixels)
             height, width = image_size(pixels)     # or left to the detector (encoded bytes)
         except codecs.UnsupportedEncodingError as exc:
             return Skip(UNSUPPORTED_ENCODING, str(exc), name)
@@ -226,5 +228,14 @@ class FrameAssembler:
         if info_hw != (0, 0) and info_hw != (height, width):
             return Skip(CAMERA_INFO_SIZE, f'image is {width}x{height} but its '
                         f'CameraInfo is for {info_hw[1]}x{info_hw[0]}', name)
+        if distorted:
+            try:
+                pixels = self.undistort(i, cast(np.ndarray, pixels), info, K)   # decoded
+            except DistortionRefused as exc:
+                return Skip(exc.reason, str(exc), name)
+            if i not in self._distortion_reported:
+                self._distortion_reported.add(i)
+                self.warn(f'distortion/{name}', f'{name}: CameraInfo has non-zero distortion '
+                          f'({info.distortion_model}) on a raw stream: undistorting its images')
         return CameraView(image=pixels, K=K, T_ego_cam=T_ego_cam,
                           stamp=codecs.ns_to_seconds(stamp_ns), T_world_ego=T_world_ego, name=name)

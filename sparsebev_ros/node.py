@@ -51,7 +51,7 @@ from . import codecs
 from .backpressure import LatestMailbox
 from .between_frames import BetweenFrames
 from .frames import Skip, TransformUnavailable, tf2_exception_reason
-from .params import (NODE_NAME, PARAMS, PARAMS_BY_NAME, DetectorParams, ParameterError,
+from .params import (NODE_NAME, PARAMS_BY_NAME, DetectorParams, ParameterError, group_nested,
                      undeclared_notice, validate, with_runtime_changes)
 from .reasons import CLOCK_JUMP, EXPLICIT, NO_SUBSCRIBERS
 from .statistics import (DEFAULT_ERROR_STREAK, ERROR, OK, WARN, ErrorStreak, NodeActivity,
@@ -60,6 +60,7 @@ from .statistics import (DEFAULT_ERROR_STREAK, ERROR, OK, WARN, ErrorStreak, Nod
 if TYPE_CHECKING:
     from rclpy.node import Node
 
+    from .param_descriptors import RosParameter
     from .pipeline import Pipeline, PipelineResult
 
 LATENCY_STAGES = ('assemble', 'detector', 'messages', 'total', 'end_to_end')
@@ -94,18 +95,50 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, (array.array, tuple)) else value
 
 
+def parameter_descriptor(rp: 'RosParameter') -> Any:
+    """The ``rcl_interfaces/ParameterDescriptor`` of one ROS parameter (``param_descriptors``:
+    ranges, read-only, constraints from the schema). Scalars and lists are dynamically typed
+    (ints accepted for floats, checked by the schema); a map's entries are typed doubles."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    descriptor = ParameterDescriptor(name=rp.name, type=_parameter_type(rp.type),
+                                     description=rp.description, read_only=rp.read_only,
+                                     additional_constraints=rp.additional_constraints,
+                                     dynamic_typing=not rp.optional)
+    if rp.floating_point_range is not None:
+        descriptor.floating_point_range = [FloatingPointRange(
+            from_value=rp.floating_point_range[0], to_value=rp.floating_point_range[1], step=0.0)]
+    if rp.integer_range is not None:
+        descriptor.integer_range = [IntegerRange(
+            from_value=rp.integer_range[0], to_value=rp.integer_range[1], step=1)]
+    return descriptor
+
+
+def _declare(node: 'Node', rp: 'RosParameter') -> Any:
+    """Declare one ROS parameter; its value (None: an optional entry left unset)."""
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+    from rclpy.parameter import Parameter
+    default = Parameter.Type.DOUBLE if rp.optional else \
+        _plain(PARAMS_BY_NAME[rp.schema_name].default)
+    try:
+        return _plain(node.declare_parameter(rp.name, default, parameter_descriptor(rp)).value)
+    except InvalidParameterTypeException:           # a typed entry given an integer (`0`)
+        raise ParameterError(f"parameter '{rp.name}' must be a floating-point number "
+                             '(write 0.0, not 0)') from None
+    except InvalidParameterValueException as exc:   # the schema checked the values before
+        raise ParameterError(f"parameter '{rp.name}': {exc}") from None
+
+
 def declare_parameters(node: 'Node') -> DetectorParams:
-    """Declare every parameter of :data:`sparsebev_ros.params.PARAMS` (read-only unless it is a
-    runtime one; ints accepted for floats) and validate the values; raises ParameterError
-    naming the bad one."""
-    from rcl_interfaces.msg import ParameterDescriptor
-    values = {}
-    for p in PARAMS:
-        descriptor = ParameterDescriptor(name=p.name, type=_parameter_type(p.type),
-                                         description=p.description, read_only=not p.runtime,
-                                         dynamic_typing=True)
-        default = list(p.default) if isinstance(p.default, (list, tuple)) else p.default
-        values[p.name] = _plain(node.declare_parameter(p.name, default, descriptor).value)
+    """Declare every parameter of :data:`sparsebev_ros.params.PARAMS` with its descriptor
+    (``param_descriptors``: ranges, read-only unless it is a runtime one) and validate the
+    values; raises ParameterError naming the bad one. The overrides are validated first, so
+    that a bad value gets the schema's message rather than rclpy's range error (overrides
+    this node does not declare are warned about: :func:`undeclared_overrides`)."""
+    from .param_descriptors import all_ros_parameters
+    overrides = getattr(node, '_parameter_overrides', {})
+    validate(group_nested({name: _plain(p.value) for name, p in overrides.items()}))
+    declared = {rp.name: _declare(node, rp) for rp in all_ros_parameters()}
+    values = group_nested({name: v for name, v in declared.items() if v is not None})
     return validate(values)
 
 
@@ -528,7 +561,7 @@ class DetectorNode:
         Applies nothing itself (``_on_parameters_set`` does, once every callback accepted the
         set), except on Humble, which has no post-set callback."""
         from rcl_interfaces.msg import SetParametersResult
-        changes = _our_changes(parameters)
+        changes = _our_changes(parameters, self.params)
         if not changes:
             return SetParametersResult(successful=True)
         try:
@@ -543,7 +576,7 @@ class DetectorNode:
 
     def _on_parameters_set(self, parameters: list) -> None:
         """Post-set callback: the set was accepted by every callback; apply it."""
-        changes = _our_changes(parameters)
+        changes = _our_changes(parameters, self.params)
         if changes:
             try:
                 self._adopt(with_runtime_changes(self.params, changes), changes)
@@ -595,10 +628,11 @@ class DetectorNode:
         self.node.destroy_node()
 
 
-def _our_changes(parameters: list) -> dict[str, Any]:
-    """Our parameters in a set, by name (rclpy's own, use_sim_time and qos_overrides.*, are
-    rclpy's business)."""
-    return {p.name: _plain(p.value) for p in parameters if p.name in PARAMS_BY_NAME}
+def _our_changes(parameters: list, base: DetectorParams) -> dict[str, Any]:
+    """Our parameters in a set, by schema name, a map's ``<name>.<key>`` entries gathered on
+    top of ``base``'s map (rclpy's own, use_sim_time and qos_overrides.*, are rclpy's
+    business)."""
+    return group_nested({p.name: _plain(p.value) for p in parameters}, base)
 
 
 def _plain_node(node_name: str, **node_kwargs: Any) -> Any:

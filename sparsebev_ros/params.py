@@ -54,22 +54,59 @@ def transport_topic(base_topic: str, transport: str) -> str:
 Validator = Callable[[Any], 'str | None']
 
 
-def one_of(*choices: str) -> Validator:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f'must be one of {", ".join(map(repr, choices))}'
-    return check
+@dataclass(frozen=True)
+class OneOf:
+    """Validator: the value is one of ``choices`` (also the descriptor's constraint text)."""
+    choices: tuple[str, ...]
+
+    def __call__(self, value: Any) -> str | None:
+        return None if value in self.choices else \
+            f'must be one of {", ".join(map(repr, self.choices))}'
 
 
-def in_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Validator:
-    def check(value: Any) -> str | None:
+@dataclass(frozen=True)
+class InRange:
+    """Validator: a finite number in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``; None = no
+    bound). ROS parameter descriptors carry the same range (``param_descriptors``)."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def __call__(self, value: Any) -> str | None:
         if not math.isfinite(value):
             return 'must be a finite number'
-        if lo is not None and (value <= lo if lo_open else value < lo):
-            return f'must be {">" if lo_open else ">="} {lo}'
+        lo, hi = self.lo, self.hi
+        if lo is not None and (value <= lo if self.lo_open else value < lo):
+            return f'must be {">" if self.lo_open else ">="} {lo}'
         if hi is not None and value > hi:
             return f'must be <= {hi}'
         return None
-    return check
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """Validator of a map parameter: every key one of ``keys``, every value passing ``values``
+    (each entry is one ROS parameter ``<name>.<key>``, with the range of ``values``)."""
+    keys: tuple[str, ...]
+    values: InRange
+
+    def __call__(self, value: Mapping[str, Any]) -> str | None:
+        unknown = [k for k in value if k not in self.keys]
+        if unknown:
+            return f'has unknown keys {unknown}; known: {", ".join(self.keys)}'
+        for key, entry in value.items():
+            problem = self.values(entry)
+            if problem:
+                return f'entry {key!r} {problem}'
+        return None
+
+
+def one_of(*choices: str) -> Validator:
+    return OneOf(choices)
+
+
+def in_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Validator:
+    return InRange(lo, hi, lo_open)
 
 
 def length(n: int) -> Validator:
@@ -142,8 +179,9 @@ def _unit_quaternion(value: Sequence[float]) -> str | None:
 @dataclass(frozen=True)
 class Param:
     """One node parameter, derived from a :class:`DetectorParams` field. ``type`` is one of
-    bool, int, float, str, list[str], list[float]; ``runtime`` parameters may be set while the
-    node runs, the others are read-only."""
+    bool, int, float, str, list[str], list[float] or dict[str, float] (a map of optional
+    entries checked by :class:`MapOf`: one ROS parameter ``<name>.<key>`` each); ``runtime``
+    parameters may be set while the node runs, the others are read-only."""
     name: str
     type: str
     default: Any
@@ -151,16 +189,28 @@ class Param:
     check: Validator | None = None
     runtime: bool = False
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys a map parameter may have (``MapOf``); () for the others."""
+        return self.check.keys if isinstance(self.check, MapOf) else ()
+
+
+def _copy_default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    return list(value) if isinstance(value, (list, tuple)) else value
+
 
 def param(default: Any, description: str, check: Validator | None = None,
           runtime: bool = False) -> Any:
     """A :class:`DetectorParams` field: default, description, check, settable while running."""
     metadata = {'description': description, 'check': check, 'runtime': runtime}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: _copy_default(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
+SCORE_RANGE = InRange(0.0, 1.0)
 _LIDAR_XYZW = [float(v) for v in (NUSCENES_LIDAR_TOP_ROTATION_WXYZ[1:] + NUSCENES_LIDAR_TOP_ROTATION_WXYZ[:1])]
 
 
@@ -188,8 +238,12 @@ class DetectorParams:
                                       'in priority order (CPUExecutionProvider, '
                                       'CUDAExecutionProvider, TensorrtExecutionProvider)',
                                       _providers)
-    score_threshold: float = param(0.3, 'drop boxes scoring below this', in_range(0.0, 1.0),
+    score_threshold: float = param(0.3, 'drop boxes scoring below this', SCORE_RANGE,
                                    runtime=True)
+    score_thresholds: dict[str, float] = param(
+        {}, 'per-class score thresholds replacing score_threshold for the classes given '
+        '(a map class -> threshold in [0, 1]; one ROS parameter score_thresholds.<class> each)',
+        MapOf(CLASS_NAMES, SCORE_RANGE), runtime=True)
     max_detections: int = param(300, 'at most this many boxes per frame', in_range(1, 10000))
     classes: list[str] = param(['all'], "publish only these classes; ['all'] = all ten nuScenes "
                                'classes (ROS 2 parameter files cannot hold an empty list)',
@@ -207,8 +261,15 @@ class DetectorParams:
                                           'CameraInfo topics, same order', _topics)
     image_transport: str = param('compressed', 'sensor_msgs/Image (raw) or CompressedImage '
                                  '(JPEG/PNG)', one_of('raw', 'compressed'))
-    use_projection_matrix: bool = param(False, 'take intrinsics from CameraInfo.p (rectified '
-                                        'streams) instead of CameraInfo.k')
+    use_projection_matrix: bool = param(False, 'the images are rectified (image_proc '
+                                        'image_rect): intrinsics from CameraInfo.p, distortion '
+                                        'ignored; false: raw images, intrinsics from '
+                                        'CameraInfo.k')
+    distorted_images: str = param('undistort', 'raw images whose CameraInfo has non-zero '
+                                  "distortion: 'undistort' (plumb_bob, rational_polynomial, "
+                                  "equidistant; remap cached per camera) or 'refuse' (the camera "
+                                  "is missing as 'distorted_image')",
+                                  one_of('undistort', 'refuse'))
     max_image_pixels: int = param(8192 * 8192, 'largest image (width x height) decoded; a '
                                   'bigger declared size skips the frame before any decoding',
                                   in_range(1, 2**31))
@@ -219,7 +280,9 @@ class DetectorParams:
                              'least this many the frame goes ahead degraded (the missing '
                              'cameras marked invalid and reported)', in_range(1, 1000))
     # frames
-    world_frame: str = param('map', 'fixed frame of the ego poses (world_frame <- base_frame)',
+    world_frame: str = param('odom', 'fixed frame of the ego poses (world_frame <- base_frame) '
+                             "that the temporal memory lives in: a continuous frame (REP 105 "
+                             "'odom'); 'map' jumps on relocalisation (docs/ros2.md)",
                              _frame_id(False))
     base_frame: str = param('base_link', 'ego frame; camera extrinsics are base_frame <- camera',
                             _frame_id(False))
@@ -329,6 +392,13 @@ def _coerce(p: Param, value: Any) -> Any:
                    for v in value):
             raise fail('must be a list of numbers')
         return [float(v) for v in value]
+    if p.type == 'dict[str, float]':
+        if not isinstance(value, Mapping):
+            raise fail(f'must be a map {{key: number}} ({p.name}.<key> as ROS parameters)')
+        if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                   for v in value.values()):
+            raise fail('must map to numbers')
+        return {str(k): float(v) for k, v in value.items()}
     raise AssertionError(f'unknown parameter type {p.type}')
 
 
@@ -396,8 +466,25 @@ def undeclared_notice(names: Sequence[str], known: Sequence[str] = tuple(PARAMS_
             'keeps its default.')
 
 
-def _copy_default(value: Any) -> Any:
-    return list(value) if isinstance(value, (list, tuple)) else value
+def nested_name(p: Param, key: str) -> str:
+    """The ROS parameter of one entry of a map parameter: ``<name>.<key>``."""
+    return f'{p.name}.{key}'
+
+
+def group_nested(values: Mapping[str, Any], base: DetectorParams | None = None
+                 ) -> dict[str, Any]:
+    """Schema values from ROS parameter names: ``<map>.<key>`` entries are gathered into
+    their map parameter (on top of ``base``'s map when given); names the schema does not know
+    are left out (rclpy's own, ``qos_overrides.*``)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        head, _, key = name.partition('.')
+        p = PARAMS_BY_NAME.get(head)
+        if key and p is not None and key in p.keys:
+            out.setdefault(head, dict(getattr(base, head)) if base is not None else {})[key] = value
+        elif name in PARAMS_BY_NAME:
+            out[name] = value
+    return out
 
 
 def defaults() -> DetectorParams:
@@ -459,12 +546,17 @@ def load_yaml(path: str | Path, node_name: str = NODE_NAME) -> DetectorParams:
 
 
 def to_yaml(params: DetectorParams | None = None) -> str:
-    """A ``/**: ros__parameters:`` YAML document with every parameter and its description."""
+    """A ``/**: ros__parameters:`` YAML document with every parameter and its description (an
+    empty map as a comment: rcl's parameter-file parser refuses ``{}`` followed by more keys)."""
     params = params or defaults()
     values = as_dict(params)
     lines = ['/**:', '  ros__parameters:']
     for p in PARAMS:
         lines.append(f'    # {p.description}')
+        if isinstance(values[p.name], Mapping) and not values[p.name]:
+            lines.append(f'    # {p.name}: {{<key>: <value>, ...}}   (none set; a ROS 2 parameter '
+                         'file cannot hold an empty map)')
+            continue
         lines.append(f'    {p.name}: {_yaml_value(values[p.name])}')
     return '\n'.join(lines) + '\n'
 
@@ -476,6 +568,8 @@ def _yaml_value(value: Any) -> str:
         return f"'{value}'"
     if isinstance(value, list):
         return '[' + ', '.join(_yaml_value(v) for v in value) + ']'
+    if isinstance(value, Mapping):
+        return '{' + ', '.join(f'{k}: {_yaml_value(v)}' for k, v in value.items()) + '}'
     return repr(value)
 
 

@@ -100,6 +100,7 @@ class Pipeline:
         self._last_stale_ns: int | None = None                       # the last stale set dropped
         self.last_missing: dict[str, str] = {}      # the last published frame's missing cameras
         self._keep_labels = self._class_filter(params)
+        self._label_thresholds = self._thresholds(params)
 
     def _class_filter(self, params: DetectorParams) -> np.ndarray:
         """Label indices ``params.classes`` keeps; ParameterError for a class the detector lacks."""
@@ -112,17 +113,31 @@ class Pipeline:
 
     def check_output_params(self, params: DetectorParams) -> None:
         """Raise ParameterError, changing nothing, when :meth:`set_output_params` would refuse
-        ``params`` (a class the detector lacks); lock-free."""
+        ``params`` (a class the detector lacks, in ``classes`` or ``score_thresholds``);
+        lock-free."""
         self._class_filter(params)
+        self._thresholds(params)
+
+    def _thresholds(self, params: DetectorParams) -> np.ndarray:
+        """Score threshold per label index: ``score_thresholds`` where given, else
+        ``score_threshold``; ParameterError for a class the detector lacks."""
+        unknown = [c for c in params.score_thresholds if c not in self.class_names]
+        if unknown:
+            raise ParameterError(f"parameter 'score_thresholds' has {unknown}, not among the "
+                                 f'detector\'s classes {", ".join(self.class_names)}')
+        return np.array([params.score_thresholds.get(c, params.score_threshold)
+                         for c in self.class_names], dtype=np.float64)
 
     def set_output_params(self, params: DetectorParams) -> None:
-        """Adopt new output parameters while running (score_threshold, classes, publish_markers,
-        marker_style); raises ParameterError and changes nothing when ``classes`` is invalid.
-        The detector's own score threshold follows ``score_threshold``."""
-        keep = self._class_filter(params)
+        """Adopt new output parameters while running (score_threshold, score_thresholds,
+        classes, publish_markers, marker_style); raises ParameterError and changes nothing when
+        ``classes`` or ``score_thresholds`` name a class the detector lacks. The detector's
+        own score threshold follows the lowest threshold (:func:`lowest_score_threshold`)."""
+        keep, thresholds = self._class_filter(params), self._thresholds(params)
         self.params, self.assembler.params, self._keep_labels = params, params, keep
+        self._label_thresholds = thresholds
         if hasattr(self.detector, 'score_threshold'):
-            self.detector.score_threshold = params.score_threshold
+            self.detector.score_threshold = lowest_score_threshold(params)
 
     # ------------------------------------------------------------------ inputs
     def on_camera_info(self, camera_index: int, msg: Any) -> None:
@@ -251,11 +266,15 @@ class Pipeline:
         return T_out_base @ frame.T_ego_model
 
     def _select(self, det: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Score threshold, class filter and max_detections (highest scores first)."""
+        """Score threshold (per class: ``score_thresholds``), class filter and max_detections
+        (highest scores first)."""
         boxes = np.asarray(det.boxes, np.float64).reshape(-1, 9)
         scores = np.asarray(det.scores, np.float64).reshape(-1)
         labels = np.asarray(det.labels, np.int64).reshape(-1)
-        keep = (scores >= self.params.score_threshold) & np.isin(labels, self._keep_labels)
+        threshold = np.full(len(labels), self.params.score_threshold)
+        known = (labels >= 0) & (labels < len(self._label_thresholds))
+        threshold[known] = self._label_thresholds[labels[known]]
+        keep = (scores >= threshold) & np.isin(labels, self._keep_labels)
         order = np.argsort(-scores[keep], kind='stable')[:self.params.max_detections]
         idx = np.flatnonzero(keep)[order]
         return boxes[idx], scores[idx], labels[idx]
@@ -264,11 +283,17 @@ class Pipeline:
 # --------------------------------------------------------------------------------------------
 # the real detector from parameters
 # --------------------------------------------------------------------------------------------
+def lowest_score_threshold(params: DetectorParams) -> float:
+    """The detector's own threshold: the lowest of ``score_threshold`` and the per-class ones
+    (the pipeline then applies each class's own)."""
+    return min([params.score_threshold, *params.score_thresholds.values()])
+
+
 def streaming_options(params: DetectorParams) -> StreamingOptions:
     """The detector's streaming options from the node / replay parameters (same names)."""
     return StreamingOptions(history_spacing=params.history_spacing,
                             max_time_gap=params.max_time_gap,
-                            score_threshold=params.score_threshold,
+                            score_threshold=lowest_score_threshold(params),
                             max_detections=params.max_detections, precision=params.precision)
 
 

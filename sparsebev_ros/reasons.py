@@ -36,13 +36,15 @@ DECODE_ERROR = 'decode_error'
 UNSUPPORTED_ENCODING = 'unsupported_encoding'
 ZERO_STAMP = 'zero_stamp'                     # header.stamp unset (also a synchroniser count)
 IMAGE_TOO_LARGE = 'image_too_large'
+DISTORTED_IMAGE = 'distorted_image'           # distorted raw image, distorted_images: refuse
+UNSUPPORTED_DISTORTION = 'unsupported_distortion'   # a distortion we cannot undistort
 
 SYNC_MISSING_REASONS: tuple[str, ...] = (LATE, NO_IMAGE, OUT_OF_WINDOW)
 """Why the synchroniser emits a set without a camera."""
 MISSING_REASONS: tuple[str, ...] = SYNC_MISSING_REASONS + (
     MISSING_CAMERA, MISSING_CAMERA_INFO, ZERO_CAMERA_INFO, CAMERA_INFO_SIZE, MISSING_FRAME_ID,
     TF_UNAVAILABLE, TF_EXTRAPOLATION, DECODE_ERROR, UNSUPPORTED_ENCODING, ZERO_STAMP,
-    IMAGE_TOO_LARGE)
+    IMAGE_TOO_LARGE, DISTORTED_IMAGE, UNSUPPORTED_DISTORTION)
 
 # ------------------------------------------------------------- a frame not published
 DUPLICATE_FRAME = 'duplicate_frame'           # the same anchor stamp twice in a row

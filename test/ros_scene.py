@@ -113,7 +113,7 @@ def write_drive(path, storage: str = 'sqlite3', num_frames: int = 10, transport:
                     stamp += late_camera[f][1]
                 log_ns = stamp + log_offset
                 if with_tf:
-                    w.write_tf([('map', 'base_link', T_world_ego(stamp), stamp)], log_ns=log_ns + tf_delay_ns)
+                    w.write_tf([('odom', 'base_link', T_world_ego(stamp), stamp)], log_ns=log_ns + tf_delay_ns)
                 if skip_camera.get(f) == i or (drop is not None and drop(f, i)):
                     continue
                 Ks = K().copy()

@@ -232,11 +232,14 @@ def test_camera_info_with_k22_two_is_normalised(tmp_path, base):
     np.testing.assert_allclose(Ks[BAD_FRAME], Ks[0])
 
 
-def test_nan_distortion_is_flagged(tmp_path, base):
+def test_nan_distortion_refuses_the_camera_with_the_reason(tmp_path, base):
+    """NaN coefficients cannot be undistorted (sparsebev_ros/undistort.py): that camera is
+    missing as ``unsupported_distortion``, with min_cameras 6 its frame is skipped."""
     report, det, lines = run(tmp_path, base, lambda items: _map_info(
         items, BAD_FRAME, lambda m: dc.replace(m, d=np.array([math.nan, 0, 0, 0, 0], np.float64))))
-    assert published_frames(report) == all_but()
-    assert any('non-finite distortion' in line for line in lines)
+    assert published_frames(report) == all_but(BAD_FRAME)
+    assert dict(report.stats.skipped) == {'unsupported_distortion': 1}
+    assert any('non-finite coefficients' in line for line in lines)
 
 
 # ------------------------------------------------------------------ bag files

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 
 from fault_cases import real_jpeg, real_png
-from sparsebev_ros import codecs
+from sparsebev_ros import codecs, reasons
 from sparsebev_ros.messages import RosbagsMessages, header, ros2_typestore
 from sparsebev_ros.tf_buffer import InvalidArgumentException, TfBuffer, TransformException
+from sparsebev_ros.undistort import DistortionRefused, Undistorter
 
 SEED = 20260101
 MAX_PIXELS = 1024 * 1024
@@ -146,7 +147,8 @@ def _camera_info(rng: np.random.Generator, k: int):
 
 def test_fuzzed_camera_infos_give_usable_intrinsics_or_a_typed_error():
     rng = np.random.default_rng([SEED, 2])
-    accepted = 0
+    accepted = undistorted = refused = 0
+    undistort, image = Undistorter(), np.zeros((480, 640, 3), np.uint8)
     for k in range(500):
         msg = _camera_info(rng, k)
         for use_p in (False, True):
@@ -156,9 +158,15 @@ def test_fuzzed_camera_infos_give_usable_intrinsics_or_a_typed_error():
                 continue
             accepted += 1
             assert np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0 and K[2, 2] == 1.0
+            if not use_p and codecs.has_distortion(msg):      # undistorted, or refused by key
+                try:
+                    assert undistort(0, image, msg, K).shape == image.shape
+                    undistorted += 1
+                except DistortionRefused as exc:
+                    assert exc.reason in (reasons.UNSUPPORTED_DISTORTION,)
+                    refused += 1
         assert isinstance(codecs.has_distortion(msg), bool)
-        assert codecs.distortion_not_finite(msg) == (not np.all(np.isfinite(msg.d)))
-    assert 0 < accepted < 1000
+    assert 0 < accepted < 1000 and undistorted > 0 and refused > 0
 
 
 def _transform(rng: np.random.Generator, k: int):

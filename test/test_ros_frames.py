@@ -16,8 +16,8 @@ from sparsebev_ros.backpressure import ThrottledLogger
 from sparsebev_ros.codecs import matrix_to_translation_quat
 from sparsebev_ros.frames import FrameAssembler, Skip, tf_buffer_lookup
 from sparsebev_ros.messages import RosbagsMessages, header, ros2_typestore
-from sparsebev_ros.params import validate
-from sparsebev_ros.pipeline import Pipeline, PipelineResult
+from sparsebev_ros.params import ParameterError, validate
+from sparsebev_ros.pipeline import Pipeline, PipelineResult, streaming_options
 from sparsebev_ros.tf_buffer import TfBuffer
 
 F = RosbagsMessages(ros2_typestore('humble'))
@@ -37,7 +37,7 @@ def make_tf(frames=range(20), static=True):
     for f in frames:
         for i in range(6):
             s = camera_stamp(f, i)
-            put(tf, 'map', 'base_link', T_world_ego(s), s)
+            put(tf, 'odom', 'base_link', T_world_ego(s), s)
     return tf
 
 
@@ -122,7 +122,7 @@ def test_camera_spread_over_limit_skips_and_resets_memory():
 def test_tf_lookup_before_first_transform_skips_frame():
     pipe, det = pipeline(tf=make_tf(frames=[]))
     out = pipe.process(frame_images(0))
-    assert out.reason == 'tf_unavailable' and 'map' in out.detail
+    assert out.reason == 'tf_unavailable' and 'odom' in out.detail
     assert det.frames == [] and pipe.stats.skipped['tf_unavailable'] == 1
 
 
@@ -257,12 +257,12 @@ def test_explicit_reset_and_hooks():
 
 
 # ------------------------------------------------------------------ outputs
-@pytest.mark.parametrize('output_frame', ['base_link', 'map', 'CAM_FRONT'])
+@pytest.mark.parametrize('output_frame', ['base_link', 'odom', 'CAM_FRONT'])
 def test_published_boxes_are_the_truth_in_the_output_frame(output_frame):
     pipe, det = pipeline(output_frame=output_frame, score_threshold=0.1)
     out = pipe.process(frame_images(4))
     stamp = camera_stamp(4, 0)
-    T_world_out = {'base_link': T_world_ego(stamp), 'map': np.eye(4),
+    T_world_out = {'base_link': T_world_ego(stamp), 'odom': np.eye(4),
                    'CAM_FRONT': T_world_ego(stamp) @ T_ego_cam(0)}[output_frame]
     truth = truth_in(invert_transform(T_world_out))
     np.testing.assert_allclose(out.boxes[:, :6], truth[:, :6], atol=1e-3)
@@ -280,6 +280,31 @@ def test_class_filter_threshold_and_max_detections():
     pipe, _ = pipeline(score_threshold=0.1, max_detections=1)
     out = pipe.process(frame_images(0))
     assert out.scores.tolist() == [0.9]
+
+
+def test_per_class_score_thresholds_replace_the_global_one_for_their_classes():
+    """The drive's truth: a car scoring 0.9 and a pedestrian scoring 0.6."""
+    def published(**params):
+        pipe, _ = pipeline(**params)
+        out = pipe.process(frame_images(0))
+        return sorted(d.results[0].hypothesis.class_id for d in out.detections_msg.detections)
+    assert published(score_threshold=0.3) == ['car', 'pedestrian']
+    assert published(score_threshold=0.3, score_thresholds={'car': 0.95}) == ['pedestrian']
+    assert published(score_threshold=0.3, score_thresholds={'pedestrian': 0.7}) == ['car']
+    assert published(score_threshold=0.95, score_thresholds={'pedestrian': 0.5}) == ['pedestrian']
+    # while running; the detector's own threshold follows the lowest one
+    pipe, det = pipeline(score_threshold=0.95)
+    det.score_threshold = 0.95
+    pipe.set_output_params(validate({'min_cameras': 6, 'score_threshold': 0.95,
+                                     'score_thresholds': {'pedestrian': 0.4}}))
+    assert det.score_threshold == 0.4
+    assert [d.results[0].hypothesis.class_id
+            for d in pipe.process(frame_images(1)).detections_msg.detections] == ['pedestrian']
+    assert streaming_options(validate({'score_thresholds': {'bus': 0.1}})).score_threshold == 0.1
+    # a class the detector does not have (a custom config's classes) is refused
+    with pytest.raises(ParameterError, match="'score_thresholds' has \\['pedestrian'\\]"):
+        Pipeline(validate({'score_thresholds': {'pedestrian': 0.4}}), PerfectDriveDetector(),
+                 tf_buffer_lookup(make_tf()), F, class_names=('car', 'truck'))
 
 
 def test_distortion_is_reported_once_per_camera_and_warnings_are_throttled():

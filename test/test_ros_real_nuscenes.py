@@ -62,7 +62,7 @@ def write_car_bag(info: dict, path: Path) -> None:
         static.append(('base_link', 'LIDAR_TOP', matrix(info['lidar_points']['lidar2ego']), 0))
         bag.write_tf(static, static=True, log_ns=first - 3_000_000)
         for c in CAMERA_NAMES:
-            bag.write_tf([('map', 'base_link', camera_pose(info, c), stamps[c])],
+            bag.write_tf([('odom', 'base_link', camera_pose(info, c), stamps[c])],
                          log_ns=first - 2_000_000)
         for i, c in enumerate(CAMERA_NAMES):
             bag.write_camera_info(i, matrix(info['images'][c]['cam2img'])[:3, :3], IMAGE_HW[1],

@@ -63,9 +63,9 @@ def test_mcap_output_decodes_with_an_independent_reader(tmp_path):
 
 def test_replay_boxes_land_on_the_truth_of_the_drive(tmp_path):
     """Perfect stand-in detector (closed-form truth in the model frame): published boxes in
-    base_link and in map must match the truth at the anchor stamp."""
+    base_link and in odom (the world frame) must match the truth at the anchor stamp."""
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=5)
-    for frame, name in (('base_link', 'out_base'), ('map', 'out_map')):
+    for frame, name in (('base_link', 'out_base'), ('odom', 'out_odom')):
         replay(bag.path, tmp_path / name, validate({'output_frame': frame}), PerfectDriveDetector(),
                progress=False)
         for _, msg in read_topic(tmp_path / name, DETECTIONS_TOPIC):
@@ -245,7 +245,7 @@ class DatasetTruthDetector:
 
 
 @pytest.mark.parametrize('output_frame, model_frame, storage',
-                         [('base_link', '', 'sqlite3'), ('map', 'LIDAR_TOP', 'mcap')])
+                         [('base_link', '', 'sqlite3'), ('odom', 'LIDAR_TOP', 'mcap')])
 def test_synthetic_scene_bag_detections_land_on_ground_truth(tmp_path, synthetic, output_frame,
                                                              model_frame, storage):
     from pyquaternion import Quaternion

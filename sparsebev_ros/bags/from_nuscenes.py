@@ -6,7 +6,7 @@ The bag carries what the node subscribes to, under the default topic names of
 * ``/CAM_*/image_raw/compressed`` (``sensor_msgs/CompressedImage``, the original JPEG bytes)
   and ``/CAM_*/camera_info`` at every camera sample_data (12 Hz sweeps and keyframes), with
   the dataset timestamps (not the recording time) and ``frame_id`` = the camera channel;
-* ``/tf``: ``map -> base_link`` (the ego pose) at every camera and LIDAR_TOP sample_data stamp,
+* ``/tf``: ``odom -> base_link`` (the ego pose) at every camera and LIDAR_TOP sample_data stamp,
   written just before the images of that stamp;
 * ``/tf_static``: ``base_link -> CAM_*`` and ``base_link -> LIDAR_TOP`` (calibrated_sensor),
   with TRANSIENT_LOCAL offered QoS so ``ros2 bag play`` re-latches it.
@@ -24,10 +24,12 @@ import numpy as np
 
 from ..codecs import matrix_to_translation_quat
 from ..messages import RosbagsMessages, header, ros2_typestore
-from ..params import defaults, transport_topic, validate
+from ..params import PARAMS_BY_NAME, defaults, transport_topic, validate
 from .files import BagWriteError, atomic_output_dir
 
 STORAGES = ('sqlite3', 'mcap')
+
+WORLD_FRAME = PARAMS_BY_NAME['world_frame'].default   # the node's default (REP 105 odom)
 
 
 class BagExistsError(BagWriteError, FileExistsError):
@@ -167,7 +169,7 @@ def scene_sample_data(nusc: Any, scene: dict, channel: str) -> list[dict]:
 
 
 def write_scene(nusc: Any, scene_name: str, out_bag: str | Path, storage: str = 'sqlite3',
-                world_frame: str = 'map', base_frame: str = 'base_link', progress: bool = True,
+                world_frame: str = WORLD_FRAME, base_frame: str = 'base_link', progress: bool = True,
                 max_seconds: float | None = None) -> dict[str, int]:
     """Write one scene as a rosbag2 (see module docstring); returns message counts per kind.
 
@@ -229,7 +231,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--scene', required=True, help="scene name, e.g. 'scene-0103'")
     parser.add_argument('--version', default='v1.0-mini', help='table version (default v1.0-mini)')
     parser.add_argument('--storage', choices=STORAGES, default='sqlite3')
-    parser.add_argument('--world-frame', default='map', help='TF frame of the ego poses')
+    parser.add_argument('--world-frame', default=WORLD_FRAME, help="TF frame of the ego poses (the "
+                        "node's default world_frame)")
     parser.add_argument('--base-frame', default='base_link', help='TF frame of the ego vehicle')
     parser.add_argument('--max-seconds', type=float, default=None, help='only the first N seconds')
 

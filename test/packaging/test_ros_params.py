@@ -1,4 +1,5 @@
 """One parameter schema: defaults, validation with clear messages, config/detector.yaml, README."""
+import re
 from pathlib import Path
 
 import pytest
@@ -6,9 +7,9 @@ import yaml
 
 from sparsebev_core.geometry import CAMERA_NAMES, nuscenes_lidar_to_ego
 from sparsebev_ros.params import (PARAMS, PARAMS_BY_NAME, RUNTIME_PARAMS, ParameterError, as_dict,
-                                  declarations, defaults, load_yaml, markdown_table,
-                                  parameters_from_yaml, to_yaml, undeclared_notice, validate,
-                                  with_runtime_changes)
+                                  declarations, defaults, group_nested, load_yaml,
+                                  markdown_table, parameters_from_yaml, to_yaml,
+                                  undeclared_notice, validate, with_runtime_changes)
 
 ROOT = Path(__file__).resolve().parents[2]
 # validation checks `preset` against the presets, which import torch
@@ -77,7 +78,8 @@ def test_config_file_validates_and_lists_every_parameter():
     path = ROOT / 'config' / 'detector.yaml'
     params = load_yaml(path)
     section = yaml.safe_load(path.read_text())['/**']['ros__parameters']
-    assert sorted(section) == sorted(p.name for p in PARAMS)
+    # every parameter but an empty map (a comment there: rcl refuses `name: {}`)
+    assert sorted(section) == sorted(p.name for p in PARAMS if not (p.keys and not p.default))
     assert as_dict(params) == as_dict(validate(section))
 
 
@@ -98,9 +100,38 @@ def test_yaml_sections_merge_like_ros2_and_bad_layouts_are_explained(tmp_path):
 
 
 def test_generated_yaml_round_trips():
-    p = validate({'classes': ['car', 'pedestrian'], 'output_frame': 'map', 'sync_window': 0.05})
+    p = validate({'classes': ['car', 'pedestrian'], 'output_frame': 'map', 'sync_window': 0.05,
+                  'score_thresholds': {'pedestrian': 0.2, 'traffic_cone': 0.45}})
     again = validate(parameters_from_yaml(yaml.safe_load(to_yaml(p))))
     assert as_dict(again) == as_dict(p)
+    assert as_dict(validate(parameters_from_yaml(yaml.safe_load(to_yaml())))) == as_dict(defaults())
+
+
+def test_per_class_score_thresholds_are_a_map_of_known_classes_to_scores():
+    """One ROS parameter per class (``score_thresholds.<class>``, as rclpy names a YAML map's
+    entries); a YAML file holds them as a nested map."""
+    assert defaults().score_thresholds == {}
+    p = validate({'score_thresholds': {'pedestrian': 0.2, 'car': 1}})
+    assert p.score_thresholds == {'pedestrian': 0.2, 'car': 1.0}
+    for value, message in (({'dog': 0.2}, "has unknown keys ['dog']"),
+                           ({'car': 1.2}, "entry 'car' must be <= 1.0"),
+                           ({'car': float('nan')}, "entry 'car' must be a finite number"),
+                           ({'car': 'high'}, 'must map to numbers'),
+                           (0.2, 'must be a map')):
+        with pytest.raises(ParameterError, match=re.escape(message)):
+            validate({'score_thresholds': value})
+    # rclpy's flat names are gathered into the map, on top of the current one while running
+    flat = {'score_thresholds.car': 0.6, 'score_threshold': 0.4, 'use_sim_time': True,
+            'qos_overrides./tf.subscription.depth': 5, 'score_thresholds.dog': 0.1}
+    assert group_nested(flat) == {'score_thresholds': {'car': 0.6}, 'score_threshold': 0.4}
+    assert group_nested({'score_thresholds.car': 0.6}, p) == \
+        {'score_thresholds': {'pedestrian': 0.2, 'car': 0.6}}
+    assert p.score_thresholds == {'pedestrian': 0.2, 'car': 1.0}      # not changed in place
+    q = with_runtime_changes(p, group_nested({'score_thresholds.bus': 0.5}, p))
+    assert q.score_thresholds == {'pedestrian': 0.2, 'car': 1.0, 'bus': 0.5}
+    nested = parameters_from_yaml(yaml.safe_load(
+        '/**:\n  ros__parameters:\n    score_thresholds:\n      pedestrian: 0.25\n'))
+    assert validate(nested).score_thresholds == {'pedestrian': 0.25}
 
 
 def test_readme_parameter_table_is_the_generated_one():
@@ -114,7 +145,8 @@ def test_the_schema_is_generated_from_the_dataclass_fields():
 
     from sparsebev_ros.params import DetectorParams
     assert [p.name for p in PARAMS] == [f.name for f in fields(DetectorParams)]
-    assert {p.type for p in PARAMS} <= {'bool', 'int', 'float', 'str', 'list[str]', 'list[float]'}
+    assert {p.type for p in PARAMS} <= {'bool', 'int', 'float', 'str', 'list[str]', 'list[float]',
+                                       'dict[str, float]'}
     assert PARAMS_BY_NAME['score_threshold'].default == DetectorParams().score_threshold == 0.3
     assert as_dict(defaults()) == as_dict(DetectorParams())
 
@@ -129,7 +161,8 @@ def test_preset_is_checked_against_the_real_preset_names():
 
 def test_only_the_runtime_parameters_change_while_running_and_bad_values_change_nothing():
     p = defaults()
-    assert RUNTIME_PARAMS == ('score_threshold', 'classes', 'publish_markers', 'marker_style')
+    assert RUNTIME_PARAMS == ('score_threshold', 'score_thresholds', 'classes', 'publish_markers',
+                              'marker_style')
     q = with_runtime_changes(p, {'score_threshold': 0.5, 'classes': ['car']})
     assert (q.score_threshold, q.classes) == (0.5, ['car'])
     assert (p.score_threshold, p.classes) == (0.3, ['all'])           # the original is untouched

@@ -16,8 +16,8 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 
-from ros2_rig import (MAX_DETECTIONS, PERIOD, RIG_IMAGE_TOPICS, RIG_INFO_TOPICS, T0, Listener, Rig,
-                      stamp, wait_for)
+from ros2_rig import (MAX_DETECTIONS, PERIOD, RIG_IMAGE_TOPICS, RIG_INFO_TOPICS, T0, WORLD_FRAME,
+                      Listener, Rig, stamp, wait_for)
 from sparsebev_ros import codecs
 from sparsebev_ros.node import DetectorNode
 
@@ -31,7 +31,7 @@ def main() -> int:
     overrides = [Parameter('preset', value='tiny'), Parameter('device', value='cpu'),
                  Parameter('use_sim_time', value=True), Parameter('score_threshold', value=0.0),
                  Parameter('max_detections', value=MAX_DETECTIONS),
-                 Parameter('tf_timeout', value=1.0), Parameter('world_frame', value='map'),
+                 Parameter('tf_timeout', value=1.0), Parameter('world_frame', value=WORLD_FRAME),
                  Parameter('output_frame', value='base_link'),
                  Parameter('image_topics', value=RIG_IMAGE_TOPICS),
                  Parameter('camera_info_topics', value=RIG_INFO_TOPICS),

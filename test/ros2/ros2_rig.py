@@ -25,10 +25,11 @@ from visualization_msgs.msg import MarkerArray
 from sparsebev_core.geometry import CAMERA_NAMES
 from sparsebev_core.rig import NUSCENES_CAMERAS, nuscenes_rig
 from sparsebev_ros import codecs
-from sparsebev_ros.params import camera_info_topic, image_topic
+from sparsebev_ros.params import PARAMS_BY_NAME, camera_info_topic, image_topic
 
 IMAGE_WH = (400, 225)                       # nuScenes 1600x900 / 4, what `tiny` expects
 CAMERA_OFFSETS = (0.0, 0.008, -0.008, 0.025, -0.017, 0.017)   # s, per-camera trigger offsets
+WORLD_FRAME = PARAMS_BY_NAME['world_frame'].default   # the rig's ego poses: the node's default
 PERIOD = 0.1                                # s between frames (10 Hz)
 T0 = 1_700_000_000.0                        # s, first anchor stamp
 SPEED = 5.0                                 # m/s along the world x axis
@@ -90,7 +91,7 @@ class Rig:
         self.tf_static_pub.publish(TFMessage(transforms=transforms))
 
     def publish_pose(self, t: float) -> None:
-        pose = transform('map', 'base_link', t, (SPEED * (t - T0), 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))
+        pose = transform(WORLD_FRAME, 'base_link', t, (SPEED * (t - T0), 0.0, 0.0), (1.0, 0.0, 0.0, 0.0))
         self.sent_tf.append((pose, False))
         self.tf_pub.publish(TFMessage(transforms=[pose]))
 

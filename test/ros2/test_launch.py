@@ -1,8 +1,9 @@
 """Tier 2: the installed ``detector.launch.py`` run by the real Jazzy ``launch`` /
 ``launch_ros`` (``ros2launch.api``, what ``ros2 launch`` calls) from a colcon workspace, in its
 own process; a probe node checks the detector's name, lifecycle state, parameters and topics;
-SIGINT stops everything cleanly. ``rviz:=true`` without rviz2 must start nothing (the review
-found the detector left running with parent 1)."""
+SIGINT stops everything cleanly. ``lifecycle:=true autostart:=true`` must reach ``active``; the
+parameter descriptors (``ros2 param describe``) carry the schema's ranges. ``rviz:=true``
+without rviz2 must start nothing (the review found the detector left running with parent 1)."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import rclpy
 from lifecycle_msgs.msg import State
+from rcl_interfaces.msg import ParameterType
 from lifecycle_msgs.srv import GetState
 from rclpy.parameter_client import AsyncParameterClient
 
@@ -126,6 +128,15 @@ def parameters(probe, node: str, names: list[str]) -> dict:
             for name, value in zip(names, future.result().values)}
 
 
+def descriptors(probe, node: str, names: list[str]) -> dict:
+    """What ``ros2 param describe`` shows: the node's ``describe_parameters`` service."""
+    client = AsyncParameterClient(probe, node)
+    assert client.wait_for_services(timeout_sec=30.0), f'no parameter services of {node}'
+    future = client.describe_parameters(names)
+    wait_for(future.done, 30.0, f'the descriptors of {node}')
+    return {d.name: d for d in future.result().descriptors}
+
+
 def lifecycle_state(probe, node: str) -> int:
     client = probe.create_client(GetState, f'{node}/get_state')
     assert client.wait_for_service(timeout_sec=30.0), f'no {node}/get_state'
@@ -166,6 +177,19 @@ def test_plain_node_with_a_namespace_and_overrides(workspace, probe):
             {'score_threshold': 0.45, 'use_sim_time': True, 'preset': 'tiny',
              'image_transport': 'compressed'}
         assert probe.get_publishers_info_by_topic(f'{launched.node}/markers')
+        described = descriptors(probe, launched.node, ['score_threshold', 'max_detections',
+                                                       'sync_window', 'precision',
+                                                       'score_thresholds.pedestrian'])
+        threshold = described['score_threshold']
+        assert not threshold.read_only and 'drop boxes' in threshold.description
+        assert [(r.from_value, r.to_value) for r in threshold.floating_point_range] == [(0.0, 1.0)]
+        assert [(r.from_value, r.to_value) for r in described['max_detections'].integer_range] \
+            == [(1, 10000)] and described['max_detections'].read_only
+        assert described['sync_window'].additional_constraints == '> 0.0'
+        assert described['precision'].additional_constraints == "one of 'fp32', 'fp16', 'bf16'"
+        pedestrian = described['score_thresholds.pedestrian']
+        assert pedestrian.type == ParameterType.PARAMETER_DOUBLE and not pedestrian.read_only
+        assert [(r.from_value, r.to_value) for r in pedestrian.floating_point_range] == [(0.0, 1.0)]
         wait_for(lambda: subscribes(probe, '/car/front/compressed'), 30.0, 'the remapped camera')
         assert not subscribes(probe, '/CAM_FRONT/image_raw/compressed')
         assert subscribes(probe, '/CAM_BACK/image_raw/compressed')       # the file's topics
@@ -183,6 +207,35 @@ def test_lifecycle_node_waits_unconfigured_with_its_parameters(workspace, probe)
         assert parameters(probe, launched.node, ['score_threshold', 'use_sim_time']) == \
             {'score_threshold': 0.2, 'use_sim_time': False}
         assert not probe.get_publishers_info_by_topic(f'{launched.node}/detections')  # configure
+        stop_cleanly(launched, workspace)
+    finally:
+        launched.kill_everything()
+
+
+def test_lifecycle_autostart_reaches_active_with_per_class_thresholds_from_a_file(
+        workspace, probe, tmp_path):
+    """``lifecycle:=true autostart:=true``: the launch configures the node once it is up and
+    activates it once inactive; a parameter file's nested per-class map arrives as
+    ``score_thresholds.<class>`` parameters."""
+    params_file = tmp_path / 'detector.yaml'
+    installed = (workspace.install / 'sparsebev_ros' / 'share' / 'sparsebev_ros' / 'config' /
+                 'detector.yaml').read_text()
+    empty = '    # score_thresholds: {<key>: <value>, ...}'
+    assert empty in installed
+    params_file.write_text(installed.replace(
+        empty, '    score_thresholds:\n      pedestrian: 0.2\n      traffic_cone: 0.45\n' + empty))
+    launched = Launched(workspace, 'lifecycle:=true', 'autostart:=true',
+                        f'params_file:={params_file}')
+    try:
+        wait_for(lambda: on_graph(probe, launched), START, f'{launched.node} on the graph')
+        wait_for(lambda: lifecycle_state(probe, launched.node) == State.PRIMARY_STATE_ACTIVE,
+                 START, f'{launched.node} active')
+        assert probe.get_publishers_info_by_topic(f'{launched.node}/detections')   # configured
+        wait_for(lambda: subscribes(probe, '/CAM_FRONT/image_raw/compressed'), 30.0,
+                 'the camera subscriptions (activated)')
+        assert parameters(probe, launched.node, ['score_thresholds.pedestrian',
+                                                 'score_thresholds.traffic_cone']) == \
+            {'score_thresholds.pedestrian': 0.2, 'score_thresholds.traffic_cone': 0.45}
         stop_cleanly(launched, workspace)
     finally:
         launched.kill_everything()

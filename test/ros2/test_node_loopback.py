@@ -50,7 +50,7 @@ def ros():
     overrides = [Parameter('preset', value='tiny'), Parameter('device', value='cpu'),
                  Parameter('score_threshold', value=0.0),
                  Parameter('max_detections', value=MAX_DETECTIONS),
-                 Parameter('tf_timeout', value=1.0), Parameter('world_frame', value='map'),
+                 Parameter('tf_timeout', value=1.0),         # world_frame: the default
                  Parameter('output_frame', value='base_link'),
                  Parameter('image_transport', value='compressed'),
                  Parameter('image_topics', value=RIG_IMAGE_TOPICS),
@@ -291,6 +291,10 @@ def test_corrupt_jpeg_and_time_going_backwards_are_survived(ros):
     ('sync_window', -0.1, "'sync_window'"),
     ('preset', 'r50_nuimg', "'preset' must be one of"),
     ('image_topics', ['/a', '/b'], "'image_topics' has 2 topics but camera_names has 6"),
+    # ranges are also in the descriptors now: the schema's message comes first all the same
+    ('max_detections', 0, "'max_detections' must be >= 1"),
+    ('score_thresholds.car', 1.5, "'score_thresholds' entry 'car' must be <= 1.0"),
+    ('score_thresholds.car', 0, "'score_thresholds.car' must be a floating-point number"),
 ])
 def test_invalid_parameters_fail_at_start_up_naming_the_parameter(ros, name, value, expected):
     from sparsebev_ros.params import ParameterError
@@ -382,7 +386,9 @@ def test_runtime_parameters_change_the_output_and_invalid_ones_are_refused(ros):
     detector, rig, listener = ros
     node = detector.node
     results = node.set_parameters([Parameter('score_threshold', value=1.5)])
-    assert not results[0].successful and "'score_threshold' must be <= 1.0" in results[0].reason
+    # refused by rclpy already: the descriptor carries the schema's range
+    assert not results[0].successful and 'score_threshold out of range' in results[0].reason
+    assert 'Max: 1.0' in results[0].reason
     results = node.set_parameters([Parameter('preset', value='r50_nuimg_704x256')])
     assert not results[0].successful                                  # read-only
     results = node.set_parameters([Parameter('classes', value=['car', 'dog'])])
@@ -407,6 +413,25 @@ def test_runtime_parameters_change_the_output_and_invalid_ones_are_refused(ros):
     finally:
         results = node.set_parameters([Parameter('score_threshold', value=0.0),
                                        Parameter('publish_markers', value=True)])
+        assert all(r.successful for r in results)
+
+    # per class (score_thresholds.<class>): 1.0 for every class empties the output as well
+    from sparsebev_core.geometry import CLASS_NAMES
+    names = [f'score_thresholds.{c}' for c in CLASS_NAMES]
+    results = node.set_parameters([Parameter('score_thresholds.car', value=1.5)])
+    assert not results[0].successful and 'score_thresholds.car out of range' in results[0].reason
+    assert detector.params.score_thresholds == {}
+    results = node.set_parameters([Parameter(name, value=1.0) for name in names])
+    assert all(r.successful for r in results), results
+    assert detector.pipeline.params.score_thresholds == dict.fromkeys(CLASS_NAMES, 1.0)
+    try:
+        t = T0 + 92.0
+        rig.publish_pose(t - PERIOD)
+        publish_and_wait(rig, listener, t)
+        with listener.lock:
+            assert len(listener.detections[-1].detections) == 0
+    finally:           # the entries cannot be unset again: back to the global threshold's value
+        results = node.set_parameters([Parameter(name, value=0.0) for name in names])
         assert all(r.successful for r in results)
 
 
