@@ -191,15 +191,15 @@ def _export_recurrent_head(model, levels: list[torch.Tensor], lidar2img: torch.T
     with sampling_backend(SAMPLING_FORMULATION), torch.no_grad():
         _export(RecurrentHeadGraph(model), tuple(trace_inputs.values()), path, opset,
                 list(trace_inputs), list(RECURRENT_OUTPUTS), {})
-    onnx_run = probe.run_onnx(_session(ort, path), model, stream)
+    onnx_run = probe.run_onnx(_session(ort, path), stream, torch_run)
     deviation = {
         'inputs': f'probe_inputs(seed 0) seen {probe.PROBE_FRAMES} times, the ego {probe.PROBE_STEP_M} m '
-                  f'forward every {probe.PROBE_STEP_S} s, from the empty state, the state carried by '
-                  f'each side; onnxruntime {ort.__version__} CPUExecutionProvider vs PyTorch eager '
-                  'float32 (default sampling backend)',
-        **probe.deviation(torch_run, onnx_run),
+                  f'forward every {probe.PROBE_STEP_S} s, from the empty state, each frame from the '
+                  f'state PyTorch returned (teacher forcing); onnxruntime {ort.__version__} '
+                  'CPUExecutionProvider vs PyTorch eager float32 (default sampling backend)',
+        **probe.deviation(torch_run, onnx_run, model.pts_bbox_head.memory_cfg.len_per_frame),
     }
-    outputs = onnx_run[probe.TRACE_FRAME]
+    outputs = onnx_run[probe.TRACE_FRAME][0]
     return HeadExport(_io_spec(list(trace_inputs), trace_inputs.values()),
                       _io_spec(list(RECURRENT_OUTPUTS), [outputs[k] for k in RECURRENT_OUTPUTS]),
                       deviation, {})
