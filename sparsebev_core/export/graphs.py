@@ -8,7 +8,8 @@
   same two calls as ``EagerRuntime``);
 * :class:`RecurrentHeadGraph` (SparseBEV++): the current frame's levels, ``lidar2img``, the
   fixed-form recurrent state, the ego motion and the time gate -> the outputs and the next
-  state (``SparseBEV.forward_recurrent``, the call of ``EagerRuntime.run_recurrent_head``).
+  state (``RecurrentSparseBEVHead.forward``, what ``SparseBEV.forward_recurrent`` and
+  ``EagerRuntime.run_recurrent_head`` call).
 """
 from __future__ import annotations
 
@@ -83,14 +84,15 @@ class RecurrentHeadGraph(nn.Module):
 
     def __init__(self, model: SparseBEV) -> None:
         super().__init__()
-        self.model = model
+        self.head = model.pts_bbox_head
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         *levels, lidar2img = inputs[:-9]
         state = RecurrentState(*inputs[-9:-4])
         elapsed, prev_to_current, propagate, valid_views = inputs[-4:]
-        outputs, state = self.model.forward_recurrent(
-            [level[None] for level in levels], lidar2img, state,
+        features = [level[None] for level in levels]                       # per level [1, N, C, h, w]
+        outputs, state = self.head.forward(             # .forward: no /head scope in node names
+            features, lidar2img, SparseBEV.input_hw(features), state,
             EgoMotion(elapsed, prev_to_current), valid_views=valid_views, propagate=propagate)
         cls, bbox = outputs['all_cls_scores'], outputs['all_bbox_preds']    # [L, 1, Q+K, K'|10]
         return (cls[-1], bbox[-1], cls, bbox, outputs['propagated_index'],
