@@ -10,9 +10,16 @@ Writes into ``--out DIR``:
   bool (the cameras present in each frame; all True for a complete one) -> ``cls_scores [1, Q, K]``
   and ``bbox_preds [1, Q, 10]`` of the last decoder layer, ``all_cls_scores [L, 1, Q, K]`` and
   ``all_bbox_preds [L, 1, Q, 10]`` of every layer (for checks);
+* for a recurrent SparseBEV++ preset (``*_memory``) ``head.onnx`` is one frame of the recurrent
+  head instead (``graphs.RecurrentHeadGraph``, every shape fixed): ``level0 ..`` ``[N, C, h_l,
+  w_l]``, ``lidar2img [1, N, 4, 4]``, the fixed-form state, ``elapsed``, ``prev_to_current``,
+  ``propagate``, ``valid_views`` -> the outputs above, ``propagated_index``,
+  ``propagation_used`` and the next state (``next_<name>``); docs/deploy.md, "SparseBEV++: the
+  recurrent head graph";
 * ``export.json``: the manifest (``streaming.onnx_manifest``): model, checkpoint sha256, graphs with
   their input/output names, shapes, dtypes and sha256, opset, sampling formulation
-  (``gather``), fixed shapes at batch 1, and the deviation from PyTorch measured here.
+  (``gather``), fixed shapes at batch 1, the recurrent state's inputs and outputs
+  (``recurrent``; None for v1), and the deviation from PyTorch measured here.
 
 The head is traced with the plugin-free ``gather`` sampling backend (docs/sampling_op.md), so
 both graphs hold only default-domain ONNX ops (checked). ``--precision fp16`` exports the
