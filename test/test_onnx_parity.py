@@ -23,8 +23,9 @@ from sparsebev_core.model.decoder import compute_time_diff         # noqa: E402
 from sparsebev_core.recipe.presets import get_preset               # noqa: E402
 from sparsebev_core.streaming.feature_cache import FeatureSlots    # noqa: E402
 from sparsebev_core.streaming.onnx_runtime import OnnxRuntime      # noqa: E402
-from test_parity import (MANIFEST, PRESET, _sha256_mismatches, _stats_per_image,  # noqa: E402
-                         failure_message, fill_lib, fixture_paths, inputs_lib, ordered_report)
+from parity_helpers import sha256_mismatches, stats_per_image   # noqa: E402
+from test_parity import (MANIFEST, PRESET, failure_message, fill_lib, fixture_paths,  # noqa: E402
+                         inputs_lib, ordered_report)
 
 
 @pytest.mark.slow
@@ -34,7 +35,7 @@ def test_onnxruntime_parity_with_official_outputs(tmp_path):
     meta = json.loads(str(ref['meta_json']))
     width, height, frames = int(meta['width']), int(meta['height']), int(meta['num_frames'])
     inp = inputs_lib.build_inputs(int(meta['seed']), width=width, height=height, num_frames=frames)
-    assert not _sha256_mismatches(meta['input_sha256'], inputs_lib.inputs_checksums(inp))
+    assert not sha256_mismatches(meta['input_sha256'], inputs_lib.inputs_checksums(inp))
     weights = fill_lib.fill_state_dict(json.loads(MANIFEST.read_text()),
                                        seed=int(meta.get('weights_seed', 0)))
     ckpt = tmp_path / 'official.pth'
@@ -63,7 +64,7 @@ def test_onnxruntime_parity_with_official_outputs(tmp_path):
                 decoded_labels=decoded['labels'].numpy(),
                 topk_query_index=decoded['query_index'].numpy(), topk_labels=decoded['labels'].numpy())
     fpn = [level.index_select(0, slots).flatten(0, 1) for level in cache.levels]   # [T*6, C, h, w]
-    for lvl, (mean, std) in enumerate(_stats_per_image(fpn)):
+    for lvl, (mean, std) in enumerate(stats_per_image(fpn)):
         cand[f'fpn_l{lvl}_mean_per_img'], cand[f'fpn_l{lvl}_std_per_img'] = mean, std
         index = ref[f'fpn_l{lvl}_sample_index']
         per_frame = fpn[lvl].reshape(frames, 6, *fpn[lvl].shape[1:]).numpy()
