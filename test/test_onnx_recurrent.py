@@ -177,7 +177,8 @@ def test_the_state_runs_through_the_graph_not_around_it(export, checkpoint):
     reference, _ = eager.run_recurrent_head(levels, frame['lidar2img'], state.trimmed(), still,
                                             torch.tensor([True]))       # the variable form
     assert (second['all_cls_scores'] - reference['all_cls_scores']).abs().max() < BOUNDS['all_cls_scores']
-    small = dataclasses.replace(state, memory_feat=state.memory_feat[:, :-1], memory_bbox=state.memory_bbox[:, :-1])
+    small = dataclasses.replace(state, memory_feat=state.memory_feat[:, :-1],
+                                memory_bbox=state.memory_bbox[:, :-1])
     with pytest.raises(RecurrentStateError, match='memory_len'):
         onnx_rt.run_recurrent_head(levels, frame['lidar2img'], small, still, torch.tensor([True]))
     with pytest.raises(TypeError, match='run_recurrent_head'):

@@ -78,8 +78,9 @@ class RecurrentHeadGraph(nn.Module):
     recurrent head call"): the levels ``[N, C, h_l, w_l]``, ``lidar2img [1, N, 4, 4]``, the
     five fixed-form state tensors, ``elapsed [1]`` float32, ``prev_to_current [1, 4, 4]``, the
     gate ``propagate [1]`` bool (computed by the caller in float64) and ``valid_views [1, N]``
-    bool. Outputs: ``RECURRENT_OUTPUTS``, the next state last. With ``memory_rows = 0`` both memory paths are computed and selected
-    inside (``recurrent_decoder.memory_paths``), so one graph serves a stream's first frame.
+    bool. Outputs: ``RECURRENT_OUTPUTS``, the next state last. With ``memory_rows = 0`` both
+    memory paths are computed and selected inside (``recurrent_decoder.memory_paths``), so one
+    graph serves a stream's first frame.
     """
 
     def __init__(self, model: SparseBEV) -> None:

@@ -144,10 +144,10 @@ def deviation(torch_run: list, onnx_run: list, len_per_frame: int) -> dict:
     lowest index agreement, the largest near-tie gap; the gate as the graph applied it."""
     steps = [compare_step(outputs, after, out, state, len_per_frame)
              for (_, outputs, after), (out, state) in zip(torch_run, onnx_run)]
-    layers = len(steps[0]['all_cls_scores'])
+    layers = range(len(steps[0]['all_cls_scores']))
     return {
-        'head_all_cls_scores_max_abs_per_layer': [max(s['all_cls_scores'][l] for s in steps) for l in range(layers)],
-        'head_all_bbox_preds_max_abs_per_layer': [max(s['all_bbox_preds'][l] for s in steps) for l in range(layers)],
+        'head_all_cls_scores_max_abs_per_layer': [max(s['all_cls_scores'][l] for s in steps) for l in layers],
+        'head_all_bbox_preds_max_abs_per_layer': [max(s['all_bbox_preds'][l] for s in steps) for l in layers],
         'next_state_max_abs_same_query_rows': {
             name: max(s['next_state'][name] for s in steps) for name in STATE_NAMES[:4]},
         'propagated_index_min_agreement': min(s['propagated_index_agreement'] for s in steps),
