@@ -170,10 +170,16 @@ def _record(runtime, run: ReplayRun, monkeypatch, edges: bool, recurrent: bool =
         monkeypatch.setattr(sampling_module, 'project_points', recording_projection)
 
 
-def runtime_differences(reference: ReplayRun, other: ReplayRun) -> list[str]:
+def runtime_differences(reference: ReplayRun, other: ReplayRun, state_carried: bool = False
+                        ) -> list[str]:
     """Query by query, frame by frame: every (query, label) score and every query's box agree
     within ``SAME``, except the queries of ``reference.near_edge`` (edge flips), which stay
-    within ``FLIP_BOUND``. Returns one line per disagreement (empty: the runs agree)."""
+    within ``FLIP_BOUND``. Returns one line per disagreement (empty: the runs agree).
+
+    ``state_carried`` (a recurrent model, each run carrying its own state): a flip that happened
+    (a near-edge query beyond ``SAME``) moves that query's state, which every later frame reads
+    (its propagated query, the memory, the attention of the others), so the comparison ends
+    with that frame; the frames before it and the flip itself are judged as above."""
     problems = []
     for frame, (s_ref, s_other, b_ref, b_other, flips) in enumerate(zip(
             reference.scores, other.scores, reference.boxes, other.boxes, reference.near_edge)):
@@ -181,11 +187,15 @@ def runtime_differences(reference: ReplayRun, other: ReplayRun) -> list[str]:
         d_box = np.abs(b_ref - b_other)                                       # [Q, 9]
         d_box[:, 6] = np.abs((d_box[:, 6] + np.pi) % (2 * np.pi) - np.pi)    # yaw wrapped
         d_box = d_box.max(1)                                                  # [Q]
+        flipped = False
         for query in range(len(d_score)):
             bound, why = (FLIP_BOUND, 'edge flip') if query in flips else (SAME, 'query')
             if d_score[query] > bound['score'] or d_box[query] > bound['box']:
                 problems.append(f'frame {frame} {why} {query}: score {d_score[query]:.2e}, '
                                 f'box {d_box[query]:.2e} (bounds {bound})')
+            flipped |= query in flips and (d_score[query] > SAME['score'] or d_box[query] > SAME['box'])
+        if state_carried and flipped:
+            break
     if len(reference.scores) != len(other.scores):
         problems.append(f'{len(reference.scores)} frames against {len(other.scores)}')
     return problems
