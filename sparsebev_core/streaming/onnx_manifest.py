@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..model.recurrent_state import RecurrentState
+from ..model.recurrent_state import EgoMotion, RecurrentState
 from ..recipe.config import ModelConfig
 
 FORMAT = 'sparsebev-onnx'
@@ -46,8 +45,8 @@ RECURRENT_OUTPUTS = (*HEAD_OUTPUTS, 'propagated_index', 'propagation_used', *NEX
 
 
 def recurrent_head_feed(levels: Sequence[torch.Tensor], lidar2img: torch.Tensor,
-                        state: RecurrentState, motion, propagate: torch.Tensor, valid_views: torch.Tensor
-                        ) -> dict[str, torch.Tensor]:
+                        state: RecurrentState, motion: EgoMotion, propagate: torch.Tensor,
+                        valid_views: torch.Tensor) -> dict[str, torch.Tensor]:
     """The recurrent head graph's inputs by name, in the graph's order: ``level0 ..`` ``[N, C,
     h_l, w_l]``, ``lidar2img [1, N, 4, 4]``, the fixed-form ``state`` (``RecurrentState``:
     ``STATE_NAMES``), ``elapsed [1]`` float32 (``motion.elapsed`` cast: it only moves boxes,
