@@ -114,10 +114,9 @@ def load_detector(cfg: ModelConfig, checkpoint: str | None = None, device: str =
 def _onnx_runtime(cfg: ModelConfig, checkpoint: str | None, onnx_dir: str | None,
                   providers: Sequence[str]) -> 'OnnxRuntime':
     """``OnnxRuntime`` of ``onnx_dir`` for the model; the checkpoint, if given, must match."""
-    from .streaming.onnx_manifest import OnnxExportError, check_exportable, sha256_of_file
+    from .streaming.onnx_manifest import OnnxExportError, sha256_of_file
     from .streaming.onnx_runtime import OnnxRuntime
 
-    check_exportable(cfg)
     if not onnx_dir:
         raise UsageError("runtime 'onnxruntime' needs an export folder (onnx_dir / --onnx-dir): "
                          f'make one with sparsebev export-onnx --preset {cfg.name} --out DIR')

@@ -75,7 +75,8 @@ def test_bad_replay_parameters_and_missing_data_are_one_line(capsys, tmp_path):
 
 def test_a_future_preset_cannot_stream_and_says_so_in_one_line(capsys, tmp_path):
     """The *_future presets need frames from the future: replay (a stream) refuses them with a
-    typed error before any weights are read, pointing to offline evaluation."""
+    typed error before any weights are read, pointing to offline evaluation; so does the ONNX
+    export (its graphs only serve a stream), before any file is written."""
     bag = tmp_path / 'bag'
     bag.mkdir()
     assert_one_error_line(capsys, ['replay', str(bag), str(tmp_path / 'out'), '-p',
@@ -83,6 +84,11 @@ def test_a_future_preset_cannot_stream_and_says_so_in_one_line(capsys, tmp_path)
                                    f'checkpoint:={tmp_path / "X.pth"}'], 1,
                           'a stream cannot see the future')
     assert not (tmp_path / 'out').exists()
+    pytest.importorskip('onnxruntime', reason="onnxruntime not installed (pip install -e '.[onnx]')")
+    assert_one_error_line(capsys, ['export-onnx', '--preset', 'vov99_dd3d_1600x640_trainval_future',
+                                   '--checkpoint', str(tmp_path / 'X.pth'), '--out',
+                                   str(tmp_path / 'onnx')], 1, 'a stream cannot see the future')
+    assert not (tmp_path / 'onnx').exists()
 
 
 def test_usage_errors_are_exit_code_2(capsys, tmp_path):

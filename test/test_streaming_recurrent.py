@@ -184,19 +184,6 @@ def test_runtimes_and_options_that_cannot_run_a_recurrent_model_are_refused(tiny
     assert isinstance(StreamingDetector(EagerRuntime(model), cfg).runtime, EagerRuntime)
 
 
-def test_the_onnx_route_refuses_a_recurrent_preset_with_a_typed_error(tmp_path):
-    """Not exported yet (the recurrent head graph is the next step): a clear error, no files."""
-    from sparsebev_core.export.onnx_export import export_onnx
-    from sparsebev_core.loading import load_detector
-    from sparsebev_core.streaming.onnx_manifest import OnnxExportError
-    cfg = get_preset('tiny_memory')
-    with pytest.raises(OnnxExportError, match='recurrent SparseBEV'):
-        export_onnx(cfg, None, tmp_path / 'onnx')
-    assert not (tmp_path / 'onnx').exists()
-    with pytest.raises(OnnxExportError, match="runtime 'torch'"):
-        load_detector(cfg, runtime='onnxruntime', onnx_dir=str(tmp_path / 'onnx'))
-
-
 def test_reduced_precision_keeps_a_float32_state(tiny_v2):
     model, cfg = tiny_v2
     detector = StreamingDetector(EagerRuntime(model, 'cpu', 'bf16'), cfg)

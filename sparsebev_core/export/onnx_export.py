@@ -10,9 +10,16 @@ Writes into ``--out DIR``:
   bool (the cameras present in each frame; all True for a complete one) -> ``cls_scores [1, Q, K]``
   and ``bbox_preds [1, Q, 10]`` of the last decoder layer, ``all_cls_scores [L, 1, Q, K]`` and
   ``all_bbox_preds [L, 1, Q, 10]`` of every layer (for checks);
+* for a recurrent SparseBEV++ preset (``*_memory``) ``head.onnx`` is one frame of the recurrent
+  head instead (``graphs.RecurrentHeadGraph``, every shape fixed): ``level0 ..`` ``[N, C, h_l,
+  w_l]``, ``lidar2img [1, N, 4, 4]``, the fixed-form state, ``elapsed``, ``prev_to_current``,
+  ``propagate``, ``valid_views`` -> the outputs above, ``propagated_index``,
+  ``propagation_used`` and the next state (``next_<name>``); docs/deploy.md, "SparseBEV++: the
+  recurrent head graph";
 * ``export.json``: the manifest (``streaming.onnx_manifest``): model, checkpoint sha256, graphs with
   their input/output names, shapes, dtypes and sha256, opset, sampling formulation
-  (``gather``), fixed shapes at batch 1, and the deviation from PyTorch measured here.
+  (``gather``), fixed shapes at batch 1, the recurrent state's inputs and outputs
+  (``recurrent``; None for v1), and the deviation from PyTorch measured here.
 
 The head is traced with the plugin-free ``gather`` sampling backend (docs/sampling_op.md), so
 both graphs hold only default-domain ONNX ops (checked). ``--precision fp16`` exports the
@@ -26,6 +33,7 @@ import math
 import os
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -35,9 +43,11 @@ import torch
 from ..errors import InputError, MissingDependencyError, UsageError
 from ..geometry import CAMERA_NAMES
 from ..recipe.config import ModelConfig
+from ..recipe.frame_layout import check_streamable
 from ..streaming.onnx_manifest import (ENCODER_FILE, FORMAT, FORMAT_VERSION, HEAD_FILE,
-                                       MANIFEST_FILE, ONNX_INSTALL_HINT, check_exportable,
+                                       MANIFEST_FILE, ONNX_INSTALL_HINT, recurrent_entry,
                                        sha256_of_file)
+from .recurrent_probe import max_abs
 
 DEFAULT_OPSET = 17          # LayerNormalization native; the gather sampling needs >= 11
 MIN_OPSET = 11
@@ -118,8 +128,88 @@ def _io_spec(names, arrays, dynamic: dict[str, dict[int, str]] | None = None) ->
     return specs
 
 
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+@dataclass
+class HeadExport:
+    """What exporting and measuring a head graph gives the manifest."""
+    inputs: list[dict]
+    outputs: list[dict]
+    deviation: dict
+    dynamic_axes: dict[str, str]
+
+
+def _session(ort, path: Path):
+    return ort.InferenceSession(str(path), ort.SessionOptions(), providers=['CPUExecutionProvider'])
+
+
+def _export_cache_head(model, levels: list[torch.Tensor], lidar2img: torch.Tensor,
+                       time_diff: torch.Tensor, path: Path, opset: int, ort) -> HeadExport:
+    """``head.onnx`` of a v1 model (``HeadGraph``): traced on a cache of T + 1 slots, each
+    frame's levels scaled differently, read in a scrambled order; measured on the same."""
+    from ..streaming.runtime import gather_slots
+    from .graphs import HEAD_OUTPUTS, HeadGraph
+
+    T = model.cfg.num_frames
+    cache = [torch.stack([lv * (1.0 + 0.05 * s) for s in range(T + 1)]) for lv in levels]
+    slots = torch.tensor([(3 * t + 1) % (T + 1) for t in range(T)], dtype=torch.int64)
+    with torch.inference_mode():                                     # the PyTorch reference
+        ref_head = model.pts_bbox_head.forward_time_diff(
+            gather_slots(cache, slots), lidar2img, time_diff, image_hw=tuple(model.cfg.input_size))
+    cache_names = [f'cache_level{i}' for i in range(len(levels))]
+    valid_views = torch.ones(lidar2img.shape[:2], dtype=torch.bool)  # [1, T*N]: all present
+    head_inputs = [*cache_names, 'slots', 'lidar2img', 'time_diff', 'valid_views']
+    inputs = (*cache, slots, lidar2img, time_diff, valid_views)
+    cache_dynamic = {name: {0: 'cache_slots'} for name in cache_names}
+    with sampling_backend(SAMPLING_FORMULATION), torch.no_grad():
+        _export(HeadGraph(model), inputs, path, opset, head_inputs, list(HEAD_OUTPUTS), cache_dynamic)
+        head_eager = HeadGraph(model)(*inputs)
+    ort_head = dict(zip(HEAD_OUTPUTS, _session(ort, path).run(
+        list(HEAD_OUTPUTS), {name: t.numpy() for name, t in zip(head_inputs, inputs)})))
+    ref = {k: v.numpy() for k, v in ref_head.items()}
+    layers = ref['all_cls_scores'].shape[0]
+    deviation = {
+        'inputs': 'probe_inputs(seed 0): random uint8 images, a ring of pinhole cameras, '
+                  f'a cache of S={T + 1} slots; onnxruntime {ort.__version__} CPUExecutionProvider '
+                  'vs PyTorch eager float32 (default sampling backend)',
+        'head_all_cls_scores_max_abs_per_layer': [
+            max_abs(ort_head['all_cls_scores'][l], ref['all_cls_scores'][l]) for l in range(layers)],
+        'head_all_bbox_preds_max_abs_per_layer': [
+            max_abs(ort_head['all_bbox_preds'][l], ref['all_bbox_preds'][l]) for l in range(layers)],
+        'head_gather_trace_vs_pytorch_max_abs': max_abs(head_eager[2].numpy(), ref['all_cls_scores']),
+    }
+    return HeadExport(
+        _io_spec(head_inputs, inputs, cache_dynamic),
+        _io_spec(list(HEAD_OUTPUTS), [ort_head[k] for k in HEAD_OUTPUTS]), deviation,
+        {'cache_slots': 'axis 0 of every cache_level input (the feature cache capacity S >= 1); '
+                        'every other axis is fixed'})
+
+
+def _export_recurrent_head(model, levels: list[torch.Tensor], lidar2img: torch.Tensor,
+                           path: Path, opset: int, ort) -> HeadExport:
+    """``head.onnx`` of a SparseBEV++ model (``RecurrentHeadGraph``), every shape fixed: traced
+    on frame 1 of the probe stream, measured over the whole stream with the state carried by
+    each side (``recurrent_probe``)."""
+    from ..streaming.onnx_manifest import RECURRENT_OUTPUTS
+    from . import recurrent_probe as probe
+    from .graphs import RecurrentHeadGraph
+
+    stream = probe.probe_stream(levels, lidar2img, model.pts_bbox_head.memory_cfg.max_time_interval)
+    torch_run = probe.run_torch(model, stream)
+    trace_inputs = probe.feed(stream[probe.TRACE_FRAME], torch_run[probe.TRACE_FRAME][0])
+    with sampling_backend(SAMPLING_FORMULATION), torch.no_grad():
+        _export(RecurrentHeadGraph(model), tuple(trace_inputs.values()), path, opset,
+                list(trace_inputs), list(RECURRENT_OUTPUTS), {})
+    onnx_run = probe.run_onnx(_session(ort, path), stream, torch_run)
+    deviation = {
+        'inputs': f'probe_inputs(seed 0) seen {probe.PROBE_FRAMES} times, the ego {probe.PROBE_STEP_M} m '
+                  f'forward every {probe.PROBE_STEP_S} s, from the empty state, each frame from the '
+                  f'state PyTorch returned (teacher forcing); onnxruntime {ort.__version__} '
+                  'CPUExecutionProvider vs PyTorch eager float32 (default sampling backend)',
+        **probe.deviation(torch_run, onnx_run, model.pts_bbox_head.memory_cfg.len_per_frame),
+    }
+    outputs = onnx_run[probe.TRACE_FRAME][0]
+    return HeadExport(_io_spec(list(trace_inputs), trace_inputs.values()),
+                      _io_spec(list(RECURRENT_OUTPUTS), [outputs[k] for k in RECURRENT_OUTPUTS]),
+                      deviation, {})
 
 
 def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *,
@@ -128,15 +218,16 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
                 force: bool = False, random_weights_ok: bool = False,
                 log: Callable[[str], None] = print) -> dict:
     """Export ``encoder.onnx`` and ``head.onnx`` of ``cfg`` with ``checkpoint`` (bundled or
-    random ``tiny`` weights when None: ``loading.load_model``; ``random_weights_ok``: any
-    preset, for timing), check them, measure their deviation from PyTorch in onnxruntime (CPU)
-    and write ``export.json``. Returns the manifest."""
+    random ``tiny`` / ``tiny_memory`` weights when None: ``loading.load_model``;
+    ``random_weights_ok``: any preset, for timing), check them, measure their deviation from
+    PyTorch in onnxruntime (CPU) and write ``export.json``. The head is ``HeadGraph`` (the
+    feature cache) or, for a recurrent SparseBEV++ model, ``RecurrentHeadGraph`` (the state in
+    and out). Returns the manifest."""
     onnx, ort = require_onnx()
     from ..loading import load_model
-    from ..streaming.runtime import gather_slots
-    from .graphs import HEAD_OUTPUTS, EncoderGraph, HeadGraph
+    from .graphs import EncoderGraph
 
-    check_exportable(cfg)
+    check_streamable(cfg)                 # the graphs serve a stream: no future frames
     if opset < MIN_OPSET:
         raise UsageError(f'--opset {opset}: the gather sampling needs opset >= {MIN_OPSET}')
     if precision not in PRECISIONS:
@@ -152,59 +243,30 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
     loaded = load_model(cfg, checkpoint, log=log, random_weights_ok=random_weights_ok)
     model = loaded.model.float().eval()
     images, lidar2img, time_diff = probe_inputs(cfg, num_cameras)
-    T = cfg.num_frames
-
     with torch.inference_mode():                                     # the PyTorch reference
         ref_levels = [f[0] for f in model.extract_features(images[None])]
-        # S = T + 1 slots, each frame's features scaled differently, read in a scrambled order
-        cache = [torch.stack([lv * (1.0 + 0.05 * s) for s in range(T + 1)]) for lv in ref_levels]
-        slots = torch.tensor([(3 * t + 1) % (T + 1) for t in range(T)], dtype=torch.int64)
-        ref_head = model.pts_bbox_head.forward_time_diff(
-            gather_slots(cache, slots), lidar2img, time_diff, image_hw=tuple(cfg.input_size))
-    num_levels = len(ref_levels)
-    level_names = [f'level{i}' for i in range(num_levels)]
-    cache_names = [f'cache_level{i}' for i in range(num_levels)]
-    valid_views = torch.ones(lidar2img.shape[:2], dtype=torch.bool)  # [1, T*N]: all present
-    head_inputs = [*cache_names, 'slots', 'lidar2img', 'time_diff', 'valid_views']
-    cache_dynamic = {name: {0: 'cache_slots'} for name in cache_names}
+    level_names = [f'level{i}' for i in range(len(ref_levels))]
 
+    head_path = out / HEAD_FILE
+    log(f'exporting {head_path} (opset {opset}, sampling {SAMPLING_FORMULATION}'
+        f'{", the recurrent state as inputs and outputs" if model.is_recurrent else ""})')
+    if model.is_recurrent:
+        head = _export_recurrent_head(model, ref_levels, lidar2img, head_path, opset, ort)
+    else:
+        head = _export_cache_head(model, ref_levels, lidar2img, time_diff, head_path, opset, ort)
+    encoder_path = out / ENCODER_FILE
+    log(f'exporting {encoder_path} (opset {opset}, {precision})')
     with sampling_backend(SAMPLING_FORMULATION), torch.no_grad():
-        head_path = out / HEAD_FILE
-        log(f'exporting {head_path} (opset {opset}, sampling {SAMPLING_FORMULATION})')
-        _export(HeadGraph(model), (*cache, slots, lidar2img, time_diff, valid_views), head_path,
-                opset, head_inputs, list(HEAD_OUTPUTS), cache_dynamic)
-        head_eager = HeadGraph(model)(*cache, slots, lidar2img, time_diff, valid_views)
-        encoder_path = out / ENCODER_FILE
-        log(f'exporting {encoder_path} (opset {opset}, {precision})')
         encoder = EncoderGraph(model, half=precision == 'fp16')
         _export(encoder, (images,), encoder_path, opset, ['images'], level_names, {})
 
     ops_used = {'encoder': _check_graph(onnx, encoder_path), 'head': _check_graph(onnx, head_path)}
-    options = ort.SessionOptions()
-    enc_sess = ort.InferenceSession(str(encoder_path), options, providers=['CPUExecutionProvider'])
-    head_sess = ort.InferenceSession(str(head_path), options, providers=['CPUExecutionProvider'])
-    ort_levels = enc_sess.run(level_names, {'images': images.numpy()})
-    feed = {name: c.numpy() for name, c in zip(cache_names, cache)}
-    feed.update(slots=slots.numpy(), lidar2img=lidar2img.numpy(), time_diff=time_diff.numpy(),
-                valid_views=valid_views.numpy())
-    ort_head = dict(zip(HEAD_OUTPUTS, head_sess.run(list(HEAD_OUTPUTS), feed)))
-    ref_head_np = {k: v.numpy() for k, v in ref_head.items()}
+    ort_levels = _session(ort, encoder_path).run(level_names, {'images': images.numpy()})
     deviation = {
-        'inputs': 'probe_inputs(seed 0): random uint8 images, a ring of pinhole cameras, '
-                  f'a cache of S={T + 1} slots; onnxruntime {ort.__version__} CPUExecutionProvider '
-                  'vs PyTorch eager float32 (default sampling backend)',
-        'encoder_levels_max_abs': [_max_abs(o, r.numpy()) for o, r in zip(ort_levels, ref_levels)],
+        'encoder_levels_max_abs': [max_abs(o, r.numpy()) for o, r in zip(ort_levels, ref_levels)],
         'encoder_levels_absmax': [float(r.abs().max()) for r in ref_levels],
-        'head_all_cls_scores_max_abs_per_layer': [
-            _max_abs(ort_head['all_cls_scores'][l], ref_head_np['all_cls_scores'][l])
-            for l in range(ref_head_np['all_cls_scores'].shape[0])],
-        'head_all_bbox_preds_max_abs_per_layer': [
-            _max_abs(ort_head['all_bbox_preds'][l], ref_head_np['all_bbox_preds'][l])
-            for l in range(ref_head_np['all_bbox_preds'].shape[0])],
-        'head_gather_trace_vs_pytorch_max_abs': _max_abs(head_eager[2].numpy(),
-                                                         ref_head_np['all_cls_scores']),
+        **head.deviation,
     }
-    head_out_arrays = [ort_head[k] for k in HEAD_OUTPUTS]
     manifest = {
         'format': FORMAT, 'format_version': FORMAT_VERSION,
         'model': {'name': cfg.name, 'preset': None if config_file else cfg.name,
@@ -213,21 +275,17 @@ def export_onnx(cfg: ModelConfig, checkpoint: str | None, out_dir: str | Path, *
                   'checkpoint_sha256': sha256_of_file(loaded.checkpoint) if loaded.checkpoint else None,
                   'legacy_yaw_convention': bool(model.pts_bbox_head.legacy_yaw_convention)},
         'opset': opset, 'precision': precision, 'sampling': SAMPLING_FORMULATION,
-        'batch': 1, 'fixed_shapes': True,
-        'dynamic_axes': {'cache_slots': 'axis 0 of every cache_level input (the feature '
-                                        'cache capacity S >= 1); every other axis is fixed'},
-        'num_cameras': num_cameras, 'num_frames': T, 'input_hw': list(cfg.input_size),
+        'batch': 1, 'fixed_shapes': True, 'dynamic_axes': head.dynamic_axes,
+        'num_cameras': num_cameras, 'num_frames': cfg.num_frames, 'input_hw': list(cfg.input_size),
+        'recurrent': recurrent_entry(cfg),
         'graphs': {
             'encoder': {'file': ENCODER_FILE, 'sha256': sha256_of_file(encoder_path),
                         'bytes': encoder_path.stat().st_size,
                         'inputs': _io_spec(['images'], [images]),
                         'outputs': _io_spec(level_names, ort_levels), 'ops': ops_used['encoder']},
             'head': {'file': HEAD_FILE, 'sha256': sha256_of_file(head_path),
-                     'bytes': head_path.stat().st_size,
-                     'inputs': _io_spec(head_inputs,
-                                        [*cache, slots, lidar2img, time_diff, valid_views],
-                                        cache_dynamic),
-                     'outputs': _io_spec(list(HEAD_OUTPUTS), head_out_arrays), 'ops': ops_used['head']},
+                     'bytes': head_path.stat().st_size, 'inputs': head.inputs,
+                     'outputs': head.outputs, 'ops': ops_used['head']},
         },
         'deviation_from_pytorch': deviation,
         'exported_with': {'torch': torch.__version__, 'onnx': onnx.__version__,

@@ -5,14 +5,23 @@ exist and parse, the manifest's model matches the one the caller expects (name, 
 frames, cameras), and each ``.onnx`` file is present with the size and sha256 the manifest
 recorded (a truncated or replaced file is caught here, naming the file). Every failure is an
 ``OnnxExportError`` (an ``InputError``) that says what to do.
+
+The input and output names of the SparseBEV++ head graph live here too (``STATE_NAMES``,
+``RECURRENT_OUTPUTS``): the exporter and ``OnnxRuntime`` build its inputs and read its next
+state with the same two functions (:func:`recurrent_head_feed`, :func:`next_state_from`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
 
 from ..errors import InputError
+from ..model.recurrent_state import EgoMotion, RecurrentState
 from ..recipe.config import ModelConfig
 
 FORMAT = 'sparsebev-onnx'
@@ -27,13 +36,35 @@ class OnnxExportError(InputError):
     """An ONNX export folder that cannot be used: missing, incomplete, foreign or damaged."""
 
 
-def check_exportable(cfg: ModelConfig) -> None:
-    """Raise ``OnnxExportError`` for a model the ONNX graphs do not cover yet: the recurrent
-    SparseBEV++ head (its state as graph inputs and outputs is the next step; its contract is
-    the runtime seam's ``run_recurrent_head``, docs/architecture.md)."""
-    if cfg.head.memory is not None:
-        raise OnnxExportError(f'preset {cfg.name!r} is a recurrent SparseBEV++ model: its ONNX '
-                              "export is not implemented yet; run it with runtime 'torch'")
+# the recurrent head graph: the fixed-form state in the order of ``RecurrentState``'s fields,
+# returned as next_<name>; the motion and gate; the outputs (the next state last)
+STATE_NAMES = ('propagated_feat', 'propagated_bbox', 'memory_feat', 'memory_bbox', 'memory_rows')
+NEXT_STATE_NAMES = tuple(f'next_{name}' for name in STATE_NAMES)
+HEAD_OUTPUTS = ('cls_scores', 'bbox_preds', 'all_cls_scores', 'all_bbox_preds')
+RECURRENT_OUTPUTS = (*HEAD_OUTPUTS, 'propagated_index', 'propagation_used', *NEXT_STATE_NAMES)
+
+
+def recurrent_head_feed(levels: Sequence[torch.Tensor], lidar2img: torch.Tensor,
+                        state: RecurrentState, motion: EgoMotion, propagate: torch.Tensor,
+                        valid_views: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The recurrent head graph's inputs by name, in the graph's order: ``level0 ..`` ``[N, C,
+    h_l, w_l]``, ``lidar2img [1, N, 4, 4]``, the fixed-form ``state`` (``RecurrentState``:
+    ``STATE_NAMES``), ``elapsed [1]`` float32 (``motion.elapsed`` cast: it only moves boxes,
+    in float32 in eager mode too), ``prev_to_current [1, 4, 4]``, ``propagate [1]`` bool,
+    ``valid_views [1, N]`` bool."""
+    feed = {f'level{i}': level for i, level in enumerate(levels)}
+    feed['lidar2img'] = lidar2img
+    feed.update(zip(STATE_NAMES, (*state.tensors(), state.memory_rows)))
+    feed.update(elapsed=motion.elapsed.to(torch.float32), prev_to_current=motion.prev_to_current,
+                propagate=propagate.to(torch.bool), valid_views=valid_views.to(torch.bool))
+    return feed
+
+
+def next_state_from(outputs: dict[str, np.ndarray]) -> RecurrentState:
+    """The next state among the recurrent head graph's outputs by name (``NEXT_STATE_NAMES``),
+    as tensors sharing the arrays' memory."""
+    tensors = [torch.from_numpy(outputs[name]) for name in NEXT_STATE_NAMES]
+    return RecurrentState(*tensors[:4], memory_rows=tensors[4])
 
 
 def sha256_of_file(path: str | Path) -> str:
@@ -79,9 +110,43 @@ def read_manifest(onnx_dir: str | Path, cfg: ModelConfig, num_cameras: int | Non
                 f'{path} was exported for {what} {theirs!r}, but the detector is configured for '
                 f'{ours!r} (preset {cfg.name!r}): set the preset to {model.get("name")!r} or '
                 f'{_redo(cfg, folder)}')
+    _check_recurrent(manifest.get('recurrent'), cfg, path, folder)
     for key in ('encoder', 'head'):
         _check_graph_file(folder, graphs.get(key), key, cfg)
     return manifest
+
+
+def recurrent_entry(cfg: ModelConfig) -> dict | None:
+    """The manifest's ``recurrent`` entry of a model (None: a v1 model, cache-reading head):
+    the state sizes, the gate's interval, and each state input with the output that returns it."""
+    memory = cfg.head.memory
+    if memory is None:
+        return None
+    return {'num_propagated': memory.num_propagated, 'memory_len': memory.memory_len,
+            'len_per_frame': memory.len_per_frame, 'embed_dims': cfg.head.embed_dims,
+            'max_time_interval': memory.max_time_interval,
+            'state': [{'input': name, 'output': out} for name, out in zip(STATE_NAMES, NEXT_STATE_NAMES)],
+            'first_frame': 'state inputs all zeros (memory_rows 0), elapsed 0, prev_to_current '
+                           'identity, propagate False',
+            'propagate': 'memory_rows > 0 and abs(elapsed) <= max_time_interval, in float64 '
+                         '(computed by the caller)'}
+
+
+def _check_recurrent(entry, cfg: ModelConfig, path: Path, folder: Path) -> None:
+    """The export's head kind (cache-reading or recurrent) and state sizes are the model's."""
+    ours = recurrent_entry(cfg)
+    if (entry is None) != (ours is None):
+        kinds = ('a recurrent SparseBEV++ head', 'a feature-cache head')
+        theirs_kind, ours_kind = (kinds[0], kinds[1]) if ours is None else (kinds[1], kinds[0])
+        raise OnnxExportError(f'{path} holds {theirs_kind}, but preset {cfg.name!r} has '
+                              f'{ours_kind}; {_redo(cfg, folder)}')
+    if ours is None:
+        return
+    for key in ('num_propagated', 'memory_len', 'len_per_frame', 'embed_dims'):
+        if entry.get(key) != ours[key]:
+            raise OnnxExportError(f'{path} was exported for a recurrent state with {key} '
+                                  f'{entry.get(key)!r}, but the detector is configured for '
+                                  f'{ours[key]!r} (preset {cfg.name!r}); {_redo(cfg, folder)}')
 
 
 def _check_graph_file(folder: Path, entry: dict | None, key: str, cfg: ModelConfig) -> None:

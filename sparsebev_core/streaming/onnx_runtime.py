@@ -7,6 +7,10 @@ top-k decoding stay in ``StreamingDetector``; the two calls run ``encoder.onnx``
 CPU tensors (onnxruntime's CPU provider reads them in place: the cache buffers are never
 copied per step); outputs come back as ``torch.from_numpy`` views.
 
+A SparseBEV++ export (manifest ``recurrent``) implements ``run_recurrent_head`` instead of
+``run_head`` (``runtime.RecurrentRuntime``): the state goes in and the next state comes out of
+the graph, and ``StreamingDetector`` carries it between calls exactly as with ``EagerRuntime``.
+
 Start-up checks, all before any step (``onnx_manifest.read_manifest``): the export belongs to the
 configured model, each graph is complete (size and sha256), the requested execution providers
 are installed; onnxruntime missing is a ``MissingDependencyError``. Nothing is half-loaded: a
@@ -20,9 +24,10 @@ from typing import Sequence
 import torch
 
 from ..errors import MissingDependencyError
+from ..model.recurrent_state import EgoMotion, RecurrentState
 from ..recipe.config import ModelConfig
-from .onnx_manifest import (ENCODER_FILE, HEAD_FILE, ONNX_INSTALL_HINT, OnnxExportError,
-                            read_manifest)
+from .onnx_manifest import (ENCODER_FILE, HEAD_FILE, NEXT_STATE_NAMES, ONNX_INSTALL_HINT,
+                            OnnxExportError, next_state_from, read_manifest, recurrent_head_feed)
 
 Tensor = torch.Tensor
 
@@ -57,8 +62,13 @@ def resolve_providers(requested: Sequence[str], available: Sequence[str]) -> lis
     return names
 
 
+SEAM_OUTPUTS = ('all_cls_scores', 'all_bbox_preds')
+RECURRENT_SEAM_OUTPUTS = (*SEAM_OUTPUTS, 'propagated_index', 'propagation_used')
+
+
 class OnnxRuntime:
-    """The two seam calls on onnxruntime sessions of an export folder.
+    """The seam calls on onnxruntime sessions of an export folder: ``encode`` and ``run_head``,
+    or ``encode`` and ``run_recurrent_head`` for a SparseBEV++ export.
 
     Args:
         onnx_dir: the folder written by ``sparsebev export-onnx`` (``export.json`` + graphs).
@@ -82,7 +92,9 @@ class OnnxRuntime:
         self.head = _session(ort, folder / HEAD_FILE, options, self.providers)
         graphs = self.manifest['graphs']
         self.level_names = [o['name'] for o in graphs['encoder']['outputs']]
-        self.cache_names = [i['name'] for i in graphs['head']['inputs']][:len(self.level_names)]
+        # the head's per-level inputs: the cache buffers (v1) or the current frame's levels
+        self.head_level_names = [i['name'] for i in graphs['head']['inputs']][:len(self.level_names)]
+        self.recurrent = self.manifest.get('recurrent')          # None: a feature-cache head
         self.device = torch.device('cpu')           # inputs are handed over as host memory
         self.legacy_yaw_convention = bool(self.manifest['model']['legacy_yaw_convention'])
 
@@ -96,13 +108,41 @@ class OnnxRuntime:
         """The cache buffers as they are + ``slots``, ``lidar2img``, ``time_diff`` and the
         camera mask ``valid_views [1, T*N]`` (None: all present) -> ``all_cls_scores
         [L, 1, Q, K]``, ``all_bbox_preds [L, 1, Q, 10]``."""
+        if self.recurrent is not None:
+            raise TypeError(f'{self.manifest["model"]["name"]!r} is a recurrent SparseBEV++ '
+                            'export: run_recurrent_head')
         if valid_views is None:
             valid_views = torch.ones(lidar2img.shape[:2], dtype=torch.bool)
-        feed = {name: _host(level) for name, level in zip(self.cache_names, cache_levels)}
+        feed = {name: _host(level) for name, level in zip(self.head_level_names, cache_levels)}
         feed.update(slots=_host(slots), lidar2img=_host(lidar2img), time_diff=_host(time_diff),
                     valid_views=_host(valid_views.to(torch.bool)))
-        cls, bbox = self.head.run(['all_cls_scores', 'all_bbox_preds'], feed)
-        return dict(all_cls_scores=torch.from_numpy(cls), all_bbox_preds=torch.from_numpy(bbox))
+        outputs = self.head.run(list(SEAM_OUTPUTS), feed)
+        return {name: torch.from_numpy(out) for name, out in zip(SEAM_OUTPUTS, outputs)}
+
+    def run_recurrent_head(self, features: Sequence[Tensor], lidar2img: Tensor,
+                           state: RecurrentState, motion: EgoMotion, propagate: Tensor,
+                           valid_views: Tensor | None = None
+                           ) -> tuple[dict[str, Tensor], RecurrentState]:
+        """The seam's recurrent head call on ``head.onnx`` (docs/architecture.md, "The recurrent
+        head call"): levels ``[N, C, h_l, w_l]``, lidar2img ``[1, N, 4, 4]``, the state (the
+        variable form is padded to the fixed one), the motion since its frame, propagate
+        ``[1]`` bool, valid_views ``[1, N]`` bool or None (all present) -> (``all_cls_scores``,
+        ``all_bbox_preds``, ``propagated_index``, ``propagation_used``; the next fixed-form
+        state). Shapes that do not fit the export raise ``RecurrentStateError``."""
+        if self.recurrent is None:
+            raise TypeError(f'{self.manifest["model"]["name"]!r} is a feature-cache export: run_head')
+        state = state.padded(self.recurrent['memory_len'])
+        state.check(1, self.recurrent['embed_dims'], self.recurrent['num_propagated'],
+                    self.recurrent['memory_len'])
+        motion.check(1)
+        if valid_views is None:
+            valid_views = torch.ones(lidar2img.shape[:2], dtype=torch.bool)
+        feed = recurrent_head_feed(features, lidar2img, state, motion, torch.as_tensor(propagate),
+                                   valid_views)
+        names = [*RECURRENT_SEAM_OUTPUTS, *NEXT_STATE_NAMES]
+        out = dict(zip(names, self.head.run(names, {k: _host(v) for k, v in feed.items()})))
+        return ({name: torch.from_numpy(out[name]) for name in RECURRENT_SEAM_OUTPUTS},
+                next_state_from(out))
 
 
 def _host(tensor: Tensor):
