@@ -117,6 +117,12 @@ def _detections(bag: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 EDGE_MARGIN = 2e-5                       # normalised image coordinates; seen: a flip at 2.1e-6
 SAME = dict(score=1e-4, box=1e-3)        # every other query (seen: 1e-5 / 1e-5)
 FLIP_BOUND = dict(score=0.1, box=1.0)    # a query with a point that close (seen: 0.01 / 0.03)
+# A recurrent model keeps the top K queries by their best logit; two whose logits lie within the
+# runtimes' rounding of each other may swap ranks (seen: runtimes 5e-6 apart, closest
+# neighbouring ranks 2.9e-5 apart on the tiny replay). A swap is allowed between queries whose
+# logits (reference run) differ by at most TIE_GAP; any other difference in the kept queries
+# is a failure.
+TIE_GAP = 1e-3
 MAX_DETECTIONS = 20
 
 
@@ -141,6 +147,8 @@ class ReplayRun:
     boxes: list[np.ndarray] = field(default_factory=list)
     near_edge: list[set[int]] = field(default_factory=list)
     published: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    best_logits: list[np.ndarray] = field(default_factory=list)    # [Q] (recurrent runs)
+    kept: list[np.ndarray] = field(default_factory=list)           # [K] propagated_index
 
 
 def _record(runtime, run: ReplayRun, monkeypatch, edges: bool, recurrent: bool = False) -> None:
@@ -157,6 +165,9 @@ def _record(runtime, run: ReplayRun, monkeypatch, edges: bool, recurrent: bool =
         run.scores.append(outputs['all_cls_scores'][-1, 0].sigmoid().numpy())
         run.boxes.append(to_lidar_boxes(denormalize_bbox(outputs['all_bbox_preds'][-1, 0])).numpy())
         run.near_edge.append(set(close))
+        if recurrent:
+            run.best_logits.append(outputs['all_cls_scores'][-1, 0].max(-1).values.numpy())
+            run.kept.append(outputs['propagated_index'][0].numpy())
         return result
 
     def recording_projection(points, lidar2img, image_hw):
@@ -178,8 +189,9 @@ def runtime_differences(reference: ReplayRun, other: ReplayRun, state_carried: b
 
     ``state_carried`` (a recurrent model, each run carrying its own state): a flip that happened
     (a near-edge query beyond ``SAME``) moves that query's state, which every later frame reads
-    (its propagated query, the memory, the attention of the others), so the comparison ends
-    with that frame; the frames before it and the flip itself are judged as above."""
+    (its propagated query, the memory, the attention of the others), and so does a rank swap of
+    two near-tied queries in the kept top K (:func:`kept_differences`); the comparison ends
+    with that frame; the frames before it and the frame itself are judged as above."""
     problems = []
     for frame, (s_ref, s_other, b_ref, b_other, flips) in enumerate(zip(
             reference.scores, other.scores, reference.boxes, other.boxes, reference.near_edge)):
@@ -194,11 +206,28 @@ def runtime_differences(reference: ReplayRun, other: ReplayRun, state_carried: b
                 problems.append(f'frame {frame} {why} {query}: score {d_score[query]:.2e}, '
                                 f'box {d_box[query]:.2e} (bounds {bound})')
             flipped |= query in flips and (d_score[query] > SAME['score'] or d_box[query] > SAME['box'])
+        if state_carried and reference.kept:
+            swapped, wrong = kept_differences(reference, other, frame)
+            problems += wrong
+            flipped |= swapped
         if state_carried and flipped:
             break
     if len(reference.scores) != len(other.scores):
         problems.append(f'{len(reference.scores)} frames against {len(other.scores)}')
     return problems
+
+
+def kept_differences(reference: ReplayRun, other: ReplayRun, frame: int) -> tuple[bool, list[str]]:
+    """Whether the runs kept other queries (``propagated_index``) in ``frame``, and a line per
+    position where the two kept queries are not a near tie (reference logits more than
+    ``TIE_GAP`` apart)."""
+    ours, theirs = reference.kept[frame], other.kept[frame]
+    logits = reference.best_logits[frame]
+    differ = np.flatnonzero(ours != theirs)
+    wrong = [f'frame {frame} kept position {i}: query {ours[i]} against {theirs[i]}, logits '
+             f'{abs(logits[ours[i]] - logits[theirs[i]]):.2e} apart (> TIE_GAP {TIE_GAP})'
+             for i in differ if abs(logits[ours[i]] - logits[theirs[i]]) > TIE_GAP]
+    return len(differ) > 0, wrong
 
 
 def replay_with_both_runtimes(tmp: Path, params: dict, onnx_dir: Path,
