@@ -238,10 +238,22 @@ def test_missing_camera_is_a_degraded_frame_stale_tf_publishes_nothing_node_keep
     assert stamps[before:] == [codecs.seconds_to_ns(t_missing), codecs.seconds_to_ns(t_good)]
 
 
-def test_no_inference_without_subscribers(ros):
-    detector, rig, listener = ros
+def destroy_output_subscriptions(listener: Listener) -> None:
+    """Destroy the listener's output subscriptions with its node out of the executor first:
+    destroying an entity that a spinning executor's wait set holds races it (rclpy raises
+    InvalidHandle in the spin thread, which then dies; ros2/rclpy#1284)."""
+    executor = listener.node.executor
+    executor.remove_node(listener.node)          # wakes the executor, which rebuilds its wait set
+    time.sleep(1.0)
     for subscription in listener.subscriptions:
         listener.node.destroy_subscription(subscription)
+    listener.subscriptions = []
+    executor.add_node(listener.node)
+
+
+def test_no_inference_without_subscribers(ros):
+    detector, rig, listener = ros
+    destroy_output_subscriptions(listener)
     wait_for(lambda: not detector.has_subscribers(), 10.0, 'the subscriptions to vanish')
     synced_before = detector.pipeline.stats.synced
     skipped_before = detector.counters['no_subscribers']
