@@ -19,8 +19,8 @@ from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
-from ros2_rig import (PERIOD, RIG_IMAGE_TOPICS, RIG_INFO_TOPICS, T0, IdleDetector, Rig, Spinning,
-                      wait_for)
+from ros2_rig import (PERIOD, RIG_IMAGE_TOPICS, RIG_INFO_TOPICS, T0, WORLD_FRAME, IdleDetector,
+                      Rig, Spinning, wait_for)
 from sparsebev_core.frame import Detections
 from sparsebev_ros.params import defaults
 
@@ -50,7 +50,7 @@ class HeldDetector:
 def rig_parameters() -> list[Parameter]:
     return [Parameter('image_topics', value=RIG_IMAGE_TOPICS),
             Parameter('camera_info_topics', value=RIG_INFO_TOPICS),
-            Parameter('world_frame', value='map'), Parameter('base_frame', value='base_link'),
+            Parameter('world_frame', value=WORLD_FRAME), Parameter('base_frame', value='base_link'),
             Parameter('output_frame', value='base_link'), Parameter('tf_timeout', value=1.0),
             Parameter('qos_reliability', value='reliable'),
             Parameter('skip_when_no_subscribers', value=False)]
