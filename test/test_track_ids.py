@@ -77,3 +77,79 @@ def test_ids_are_unique_per_frame_and_never_reused_over_a_random_stream():
         assert not set(ids) & before_reset                      # nothing crosses a reset
         seen |= set(ids)
     assert resets > 5 and len(seen) > 100
+
+
+# ---------------------------------------------------------------------------------------------
+# through StreamingDetector: the trained tiny_memory on a synthetic scene
+# ---------------------------------------------------------------------------------------------
+MATCH_RADIUS = 2.0        # m: a detection of the right class this close to an object "sees" it
+MIN_SCORE = 0.3
+KEYFRAMES = 8
+RESET_AT = 5              # the detector is reset before this keyframe
+
+
+@pytest.fixture(scope='module')
+def tracked_scene(tmp_path_factory, one_torch_thread):
+    """The bundled tiny_memory over an unseen synthetic scene (objects driving their lanes at
+    constant speed), reset before keyframe ``RESET_AT``: per keyframe the detections with their
+    track IDs, and the object each confident detection sees (instance token, or None)."""
+    from sparsebev_core.data.dataset import build_dataset
+    from sparsebev_core.data.infos import frame_from_info, scenes_in_time_order
+    from sparsebev_core.data.synthetic.scenes import make_synthetic
+    from sparsebev_core.loading import bundled_checkpoint, load_detector
+    from sparsebev_core.recipe.presets import get_preset
+
+    cfg = get_preset('tiny_memory')
+    assert bundled_checkpoint('tiny_memory') is not None, 'the trained tiny_memory is bundled'
+    root = make_synthetic(tmp_path_factory.mktemp('tracked'), num_scenes=1, seed=SCENE_SEED,
+                          keyframes_per_scene=KEYFRAMES, progress=False)
+    infos = scenes_in_time_order(build_dataset(cfg, root, version='v1.0-mini', split='val',
+                                               training=False, load_images=False).infos)
+    detector = load_detector(cfg, device='cpu')
+    frames = []
+    for k, info in enumerate(infos):
+        if k == RESET_AT:
+            detector.reset()
+        det = detector.step(frame_from_info(info, root))
+        sees = []
+        for box, score, label in zip(det.boxes, det.scores, det.labels):
+            distance = np.linalg.norm(info['gt_boxes'][:, :2] - box[:2], axis=1)
+            distance[info['gt_labels'] != label] = np.inf
+            j = int(np.argmin(distance)) if len(distance) else -1
+            close = score >= MIN_SCORE and j >= 0 and distance[j] < MATCH_RADIUS
+            sees.append(info['instance_tokens'][j] if close else None)
+        frames.append((det, sees))
+    return frames
+
+
+SCENE_SEED = 20231001
+
+
+def test_a_tracked_object_keeps_its_id_from_frame_to_frame(tracked_scene):
+    """Every object seen in two consecutive frames (before the reset, and after it) mostly by
+    the same ID; the IDs of one frame are distinct."""
+    kept = changed = 0
+    for k in range(1, KEYFRAMES):
+        if k == RESET_AT:
+            continue
+        (before, seen_before), (now, seen_now) = tracked_scene[k - 1], tracked_scene[k]
+        ids_before = {obj: i for obj, i in zip(seen_before, before.track_ids) if obj}
+        for obj, i in zip(seen_now, now.track_ids):
+            if obj in ids_before:
+                kept, changed = kept + (i == ids_before[obj]), changed + (i != ids_before[obj])
+    for det, _ in tracked_scene:
+        assert det.track_ids is not None and len(set(det.track_ids.tolist())) == len(det)
+    assert kept + changed >= MIN_FOLLOWED, f'only {kept + changed} object pairs seen'
+    assert kept >= MIN_KEPT_FRACTION * (kept + changed), f'{kept} kept, {changed} changed'
+
+
+def test_a_reset_gives_new_ids_and_none_is_reused(tracked_scene):
+    given = [set(det.track_ids.tolist()) for det, _ in tracked_scene]
+    before = set().union(*given[:RESET_AT])
+    assert given[RESET_AT] and min(given[RESET_AT]) > max(before)     # all new after the reset
+    seen: set[int] = set()
+    for ids in given:
+        fresh = ids - seen
+        assert all(i > max(seen, default=0) for i in fresh)             # new IDs only count up
+        seen |= ids
+    assert not set().union(*given[RESET_AT:]) & before                  # nothing crosses it
