@@ -1,7 +1,10 @@
-"""Train the ``tiny`` preset on synthetic scenes until it detects them; evaluate; export.
+"""Train the ``tiny`` (or ``tiny_memory``) preset on synthetic scenes until it detects them;
+evaluate; export.
 
-This is how ``sparsebev_core/weights/tiny_synthetic.pth`` (the demo model) is made; see
-``docs/demo_model.md`` for the exact command, seeds, data and time of the shipped file.
+This is how ``sparsebev_core/weights/tiny_synthetic.pth`` (the demo model) and
+``tiny_memory_synthetic.pth`` (SparseBEV++, ``--preset tiny_memory``: streaming-video training,
+started from the tiny weights where names and shapes match, ``--init-from``) are made; see
+``docs/demo_model.md`` for the exact commands, seeds, data and time of the shipped files.
 
 Steps: generate the synthetic dataset (``make_synthetic``, skipped when ``--data`` already
 holds one), train with the official recipe on its ``mini_train`` scenes (resumable: run the
