@@ -6,8 +6,9 @@ metrics (nuscenes-devkit ``TrackingEval``: AMOTA, AMOTP, ID switches), in one ru
 DATA is a nuScenes-format dataset (``sparsebev make-synthetic``; docs/tracking.md names the
 one measured). Every scene of the split streams through ``StreamingDetector`` (``tiny_memory``
 with its bundled weights unless ``--checkpoint``), keyframes in time order, reset at each scene
-start; each frame's detections (the decoder's threshold and top-k) are written twice, with the
-same boxes and scores:
+start; each frame's detections (the decoder's threshold and top-k), one box per query (its
+best class: the detections of one query share its track ID), are written twice, with the same
+boxes and scores:
 
 * ``queries``: the model's own track IDs (``Detections.track_ids``: a propagated query keeps
   its identity, ``streaming.track_ids``);
@@ -41,6 +42,15 @@ from sparsebev_core.recipe.presets import model_config  # noqa: E402
 from sparsebev_core.streaming.detector import StreamingDetector  # noqa: E402
 
 
+def best_per_query(records: list[dict]) -> list[dict]:
+    """One box per query: the best-scoring record of each track ID (a query's other classes
+    share its ID; the decoding gives them in descending score order)."""
+    kept: dict[str, dict] = {}
+    for record in records:
+        kept.setdefault(record['tracking_id'], record)
+    return list(kept.values())
+
+
 def track_scenes(detector: StreamingDetector, infos: list[dict], data_root: Path) -> dict:
     """``{'queries': results, 'greedy': results}``: the devkit's tracking records per sample
     token, the same detections with the model's IDs and with the greedy tracker's."""
@@ -54,9 +64,9 @@ def track_scenes(detector: StreamingDetector, infos: list[dict], data_root: Path
         if info['scene_token'] != scene:
             greedy.reset()
             scene = info['scene_token']
-        records = tracking_records(boxes_to_submission(
+        records = tracking_records(best_per_query(boxes_to_submission(
             det.boxes, det.scores, det.labels, info['token'], info['T_ego_model'],
-            info['T_world_ego'], detector.cfg.class_names, ranges, track_ids=det.track_ids), names)
+            info['T_world_ego'], detector.cfg.class_names, ranges, track_ids=det.track_ids)), names)
         ours[info['token']] = records
         centres = np.array([r['translation'][:2] for r in records]).reshape(-1, 2)
         velocities = np.array([r['velocity'] for r in records]).reshape(-1, 2)

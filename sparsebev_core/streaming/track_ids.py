@@ -7,10 +7,10 @@ that follows an object keeps following it. :class:`TrackIdBank` turns that into 
 * every row of a frame's ``Q + K`` queries has an ID or none (-1); the ``Q`` learned queries
   start without one, the ``K`` propagated rows inherit the IDs of the rows they came from when
   the propagated queries were used (``propagation_used``; otherwise they are padding, no ID);
-* a detection (``query_index``: the row it was decoded from, in descending score order) takes
-  its row's ID; a row without one gets a new ID when a detection of it survives the score
-  threshold; a row decoded twice (two classes) gives its ID to its best detection, and the
-  others get a new ID each (not carried: the row keeps one identity);
+* a detection (``query_index``: the row it was decoded from) takes its row's ID; a row without
+  one gets a new ID when a detection of it survives the score threshold; the top-k decoding
+  may give one row several detections (other classes of the same box): they share its ID, as
+  in Sparse4Dv3 (one query, one object);
 * IDs count up from 1 and are never reused in a stream, not even after a reset;
 * a reset follows the recurrent memory's rule (``StreamingOptions.recurrent_reset``):
   ``'clear'`` forgets the carried IDs with the state, ``'official'`` keeps them with the state
@@ -44,13 +44,13 @@ class TrackIdBank:
         """IDs of one frame's detections.
 
         Args:
-            query_index: ``[D]`` the query row of each detection (``decode_predictions``), in
-                descending score order.
+            query_index: ``[D]`` the query row of each detection (``decode_predictions``; new
+                IDs are numbered in this order, descending score).
             num_learned: Q, the learned queries (rows ``:Q``); rows ``Q:`` are the K propagated ones.
             propagated_index: ``[K]`` rows of this frame the next state carries.
             propagation_used: this frame's propagated rows continue the previous frame's.
         Returns:
-            ``[D]`` int64 track IDs (>= 1).
+            ``[D]`` int64 track IDs (>= 1; equal for detections of one row).
         """
         query_index = np.asarray(query_index, np.int64).reshape(-1)
         propagated_index = np.asarray(propagated_index, np.int64).reshape(-1)
@@ -58,12 +58,7 @@ class TrackIdBank:
         if propagation_used and self.carried is not None:
             rows[num_learned:] = self.carried
         ids = np.empty(len(query_index), dtype=np.int64)
-        claimed = set()
         for d, row in enumerate(query_index.tolist()):
-            if row in claimed:                  # a second class of one query: its own ID
-                ids[d] = self._new_id()
-                continue
-            claimed.add(row)
             if rows[row] == NO_ID:
                 rows[row] = self._new_id()
             ids[d] = rows[row]
