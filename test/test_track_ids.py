@@ -89,6 +89,13 @@ MATCH_RADIUS = 2.0        # m: a detection of the right class this close to an o
 MIN_SCORE = 0.3
 KEYFRAMES = 8
 RESET_AT = 5              # the detector is reset before this keyframe
+SCENE_SEED = 20231001     # the demo scene's world: never seen in training
+# Measured when written (bundled tiny_memory, this scene, AMD EPYC): 74 sightings of an object
+# in two consecutive frames, 38 by the same ID (51 %; ~60 % of the confident sightings come from
+# propagated queries: tiny_memory carries 36 queries into scenes of ~115 objects). A bank that
+# never carried an ID would keep none.
+MIN_FOLLOWED = 40
+MIN_KEPT_FRACTION = 0.35
 
 
 @pytest.fixture(scope='module')
@@ -123,9 +130,6 @@ def tracked_scene(tmp_path_factory, one_torch_thread):
             sees.append(info['instance_tokens'][j] if close else None)
         frames.append((det, sees))
     return frames
-
-
-SCENE_SEED = 20231001
 
 
 def test_a_tracked_object_keeps_its_id_from_frame_to_frame(tracked_scene):
