@@ -1,21 +1,18 @@
 """The nuScenes tracking metrics wrapper (``engine.tracking_eval``, the devkit's ``TrackingEval``)
 on a small synthetic scene: the ground truth submitted as tracks scores AMOTA 1 with no ID
 switch, and the same tracks with two objects' IDs swapped halfway count switches and lose AMOTA;
-plus the greedy baseline tracker (``engine.greedy_tracker``) on constant-velocity objects."""
+plus the greedy baseline tracker (``engine.greedy_tracker``) on constant-velocity objects.
+The devkit's tracking code needs pandas and motmetrics (the ``test`` and ``tracking`` extras)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-pytest.importorskip('motmetrics')
-pytest.importorskip('pandas')
-
-from sparsebev_core.data.synthetic.scenes import make_synthetic  # noqa: E402
-from sparsebev_core.engine.evaluate import boxes_to_submission, write_submission  # noqa: E402
-from sparsebev_core.engine.greedy_tracker import GreedyTracker  # noqa: E402
-from sparsebev_core.engine.tracking_eval import (run_tracking_eval, tracking_names,  # noqa: E402
-                                                 tracking_records)
-from sparsebev_core.errors import InputError  # noqa: E402
+from sparsebev_core.data.synthetic.scenes import make_synthetic
+from sparsebev_core.engine.evaluate import boxes_to_submission, write_submission
+from sparsebev_core.engine.greedy_tracker import GreedyTracker
+from sparsebev_core.engine.tracking_eval import run_tracking_eval, tracking_names, tracking_records
+from sparsebev_core.errors import InputError
 
 VERSION, EVAL_SET = 'v1.0-mini', 'mini_val'      # one synthetic scene: a mini_val one
 
