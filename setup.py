@@ -59,7 +59,11 @@ setup(
         'tensorboard',
     ],
     extras_require={
-        'test': ['pytest', 'catkin_pkg', 'mcap-ros2-support'],
+        'test': ['pytest', 'catkin_pkg', 'mcap-ros2-support', 'pandas<3', 'motmetrics'],
+        # the nuScenes tracking metrics (nuscenes-devkit's TrackingEval: sparsebev_core/engine/
+        # tracking_eval.py, bench/tracking.py); pandas 2, which the devkit's tracking code was
+        # written against
+        'tracking': ['pandas<3', 'motmetrics'],
         # the mmdet3d route (sparsebev_core.integrations.mmdet3d, docs/mmdet3d.md); the core never
         # imports these. mmcv itself (with its compiled ops) comes from your mmdet3d install.
         'mmdet3d': ['mmengine>=0.10.4,<0.11', 'mmdet>=3.0,<3.4', 'mmdet3d>=1.1,<1.5'],

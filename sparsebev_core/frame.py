@@ -135,6 +135,9 @@ class Detections:
         reset_detail: the human-readable detail of that reset.
         missing_cameras: a degraded frame's missing cameras, name -> reason (empty when
             every camera of the rig was there).
+        track_ids: (N,) int64 identities that follow one object from frame to frame (>= 1,
+            never reused in a stream), from a model that tracks (SparseBEV++:
+            ``streaming.track_ids``); None for a model that does not (v1).
     """
     boxes: np.ndarray
     scores: np.ndarray
@@ -145,6 +148,7 @@ class Detections:
     reset_reason: str = ''
     reset_detail: str = ''
     missing_cameras: dict[str, str] = field(default_factory=dict)
+    track_ids: np.ndarray | None = None
 
     @property
     def degraded(self) -> bool:

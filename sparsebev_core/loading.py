@@ -7,9 +7,9 @@ all come through here, so the rules live once:
 * names are resolved at the edge: ``--preset`` / ``--config FILE`` (an official SparseBEV
   config) -> ``ModelConfig`` by ``recipe.presets.model_config``; everything here takes the
   ``ModelConfig``;
-* without a checkpoint, the weights shipped in ``sparsebev_core/weights/<preset>*.pth`` are
-  used (:func:`bundled_checkpoint`); the ``tiny`` preset may run on random weights (with a
-  warning), every other preset needs weights (:class:`MissingCheckpointError`);
+* without a checkpoint, the weights shipped in ``sparsebev_core/weights/<preset>_*.pth`` are
+  used (:func:`bundled_checkpoint`); the ``tiny`` and ``tiny_memory`` presets may run on random
+  weights (with a warning), every other preset needs weights (:class:`MissingCheckpointError`);
 * ``'auto'`` and every other device name go through ``devices.resolve_device``;
 * the runtime is ``'torch'`` (eager) or ``'onnxruntime'`` (an export folder).
 """
@@ -39,9 +39,18 @@ class MissingCheckpointError(UsageError):
 
 
 def bundled_checkpoint(preset: str) -> str | None:
-    """The weights shipped in ``sparsebev_core/weights`` for ``preset`` (None if there are none)."""
-    files = sorted(WEIGHTS_DIR.glob(f'{preset}*.pth')) if WEIGHTS_DIR.is_dir() else []
-    return str(files[0]) if files else None
+    """The weights shipped in ``sparsebev_core/weights`` for ``preset`` (None if there are none):
+    ``<preset>.pth`` or ``<preset>_<anything>.pth``, a file belonging to the longest preset name
+    its name starts with (``tiny_memory_synthetic.pth`` is ``tiny_memory``'s, not ``tiny``'s)."""
+    files = sorted(WEIGHTS_DIR.glob('*.pth')) if WEIGHTS_DIR.is_dir() else []
+    return next((str(f) for f in files if _weights_owner(f.stem) == preset), None)
+
+
+def _weights_owner(stem: str) -> str | None:
+    """The preset a bundled file's name (without ``.pth``) belongs to."""
+    from .recipe.presets import PRESET_NAMES
+    owners = [p for p in PRESET_NAMES if stem == p or stem.startswith(p + '_')]
+    return max(owners, key=len, default=None)
 
 
 @dataclass

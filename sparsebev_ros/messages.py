@@ -172,16 +172,20 @@ def _vector3(factory: MessageFactory, xyz: Sequence[float]) -> Any:
 
 def detection_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarray,
                     labels: np.ndarray, class_names: Sequence[str], stamp_ns: int,
-                    frame_id: str) -> Any:
+                    frame_id: str, track_ids: np.ndarray | None = None) -> Any:
     """``vision_msgs/Detection3DArray``: one Detection3D per box, gravity-centre pose.
 
     Args:
         boxes: (N, >=7) ``[x, y, z_bottom, dx, dy, dz, yaw, ...]`` in ``frame_id``.
         scores, labels: (N,); ``class_names[label]`` goes into ``class_id``.
+        track_ids: (N,) IDs that follow one object across messages (a model that tracks:
+            ``Detections.track_ids``) -> ``Detection3D.id`` as decimal text; None: ``id``
+            stays empty, as vision_msgs asks without tracking.
     """
     hdr = header(factory, stamp_ns, frame_id)
     detections = []
-    for box, score, label in zip(np.asarray(boxes, np.float64), scores, labels):
+    ids = _id_texts(track_ids, len(scores))
+    for box, score, label, track_id in zip(np.asarray(boxes, np.float64), scores, labels, ids):
         centre = (box[0], box[1], box[2] + box[5] / 2.0)
         pose = _pose(factory, centre, box[6])
         hypothesis = factory.new(
@@ -191,19 +195,22 @@ def detection_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarr
             pose=factory.new('geometry_msgs/msg/PoseWithCovariance', pose=_pose(factory, centre, box[6])))
         bbox = factory.new('vision_msgs/msg/BoundingBox3D', center=pose,
                            size=_vector3(factory, box[3:6]))
-        # id stays empty: vision_msgs wants ids that follow one object across messages
         detections.append(factory.new('vision_msgs/msg/Detection3D', header=hdr, results=[hypothesis],
-                                      bbox=bbox, id=''))
+                                      bbox=bbox, id=track_id))
     return factory.new('vision_msgs/msg/Detection3DArray', header=hdr, detections=detections)
 
 
 def marker_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarray,
                  labels: np.ndarray, class_names: Sequence[str], stamp_ns: int, frame_id: str,
-                 style: str = 'lines', lifetime: float = 0.0, min_speed: float = 0.2) -> Any:
+                 style: str = 'lines', lifetime: float = 0.0, min_speed: float = 0.2,
+                 track_ids: np.ndarray | None = None) -> Any:
     """``visualization_msgs/MarkerArray``: DELETEALL first, then per box its outline (line list
     or cube), a text ``class score`` above it and a velocity arrow (1 s of motion) when moving.
 
-    Namespaces: ``boxes``, ``labels``, ``velocity``; marker ids are the box index.
+    With ``track_ids`` (a model that tracks) each box takes its track's colour
+    (:func:`track_color`) and the text starts with the ID: ``#12 car 0.83``; without, the
+    colour is the class's. Namespaces: ``boxes``, ``labels``, ``velocity``; marker ids are the
+    box index.
     """
     hdr = header(factory, stamp_ns, frame_id)
     sec, nanosec = ns_to_sec_nanosec(seconds_to_ns(lifetime))
@@ -214,9 +221,10 @@ def marker_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarray,
     boxes = np.asarray(boxes, np.float64).reshape(-1, np.asarray(boxes).shape[-1] if len(boxes) else 9)
     corners = box_corners(boxes) if len(boxes) else np.zeros((0, 8, 3))       # (N, 8, 3)
     identity = _pose(factory, (0.0, 0.0, 0.0), 0.0)
-    for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
+    ids = _id_texts(track_ids, len(scores))
+    for i, (box, score, label, track_id) in enumerate(zip(boxes, scores, labels, ids)):
         name = str(class_names[int(label)])
-        rgb = CLASS_COLORS.get(name, (1.0, 1.0, 1.0))
+        rgb = track_color(int(track_id)) if track_id else CLASS_COLORS.get(name, (1.0, 1.0, 1.0))
         centre = (box[0], box[1], box[2] + box[5] / 2.0)
         if style == 'cubes':
             markers.append(factory.new(
@@ -233,7 +241,7 @@ def marker_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarray,
             'visualization_msgs/msg/Marker', header=hdr, ns='labels', id=i, type=TEXT, action=ADD,
             pose=_pose(factory, (box[0], box[1], box[2] + box[5] + 0.5), 0.0),
             scale=_vector3(factory, (0.0, 0.0, 0.8)), color=_color(factory, rgb), lifetime=life,
-            text=f'{name} {float(score):.2f}'))
+            text=(f'#{track_id} ' if track_id else '') + f'{name} {float(score):.2f}'))
         if box.shape[0] >= 9 and float(np.hypot(box[7], box[8])) >= min_speed:
             tip = (centre[0] + box[7], centre[1] + box[8], centre[2])
             markers.append(factory.new(
@@ -242,6 +250,20 @@ def marker_array(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarray,
                 color=_color(factory, rgb), lifetime=life,
                 points=[_point(factory, centre), _point(factory, tip)]))
     return factory.new('visualization_msgs/msg/MarkerArray', markers=markers)
+
+
+def track_color(track_id: int) -> tuple[float, float, float]:
+    """A bright colour of its own for a track ID (RGB 0..1): hues a golden angle apart, so that
+    consecutive IDs differ clearly."""
+    import colorsys
+    return colorsys.hsv_to_rgb((track_id * 0.618033988749895) % 1.0, 0.85, 1.0)
+
+
+def _id_texts(track_ids: np.ndarray | None, count: int) -> list[str]:
+    """``Detection3D.id`` of each box: the track ID as decimal text, '' without tracking."""
+    if track_ids is None:
+        return [''] * count
+    return [str(int(i)) for i in np.asarray(track_ids).reshape(-1)]
 
 
 def detected_objects(factory: MessageFactory, boxes: np.ndarray, scores: np.ndarray,

@@ -60,6 +60,7 @@ class PipelineResult:
     detections_msg: Any
     markers_msg: Any | None
     timings: dict[str, float]     # ms per stage
+    track_ids: np.ndarray | None = None   # (N,) after filtering; None: the model does not track
 
 
 class Pipeline:
@@ -230,14 +231,14 @@ class Pipeline:
             self.warn(f'reset/{detections.reset_reason}',
                       f'{detections.reset_detail}: temporal memory reset')
             self._count_reset(detections.reset_reason)
-        boxes, scores, labels = self._select(detections)
+        boxes, scores, labels, track_ids = self._select(detections)
         boxes = gravity_to_bottom_center(transform_boxes(bottom_to_gravity_center(boxes), T_out_model)) \
             if len(boxes) else np.zeros((0, 9))
         det_msg = detection_array(self.factory, boxes, scores, labels, self.class_names, stamp_ns,
-                                  p.output_frame)
+                                  p.output_frame, track_ids)
         markers = marker_array(self.factory, boxes, scores, labels, self.class_names, stamp_ns,
-                               p.output_frame, p.marker_style, p.marker_lifetime) \
-            if p.publish_markers else None
+                               p.output_frame, p.marker_style, p.marker_lifetime,
+                               track_ids=track_ids) if p.publish_markers else None
         t4 = time.perf_counter()
         timings = {'assemble': (t1 - t0) * 1e3, 'detector': (t3 - t2) * 1e3,
                    'messages': (t4 - t3) * 1e3, 'total': (t4 - t0) * 1e3}
@@ -249,7 +250,8 @@ class Pipeline:
             self.warn('degraded', 'frame without ' + ', '.join(
                 f'{n} ({why})' for n, why in frame.missing_cameras.items()) +
                 ': detections continue from the other cameras')
-        return PipelineResult(stamp_ns, frame, detections, boxes, scores, labels, det_msg, markers, timings)
+        return PipelineResult(stamp_ns, frame, detections, boxes, scores, labels, det_msg, markers,
+                              timings, track_ids)
 
     def _output_transform(self, frame: Frame, stamp_ns: int) -> np.ndarray | Skip:
         """``T_output_model`` at the anchor stamp."""
@@ -265,9 +267,11 @@ class Pipeline:
             return T_out_base
         return T_out_base @ frame.T_ego_model
 
-    def _select(self, det: Detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _select(self, det: Detections
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """Score threshold (per class: ``score_thresholds``), class filter and max_detections
-        (highest scores first)."""
+        (highest scores first); the track IDs follow their boxes (None when the model does not
+        track)."""
         boxes = np.asarray(det.boxes, np.float64).reshape(-1, 9)
         scores = np.asarray(det.scores, np.float64).reshape(-1)
         labels = np.asarray(det.labels, np.int64).reshape(-1)
@@ -277,7 +281,8 @@ class Pipeline:
         keep = (scores >= threshold) & np.isin(labels, self._keep_labels)
         order = np.argsort(-scores[keep], kind='stable')[:self.params.max_detections]
         idx = np.flatnonzero(keep)[order]
-        return boxes[idx], scores[idx], labels[idx]
+        track_ids = None if det.track_ids is None else np.asarray(det.track_ids, np.int64)[idx]
+        return boxes[idx], scores[idx], labels[idx], track_ids
 
 
 # --------------------------------------------------------------------------------------------

@@ -128,3 +128,25 @@ def test_bundled_model_detects_objects_in_the_unseen_scene(demo_run):
                     'python -m sparsebev_cli.demo.train_model); the demo runs with random weights')
     assert demo_run.metrics['mean_ap'] >= MIN_BUNDLED_MAP
     assert demo_run.metrics['nd_score'] > demo_run.metrics['mean_ap'] * 0.5
+
+
+def test_the_tiny_memory_recipe_starts_from_the_tiny_weights_where_names_and_shapes_match():
+    """``train_model --init-from``: every tensor of the same name and shape is copied, the
+    others (1-frame mixing, 64 query boxes, the memory attention) keep their initialisation."""
+    import torch
+
+    from sparsebev_cli.demo.train_model import init_matching
+    from sparsebev_core.model.detector import build_model
+    from sparsebev_core.recipe.presets import get_preset
+
+    torch.manual_seed(0)
+    model = build_model(get_preset('tiny_memory'))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    shipped = torch.load(BUNDLED_WEIGHTS, map_location='cpu', weights_only=True)['state_dict']
+    copied = init_matching(model, BUNDLED_WEIGHTS)
+    after = model.state_dict()
+    same = [k for k in after if k in shipped and shipped[k].shape == after[k].shape]
+    assert copied == len(same) > 0.7 * len(after)
+    assert all(torch.equal(after[k], shipped[k].to(after[k].dtype)) for k in same)
+    assert all(torch.equal(after[k], before[k]) for k in after if k not in same)
+    assert 'pts_bbox_head.init_query_bbox.weight' not in same

@@ -140,3 +140,17 @@ def test_loading_a_foreign_pickle_names_the_fix(tmp_path):
         infos_mod.load_infos(path)
     with pytest.raises(FileNotFoundError, match='prepare-nuscenes'):
         infos_mod.load_infos(tmp_path / 'missing.pkl')
+
+
+def test_an_info_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """save_infos writes under a temporary name of its own and moves it into place: a write
+    that fails (here an unpicklable record) leaves the old file whole and no temporary file;
+    ranks that build the same file at once never read a half-written one."""
+    import pickle
+
+    from sparsebev_core.data.infos import load_infos, save_infos
+    path = save_infos(tmp_path / 'infos.pkl', [dict(token='a', timestamp=0.0)], version='v')
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        save_infos(path, [dict(token='b', timestamp=1.0, bad=lambda: None)], version='v')
+    assert [r['token'] for r in load_infos(path)[0]] == ['a']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['infos.pkl']

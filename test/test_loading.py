@@ -32,6 +32,19 @@ def test_bundled_weights_are_used_when_no_checkpoint_is_given():
     assert torch.equal(loaded.model.state_dict()[name], shipped[name].float())
 
 
+def test_a_bundled_file_belongs_to_the_longest_preset_name_it_starts_with(monkeypatch, tmp_path):
+    """``tiny_memory_synthetic.pth`` is tiny_memory's: ``tiny`` must not load it (nor the
+    other way round), whatever the files' sort order."""
+    for name in ('tiny_memory_synthetic.pth', 'tiny_synthetic.pth', 'tinyx.pth'):
+        (tmp_path / name).write_bytes(b'')
+    monkeypatch.setattr('sparsebev_core.loading.WEIGHTS_DIR', tmp_path)
+    assert bundled_checkpoint('tiny') == str(tmp_path / 'tiny_synthetic.pth')
+    assert bundled_checkpoint('tiny_memory') == str(tmp_path / 'tiny_memory_synthetic.pth')
+    (tmp_path / 'tiny_synthetic.pth').unlink()
+    assert bundled_checkpoint('tiny') is None
+    assert bundled_checkpoint('r50_nuimg_704x256_memory') is None
+
+
 def test_without_weights_tiny_warns_and_other_presets_refuse(monkeypatch):
     monkeypatch.setattr('sparsebev_core.loading.WEIGHTS_DIR', WEIGHTS_DIR / 'nothing_here')
     lines = []

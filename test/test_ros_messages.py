@@ -22,6 +22,34 @@ def test_detection_ids_are_empty_until_there_is_tracking():
     assert [d.id for d in again.detections] == ['', '']
 
 
+def test_a_tracking_model_fills_the_detection_ids_and_marks_its_tracks():
+    """With track IDs (a SparseBEV++ model): ``Detection3D.id`` is the ID as text, and each
+    box's markers take the track's own colour and show the ID; without, the class colour."""
+    from sparsebev_ros.messages import CLASS_COLORS, marker_array, track_color
+    names = ['car'] * 8 + ['pedestrian']
+    msg = detection_array(F, BOXES, np.array([0.8, 0.4]), np.array([0, 8]), names, 123,
+                          'base_link', track_ids=np.array([17, 4]))
+    again = STORE.deserialize_cdr(STORE.serialize_cdr(msg, 'vision_msgs/msg/Detection3DArray'),
+                                  'vision_msgs/msg/Detection3DArray')
+    assert [d.id for d in again.detections] == ['17', '4']
+    tracked = marker_array(F, BOXES, np.array([0.8, 0.4]), np.array([0, 8]), names, 123,
+                           'base_link', track_ids=np.array([17, 4]))
+    plain = marker_array(F, BOXES, np.array([0.8, 0.4]), np.array([0, 8]), names, 123, 'base_link')
+
+    def by_ns(markers, ns):
+        return [m for m in markers.markers if m.ns == ns]
+
+    assert [m.text for m in by_ns(tracked, 'labels')] == ['#17 car 0.80', '#4 pedestrian 0.40']
+    assert [m.text for m in by_ns(plain, 'labels')] == ['car 0.80', 'pedestrian 0.40']
+    colours = [(m.color.r, m.color.g, m.color.b) for m in by_ns(tracked, 'boxes')]
+    assert np.allclose(colours, [track_color(17), track_color(4)])
+    assert colours[0] != colours[1]
+    assert (by_ns(plain, 'boxes')[0].color.r, by_ns(plain, 'boxes')[0].color.g) == \
+        (CLASS_COLORS['car'][0], CLASS_COLORS['car'][1])
+    # neighbouring IDs look different
+    assert min(np.linalg.norm(np.subtract(track_color(i), track_color(i + 1))) for i in range(1, 50)) > 0.3
+
+
 def test_autoware_detected_objects_map_class_score_box_and_velocity():
     """``~/objects`` for Autoware's tracking: label map, existence probability = score, the
     box as a BOUNDING_BOX, full yaw, the velocity in the object's frame (x along its heading)."""

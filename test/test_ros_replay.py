@@ -284,8 +284,9 @@ def test_synthetic_scene_bag_detections_land_on_ground_truth(tmp_path, synthetic
 
 @pytest.mark.parametrize('preset', ['tiny', 'tiny_memory'])
 def test_cli_replay_runs_the_tiny_model_end_to_end(tmp_path, capsys, preset):
-    """The real SparseBEV tiny preset and its SparseBEV++ twin (random weights: boxes are
-    meaningless, only the plumbing is checked) through `sparsebev replay`."""
+    """The real SparseBEV tiny preset and its SparseBEV++ twin (bundled demo weights on a drive
+    they never saw: only the plumbing is checked) through `sparsebev replay`; only the
+    SparseBEV++ model, which tracks, fills ``Detection3D.id`` and shows IDs in the markers."""
     from sparsebev_cli.cli import main
     bag = write_drive(tmp_path / 'in', 'sqlite3', num_frames=3)
     rc = main(['replay', bag.path, str(tmp_path / 'out'), '--preset', preset, '--device', 'cpu',
@@ -296,6 +297,21 @@ def test_cli_replay_runs_the_tiny_model_end_to_end(tmp_path, capsys, preset):
     assert 'published: 3' in out and 'latency detector' in out
     dets = read_topic(tmp_path / 'out', DETECTIONS_TOPIC)
     assert len(dets) == 3 and all(len(m.detections) == 5 for _, m in dets)
+    # Detection3D.id only from a model that tracks (SparseBEV++), as vision_msgs asks
+    ids = [[d.id for d in m.detections] for _, m in dets]
+    texts = [m.text for _, msg in read_topic(tmp_path / 'out', MARKERS_TOPIC) for m in msg.markers
+             if m.ns == 'labels']
+    if preset == 'tiny':
+        assert all(i == '' for frame in ids for i in frame)
+        assert texts and not any(t.startswith('#') for t in texts)
+    else:
+        assert all(i.isdigit() and int(i) >= 1 for frame in ids for i in frame)
+        for _, m in dets:                   # one ID per query: equal IDs, one box (two classes)
+            centres = {}
+            for d in m.detections:
+                c = d.bbox.center.position
+                assert centres.setdefault(d.id, (c.x, c.y, c.z)) == (c.x, c.y, c.z)
+        assert texts and all(t.startswith('#') for t in texts)
 
 
 def test_cli_nuscenes_to_bag_writes_the_node_topics(tmp_path, synthetic, capsys):

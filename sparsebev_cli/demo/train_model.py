@@ -1,7 +1,10 @@
-"""Train the ``tiny`` preset on synthetic scenes until it detects them; evaluate; export.
+"""Train the ``tiny`` (or ``tiny_memory``) preset on synthetic scenes until it detects them;
+evaluate; export.
 
-This is how ``sparsebev_core/weights/tiny_synthetic.pth`` (the demo model) is made; see
-``docs/demo_model.md`` for the exact command, seeds, data and time of the shipped file.
+This is how ``sparsebev_core/weights/tiny_synthetic.pth`` (the demo model) and
+``tiny_memory_synthetic.pth`` (SparseBEV++, ``--preset tiny_memory``: streaming-video training,
+started from the tiny weights where names and shapes match, ``--init-from``) are made; see
+``docs/demo_model.md`` for the exact commands, seeds, data and time of the shipped files.
 
 Steps: generate the synthetic dataset (``make_synthetic``, skipped when ``--data`` already
 holds one), train with the official recipe on its ``mini_train`` scenes (resumable: run the
@@ -36,11 +39,18 @@ from sparsebev_core.model.detector import build_model
 from sparsebev_core.recipe.presets import get_preset
 
 VERSION = 'v1.0-mini'
+TRAINABLE_PRESETS = ('tiny', 'tiny_memory')
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The recipe's options (defaults: the shipped model's, see docs/demo_model.md)."""
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--preset', default='tiny', choices=TRAINABLE_PRESETS,
+                   help="the model: 'tiny' (the demo model) or 'tiny_memory' (SparseBEV++, "
+                        'streaming-video training)')
+    p.add_argument('--init-from', default=None,
+                   help='start from these weights where names and shapes match (e.g. the tiny '
+                        'weights for tiny_memory); ignored when resuming')
     p.add_argument('--data', required=True, help='synthetic dataset root (generated if missing)')
     p.add_argument('--scenes', type=int, default=10, help='scenes to generate (8 train + 2 val)')
     p.add_argument('--keyframes', type=int, default=40, help='keyframes per generated scene')
@@ -76,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         make_synthetic(data, num_scenes=args.scenes, seed=args.data_seed,
                        keyframes_per_scene=args.keyframes)
     torch.set_num_threads(args.threads)
-    cfg = get_preset('tiny')
+    cfg = get_preset(args.preset)
     cfg.head.dn_groups = args.dn_groups
     cfg.train.grid_mask = bool(args.grid_mask)
     cfg.train.photometric = bool(args.photometric)
@@ -86,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
 
     set_random_seed(args.seed, deterministic=False)
     model = build_model(cfg)
+    initialised = None
+    if args.init_from and not (work_dir / 'latest.pth').is_file():
+        initialised = init_matching(model, args.init_from)
+        print(f'{initialised} of {len(model.state_dict())} tensors from {args.init_from}')
     start = time.time()
     summary = None
     if not args.eval_only:
@@ -113,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate(model.eval(), cfg, data, version=VERSION, split='val', mode='online',
                        out_dir=work_dir / 'eval', device='cpu')
     print(metrics_table(metrics))
-    meta = dict(preset='tiny', command=command, data=str(data), data_seed=args.data_seed,
+    meta = dict(preset=args.preset, command=command, init_from=args.init_from, data=str(data), data_seed=args.data_seed,
                 scenes=args.scenes, keyframes=args.keyframes, train_seed=args.seed,
                 epochs=args.epochs, batch_size=args.batch_size, lr=cfg.train.lr,
                 dn_groups=cfg.head.dn_groups, threads=args.threads,
@@ -125,6 +139,18 @@ def main(argv: list[str] | None = None) -> int:
         atomic_save({'state_dict': state_dict, 'meta': meta}, args.export)
         print(f'wrote {args.export} ({Path(args.export).stat().st_size / 1e6:.1f} MB)')
     return 0
+
+
+def init_matching(model: torch.nn.Module, path: str) -> int:
+    """Copy the tensors of the checkpoint at ``path`` whose names and shapes match ``model``'s
+    (the rest keep their initialisation); returns how many were copied."""
+    source = torch.load(path, map_location='cpu', weights_only=False)
+    source = source.get('state_dict', source)
+    target = model.state_dict()
+    matching = {k: v.to(target[k].dtype) for k, v in source.items()
+                if k in target and v.shape == target[k].shape}
+    model.load_state_dict(matching, strict=False)
+    return len(matching)
 
 
 if __name__ == '__main__':

@@ -27,7 +27,9 @@ seconds (integer microseconds / 1e6). Files are pickles of ``{'metadata', 'infos
 from __future__ import annotations
 
 import math
+import os
 import pickle
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -282,12 +284,20 @@ def build_infos(nusc, split: str | None = None, progress: bool = True) -> list[d
 
 
 def save_infos(path: str | Path, infos: list[dict], **metadata) -> Path:
-    """Write ``{'metadata', 'infos'}`` as a pickle."""
+    """Write ``{'metadata', 'infos'}`` as a pickle, under a temporary name of this process
+    moved into place: processes building the same file at once (``torchrun`` ranks) never
+    read or leave a half-written one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'wb') as f:
-        pickle.dump(dict(metadata=dict(format=INFO_FORMAT, **metadata), infos=infos), f,
-                    protocol=pickle.HIGHEST_PROTOCOL)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            pickle.dump(dict(metadata=dict(format=INFO_FORMAT, **metadata), infos=infos), f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -48,7 +48,8 @@ def class_ranges() -> dict[str, float]:
 def boxes_to_submission(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                         sample_token: str, T_ego_model: np.ndarray, T_world_ego: np.ndarray,
                         class_names: Sequence[str] = CLASS_NAMES,
-                        ranges: dict[str, float] | None = None) -> list[dict]:
+                        ranges: dict[str, float] | None = None,
+                        track_ids: np.ndarray | None = None) -> list[dict]:
     """Model-frame detections -> nuScenes submission records (global frame).
 
     Args:
@@ -57,10 +58,12 @@ def boxes_to_submission(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarra
         scores, labels: (N,) each.
         T_ego_model, T_world_ego: the keyframe's LIDAR_TOP -> ego calibration and ego pose.
         ranges: per-class radius filter in the ego frame (default: the devkit's).
+        track_ids: (N,) the boxes' track IDs (``Detections.track_ids``), or None.
     Returns:
         one dict per kept box: gravity-centre ``translation``, ``size`` (w, l, h) =
         (dy, dx, dz), ``rotation`` (w, x, y, z), ``velocity`` (vx, vy), name, score and the
-        official attribute.
+        official attribute; with ``track_ids`` also ``tracking_id`` (a string, as the devkit's
+        tracking submissions have it).
     """
     from nuscenes.utils.data_classes import Box
     from pyquaternion import Quaternion
@@ -69,8 +72,10 @@ def boxes_to_submission(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarra
     q_ego_model = Quaternion(rot_to_quat(np.asarray(T_ego_model)[:3, :3]))
     q_world_ego = Quaternion(rot_to_quat(np.asarray(T_world_ego)[:3, :3]))
     boxes = np.asarray(boxes, np.float64).reshape(-1, 9)
+    ids = [None] * len(boxes) if track_ids is None else np.asarray(track_ids).reshape(-1).tolist()
     out = []
-    for box, score, label in zip(boxes, np.asarray(scores).reshape(-1), np.asarray(labels).reshape(-1)):
+    for box, score, label, track_id in zip(boxes, np.asarray(scores).reshape(-1),
+                                           np.asarray(labels).reshape(-1), ids):
         name = class_names[int(label)]
         centre = box[:3] + np.array([0.0, 0.0, box[5] * 0.5])             # gravity centre
         nusc_box = Box(centre, box[[4, 3, 5]], Quaternion(axis=[0, 0, 1], radians=float(box[6])),
@@ -91,6 +96,8 @@ def boxes_to_submission(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarra
             detection_name=name,
             detection_score=float(score),
             attribute_name=official_attribute(name, speed)))
+        if track_id is not None:
+            out[-1]['tracking_id'] = str(track_id)
     return out
 
 

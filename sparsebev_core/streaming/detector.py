@@ -33,7 +33,9 @@ A recurrent SparseBEV++ model (``cfg.head.memory``, the ``*_memory`` presets) ke
 cache: each step encodes the current frame and runs ``runtime.run_recurrent_head`` on it with the
 stream's recurrent state (``recurrent_memory.RecurrentMemory``: the state, the previous stamp
 and pose, the ego motion and time gate, what a reset does: ``options.recurrent_reset``); checks,
-camera inputs, missing cameras, decoding and the reset rules are the ones above.
+camera inputs, missing cameras, decoding and the reset rules are the ones above. Its detections
+carry track IDs (``Detections.track_ids``): a propagated query keeps its identity
+(``track_ids.TrackIdBank``, reset with the state by the same rule).
 
 The network runs behind the runtime seam (``streaming.runtime``): a ``SparseBEV`` is wrapped in
 ``EagerRuntime``; any other object with the same two calls plugs in unchanged. The head always
@@ -66,6 +68,7 @@ from .history import select_history
 from .options import Precision, StreamingOptions, StreamingOptionsError
 from .recurrent_memory import RecurrentMemory
 from .runtime import EagerRuntime, RecurrentRuntime, Runtime
+from .track_ids import TrackIdBank
 
 
 @dataclass
@@ -170,6 +173,8 @@ class StreamingDetector:
             channels_last=cache_channels_last)
         self.recurrent_memory = RecurrentMemory(cfg.head, self.device, options.recurrent_reset) \
             if self.recurrent else None
+        # SparseBEV++: a propagated query keeps its identity (reset with the memory, same rule)
+        self.track_id_bank = TrackIdBank(options.recurrent_reset) if self.recurrent else None
         self.last_step: StepRecord | None = None
         self._camera_names: tuple[str, ...] | None = None    # the rig of the cached frames
 
@@ -264,7 +269,11 @@ class StreamingDetector:
             None if valid.all() else torch.from_numpy(valid).to(self.device)[None])   # [1, N] bool
         memory.advance(state, frame.stamp, pose)
         timings['head'] = (self._now() - t_head) * 1e3
-        detections = self._decode(outputs, frame, timings)
+        detections, query_index = self._decode(outputs, frame, timings)
+        detections.track_ids = self.track_id_bank.assign(
+            query_index.cpu().numpy(), self.cfg.head.num_queries,
+            outputs['propagated_index'][0].cpu().numpy(),           # [K]
+            bool(outputs['propagation_used'][0]))
         record = StepRecord([frame.key], lidar2img, timestamps, outputs, valid_views=valid)
         return self._finish(frame, detections, record, reset, timings, t_start)
 
@@ -301,13 +310,15 @@ class StreamingDetector:
             compute_time_diff(timestamps[None], len(entry.cameras)).to(self.device),  # [1, T]
             **extra)
         timings['head'] = (self._now() - t_head) * 1e3
-        detections = self._decode(outputs, frame, timings)
+        detections, _ = self._decode(outputs, frame, timings)
         record = StepRecord([e.key for e in used], lidar2img, timestamps, outputs, slots=slots,
                             valid_views=valid)
         return detections, used, record
 
-    def _decode(self, outputs: dict, frame: Frame, timings: dict[str, float]) -> Detections:
-        """Top-k decoding of the last layer (``coder.decode_predictions``) -> ``Detections``."""
+    def _decode(self, outputs: dict, frame: Frame, timings: dict[str, float]
+                ) -> tuple[Detections, torch.Tensor]:
+        """Top-k decoding of the last layer (``coder.decode_predictions``) -> ``Detections`` and
+        the query row of each detection ``[D]``."""
         t_post = time.perf_counter()
         decoded = decode_predictions(outputs['all_cls_scores'], outputs['all_bbox_preds'],
                                      self.cfg.head, self.runtime.legacy_yaw_convention,
@@ -315,7 +326,7 @@ class StreamingDetector:
         detections = Detections.from_decoded(decoded, frame.stamp, self.cfg.class_names, timings)
         detections.missing_cameras = frame.missing_cameras
         timings['postprocess'] = (time.perf_counter() - t_post) * 1e3
-        return detections
+        return detections, decoded['query_index']
 
     def _has_history(self) -> bool:
         """Something of past frames is held (cached features or a recurrent state)."""
@@ -373,6 +384,7 @@ class StreamingDetector:
         recurrent model's state follows ``options.recurrent_reset``."""
         if self.recurrent:
             self.recurrent_memory.reset()
+            self.track_id_bank.reset()
             return
         self._cache.clear()
         self.feature_slots.clear()
