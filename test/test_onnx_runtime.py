@@ -149,6 +149,7 @@ class ReplayRun:
     published: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     best_logits: list[np.ndarray] = field(default_factory=list)    # [Q] (recurrent runs)
     kept: list[np.ndarray] = field(default_factory=list)           # [K] propagated_index
+    track_ids: list[list[str]] = field(default_factory=list)       # published Detection3D.id
 
 
 def _record(runtime, run: ReplayRun, monkeypatch, edges: bool, recurrent: bool = False) -> None:
@@ -248,6 +249,8 @@ def replay_with_both_runtimes(tmp: Path, params: dict, onnx_dir: Path,
                     recurrent=detector.recurrent)
             replay(bag.path, tmp / runtime, node_params, detector, progress=False)
         run.published = _detections(tmp / runtime)
+        run.track_ids = [[d.id for d in msg.detections]
+                         for _, msg in read_topic(tmp / runtime, DETECTIONS_TOPIC)]
     return runs
 
 
