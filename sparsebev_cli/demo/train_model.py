@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import ConcatDataset
 
 from sparsebev_core.checkpoints.files import atomic_save
+from sparsebev_core.checkpoints.official import load_checkpoint
 from sparsebev_core.data.dataset import build_dataset
 from sparsebev_core.data.synthetic.scenes import make_synthetic
 from sparsebev_core.engine.evaluate import evaluate, metrics_table
@@ -45,10 +47,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--scenes', type=int, default=10, help='scenes to generate (8 train + 2 val)')
     p.add_argument('--keyframes', type=int, default=40, help='keyframes per generated scene')
     p.add_argument('--data-seed', type=int, default=0, help='make_synthetic seed')
+    p.add_argument('--extra-data', nargs='*', default=[], metavar='ROOT',
+                   help='more synthetic worlds to train on, every scene of each (mini_train and '
+                        'mini_val); the i-th (from 1) is generated with seed DATA_SEED + i when '
+                        'missing. Evaluation stays on the mini_val scenes of --data')
+    p.add_argument('--init', default=None,
+                   help='start from these weights (fine-tuning: a fresh optimiser and schedule)')
     p.add_argument('--work-dir', required=True, help='checkpoints, tensorboard, evaluation')
     p.add_argument('--epochs', type=int, default=8)
     p.add_argument('--batch-size', type=int, default=2)
     p.add_argument('--lr', type=float, default=None, help="default: the preset's")
+    p.add_argument('--lr-by-iteration', action='store_true',
+                   help='cosine stepped every iteration (default: every epoch, the v1 rule)')
+    p.add_argument('--stop-prev-grad', type=int, default=0,
+                   help='frames after the first N run without gradients (official option; '
+                        '1 = only the current frame back-propagates, ~20%% less CPU)')
+    p.add_argument('--checkpoint-interval', type=int, default=500,
+                   help='also write latest.pth every N iterations (evaluate it with --eval-only)')
     p.add_argument('--seed', type=int, default=0, help='training seed')
     p.add_argument('--max-iters', type=int, default=None, help='stop early (resumable)')
     p.add_argument('--grid-mask', action='store_true', help='GridMask on (off by default here)')
@@ -65,6 +80,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def training_scenes(cfg, data: Path, extra_data: list[str]):
+    """The ``mini_train`` scenes of ``data`` and every scene of each ``extra_data`` world."""
+    parts = [build_dataset(cfg, data, version=VERSION, split='train')]
+    for root in extra_data:
+        parts += [build_dataset(cfg, root, version=VERSION, split=split, training=True)
+                  for split in ('train', 'val')]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Generate the data if needed, train (resumably), evaluate, export."""
     args = parse_args(argv)
@@ -72,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     data = Path(args.data)
     work_dir = Path(args.work_dir)
-    if not (data / VERSION).is_dir():
-        make_synthetic(data, num_scenes=args.scenes, seed=args.data_seed,
-                       keyframes_per_scene=args.keyframes)
+    for i, root in enumerate([data] + [Path(r) for r in args.extra_data]):
+        if not (root / VERSION).is_dir():
+            make_synthetic(root, num_scenes=args.scenes, seed=args.data_seed + i,
+                           keyframes_per_scene=args.keyframes)
     torch.set_num_threads(args.threads)
     cfg = get_preset('tiny')
     cfg.head.dn_groups = args.dn_groups
@@ -83,18 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     cfg.train.total_batch_size = args.batch_size
     if args.lr is not None:
         cfg.train.lr = args.lr
+    cfg.train.lr_by_epoch = not args.lr_by_iteration
+    cfg.train.stop_prev_grad = args.stop_prev_grad
 
     set_random_seed(args.seed, deterministic=False)
     model = build_model(cfg)
+    if args.init:
+        load_checkpoint(model, args.init)
     start = time.time()
     summary = None
     if not args.eval_only:
-        dataset = build_dataset(cfg, data, version=VERSION, split='train')
+        dataset = training_scenes(cfg, data, args.extra_data)
         attach_image_augmentations(model, cfg)
         resume = 'auto' if (work_dir / 'latest.pth').is_file() else None
         summary = train(cfg, dataset, TrainOptions(work_dir=str(work_dir), epochs=args.epochs,
                                                    max_iters=args.max_iters, seed=args.seed,
-                                                   resume=resume, log_interval=10),
+                                                   resume=resume, log_interval=10,
+                                                   checkpoint_interval=args.checkpoint_interval),
                         torch.device('cpu'), model=model)
         print(f"training stopped at {summary['position']} after {time.time() - start:.0f} s "
               f"(this invocation)", flush=True)
@@ -114,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                        out_dir=work_dir / 'eval', device='cpu')
     print(metrics_table(metrics))
     meta = dict(preset='tiny', command=command, data=str(data), data_seed=args.data_seed,
+                extra_data=args.extra_data, init=args.init,
                 scenes=args.scenes, keyframes=args.keyframes, train_seed=args.seed,
                 epochs=args.epochs, batch_size=args.batch_size, lr=cfg.train.lr,
                 dn_groups=cfg.head.dn_groups, threads=args.threads,
+                lr_by_iteration=args.lr_by_iteration, stop_prev_grad=args.stop_prev_grad,
                 grid_mask=cfg.train.grid_mask, photometric=cfg.train.photometric,
                 iterations=summary['position'].global_iteration if summary else None,
                 mAP=metrics.get('mean_ap'), NDS=metrics.get('nd_score'))
