@@ -4,16 +4,17 @@ This is how ``sparsebev_core/weights/tiny_synthetic.pth`` (the demo model) is ma
 ``docs/demo_model.md`` for the exact command, seeds, data and time of the shipped file.
 
 Steps: generate the synthetic dataset (``make_synthetic``, skipped when ``--data`` already
-holds one), train with the official recipe on its ``mini_train`` scenes (resumable: run the
-same command again after a kill), evaluate with the nuscenes-devkit on its ``mini_val``
-scenes (never seen in training), and write the weights (fp16 by default, a few MB) with the
-recipe and the metrics in the file's ``meta``.
+holds one; likewise each ``--extra-data`` world), train with the official recipe on its
+``mini_train`` scenes and every scene of the extra worlds (resumable: run the same command
+again after a kill), evaluate with the nuscenes-devkit on its ``mini_val`` scenes (never seen
+in training), and write the weights (fp16 by default, a few MB) with the recipe and the
+metrics in the file's ``meta``. The shipped model is two runs of this script: stage 1 from
+scratch, stage 2 from stage 1's weights (``--init``) on three worlds (docs/demo_model.md).
 
     python -m sparsebev_cli.demo.train_model --data /tmp/syn10 --work-dir /tmp/demo_train \
-        --export sparsebev_core/weights/tiny_synthetic.pth
+        --export /tmp/stage1.pth
 
-(The shipped file was made when this recipe lived in ``bench/train_synthetic.py``; the code is
-the same.)
+(Stage 1 of the shipped file was made when this recipe lived in ``bench/train_synthetic.py``.)
 """
 from __future__ import annotations
 
@@ -113,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_random_seed(args.seed, deterministic=False)
     model = build_model(cfg)
-    if args.init:
-        load_checkpoint(model, args.init)
+    init_meta = load_checkpoint(model, args.init)['meta'] if args.init else None
     start = time.time()
     summary = None
     if not args.eval_only:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                        out_dir=work_dir / 'eval', device='cpu')
     print(metrics_table(metrics))
     meta = dict(preset='tiny', command=command, data=str(data), data_seed=args.data_seed,
-                extra_data=args.extra_data, init=args.init,
+                extra_data=args.extra_data, init=args.init, init_meta=init_meta,
                 scenes=args.scenes, keyframes=args.keyframes, train_seed=args.seed,
                 epochs=args.epochs, batch_size=args.batch_size, lr=cfg.train.lr,
                 dn_groups=cfg.head.dn_groups, threads=args.threads,
