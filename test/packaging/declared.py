@@ -20,6 +20,7 @@ DIST_MODULES = {
     'tensorboard': 'tensorboard', 'pytest': 'pytest', 'catkin_pkg': 'catkin_pkg',
     'mcap-ros2-support': 'mcap_ros2', 'mmengine': 'mmengine', 'mmdet': 'mmdet',
     'mmdet3d': 'mmdet3d', 'onnx': 'onnx', 'onnxruntime': 'onnxruntime', 'ml_dtypes': 'ml_dtypes',
+    'pandas': 'pandas', 'motmetrics': 'motmetrics',
 }
 # rosdep key in package.xml -> the module it installs
 KEY_MODULES = {'python3-numpy': 'numpy', 'python3-yaml': 'yaml', 'python3-pil': 'PIL',
