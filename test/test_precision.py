@@ -156,16 +156,19 @@ def test_whole_model_precision_stays_within_the_measured_bound(fixture, precisio
 
 # The tiny preset with its bundled weights, four frames of ``data.synthetic.stream.rig_frames`` through
 # the streaming detector, against the same detector in fp32: the top-50 (query, label) pairs of
-# the fp32 run. Measured on the CPU (torch 2.13+cpu, AMD EPYC with AVX512-BF16, no AMX), with the
-# demo model of docs/demo_model.md (stage 2):
-#   bf16  score 4.2e-2  centre 0.30 m (median 3.0e-2)  size 0.38 m  heading 8.9e-2  velocity 0.65 m/s
-#   fp16  score 3.0e-3  centre 2.2e-2 m (median 4.1e-3)  size 2.6e-2 m  heading 5.5e-2  velocity 0.26 m/s
+# the fp32 run. Measured on the CPU (torch 2.13+cpu, one thread) with the demo model of
+# docs/demo_model.md (stage 3), on an Intel Xeon with AMX-BF16:
+#   bf16  score 9.9e-2  centre 2.2 m (median 0.10)  size 0.26 m  heading 0.10  velocity 2.4 m/s
+#   fp16  score 2.4e-2  centre 0.23 m (median 7.4e-3)  size 9.1e-2 m  heading 6.4e-2  velocity 0.31 m/s
 # (heading: the regressed (sin, cos), not the angle; the rig's images are random blocks, far from
-# what the model was trained on: large velocity and size errors of low-scored boxes). Bounds 3x;
-# each case takes a few seconds on any CPU.
+# what the model was trained on: large velocity and centre errors of low-scored boxes; the
+# better-trained stage-3 weights deviate more there than stage 2's did). The CPU matters: the
+# stage-2 weights gave bf16 score 4.2e-2 on both, but fp16 heading 5.5e-2 on an AMD EPYC
+# (AVX512-BF16, no AMX) against 1.4e-2 on the Xeon, and fp16 score 3.0e-3 against 5.2e-3. So
+# the bounds are 5x the measurement; each case takes a few seconds on any CPU.
 TINY_BOUNDS = {
-    'bf16': dict(score=0.13, centre=0.9, centre_median=0.09, size=1.2, heading=0.27, velocity=2.0),
-    'fp16': dict(score=0.01, centre=0.07, centre_median=0.013, size=0.08, heading=0.17, velocity=0.8),
+    'bf16': dict(score=0.5, centre=11.0, centre_median=0.5, size=1.3, heading=0.5, velocity=12.0),
+    'fp16': dict(score=0.12, centre=1.2, centre_median=0.04, size=0.46, heading=0.32, velocity=1.6),
 }
 TINY_FP32_FLOOR = 1e-4          # the low dtype really ran: some score moves by more than this
 
