@@ -145,6 +145,39 @@ def test_fully_visible_annotations_project_onto_pixels_of_their_class(nusc, data
     assert correct / checked > 0.9, (correct, checked)
 
 
+def test_world_frames_show_the_world_objects_where_their_boxes_project():
+    """The in-memory stream (``stream.world_frames``): each camera posed at its own stamp,
+    the objects of the world at that stamp drawn where their centres project."""
+    from sparsebev_core.data.synthetic.stream import CAMERA_STEP, RIG_T0, world_frames
+    from sparsebev_core.data.synthetic.world import make_world
+    from sparsebev_core.image import decode_image
+    frames = world_frames(2, seed=3)
+    world = make_world(np.random.default_rng([3, 0]), duration=0.5)
+    checked, correct = 0, 0
+    for k, frame in enumerate(frames):
+        assert frame.stamp == RIG_T0 + 0.5 * k
+        assert [view.name for view in frame.cameras] == list(CAMERA_NAMES)
+        for i, view in enumerate(frame.cameras):
+            t = 0.5 * k + CAMERA_STEP * i
+            assert view.stamp == pytest.approx(RIG_T0 + t)
+            np.testing.assert_allclose(view.T_world_ego, world.T_world_ego(t))
+            img = decode_image(view.image)
+            assert img.shape == (225, 400, 3)
+            T_cam_world = invert_transform(view.T_world_ego @ view.T_ego_cam)
+            for box, label in zip(world.boxes_world(t), world.objects.labels):
+                centre = np.array([box[0], box[1], box[2] + box[5] / 2, 1.0])   # gravity centre
+                p = T_cam_world @ centre
+                if not 3.0 < p[2] < 12.0:               # near: rarely occluded
+                    continue
+                u, v = (view.K @ p[:3])[:2] / p[2]
+                if 2 <= u < 398 and 2 <= v < 223:
+                    checked += 1
+                    correct += _class_of_colour(img[int(round(v)), int(round(u))]) == \
+                        CLASS_NAMES[label]
+    assert checked >= 10
+    assert correct / checked > 0.8, (correct, checked)
+
+
 def test_devkit_velocity_matches_the_world_motion(nusc):
     """Moving objects keep their speed: prev/next annotations give the lane speed."""
     speeds = []

@@ -1,6 +1,10 @@
-"""A six-camera stream without any dataset (``sparsebev timing --data rig``, ``bench/``): the
-nuScenes rig (``rig.nuscenes_rig``: the six cameras' calibration at 1600x900) on a car driving
-a gentle curve, with camera-like JPEGs, each camera posed at its own stamp.
+"""Six-camera streams without any dataset, each camera posed at its own stamp.
+
+* :func:`rig_frames` (``sparsebev timing --data rig``, ``bench/``): the nuScenes rig
+  (``rig.nuscenes_rig``: the six cameras' calibration at 1600x900) on a car driving a gentle
+  curve, with camera-like JPEGs of random blocks;
+* :func:`world_frames`: a synthetic world rendered into the rig, in memory (the images the
+  demo model was trained on: checks that need in-distribution inputs).
 """
 from __future__ import annotations
 
@@ -54,4 +58,32 @@ def rig_frames(count: int, rate_hz: float = 2.0, distinct_images: int = 4,
                    for i, camera in enumerate(rig.cameras)]
         frames.append(Frame(cameras, stamp, rig_T_world_ego(stamp), nuscenes_lidar_to_ego(),
                             key=f'rig{k}'))
+    return frames
+
+
+def world_frames(count: int, seed: int = 0, rate_hz: float = 2.0,
+                 image_wh: tuple[int, int] = (400, 225)) -> list[Frame]:
+    """``count`` frames of a synthetic world, rendered in memory and JPEG-encoded: the world
+    of the first scene of ``make-synthetic --seed SEED --keyframes COUNT``, seen by the
+    nuScenes six at ``image_wh`` from scene time 0 on; the cameras fire ``CAMERA_STEP``
+    apart; the model frame is nuScenes' LIDAR_TOP."""
+    import cv2
+    from .render import make_camera, render_camera
+    from .world import make_world
+    rig = nuscenes_rig(image_wh)
+    world = make_world(np.random.default_rng([seed, 0]), duration=(count - 1) / rate_hz)
+    models = [make_camera(camera.K, camera.T_base_cam, camera.image_wh) for camera in rig.cameras]
+    frames = []
+    for k in range(count):
+        stamp = k / rate_hz
+        cameras = []
+        for i, (camera, model) in enumerate(zip(rig.cameras, models)):
+            t = stamp + CAMERA_STEP * i
+            T_world_ego = world.T_world_ego(t)
+            image, _ = render_camera(model, world, T_world_ego, world.boxes_world(t))
+            jpeg = cv2.imencode('.jpg', image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1]
+            cameras.append(CameraView(jpeg.tobytes(), camera.K, camera.T_base_cam,
+                                      RIG_T0 + t, T_world_ego, camera.name))
+        frames.append(Frame(cameras, RIG_T0 + stamp, world.T_world_ego(stamp),
+                            nuscenes_lidar_to_ego(), key=f'world{seed}_{k}'))
     return frames
