@@ -33,9 +33,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: venv
 	$(BIN)/sparsebev demo
 
-# retrain the bundled demo model (docs/demo_model.md: about 40 + 40 + 80 min on 2 CPU cores):
-# stage 1 from scratch on world 0, stage 2 fine-tunes it on worlds 0, 1 and 2, stage 3 trains
-# eleven more epochs of those
+# retrain the bundled demo model (docs/demo_model.md: about 40 + 40 + 80 + 105 min on 2 CPU
+# cores): stage 1 from scratch on world 0, stage 2 fine-tunes it on worlds 0, 1 and 2, stages 3
+# and 4 train eleven and fifteen more epochs of those
 demo-model: venv
 	$(BIN)/python -m sparsebev_cli.demo.train_model --data data/synthetic_train \
 	    --work-dir work_dirs/demo_model --epochs 20 --threads 2 \
@@ -49,6 +49,11 @@ demo-model: venv
 	    --extra-data data/synthetic_train_s1 data/synthetic_train_s2 \
 	    --init-from work_dirs/demo_model_stage2/stage2.pth --work-dir work_dirs/demo_model_stage3 \
 	    --epochs 11 --lr-by-iteration --stop-prev-grad 1 --checkpoint-interval 200 --threads 2 \
+	    --export work_dirs/demo_model_stage3/stage3.pth
+	$(BIN)/python -m sparsebev_cli.demo.train_model --data data/synthetic_train \
+	    --extra-data data/synthetic_train_s1 data/synthetic_train_s2 \
+	    --init-from work_dirs/demo_model_stage3/stage3.pth --work-dir work_dirs/demo_model_stage4 \
+	    --epochs 15 --lr-by-iteration --stop-prev-grad 1 --checkpoint-interval 200 --threads 2 \
 	    --export sparsebev_core/weights/tiny_synthetic.pth
 
 test: test-core test-ros2
