@@ -163,7 +163,7 @@ def test_whole_model_precision_stays_within_the_measured_bound(fixture, precisio
 # AMX-BF16:
 #   bf16  score 2.5e-2  centre 8.5e-2 m (median 2.4e-2)  size 5.4e-2 m  heading 1.0e-2  velocity 0.14 m/s
 #   fp16  score 1.8e-3  centre 6.9e-3 m (median 2.9e-3)  size 1.1e-2 m  heading 6.2e-3  velocity 1.4e-2 m/s
-# (heading: the regressed (sin, cos), not the angle). Until the stage-3 weights this test fed
+# (heading: the regressed (sin, cos), not the angle). Up to the stage-3 weights this test fed
 # random-block images, far from anything the model saw: low-scored boxes swung by metres (bf16
 # centre 2.2 m) and the same weights deviated up to 4x differently on an AMD EPYC (AVX512-BF16,
 # no AMX) and on the Xeon. These bounds are about 6x the Xeon measurement for that spread;

@@ -149,10 +149,10 @@ def test_world_frames_show_the_world_objects_where_their_boxes_project():
     """The in-memory stream (``stream.world_frames``): each camera posed at its own stamp,
     the objects of the world at that stamp drawn where their centres project."""
     from sparsebev_core.data.synthetic.stream import CAMERA_STEP, RIG_T0, world_frames
-    from sparsebev_core.data.synthetic.world import make_world
     from sparsebev_core.image import decode_image
+    width, height = 400, 225                          # world_frames' default, the demo's size
     frames = world_frames(2, seed=3)
-    world = make_world(np.random.default_rng([3, 0]), duration=0.5)
+    world, _ = scenes.scene_world(3, 0, 2)
     checked, correct = 0, 0
     for k, frame in enumerate(frames):
         assert frame.stamp == RIG_T0 + 0.5 * k
@@ -162,7 +162,7 @@ def test_world_frames_show_the_world_objects_where_their_boxes_project():
             assert view.stamp == pytest.approx(RIG_T0 + t)
             np.testing.assert_allclose(view.T_world_ego, world.T_world_ego(t))
             img = decode_image(view.image)
-            assert img.shape == (225, 400, 3)
+            assert img.shape == (height, width, 3)
             T_cam_world = invert_transform(view.T_world_ego @ view.T_ego_cam)
             for box, label in zip(world.boxes_world(t), world.objects.labels):
                 centre = np.array([box[0], box[1], box[2] + box[5] / 2, 1.0])   # gravity centre
@@ -170,7 +170,7 @@ def test_world_frames_show_the_world_objects_where_their_boxes_project():
                 if not 3.0 < p[2] < 12.0:               # near: rarely occluded
                     continue
                 u, v = (view.K @ p[:3])[:2] / p[2]
-                if 2 <= u < 398 and 2 <= v < 223:
+                if 2 <= u < width - 2 and 2 <= v < height - 2:
                     checked += 1
                     correct += _class_of_colour(img[int(round(v)), int(round(u))]) == \
                         CLASS_NAMES[label]

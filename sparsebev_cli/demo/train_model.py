@@ -11,8 +11,8 @@ holds one; likewise each ``--extra-data`` world), train with the official recipe
 ``mini_train`` scenes and every scene of the extra worlds (resumable: run the same command
 again after a kill), evaluate with the nuscenes-devkit on its ``mini_val`` scenes (never seen
 in training), and write the weights (fp16 by default, a few MB) with the recipe and the
-metrics in the file's ``meta``. The shipped model is three runs of this script: stage 1 from
-scratch, stages 2 and 3 each from the previous stage's weights (``--init-from``) on three
+metrics in the file's ``meta``. The shipped model is four runs of this script: stage 1 from
+scratch, stages 2 to 4 each from the previous stage's weights (``--init-from``) on three
 worlds (docs/demo_model.md).
 
     python -m sparsebev_cli.demo.train_model --data /tmp/syn10 --work-dir /tmp/demo_train \

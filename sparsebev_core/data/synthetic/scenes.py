@@ -41,7 +41,7 @@ from ...rig import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, Rig, load_rig, nuscenes_rig, 
 from .render import make_camera
 from .scene_writer import (KEYFRAME_PERIOD_US, SWEEPS_PER_KEYFRAME, TABLE_NAMES, SceneWriter, Tokens,
                            static_tables)
-from .world import make_world
+from .world import SyntheticWorld, make_world
 
 MINI_TRAIN = ('scene-0061', 'scene-0553', 'scene-0655', 'scene-0757', 'scene-0796',
               'scene-1077', 'scene-1094', 'scene-1100')
@@ -69,6 +69,15 @@ def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
         raise UsageError(f'--size {w} {h}: width and height must each be {MIN_IMAGE_SIDE}..'
                          f'{MAX_IMAGE_SIDE} pixels (default 400 225)')
     return w, h
+
+
+def scene_world(seed: int, scene_index: int, keyframes_per_scene: int
+                ) -> tuple[SyntheticWorld, np.random.Generator]:
+    """The world of scene ``scene_index`` of ``make_synthetic(seed=seed)``, and the generator
+    that goes on to draw that scene's stamps."""
+    rng = np.random.default_rng([seed, scene_index])
+    duration = (keyframes_per_scene - 1) * KEYFRAME_PERIOD_US * 1e-6
+    return make_world(rng, duration), rng
 
 
 def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
@@ -105,14 +114,12 @@ def make_synthetic(out_dir: str | Path, num_scenes: int = 2, seed: int = 0,
     rig = rig or nuscenes_rig(image_wh)
     static_tables(tables, token, rig.names)
     cameras = [make_camera(c.K, c.T_base_cam, c.image_wh) for c in rig.cameras]
-    duration = (keyframes_per_scene - 1) * KEYFRAME_PERIOD_US * 1e-6
     frames_per_scene = len(cameras) * ((keyframes_per_scene - 1) * SWEEPS_PER_KEYFRAME + 1)
     start = time.perf_counter()
     with tqdm(total=frames_per_scene * len(names), desc='make-synthetic', unit='img',
               disable=not progress) as bar:
         for i, (name, _split) in enumerate(names):
-            rng = np.random.default_rng([seed, i])
-            world = make_world(rng, duration)
+            world, rng = scene_world(seed, i, keyframes_per_scene)
             writer = SceneWriter(out, tables, token, i, name, world, rig, cameras,
                                   keyframes_per_scene, jpeg_quality, rng)
             writer.write_log_and_calibration()

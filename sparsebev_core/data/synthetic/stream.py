@@ -61,21 +61,22 @@ def rig_frames(count: int, rate_hz: float = 2.0, distinct_images: int = 4,
     return frames
 
 
-def world_frames(count: int, seed: int = 0, rate_hz: float = 2.0,
-                 image_wh: tuple[int, int] = (400, 225)) -> list[Frame]:
-    """``count`` frames of a synthetic world, rendered in memory and JPEG-encoded: the world
-    of the first scene of ``make-synthetic --seed SEED --keyframes COUNT``, seen by the
-    nuScenes six at ``image_wh`` from scene time 0 on; the cameras fire ``CAMERA_STEP``
-    apart; the model frame is nuScenes' LIDAR_TOP."""
+def world_frames(count: int, seed: int = 0, image_wh: tuple[int, int] = (400, 225)
+                 ) -> list[Frame]:
+    """``count`` keyframes (2 Hz) of the world of the first scene of ``make-synthetic --seed
+    SEED --keyframes COUNT`` (``scenes.scene_world``), from scene time 0 on, rendered in memory
+    into the nuScenes six at ``image_wh`` and JPEG-encoded (OpenCV, quality 90); the cameras
+    fire ``CAMERA_STEP`` apart; the model frame is nuScenes' LIDAR_TOP."""
     import cv2
     from .render import make_camera, render_camera
-    from .world import make_world
+    from .scene_writer import KEYFRAME_PERIOD_US
+    from .scenes import scene_world
     rig = nuscenes_rig(image_wh)
-    world = make_world(np.random.default_rng([seed, 0]), duration=(count - 1) / rate_hz)
+    world, _ = scene_world(seed, 0, count)
     models = [make_camera(camera.K, camera.T_base_cam, camera.image_wh) for camera in rig.cameras]
     frames = []
     for k in range(count):
-        stamp = k / rate_hz
+        stamp = k * KEYFRAME_PERIOD_US * 1e-6
         cameras = []
         for i, (camera, model) in enumerate(zip(rig.cameras, models)):
             t = stamp + CAMERA_STEP * i
